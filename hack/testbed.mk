@@ -1,0 +1,61 @@
+# Local Kubernetes test bed (included by the top-level Makefile). See hack/README-testbed.md.
+# Binaries and images are cached in ~/.cache/mousflow (MOUSFLOW_CACHE); cluster state, logs and the
+# kubeconfig are in /tmp/mousflow-cluster (TESTBED_STATE).
+TESTBED_DIR := hack/testbed
+TESTBED_STATE ?= /tmp/mousflow-cluster
+TESTBED_KUBECONFIG := $(TESTBED_STATE)/kubeconfig
+KEEP_CLUSTER ?= 0
+PYTHON_FOR_CLUSTER_TESTS ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+export TESTBED_STATE
+
+.PHONY: cluster-deps cluster-binaries images images-runner cluster-up cluster-down cluster-status test-cluster \
+	kind-up kind-down
+
+cluster-deps:  ## Debian packages: containerd, runc, CNI plugins, buildah, debootstrap, iptables, ...
+	$(TESTBED_DIR)/host-deps.sh
+
+cluster-binaries:  ## build (or reuse) the pinned Kubernetes, etcd, CoreDNS, Helm and MinIO binaries
+	$(TESTBED_DIR)/build-binaries.sh
+
+images: cluster-deps  ## pause, Python base and CoreDNS images with buildah (no registry, no Docker)
+	$(TESTBED_DIR)/images.sh pause base coredns
+
+images-runner: cluster-deps  ## the runner image: containers/runner/Dockerfile on the local Python base
+	$(TESTBED_DIR)/images.sh runner
+	@if [ -S $(TESTBED_STATE)/containerd/containerd.sock ]; then $(TESTBED_DIR)/images.sh import; fi
+
+cluster-up:  ## start the single-node cluster; KUBECONFIG=$(TESTBED_KUBECONFIG)
+	$(TESTBED_DIR)/cluster-up.sh
+
+cluster-down:  ## stop exactly the processes cluster-up started and clean up
+	$(TESTBED_DIR)/cluster-down.sh
+
+cluster-status:
+	@$(TESTBED_DIR)/cluster-status.sh
+
+# Bring the cluster up (building what is missing), run the cluster tier, then bring it down again unless
+# KEEP_CLUSTER=1 or it was already running before.
+test-cluster:
+	@was_up=0; if [ -f $(TESTBED_KUBECONFIG) ] && $(TESTBED_DIR)/cluster-status.sh >/dev/null 2>&1; then was_up=1; fi; \
+	$(TESTBED_DIR)/cluster-up.sh || exit $$?; \
+	rc=0; KUBECONFIG=$(TESTBED_KUBECONFIG) $(PYTHON_FOR_CLUSTER_TESTS) -m pytest -m cluster tests/cluster $(PYTEST_ARGS) || rc=$$?; \
+	if [ "$(KEEP_CLUSTER)" != 1 ] && [ $$was_up = 0 ]; then $(TESTBED_DIR)/cluster-down.sh; fi; \
+	exit $$rc
+
+# ---- For machines with Docker: the same images and chart on a kind cluster (not runnable on the
+# Docker-less development machines; see hack/README-testbed.md).
+KIND_CLUSTER ?= mousflow
+CHART ?= helm/mousflow
+RUNNER_IMAGE_KIND ?= mousflow/runner:dev
+
+kind-up:
+	kind create cluster --name $(KIND_CLUSTER) --wait 120s
+	docker build -f containers/runner/Dockerfile -t $(RUNNER_IMAGE_KIND) .
+	kind load docker-image $(RUNNER_IMAGE_KIND) --name $(KIND_CLUSTER)
+	helm upgrade --install mousflow $(CHART) --kube-context kind-$(KIND_CLUSTER) \
+		--namespace mousflow-system --create-namespace \
+		--set image.repository=$(firstword $(subst :, ,$(RUNNER_IMAGE_KIND))) \
+		--set image.tag=$(lastword $(subst :, ,$(RUNNER_IMAGE_KIND))) --set image.pullPolicy=IfNotPresent
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Stop the local test-bed cluster: exactly the processes cluster-up.sh started (by the pids it recorded),
+# after removing every pod sandbox through the CRI (which also runs CNI DEL); then remove the network
+# pieces it made (bridge, dummy node interface, kube-proxy rules, cgroups), restore the sysctls it changed,
+# keep the logs in $MOUSFLOW_CACHE/last-cluster-logs and delete the state directory.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/testbed/lib.sh
+source "$HERE/lib.sh"
+require_root
+
+PIDS="$TESTBED_STATE/pids"
+KBIN="$(kube_bin_dir)"
+
+# stop_proc NAME [SECONDS] — TERM the recorded pid (if it is still that program), then KILL after a grace time.
+stop_proc() {
+  local name="$1" grace="${2:-20}" f="$PIDS/$1.pid" pid comm
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+  local want="$name"
+  [[ "$name" == containerd ]] && want=containerd
+  if [[ -z "$comm" ]]; then rm -f "$f"; return 0; fi
+  if [[ "$comm" != "${want:0:15}" ]]; then
+    log "pid $pid of $name is now '$comm': not ours, leaving it alone"; rm -f "$f"; return 0
+  fi
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + grace))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name did not stop in ${grace}s: KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$f"
+}
+
+remove_pods() {
+  pid_alive "$PIDS/containerd.pid" containerd || return 0
+  [[ -S "$CONTAINERD_SOCK" ]] || return 0
+  local cri="$KBIN/testbed-cri"
+  if [[ -x "$cri" ]]; then
+    log "removing pod sandboxes through the CRI"
+    "$cri" -endpoint "unix://$CONTAINERD_SOCK" -timeout 90s clean >/dev/null || log "some pod sandboxes could not be removed"
+  fi
+  # Anything left (e.g. testbed-cri missing): kill the tasks through containerd itself.
+  local c
+  for c in $(ctr_k8s tasks ls -q 2>/dev/null); do
+    ctr_k8s tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true
+  done
+  sleep 1
+  for c in $(ctr_k8s tasks ls -q 2>/dev/null); do
+    ctr_k8s tasks delete -f "$c" >/dev/null 2>&1 || true
+  done
+}
+
+cleanup_network() {
+  if [[ -x "$KBIN/kube-proxy" ]]; then
+    "$KBIN/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true
+  fi
+  ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE" || true
+  ip link show "$NODE_IFACE" >/dev/null 2>&1 && ip link delete "$NODE_IFACE" || true
+  if [[ -f "$TESTBED_STATE/sysctl.orig" ]]; then
+    while IFS= read -r kv; do [[ -n "$kv" ]] && sysctl -qw "$kv" || true; done <"$TESTBED_STATE/sysctl.orig"
+  fi
+}
+
+# Unmount whatever is still mounted below our directories (volumes, rootfs, shm), deepest first.
+unmount_below() {
+  local dir="$1" m
+  [[ -d "$dir" ]] || return 0
+  awk -v d="$dir" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+}
+
+# The kubelet's pod cgroups (cgroupfs driver, cgroup v1): empty directories once every pod is gone.
+remove_cgroups() {
+  local ctl
+  for ctl in /sys/fs/cgroup/*/kubepods; do
+    [[ -d "$ctl" ]] || continue
+    find "$ctl" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+main() {
+  if [[ ! -d "$TESTBED_STATE" ]]; then log "no cluster state in $TESTBED_STATE: nothing to stop"; return 0; fi
+  stop_proc kube-proxy
+  stop_proc kubelet
+  remove_pods
+  stop_proc minio
+  stop_proc kube-scheduler
+  stop_proc kube-controller-manager
+  stop_proc kube-apiserver
+  stop_proc etcd
+  stop_proc containerd 30
+  cleanup_network
+  unmount_below "$TESTBED_STATE"
+  remove_cgroups
+  if [[ -d "$TESTBED_STATE/logs" ]]; then
+    rm -rf "$MOUSFLOW_CACHE/last-cluster-logs"
+    mkdir -p "$MOUSFLOW_CACHE"
+    cp -r "$TESTBED_STATE/logs" "$MOUSFLOW_CACHE/last-cluster-logs"
+  fi
+  if [[ "${KEEP_STATE:-0}" != 1 ]]; then
+    rm -rf --one-file-system "$TESTBED_STATE"
+  fi
+  log "cluster down (logs kept in $MOUSFLOW_CACHE/last-cluster-logs)"
+}
+
+main "$@"

@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Shared settings and helpers for the local test bed (sourced, not run).
+TESTBED_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"   # hack/testbed
+TESTBED_ROOT="$(cd "$TESTBED_DIR/.." && pwd)"                  # hack
+REPO_ROOT="$(cd "$TESTBED_ROOT/.." && pwd)"
+# shellcheck source=hack/testbed/versions.env
+source "$TESTBED_DIR/versions.env"
+
+MOUSFLOW_CACHE="${MOUSFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mousflow}"
+# Everything of one running cluster: certs, etcd data, logs, pids, kubeconfig.
+TESTBED_STATE="${TESTBED_STATE:-/tmp/mousflow-cluster}"
+TESTBED_KUBECONFIG="$TESTBED_STATE/kubeconfig"
+NODE_NAME="${TESTBED_NODE_NAME:-mousflow-node}"
+
+# Addresses. Everything listens on loopback or lives in the cluster's own ranges on this machine.
+API_PORT="${TESTBED_API_PORT:-6443}"
+ETCD_CLIENT_PORT="${TESTBED_ETCD_PORT:-2379}"
+KUBERNETES_SERVICE_IP="10.96.0.1"
+DNS_SERVICE_IP="10.96.0.10"
+ETCD_PEER_PORT="${TESTBED_ETCD_PEER_PORT:-2380}"
+MINIO_PORT="${TESTBED_MINIO_PORT:-9000}"
+SERVICE_CIDR="10.96.0.0/16"
+POD_CIDR="10.244.0.0/16"
+NODE_POD_CIDR="10.244.0.0/24"   # the controller manager gives the only node the first /24
+POD_GATEWAY="10.244.0.1"
+CLUSTER_DOMAIN="cluster.local"
+CNI_BRIDGE="mousflow0"
+CNI_BIN_DIR="${TESTBED_CNI_BIN_DIR:-/usr/lib/cni}"   # Debian's containernetworking-plugins
+# The node's address lives on a dummy interface of this machine: reachable from the host and, through
+# the bridge gateway, from pods; nothing listens on the machine's real network interfaces.
+NODE_IFACE="mousflow-node"
+NODE_IP="${TESTBED_NODE_IP:-10.99.0.1}"
+KUBELET_ROOT="$TESTBED_STATE/kubelet"
+# Test-only credentials of the local MinIO (the test bed is a throw-away, loopback-only cluster).
+MINIO_ROOT_USER="mousflow"
+MINIO_ROOT_PASSWORD="mousflow-testbed-secret"
+
+kube_bin_dir()    { echo "$MOUSFLOW_CACHE/bin/kubernetes-$KUBE_VERSION"; }
+etcd_bin_dir()    { echo "$MOUSFLOW_CACHE/bin/etcd-$ETCD_VERSION"; }
+helm_bin_dir()    { echo "$MOUSFLOW_CACHE/bin/helm-$HELM_VERSION"; }
+coredns_bin_dir() { echo "$MOUSFLOW_CACHE/bin/coredns-$COREDNS_VERSION"; }
+minio_bin_dir()   { echo "$MOUSFLOW_CACHE/bin/minio-$MINIO_VERSION"; }
+images_dir()      { echo "$MOUSFLOW_CACHE/images"; }
+
+log() { printf '[testbed %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# The containerd we start ourselves (PID 1 is not systemd): own socket, root and state directories,
+# so that it never collides with a containerd someone else runs on the machine.
+CONTAINERD_ROOT="${TESTBED_CONTAINERD_ROOT:-/var/lib/mousflow-containerd}"
+CONTAINERD_RUN="$TESTBED_STATE/containerd"
+CONTAINERD_SOCK="$CONTAINERD_RUN/containerd.sock"
+ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
+
+# Is the process recorded in pid file $1 alive and still the program we started (name $2)?
+pid_alive() {
+  local f="$1" name="${2:-}" pid
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -n "$name" ]]; then
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "${name:0:15}" ]] || return 1
+  fi
+}
+
+require_root() { [[ $EUID -eq 0 ]] || die "the test bed runs a kubelet and containerd and needs root"; }

@@ -1,0 +1,241 @@
+"""Session fixture for tests that need a real Kubernetes cluster (pytest marker ``cluster``).
+
+* If ``KUBECONFIG`` points at a reachable cluster, that cluster is used as it is and left running.
+* Else, if the local test bed (hack/testbed, state in ``$TESTBED_STATE``, default /tmp/mousflow-cluster)
+  is already up, it is used and left running.
+* Else the local test bed is brought up with ``hack/testbed/cluster-up.sh`` (binaries and images are
+  built or taken from ~/.cache/mousflow) and brought down at the end of the session, unless
+  ``KEEP_CLUSTER=1``.
+
+If the cluster cannot be brought up the fixture fails with the reason and the log tail; it never skips.
+Every test in this directory is marked ``cluster`` so ``pytest -m "not cluster"`` runs without a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+TESTBED = REPO / "hack" / "testbed"
+STATE = Path(os.environ.get("TESTBED_STATE", "/tmp/mousflow-cluster"))
+CACHE = Path(os.environ.get("MOUSFLOW_CACHE", Path.home() / ".cache" / "mousflow"))
+LOCAL_KUBECONFIG = STATE / "kubeconfig"
+
+
+def _versions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (TESTBED / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+VERSIONS = _versions()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cluster: needs a real Kubernetes cluster (tests/cluster)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+def find_kubectl() -> str:
+    cached = CACHE / "bin" / f"kubernetes-{VERSIONS['KUBE_VERSION']}" / "kubectl"
+    if cached.is_file():
+        return str(cached)
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    subprocess.run([str(TESTBED / "build-binaries.sh"), "kubernetes"], check=True)
+    return str(cached)
+
+
+@dataclass
+class Cluster:
+    """A reachable cluster and a few helpers around kubectl."""
+
+    kubeconfig: str
+    kubectl_bin: str
+    started_here: bool
+    s3: dict[str, str] = field(default_factory=dict)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+        proc = subprocess.run(
+            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def apply(self, manifest: dict | list, namespace: str | None = None) -> None:
+        docs = manifest if isinstance(manifest, list) else [manifest]
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+        self.kubectl("apply", *(["-n", namespace] if namespace else []), "-f", "-", input=body)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict:
+        ns = ["-n", namespace] if namespace else []
+        return json.loads(self.kubectl("get", kind, name, *ns, "-o", "json"))
+
+    def wait_until(self, what: str, predicate, timeout: float = 120, interval: float = 1.0):
+        """Poll ``predicate()`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except (AssertionError, KeyError, IndexError, json.JSONDecodeError) as exc:
+                last_error = exc
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def _reachable(kubeconfig: str, kubectl: str) -> bool:
+    try:
+        proc = subprocess.run(
+            [kubectl, "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"],
+            capture_output=True, text=True, timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and "ok" in proc.stdout
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def _read_s3_env() -> dict[str, str]:
+    env_file = STATE / "s3.env"
+    out: dict[str, str] = {}
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            if line and not line.startswith("#") and "=" in line:
+                k, v = line.split("=", 1)
+                out[k] = v
+    return out
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    kubectl = find_kubectl()
+    env_kc = os.environ.get("KUBECONFIG", "")
+    if env_kc and Path(env_kc.split(os.pathsep)[0]).is_file() and _reachable(env_kc, kubectl):
+        yield Cluster(env_kc, kubectl, started_here=False, s3=_read_s3_env() if Path(env_kc) == LOCAL_KUBECONFIG else {})
+        return
+    if LOCAL_KUBECONFIG.is_file() and _reachable(str(LOCAL_KUBECONFIG), kubectl):
+        yield Cluster(str(LOCAL_KUBECONFIG), kubectl, started_here=False, s3=_read_s3_env())
+        return
+
+    if os.geteuid() != 0:
+        pytest.fail("no reachable cluster (KUBECONFIG unset or unreachable) and the local test bed needs root to start")
+    up_log = CACHE / "cluster-up.log"
+    up_log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with up_log.open("w") as fh:
+        proc = subprocess.run([str(TESTBED / "cluster-up.sh")], stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"hack/testbed/cluster-up.sh failed (exit {proc.returncode}); last lines of {up_log}:\n{_log_tail(up_log)}",
+            pytrace=False,
+        )
+    print(f"\nlocal test bed up in {time.monotonic() - t0:.0f}s; kubeconfig {LOCAL_KUBECONFIG}")
+    try:
+        yield Cluster(str(LOCAL_KUBECONFIG), kubectl, started_here=True, s3=_read_s3_env())
+    finally:
+        if os.environ.get("KEEP_CLUSTER") != "1":
+            subprocess.run([str(TESTBED / "cluster-down.sh")], check=False)
+
+
+@pytest.fixture(scope="session")
+def namespace(cluster: Cluster) -> str:
+    """A fresh namespace for this test session, deleted at the end."""
+    name = f"smoke-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    # Pods cannot be created before the namespace's default service account exists.
+    cluster.wait_until(
+        "the default service account",
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).strip(),
+        timeout=60,
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def test_image() -> str:
+    """An image built locally (never pulled): the debootstrap Python base unless MOUSFLOW_TEST_IMAGE says otherwise."""
+    return os.environ.get("MOUSFLOW_TEST_IMAGE", VERSIONS["BASE_IMAGE"])
+
+
+# ----------------------------------------------------------------------------------------------------- S3
+@pytest.fixture(scope="session", name="presign_s3_url")
+def presign_s3_url_fixture():
+    """The SigV4 presigning function below, for tests."""
+    return presign_s3_url
+
+
+def presign_s3_url(method: str, url: str, access_key: str, secret_key: str, region: str = "us-east-1",
+                   expires: int = 600, now: _dt.datetime | None = None) -> str:
+    """AWS Signature V4 query-string ("presigned") URL for ``method`` on ``url`` (path-style bucket/key).
+
+    The host in ``url`` is part of the signature, so a URL signed for a Service name only works when
+    the request really goes to that name.
+    """
+    parts = urlsplit(url)
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    day = now.strftime("%Y%m%d")
+    scope = f"{day}/{region}/s3/aws4_request"
+    query = {
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+        "X-Amz-Credential": f"{access_key}/{scope}",
+        "X-Amz-Date": amz_date,
+        "X-Amz-Expires": str(expires),
+        "X-Amz-SignedHeaders": "host",
+    }
+    canonical_query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
+    canonical_path = quote(parts.path or "/", safe="/-_.~")
+    canonical_request = "\n".join(
+        [method, canonical_path, canonical_query, f"host:{parts.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+
+    def _hmac(key: bytes, msg: str) -> bytes:
+        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+    key = _hmac(("AWS4" + secret_key).encode(), day)
+    for part in (region, "s3", "aws4_request"):
+        key = _hmac(key, part)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return f"{parts.scheme}://{parts.netloc}{canonical_path}?{canonical_query}&X-Amz-Signature={signature}"
