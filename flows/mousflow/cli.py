@@ -1,5 +1,99 @@
-"""The `mousflow` command line."""
+"""The `mousflow` command line: simulate MOUSs, run the pipeline locally, inspect manifests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from mousflow import __version__
 
 
-def main(argv=None) -> int:
-    raise SystemExit("mousflow: not implemented yet")
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from mousflow.simulate import simulate_mous
+
+    result = simulate_mous(args.preset, args.out, seed=args.seed, force=args.force, progress=_progress)
+    print(f"simulated MOUS ({args.preset}, seed {args.seed}) -> {result.out.uri}")
+    print(f"  execution blocks: {len(result.execution_blocks)}")
+    print(f"  visibility-channels: {result.visibility_channels:,} in {result.seconds:.1f} s "
+          f"({result.rate_per_s / 1e6:.2f} M/s)")
+    print(f"  manifest: {result.manifest.uri}")
+    print(f"  truth:    {result.truth.uri}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mousflow.model import check_spec_semantics, load_manifest
+
+    resource = load_manifest(open(args.manifest).read())
+    problems = check_spec_semantics(resource.spec)
+    for problem in problems:
+        print(f"{args.manifest}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{args.manifest}: valid MOUS {resource.spec.uid} ({len(resource.spec.execution_blocks)} execution blocks)")
+    return 0
+
+
+def cmd_crd(_args: argparse.Namespace) -> int:
+    from mousflow_operator.crd import crd_text
+
+    sys.stdout.write(crd_text())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mousflow.demo import run_demo
+
+    return run_demo(workdir=args.workdir, preset=args.preset, seed=args.seed, progress=_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mousflow.simulate import PRESETS
+
+    parser = argparse.ArgumentParser(prog="mousflow", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mousflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write a simulated MOUS (MSv4 Zarr, mous.yaml, truth.json)")
+    p.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--out", required=True, help="local directory or s3://bucket/prefix")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("validate", help="check a MOUS manifest against the schema and the telescope")
+    p.add_argument("manifest")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("crd", help="print the MOUS CustomResourceDefinition (kubectl apply -f -)")
+    p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("demo", help="simulate a MOUS and process it locally, end to end")
+    p.add_argument("--workdir", default=None, help="where to work (default: a new temporary directory)")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mousflow.errors import MousflowError, describe_error
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("mousflow: interrupted", file=sys.stderr)
+        return 130
+    except (MousflowError, ValueError, OSError) as exc:
+        print(f"mousflow: error: {describe_error(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mousflow.errors import InvalidInput
 from mousflow.model.base import CRModel
 from mousflow.model.spec import MOUSSpec
 from mousflow.model.status import MOUSStatus
@@ -41,7 +42,7 @@ class MOUSResource(CRModel):
     status: MOUSStatus | None = None
 
 
-class ManifestError(ValueError):
+class ManifestError(InvalidInput):
     """A manifest that is not a valid MOUS; the message names the offending fields."""
 
 

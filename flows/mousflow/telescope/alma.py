@@ -77,8 +77,9 @@ def primary_beam_fwhm_rad(frequency_hz: float, dish_diameter_m: float) -> float:
 
 def system_equivalent_flux_density_jy(band: int, dish_diameter_m: float) -> float:
     """SEFD = 2 k Tsys / (eta_a A), in Jy, for one antenna in `band`."""
-    from astropy.constants import k_B
     import math
+
+    from astropy.constants import k_B
 
     b = BANDS[band]
     area = math.pi * (dish_diameter_m / 2) ** 2

@@ -1,0 +1,35 @@
+"""The error classes stages raise, so callers (the CLI, the flow, the operator) can classify failures.
+
+Each class has a stable `reason` that the operator puts into the MOUS status; the message says what to fix.
+"""
+
+from __future__ import annotations
+
+
+class MousflowError(Exception):
+    reason = "Error"
+
+
+class InputMissing(MousflowError):
+    reason = "InputMissing"
+
+
+class InvalidInput(MousflowError):
+    reason = "InvalidInput"
+
+
+class CalibrationFailed(MousflowError):
+    reason = "CalibrationFailed"
+
+
+class ImagingFailed(MousflowError):
+    reason = "ImagingFailed"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the first line of the message, prefixed by the error's reason when it has one."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        text = f"no such file or directory: {exc.filename}"
+    reason = getattr(exc, "reason", None)
+    return f"{reason}: {text}" if reason and reason != "Error" else text

@@ -1,0 +1,1 @@
+"""Simulation kernels: sky models, predicted visibilities, instrumental corruptions and thermal noise."""

@@ -1,0 +1,158 @@
+"""Locations in object storage or on a local disk, addressed the same way.
+
+A `Location` is a URI (s3://bucket/prefix, file:///path or /path) plus the fsspec filesystem that serves it.
+Anything written as a unit (a simulated MOUS, a stage's outputs) is only valid once its commit marker exists:
+data first, marker last, so a reader never mistakes an interrupted write for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import fsspec
+
+from mousflow.errors import InputMissing
+
+COMMIT_MARKER = "_MOUSFLOW_COMMITTED"
+
+
+class StorageError(InputMissing):
+    """A location that cannot be read or written; the message says which and why."""
+
+
+def s3_options_from_env() -> dict[str, Any]:
+    """s3fs options from the environment (AWS_* credentials, MOUSFLOW_S3_ENDPOINT for MinIO and friends)."""
+    opts: dict[str, Any] = {}
+    endpoint = os.environ.get("MOUSFLOW_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["client_kwargs"] = {"endpoint_url": endpoint}
+    return opts
+
+
+@dataclass(frozen=True)
+class Location:
+    uri: str
+
+    def __post_init__(self):
+        if not self.uri:
+            raise StorageError("empty location")
+
+    @classmethod
+    def of(cls, uri: str | os.PathLike) -> Location:
+        uri = os.fspath(uri)
+        if "://" not in uri:
+            uri = os.path.abspath(uri)
+        return cls(uri.rstrip("/") or "/")
+
+    @property
+    def protocol(self) -> str:
+        return self.uri.split("://", 1)[0] if "://" in self.uri else "file"
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+    @property
+    def path(self) -> str:
+        """The filesystem path (no protocol) fsspec's filesystem expects."""
+        if self.uri.startswith("file://"):
+            return self.uri[len("file://"):]
+        if "://" in self.uri:
+            return self.uri.split("://", 1)[1]
+        return self.uri
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        if self.protocol == "s3":
+            return fsspec.filesystem("s3", **s3_options_from_env())
+        return fsspec.filesystem(self.protocol)
+
+    def storage_options(self) -> dict[str, Any]:
+        return s3_options_from_env() if self.protocol == "s3" else {}
+
+    def join(self, *parts: str) -> Location:
+        return Location(posixpath.join(self.uri, *parts))
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.path)
+
+    def read_text(self) -> str:
+        try:
+            with self.fs.open(self.path, "r") as fh:
+                return fh.read()
+        except FileNotFoundError as exc:
+            raise StorageError(f"{self.uri} does not exist") from exc
+
+    def read_bytes(self) -> bytes:
+        try:
+            with self.fs.open(self.path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError as exc:
+            raise StorageError(f"{self.uri} does not exist") from exc
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write a whole object; on a local disk through a temporary name and a rename, so it is atomic."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        else:
+            with self.fs.open(self.path, "wb") as fh:
+                fh.write(data)
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def write_json(self, obj: Any) -> None:
+        self.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def read_json(self) -> Any:
+        return json.loads(self.read_text())
+
+    def is_empty(self) -> bool:
+        if not self.exists():
+            return True
+        return not self.fs.ls(self.path)
+
+    def remove(self) -> None:
+        if self.exists():
+            self.fs.rm(self.path, recursive=True)
+
+    # --- commit protocol -------------------------------------------------------------------------------------
+
+    @property
+    def marker(self) -> Location:
+        return self.join(COMMIT_MARKER)
+
+    def is_committed(self) -> bool:
+        return self.marker.exists()
+
+    def commit(self, summary: dict[str, Any]) -> None:
+        """Mark everything under this location as complete. Call only after all data is written."""
+        self.marker.write_json(summary)
+
+    def check_writable(self) -> None:
+        """Fail early, with the reason, if nothing can be written here (missing bucket, read-only directory)."""
+        probe = self.join(f".mousflow-write-probe-{os.getpid()}")
+        try:
+            probe.write_bytes(b"")
+            probe.fs.rm(probe.path)
+        except FileNotFoundError as exc:
+            raise StorageError(f"cannot write to {self.uri}: bucket or directory does not exist") from exc
+        except PermissionError as exc:
+            raise StorageError(f"cannot write to {self.uri}: permission denied") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.uri}: {exc}") from exc
