@@ -1,0 +1,74 @@
+"""Calibration science kernels: flagging, bandpass, time-dependent gains (StEFCal), flux scale,
+interpolation onto the target and application, and QA sub-scores.
+
+Pure numpy/scipy, array in and array out: data are (time, baseline, channel, corr) with baselines p < q from
+antenna1/antenna2, the measurement equation D_pq = g_p(t) B_p(nu) V_pq conj(g_q(t) B_q(nu)) per correlation
+(see mousflow.science.conventions) and calibrators are point sources at the phase centre (V_pq = S(nu)).
+
+Order of use per execution block and spectral window:
+    flag = flag_outliers(...)          on each calibrator (antennas/channels found there: flag_antennas and
+                                       flag_channels on the target)
+    bp = solve_bandpass(...)           bandpass calibrator
+    gf = solve_gains(..., flux_jy=S_F) flux calibrator, against its trusted model
+    gp = solve_gains(...)              phase calibrator, unit model
+    fs = fluxscale(gf, gp)             fs.flux_jy: phase calibrator's flux; fs.table: gains in true units
+    g, gflag = interpolate_gains(fs.table, target_times)
+    vis, flag, weight = apply_calibration(target..., g, gflag, bp)
+Across windows (and execution blocks) fit_spectral_index combines the phase calibrator's flux densities.
+Every kernel raises CalibrationFailed for unusable input.
+"""
+
+from mousflow.science.calibration.apply import apply_calibration
+from mousflow.science.calibration.bandpass import BandpassTable, normalise_bandpass, solve_bandpass
+from mousflow.science.calibration.errors import CalibrationFailed
+from mousflow.science.calibration.flagging import (
+    FlagReport,
+    flag_antennas,
+    flag_channels,
+    flag_invalid,
+    flag_outliers,
+)
+from mousflow.science.calibration.fluxscale import FluxScaleResult, SpectralFit, fit_spectral_index, fluxscale
+from mousflow.science.calibration.gains import GainTable, solution_intervals, solve_gains
+from mousflow.science.calibration.interpolation import interpolate_gains
+from mousflow.science.calibration.models import calibrator_model, power_law_flux
+from mousflow.science.calibration.scores import (
+    SubScore,
+    fraction_flagged_score,
+    gain_snr_score,
+    phase_rms_deg,
+    phase_rms_score,
+)
+from mousflow.science.calibration.stefcal import StefcalResult, choose_reference_antenna, reduce_baselines, stefcal
+
+__all__ = [
+    "BandpassTable",
+    "CalibrationFailed",
+    "FlagReport",
+    "FluxScaleResult",
+    "GainTable",
+    "SpectralFit",
+    "StefcalResult",
+    "SubScore",
+    "apply_calibration",
+    "calibrator_model",
+    "choose_reference_antenna",
+    "fit_spectral_index",
+    "flag_antennas",
+    "flag_channels",
+    "flag_invalid",
+    "flag_outliers",
+    "fluxscale",
+    "fraction_flagged_score",
+    "gain_snr_score",
+    "interpolate_gains",
+    "normalise_bandpass",
+    "phase_rms_deg",
+    "phase_rms_score",
+    "power_law_flux",
+    "reduce_baselines",
+    "solution_intervals",
+    "solve_bandpass",
+    "solve_gains",
+    "stefcal",
+]

@@ -1,0 +1,162 @@
+"""Flagging obviously bad data before solving: invalid samples, dead antennas, spurious channels.
+
+All tests are on amplitudes with robust statistics (median and MAD), so a minority of bad data cannot hide
+itself by inflating the scatter it is compared with:
+
+- flag_invalid: NaN/inf samples and exact zeros (dropped integrations the online system did not flag).
+- flag_outliers, per antenna: the median log-amplitude of each baseline, then per antenna the median over
+  its baselines. For a point-source calibrator |D_pq| = |g_p||g_q| S, so this is log|g_p| + const and a dead
+  antenna (noise only, ~10x below the signal) stands out whatever the other gains are; one bad antenna moves
+  the other antennas' medians by at most one baseline. Outliers are judged against the median over antennas
+  with a MAD scale floored at `min_antenna_scatter` (natural log), so a well-behaved array (MAD ~ 0) does not
+  flag antennas whose gains merely differ by 10-20 %.
+  On the science target (noise- or structure-dominated amplitudes) this test is not meaningful: flag the
+  antennas found on the calibrators there with `flag_antennas`.
+- flag_outliers, per channel: the median amplitude of each channel over time and baselines, divided by a
+  running median over channels (which follows the bandpass shape), judged against the MAD of that ratio.
+  Only excess power is flagged (spurs, birdies, RFI): low channels are bandpass features such as the
+  roll-off at the window edges, whose data are good, merely less sensitive. A strong genuine spectral line
+  on the target would look like excess power too: run the channel test on calibrators, or keep line channels
+  out of it with `protect_channels`, and propagate with `flag_channels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from mousflow.science.calibration.errors import CalibrationFailed
+
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass
+class FlagReport:
+    """What flag_outliers flagged and why; fractions are of all (time, baseline, channel, corr) samples."""
+
+    antennas: list[int] = field(default_factory=list)
+    channels: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    fraction_before: float = 0.0
+    fraction_after: float = 0.0
+    antenna_log_amplitude: np.ndarray | None = None  # (n_ant, n_corr) statistic tested, NaN if no data
+    channel_excess: np.ndarray | None = None  # (n_chan, n_corr) log(amplitude / running median)
+
+
+def flag_invalid(vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Return flag | (vis not finite) | (vis exactly zero). Does not modify its inputs."""
+    vis = np.asarray(vis)
+    if vis.shape != np.shape(flag):
+        raise CalibrationFailed(f"flag shape {np.shape(flag)} does not match visibilities {vis.shape}")
+    return np.asarray(flag, bool) | ~np.isfinite(vis) | (vis == 0)
+
+
+def flag_antennas(flag: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray,
+                  antennas: Sequence[int]) -> np.ndarray:
+    """Return a copy of flag (time, baseline, channel, corr) with every baseline of `antennas` flagged."""
+    out = np.array(flag, bool, copy=True)
+    bad = np.isin(antenna1, antennas) | np.isin(antenna2, antennas)
+    out[:, bad] = True
+    return out
+
+
+def flag_channels(flag: np.ndarray, channels: Sequence[int]) -> np.ndarray:
+    """Return a copy of flag (time, baseline, channel, corr) with `channels` flagged on all data."""
+    out = np.array(flag, bool, copy=True)
+    out[:, :, list(channels)] = True
+    return out
+
+
+def _nanmedian(a: np.ndarray, axis) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(a, axis=axis)
+
+
+def _robust_z(values: np.ndarray, min_scale: float) -> np.ndarray:
+    ok = np.isfinite(values)
+    if ok.sum() < 3:
+        return np.zeros_like(values)
+    centre = np.median(values[ok])
+    scale = max(MAD_TO_SIGMA * np.median(np.abs(values[ok] - centre)), min_scale)
+    return np.where(ok, (values - centre) / scale, 0.0)
+
+
+def flag_outliers(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray, n_ant: int, *,
+                  antennas: bool = True, channels: bool = True, antenna_threshold: float = 5.0,
+                  channel_threshold: float = 6.0, min_antenna_scatter: float = 0.1,
+                  min_channel_scatter: float = 0.02, channel_window: int = 5,
+                  protect_channels: Sequence[int] = ()) -> tuple[np.ndarray, FlagReport]:
+    """Flag invalid data, then amplitude-outlier antennas and channels (see the module docstring).
+
+    vis, flag: (time, baseline, channel, corr). Returns (new flag array, FlagReport).
+    antenna_threshold: robust z-score (either sign) above which an antenna is flagged on all correlations.
+    channel_threshold: robust z-score of excess amplitude above which a channel is flagged (all correlations).
+    Raises CalibrationFailed if nothing is left unflagged.
+    """
+    vis = np.asarray(vis)
+    if vis.ndim != 4:
+        raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
+    a1, a2 = np.asarray(antenna1), np.asarray(antenna2)
+    report = FlagReport(fraction_before=float(np.mean(flag)))
+    out = flag_invalid(vis, flag)
+    n_new = int(out.sum() - np.sum(flag))
+    if n_new:
+        report.reasons.append(f"{n_new} samples NaN/inf or exactly zero")
+    if out.all():
+        raise CalibrationFailed("no unflagged data (all samples flagged, NaN or zero)")
+    amp = np.where(out, np.nan, np.abs(vis).astype(np.float64))
+
+    if antennas:
+        with np.errstate(divide="ignore"):
+            bl_stat = np.log(_nanmedian(amp, axis=(0, 2)))  # (n_bl, n_corr)
+        stat = np.full((n_ant, vis.shape[3]), np.nan)
+        for ant in range(n_ant):
+            rows = bl_stat[(a1 == ant) | (a2 == ant)]
+            if rows.size:
+                stat[ant] = _nanmedian(rows, axis=0)
+        report.antenna_log_amplitude = stat
+        z = np.stack([_robust_z(stat[:, c], min_antenna_scatter) for c in range(stat.shape[1])], axis=1)
+        for ant in np.flatnonzero(np.any(np.abs(z) > antenna_threshold, axis=1)):
+            c = int(np.argmax(np.abs(z[ant])))
+            ratio = float(np.exp(stat[ant, c] - np.nanmedian(stat[:, c])))
+            report.antennas.append(int(ant))
+            report.reasons.append(f"antenna {ant}: median amplitude {ratio:.3g} x the array's "
+                                  f"(robust z = {z[ant, c]:+.1f}, correlation {c})")
+        if report.antennas:
+            out = flag_antennas(out, a1, a2, report.antennas)
+            amp[:, np.isin(a1, report.antennas) | np.isin(a2, report.antennas)] = np.nan
+
+    if channels and vis.shape[2] >= 3:
+        with np.errstate(divide="ignore"):
+            ch_stat = np.log(_nanmedian(amp, axis=(0, 1)))  # (n_chan, n_corr)
+        excess = np.full(ch_stat.shape, np.nan)
+        for c in range(ch_stat.shape[1]):
+            col = ch_stat[:, c]
+            ok = np.isfinite(col)
+            if ok.sum() < 3:
+                continue
+            filled = np.interp(np.arange(col.size), np.flatnonzero(ok), col[ok])
+            trend = median_filter(filled, size=min(channel_window, col.size), mode="mirror")
+            excess[:, c] = np.where(ok, col - trend, np.nan)
+        report.channel_excess = excess
+        z = np.stack([_robust_z(excess[:, c], min_channel_scatter) for c in range(excess.shape[1])], axis=1)
+        z[list(protect_channels)] = 0.0
+        for ch in np.flatnonzero(np.any(z > channel_threshold, axis=1)):
+            c = int(np.argmax(z[ch]))
+            report.channels.append(int(ch))
+            report.reasons.append(f"channel {ch}: amplitude {np.exp(excess[ch, c]):.3g} x its neighbours' "
+                                  f"(robust z = {z[ch, c]:+.1f}, correlation {c})")
+        if report.channels:
+            out = flag_channels(out, report.channels)
+
+    report.fraction_after = float(np.mean(out))
+    if out.all():
+        raise CalibrationFailed("no unflagged data left after outlier flagging")
+    return out, report

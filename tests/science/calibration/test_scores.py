@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+from mousflow.science.calibration import GainTable, fraction_flagged_score, gain_snr_score, phase_rms_score
+
+
+def test_fraction_flagged_thresholds():
+    flag = np.zeros(100, bool)
+    assert fraction_flagged_score(flag).score == 1
+    flag[:30] = True
+    s = fraction_flagged_score(flag)
+    assert s.value == pytest.approx(0.3) and s.score == pytest.approx(0.5)
+    assert fraction_flagged_score(np.ones(10, bool)).score == 0
+
+
+def test_gain_snr_thresholds():
+    def table(snr):
+        shape = (2, 3, 2)
+        return GainTable(np.arange(2.0), np.ones(shape, complex), np.zeros(shape, bool), np.full(shape, snr),
+                         np.zeros((2, 2), int))
+
+    assert gain_snr_score(table(100)).score == 1
+    assert gain_snr_score(table(2)).score == 0
+    assert 0 < gain_snr_score(table(8)).score < 1
+
+
+def test_phase_rms_of_calibrated_point_source():
+    rng = np.random.default_rng(0)
+    shape = (50, 10, 4, 2)
+    for rms_deg in (5.0, 30.0):
+        phase = np.radians(rms_deg) * rng.standard_normal((*shape[:2], 1, 2))
+        vis = np.broadcast_to(np.exp(1j * phase), shape).astype(np.complex64)
+        s = phase_rms_score(vis, np.zeros(shape, bool), np.full(shape, 1e6, np.float32))
+        assert s.value == pytest.approx(rms_deg, rel=0.1)
+        assert s.score == (1.0 if rms_deg < 15 else pytest.approx((40 - s.value) / 25))
