@@ -1,0 +1,165 @@
+"""Cotton-Schwab CLEAN: Hogbom minor cycles on the image with the PSF, major cycles with ducc0.
+
+Minor cycle: Hogbom on the masked pixels only (the "active set"), subtracting gain x peak x PSF at every
+active pixel with a PSF twice the image size, so the subtraction is exact within the mask wherever the
+component lies. Pixels outside the mask are not touched: the major cycle recomputes the whole residual.
+Major cycle: the model (Jy/pixel) is degridded with w-correction, subtracted from the *original*
+visibilities and the residual image regridded, so PSF approximations (the PSF's variation across the field,
+gridding error) never accumulate.
+
+The minor cycle stops at the cycle threshold (CASA's rule)
+    max(threshold, clip(cycle_factor x max PSF sidelobe, 0.05, 0.8) x peak residual)
+and CLEAN stops when the peak |residual| inside the mask is below `threshold`, when the mask is empty, after
+`max_major` major cycles or `max_iter` components in total, or if the residual peak diverges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mousflow.science.imaging.beam import Beam, fit_beam, max_sidelobe
+from mousflow.science.imaging.gridding import DEFAULT_EPSILON, degrid_model, make_dirty, make_psf
+from mousflow.science.imaging.mask import AutoMaskParams, auto_mask
+from mousflow.science.imaging.noise import image_rms
+
+
+@dataclass
+class MajorCycle:
+    peak_before: float
+    cycle_threshold: float
+    n_components: int
+    peak_after: float
+
+
+@dataclass
+class CleanResult:
+    model: np.ndarray
+    """(npix, npix) CLEAN components, Jy/pixel, sky orientation."""
+    residual: np.ndarray
+    """(npix, npix) residual image, Jy/beam, sky orientation."""
+    mask: np.ndarray
+    """(npix, npix) bool mask CLEAN was allowed to place components in."""
+    psf: np.ndarray
+    """(2 npix, 2 npix) PSF, peak 1 at (npix, npix)."""
+    beam: Beam
+    psf_sidelobe: float
+    threshold: float
+    n_components: int
+    n_major: int
+    peak_residual: float
+    """Peak |residual| inside the mask at the end (0 if the mask is empty)."""
+    converged: bool
+    stop_reason: str
+    cycles: list[MajorCycle] = field(default_factory=list)
+
+
+def hogbom_minor_cycle(residual: np.ndarray, psf2: np.ndarray, mask: np.ndarray, model: np.ndarray, *,
+                       gain: float, cycle_threshold: float, max_components: int) -> tuple[int, float]:
+    """Hogbom CLEAN restricted to `mask`, updating `model` in place; `residual` is not modified.
+
+    psf2 is (2n, 2n) with its peak at (n, n) for an (n, n) image. Returns (components, final peak |residual|
+    in the mask).
+    """
+    n = residual.shape[0]
+    if psf2.shape != (2 * n, 2 * n):
+        raise ValueError("the PSF must be twice the image size")
+    active = np.flatnonzero(mask)
+    if active.size == 0:
+        return 0, 0.0
+    r = residual.ravel()[active].astype(np.float64)
+    ya, xa = np.divmod(active, n)
+    base = ya * (2 * n) + xa  # flat index into psf2 up to a per-component offset
+    centre = n * (2 * n) + n
+    psf_flat = np.ascontiguousarray(psf2, dtype=np.float64).ravel()
+    model_flat = model.reshape(-1)
+    count = 0
+    k = int(np.argmax(np.abs(r)))
+    peak = float(r[k])
+    while count < max_components and abs(peak) >= cycle_threshold:
+        comp = gain * peak
+        model_flat[active[k]] += comp
+        r -= comp * psf_flat[base + (centre - base[k])]
+        count += 1
+        k = int(np.argmax(np.abs(r)))
+        peak = float(r[k])
+    return count, abs(peak)
+
+
+def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, threshold: float, *,
+          mask="auto", pb: np.ndarray | None = None, automask: AutoMaskParams | None = None,
+          gain: float = 0.1, max_major: int = 10, max_iter: int = 100_000, cycle_factor: float = 1.0,
+          min_psf_fraction: float = 0.05, max_psf_fraction: float = 0.8, psf: np.ndarray | None = None,
+          beam: Beam | None = None, epsilon: float = DEFAULT_EPSILON, double: bool = True,
+          nthreads: int = 1) -> CleanResult:
+    """CLEAN Stokes I visibilities (n_row, n_chan) to `threshold` (Jy/beam) on an npix x npix image.
+
+    mask: "auto" (see `mask.auto_mask`, rebuilt and grown every major cycle), None (everywhere, inside
+    pb >= automask.pblimit if pb is given) or a fixed bool array. pb is the primary-beam pattern used to
+    restrict the mask and the noise estimate. psf (2 npix square) and beam may be given to skip computing
+    them.
+    """
+    grid = {"epsilon": epsilon, "double": double, "nthreads": nthreads}
+    automask = automask or AutoMaskParams()
+    vis = np.asarray(vis)
+    if psf is None:
+        psf = make_psf(uvw_m, freq_hz, imaging_weight, 2 * npix, cell_rad, **grid)
+    if beam is None:
+        beam = fit_beam(psf, cell_rad, window=npix // 2)
+    sidelobe = max_sidelobe(psf, beam, cell_rad)
+    residual = make_dirty(vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, **grid)
+    model = np.zeros((npix, npix))
+    inside = np.ones((npix, npix), dtype=bool) if pb is None else np.asarray(pb) >= automask.pblimit
+
+    def noise(current_mask):
+        return image_rms(residual, exclude=current_mask, pb=pb, pblimit=automask.pblimit)
+
+    auto = isinstance(mask, str)
+    if auto:
+        if mask != "auto":
+            raise ValueError(f"mask must be 'auto', None or a bool array, not {mask!r}")
+        current = auto_mask(residual, noise(None), beam, cell_rad, psf_sidelobe=sidelobe, pb=pb, params=automask)
+    elif mask is None:
+        current = inside.copy()
+    else:
+        current = np.asarray(mask, dtype=bool) & inside
+
+    cycles: list[MajorCycle] = []
+    n_comp = 0
+    reason = "max_major"
+    converged = False
+    best_peak = np.inf
+    for _ in range(max_major):
+        peak = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
+        if peak < threshold:
+            converged, reason = True, ("threshold" if np.any(current) else "empty mask")
+            break
+        if n_comp >= max_iter:
+            reason = "max_iter"
+            break
+        if peak > 1.5 * best_peak:
+            reason = "diverging"
+            break
+        best_peak = min(best_peak, peak)
+        frac = float(np.clip(cycle_factor * sidelobe, min_psf_fraction, max_psf_fraction))
+        cycle_thr = max(threshold, frac * peak)
+        n, _ = hogbom_minor_cycle(residual, psf, current, model, gain=gain, cycle_threshold=cycle_thr,
+                                  max_components=max_iter - n_comp)
+        n_comp += n
+        model_vis = degrid_model(model, uvw_m, freq_hz, cell_rad, **grid)
+        residual = make_dirty(vis - model_vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, **grid)
+        del model_vis
+        if auto:
+            current = auto_mask(residual, noise(current), beam, cell_rad, psf_sidelobe=sidelobe, pb=pb,
+                                prior=current, params=automask)
+        after = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
+        cycles.append(MajorCycle(peak, cycle_thr, n, after))
+    else:
+        peak = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
+        if peak < threshold:
+            converged, reason = True, "threshold"
+    final_peak = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
+    return CleanResult(model=model, residual=residual, mask=current, psf=psf, beam=beam, psf_sidelobe=sidelobe,
+                       threshold=threshold, n_components=n_comp, n_major=len(cycles), peak_residual=final_peak,
+                       converged=converged, stop_reason=reason, cycles=cycles)

@@ -1,0 +1,154 @@
+"""The imaging recipe on arrays: an MFS continuum plane, or any set of cube channels imaged independently.
+
+Inputs are Stokes I (see `weighting.stokes_i`): vis (n_row, n_chan) complex, weight (n_row, n_chan) = 1 /
+sigma^2, flag (n_row, n_chan) bool or None, uvw_m (n_row, 3) and freq_hz (n_chan,). For every plane:
+Briggs weights -> PSF (2 npix) and restoring beam fitted to its main lobe -> Cotton-Schwab CLEAN with an
+automatic mask to nsigma x the predicted rms (3 by default) -> restore -> primary-beam correction.
+
+All images are in sky orientation (`coords`): (npix, npix) for a plane, (n_chan, npix, npix) for cube
+products; `wcs.image_header` describes them. A cube channel's result depends only on that channel's data
+(per-channel weighting, PSF, beam, mask and threshold), so channel chunks can be imaged separately and
+concatenated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mousflow.science.imaging.beam import Beam
+from mousflow.science.imaging.clean import clean
+from mousflow.science.imaging.gridding import DEFAULT_EPSILON
+from mousflow.science.imaging.mask import AutoMaskParams
+from mousflow.science.imaging.noise import image_rms, predicted_rms
+from mousflow.science.imaging.plan import ImagingPlan
+from mousflow.science.imaging.primary_beam import pb_correct, primary_beam
+from mousflow.science.imaging.restore import restore
+from mousflow.science.imaging.weighting import briggs_weights
+
+NAN_BEAM = Beam(math.nan, math.nan, math.nan)
+
+
+@dataclass
+class PlaneProducts:
+    image: np.ndarray
+    """Restored image, Jy/beam, flat noise (not PB-corrected)."""
+    image_pbcor: np.ndarray
+    """Restored image / pb, NaN where pb < pblimit."""
+    residual: np.ndarray
+    model: np.ndarray
+    """CLEAN components, Jy/pixel."""
+    psf: np.ndarray
+    """PSF (npix, npix), peak 1 at (npix/2, npix/2)."""
+    pb: np.ndarray
+    mask: np.ndarray
+    beam: Beam
+    """Restoring beam (fitted to this plane's PSF unless one was imposed)."""
+    psf_beam: Beam
+    freq_hz: float
+    """Imaging-weighted mean frequency of the plane."""
+    bandwidth_hz: float
+    predicted_rms: float
+    image_rms: float
+    """Robust rms of the residual outside the mask, inside pb >= pblimit."""
+    threshold: float
+    n_components: int
+    n_major: int
+    converged: bool
+    stop_reason: str
+
+
+@dataclass
+class CubeProducts:
+    """Planes stacked along axis 0 (n_chan, npix, npix); per-channel values as (n_chan,) arrays."""
+
+    image: np.ndarray
+    image_pbcor: np.ndarray
+    residual: np.ndarray
+    model: np.ndarray
+    psf: np.ndarray
+    pb: np.ndarray
+    mask: np.ndarray
+    beams: list[Beam]
+    channels: np.ndarray
+    """Indices of the planes in the freq_hz array given to `image_channels`."""
+    freq_hz: np.ndarray
+    predicted_rms: np.ndarray
+    image_rms: np.ndarray
+    threshold: np.ndarray
+    n_components: np.ndarray
+    converged: np.ndarray
+
+
+def _empty_plane(npix: int, freq: float, width: float, pb: np.ndarray) -> PlaneProducts:
+    nan = np.full((npix, npix), np.nan)
+    return PlaneProducts(nan, nan.copy(), nan.copy(), np.zeros((npix, npix)), nan.copy(), pb,
+                         np.zeros((npix, npix), dtype=bool), NAN_BEAM, NAN_BEAM, freq, width, math.nan, math.nan,
+                         math.nan, 0, 0, False, "no data")
+
+
+def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_channel_weighting: bool = False,
+                restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = 3.0,
+                mask="auto", automask: AutoMaskParams | None = None, gain: float = 0.1, max_major: int = 10,
+                max_iter: int = 100_000, epsilon: float = DEFAULT_EPSILON, double: bool = True,
+                nthreads: int = 1) -> PlaneProducts:
+    """Image all the given channels together into one plane (MFS when n_chan > 1)."""
+    freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    npix, cell = plan.npix, plan.cell_rad
+    iw = briggs_weights(uvw_m, freq, weight, flag, npix, cell, plan.robust, per_channel=per_channel_weighting)
+    chan_w = iw.sum(axis=0)
+    width = float(freq.max() - freq.min()) if freq.size > 1 else 0.0
+    if chan_w.sum() <= 0:
+        return _empty_plane(npix, float(freq.mean()), width, primary_beam(npix, cell, freq, plan.dish_diameter_m))
+    fmean = float(np.sum(chan_w * freq) / chan_w.sum())
+    pb = primary_beam(npix, cell, freq, plan.dish_diameter_m, channel_weight=chan_w)
+    rms = predicted_rms(weight if weight is not None else np.ones_like(iw), iw, flag)
+    thr = nsigma * rms if threshold is None else threshold
+    params = automask or AutoMaskParams(pblimit=plan.pblimit)
+    cr = clean(vis, uvw_m, freq, iw, npix, cell, thr, mask=mask, pb=pb, automask=params, gain=gain,
+               max_major=max_major, max_iter=max_iter, epsilon=epsilon, double=double, nthreads=nthreads)
+    beam = restoring_beam or cr.beam
+    restored = restore(cr.model, cr.residual, beam, cell)
+    psf = cr.psf[npix // 2 : npix // 2 + npix, npix // 2 : npix // 2 + npix].copy()
+    return PlaneProducts(
+        image=restored, image_pbcor=pb_correct(restored, pb, plan.pblimit), residual=cr.residual, model=cr.model,
+        psf=psf, pb=pb, mask=cr.mask, beam=beam, psf_beam=cr.beam, freq_hz=fmean, bandwidth_hz=width,
+        predicted_rms=rms, image_rms=image_rms(cr.residual, exclude=cr.mask, pb=pb, pblimit=plan.pblimit),
+        threshold=thr, n_components=cr.n_components, n_major=cr.n_major, converged=cr.converged,
+        stop_reason=cr.stop_reason)
+
+
+def image_mfs(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, **kwargs) -> PlaneProducts:
+    """Continuum (MFS) plane from all the channels given; select line-free channels with `flag`."""
+    return image_plane(vis, uvw_m, freq_hz, weight, flag, plan, per_channel_weighting=False, **kwargs)
+
+
+def image_channels(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, channels=None, **kwargs) -> CubeProducts:
+    """Cube planes for `channels` (a slice, index array or None for all) of (n_row, n_chan) data.
+
+    Each channel is imaged on its own (its own weights, PSF, beam, mask and threshold); pass
+    restoring_beam= to restore every plane with one common beam instead of its own.
+    """
+    freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    idx = np.arange(freq.size)[channels] if channels is not None else np.arange(freq.size)
+    idx = np.atleast_1d(idx)
+    vis = np.asarray(vis)
+    planes = []
+    for k in idx:
+        sl = slice(int(k), int(k) + 1)
+        planes.append(image_plane(vis[:, sl], uvw_m, freq[sl], None if weight is None else np.asarray(weight)[:, sl],
+                                  None if flag is None else np.asarray(flag)[:, sl], plan, per_channel_weighting=True,
+                                  **kwargs))
+
+    def stack(name):
+        return np.stack([getattr(p, name) for p in planes])
+
+    return CubeProducts(
+        image=stack("image"), image_pbcor=stack("image_pbcor"), residual=stack("residual"), model=stack("model"),
+        psf=stack("psf"), pb=stack("pb"), mask=stack("mask"), beams=[p.beam for p in planes], channels=idx,
+        freq_hz=freq[idx], predicted_rms=np.array([p.predicted_rms for p in planes]),
+        image_rms=np.array([p.image_rms for p in planes]), threshold=np.array([p.threshold for p in planes]),
+        n_components=np.array([p.n_components for p in planes]),
+        converged=np.array([p.converged for p in planes]))

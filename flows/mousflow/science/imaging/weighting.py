@@ -1,0 +1,121 @@
+"""Visibility weighting: Stokes I from the parallel hands, natural, uniform and Briggs (robust) weights.
+
+Weights follow the project convention: w = 1 / sigma^2 with sigma the rms of the real (and of the imaginary)
+part of a visibility. All arrays are (n_row, n_chan); flagged samples get imaging weight 0.
+
+Briggs weighting (Briggs 1995, as in CASA): the natural weights are summed on a uv grid whose cell is the
+image's Fourier cell, du = 1 / (npix * cell) wavelengths, each sample counted at (u, v) and at its Hermitian
+twin (-u, -v). With W_k the gridded weight of a sample's cell,
+
+    f^2 = (5 * 10^-R)^2 / (sum_k W_k^2 / sum_k W_k),      imaging weight = w / (1 + W_k f^2)
+
+so R = -2 is close to uniform weighting (w / W_k, up to a constant) and R = +2 close to natural (w).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mousflow.telescope.alma import SPEED_OF_LIGHT
+
+
+def stokes_i(vis_a, vis_b, weight_a, weight_b, flag_a=None, flag_b=None):
+    """Stokes I = (A + B) / 2 from the two parallel hands (XX, YY or RR, LL), each (n_row, n_chan).
+
+    The weight of the mean is 4 / (1/w_a + 1/w_b) (2 w for equal weights). A sample is flagged when either
+    hand is flagged or has a non-positive weight. Returns (vis, weight, flag); flagged samples have weight 0.
+    """
+    wa = np.asarray(weight_a, dtype=np.float64)
+    wb = np.asarray(weight_b, dtype=np.float64)
+    flag = (wa <= 0) | (wb <= 0)
+    if flag_a is not None:
+        flag = flag | np.asarray(flag_a, dtype=bool)
+    if flag_b is not None:
+        flag = flag | np.asarray(flag_b, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(flag, 0.0, 4.0 / (1.0 / np.where(flag, 1.0, wa) + 1.0 / np.where(flag, 1.0, wb)))
+    vis = 0.5 * (np.asarray(vis_a) + np.asarray(vis_b))
+    return vis, w, flag
+
+
+def _effective(weight, flag, shape):
+    w = np.broadcast_to(np.asarray(weight, dtype=np.float64), shape) if weight is not None else np.ones(shape)
+    w = np.where(w > 0, w, 0.0)
+    if flag is not None:
+        w = np.where(np.broadcast_to(np.asarray(flag, dtype=bool), shape), 0.0, w)
+    return w
+
+
+def natural_weights(uvw_m, freq_hz, weight=None, flag=None) -> np.ndarray:
+    """Natural imaging weights: the visibility weights, 0 where flagged."""
+    shape = (np.shape(uvw_m)[0], np.size(freq_hz))
+    return _effective(weight, flag, shape)
+
+
+def gridded_weight_density(uvw_m, freq_hz, w, uv_cell: float) -> np.ndarray:
+    """For each sample (n_row, n_chan), the summed weight W_k of its uv cell (both Hermitian halves counted)."""
+    freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    scale = freq[None, :] / SPEED_OF_LIGHT / uv_cell
+    iu = np.rint(np.asarray(uvw_m)[:, 0:1] * scale).astype(np.int64)
+    iv = np.rint(np.asarray(uvw_m)[:, 1:2] * scale).astype(np.int64)
+    sel = w > 0
+    if not np.any(sel):
+        return np.zeros_like(w)
+    lim = int(max(np.abs(iu[sel]).max(), np.abs(iv[sel]).max())) + 1
+    width = 2 * lim + 1
+    key = (iu + lim) * width + (iv + lim)
+    twin = (-iu + lim) * width + (-iv + lim)
+    flat_w = w[sel]
+    keys = np.concatenate([key[sel], twin[sel]])
+    both = np.concatenate([flat_w, flat_w])
+    density = np.zeros_like(w)
+    if width * width <= 64_000_000:
+        grid = np.bincount(keys, weights=both, minlength=width * width)
+        density[sel] = grid[key[sel]]
+    else:  # a sparse, huge uv plane: compress the key range first
+        uniq, inv = np.unique(keys, return_inverse=True)
+        grid = np.bincount(inv, weights=both, minlength=uniq.size)
+        density[sel] = grid[inv[: flat_w.size]]
+    return density
+
+
+def briggs_weights(uvw_m, freq_hz, weight, flag, npix: int, cell_rad: float, robust: float = 0.5, *,
+                   per_channel: bool = False) -> np.ndarray:
+    """Briggs imaging weights (n_row, n_chan) for an image of npix x npix pixels of cell_rad.
+
+    per_channel=False grids all channels together (the MFS continuum image); per_channel=True weights every
+    channel on its own (cube planes, so that a channel's weights do not depend on which other channels are
+    imaged with it).
+    """
+    uvw_m = np.asarray(uvw_m, dtype=np.float64)
+    freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    w = _effective(weight, flag, (uvw_m.shape[0], freq.size))
+    uv_cell = 1.0 / (npix * cell_rad)
+    if per_channel:
+        out = np.zeros_like(w)
+        for k in range(freq.size):
+            out[:, k : k + 1] = briggs_weights(uvw_m, freq[k : k + 1], w[:, k : k + 1], None, npix, cell_rad, robust)
+        return out
+    density = gridded_weight_density(uvw_m, freq, w, uv_cell)
+    sel = w > 0
+    if not np.any(sel):
+        return w
+    # sum over cells of W_k^2 equals sum over gridded samples of w_i W_k (each sample twice)
+    sum_wk2 = 2.0 * np.sum(w[sel] * density[sel])
+    sum_wk = 2.0 * np.sum(w[sel])
+    f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (sum_wk2 / sum_wk)
+    out = np.zeros_like(w)
+    out[sel] = w[sel] / (1.0 + density[sel] * f2)
+    return out
+
+
+def uniform_weights(uvw_m, freq_hz, weight, flag, npix: int, cell_rad: float) -> np.ndarray:
+    """Uniform imaging weights w / W_k (n_row, n_chan)."""
+    uvw_m = np.asarray(uvw_m, dtype=np.float64)
+    freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    w = _effective(weight, flag, (uvw_m.shape[0], freq.size))
+    density = gridded_weight_density(uvw_m, freq, w, 1.0 / (npix * cell_rad))
+    out = np.zeros_like(w)
+    sel = w > 0
+    out[sel] = w[sel] / density[sel]
+    return out
