@@ -14,6 +14,7 @@ Order of use per execution block and spectral window:
     fs = fluxscale(gf, gp)             fs.flux_jy: phase calibrator's flux; fs.table: gains in true units
     g, gflag = interpolate_gains(fs.table, target_times)
     vis, flag, weight = apply_calibration(target..., g, gflag, bp)
+calibrate_window / apply_to_target do exactly this for one window (see recipe.py).
 Across windows (and execution blocks) fit_spectral_index combines the phase calibrator's flux densities.
 Every kernel raises CalibrationFailed for unusable input.
 """
@@ -32,6 +33,7 @@ from mousflow.science.calibration.fluxscale import FluxScaleResult, SpectralFit,
 from mousflow.science.calibration.gains import GainTable, solution_intervals, solve_gains
 from mousflow.science.calibration.interpolation import interpolate_gains
 from mousflow.science.calibration.models import calibrator_model, power_law_flux
+from mousflow.science.calibration.recipe import WindowCalibration, apply_to_target, calibrate_window
 from mousflow.science.calibration.scores import (
     SubScore,
     fraction_flagged_score,
@@ -50,7 +52,10 @@ __all__ = [
     "SpectralFit",
     "StefcalResult",
     "SubScore",
+    "WindowCalibration",
     "apply_calibration",
+    "apply_to_target",
+    "calibrate_window",
     "calibrator_model",
     "choose_reference_antenna",
     "fit_spectral_index",

@@ -18,11 +18,14 @@ ROWS_PER_CHUNK = 65536
 
 def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1: np.ndarray,
                       antenna2: np.ndarray, gains: np.ndarray, gain_flags: np.ndarray | None = None,
-                      bandpass: BandpassTable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      bandpass: BandpassTable | None = None, *, scale_weights: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return calibrated (vis complex64, flag bool, weight float32), all (time, baseline, channel, corr).
 
     gains: (n_time, n_ant, n_corr) at the data's times (see `interpolate_gains`); gain_flags the same shape.
     bandpass: optional BandpassTable (n_ant, n_chan, n_corr). The inputs are not modified.
+    scale_weights: False leaves the weights as they are (only zeroed where flagged), for data whose weights
+    are already in calibrated units (as mousflow's simulator writes them: 1/sigma^2 of the Jy-level noise).
     """
     vis = np.asarray(vis)
     n_time, n_bl, n_chan, n_corr = vis.shape
@@ -55,5 +58,6 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
             v = d / np.where(j == 0, 1, j)
         out_vis[ts] = np.where(np.isfinite(v), v, 0)
         out_flag[ts] = f
-        out_weight[ts] = np.where(f, 0.0, np.asarray(weight[ts]) * np.abs(j) ** 2)
+        scale = np.abs(j) ** 2 if scale_weights else 1.0
+        out_weight[ts] = np.where(f, 0.0, np.asarray(weight[ts]) * scale)
     return out_vis, out_flag, out_weight
