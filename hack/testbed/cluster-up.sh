@@ -93,10 +93,11 @@ host_setup() {
   fi
   sysctl -qw net.ipv4.ip_forward=1
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] && sysctl -qw net.bridge.bridge-nf-call-iptables=1
-  # The node's address: a dummy interface, so the API server is reachable from pods (through the bridge
-  # gateway) and from the host, without listening on the machine's real network interface.
+  # The node's address lives on an interface of its own, so the API server is reachable from pods
+  # (through the bridge gateway) and from the host without listening on the machine's real interface.
+  # A port-less bridge rather than a dummy device: this machine's kernel has no dummy driver.
   if ! ip link show "$NODE_IFACE" >/dev/null 2>&1; then
-    ip link add "$NODE_IFACE" type dummy
+    ip link add "$NODE_IFACE" type dummy 2>/dev/null || ip link add "$NODE_IFACE" type bridge
   fi
   ip addr replace "$NODE_IP/32" dev "$NODE_IFACE"
   ip link set "$NODE_IFACE" up
@@ -133,6 +134,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_unprivileged_ports = false
+  # This machine withholds CAP_SYS_RESOURCE even from root, so lowering a process's oom_score_adj
+  # (the kubelet asks -998 for sandboxes) fails inside runc init ("can't get final child's PID from
+  # pipe: EOF"). Clamp requested values to containerd's own instead, as for rootless containerd.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

@@ -138,8 +138,16 @@ build_runner() {
   if [[ -f "$out" ]]; then log "cached image: $RUNNER_IMAGE ($out)"; ln -sfn "$(basename "$out")" "$IMAGES_DIR/runner.current.tar"; return; fi
   log "building $RUNNER_IMAGE from containers/runner/Dockerfile (BASE_IMAGE=$BASE_IMAGE)"
   local t0=$SECONDS
-  "${BUILDAH[@]}" bud --quiet --pull=false --layers=false --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    -t "$RUNNER_IMAGE" -f "$CONTAINERS/runner/Dockerfile" "$REPO_ROOT" >/dev/null
+  # pip in the build trusts what the host trusts (this may include a proxy's CA): the host bundle is
+  # mounted for the RUN steps only and PIP_CERT points at it; nothing of it stays in the image.
+  local tls=()
+  local bundle="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
+  if [[ -f "$bundle" ]]; then
+    tls=(--volume "$bundle:/run/host-ca-bundle.crt:ro" --build-arg PIP_CERT=/run/host-ca-bundle.crt)
+  fi
+  "${BUILDAH[@]}" bud --quiet --pull=false --layers=false --build-arg "BASE_IMAGE=$BASE_IMAGE" "${tls[@]}" \
+    -t "$RUNNER_IMAGE" -f "$CONTAINERS/runner/Dockerfile" "$REPO_ROOT" >"$IMAGES_DIR/runner-build.log" 2>&1 \
+    || { tail -30 "$IMAGES_DIR/runner-build.log" >&2; die "runner image build failed (log: $IMAGES_DIR/runner-build.log)"; }
   write_archive "$RUNNER_IMAGE" "$out" runner
   log "built $RUNNER_IMAGE in $((SECONDS - t0)) s"
 }

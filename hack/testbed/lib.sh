@@ -26,7 +26,7 @@ POD_GATEWAY="10.244.0.1"
 CLUSTER_DOMAIN="cluster.local"
 CNI_BRIDGE="mousflow0"
 CNI_BIN_DIR="${TESTBED_CNI_BIN_DIR:-/usr/lib/cni}"   # Debian's containernetworking-plugins
-# The node's address lives on a dummy interface of this machine: reachable from the host and, through
+# The node's address lives on an interface of its own (mousflow-node): reachable from the host and, through
 # the bridge gateway, from pods; nothing listens on the machine's real network interfaces.
 NODE_IFACE="mousflow-node"
 NODE_IP="${TESTBED_NODE_IP:-10.99.0.1}"

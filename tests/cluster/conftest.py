@@ -211,7 +211,7 @@ def presign_s3_url(method: str, url: str, access_key: str, secret_key: str, regi
     the request really goes to that name.
     """
     parts = urlsplit(url)
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     day = now.strftime("%Y%m%d")
     scope = f"{day}/{region}/s3/aws4_request"

@@ -186,11 +186,15 @@ def test_pod_over_memory_limit_is_oomkilled_and_status_shows_it(cluster: Cluster
     # Allocate and touch 256 MiB under a 48 MiB limit: the memory cgroup's OOM killer ends it.
     code = "b = bytearray(256 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('survived')"
     cluster.apply(_pod("oom", test_image, code, memory_limit="48Mi"), namespace)
-    term = cluster.wait_until("pod/oom to terminate", lambda: _terminated(cluster, "oom", namespace), timeout=120)
+    pod = cluster.wait_until(
+        "pod/oom to fail",
+        lambda: (p := cluster.get("pod", "oom", namespace))["status"].get("phase") == "Failed" and p,
+        timeout=120,
+    )
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["reason"] == "OOMKilled", term
     assert term["exitCode"] == 137, term
-    pod = cluster.get("pod", "oom", namespace)
-    assert pod["status"]["phase"] == "Failed"
+    assert "survived" not in cluster.kubectl("logs", "-n", namespace, "oom")
     assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "48Mi"
 
 
