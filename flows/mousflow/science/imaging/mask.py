@@ -1,7 +1,7 @@
 """Automatic CLEAN mask, a simplified form of CASA's auto-multithresh.
 
-Each major cycle, pixels of the residual above max(noise_threshold x rms, sidelobe_threshold x max PSF
-sidelobe x peak residual) are taken as emission; islands smaller than min_beam_fraction of a beam are dropped
+Each major cycle, pixels of the residual above max(noise_threshold x rms, min(sidelobe_threshold x max PSF
+sidelobe, 0.9) x peak residual) are taken as emission; islands smaller than min_beam_fraction of a beam are dropped
 (noise spikes), the rest are grown by `grow_beams` x the beam FWHM (so CLEAN reaches the wings of the
 emission), and the result is added to the mask of the previous cycles. Only positive emission seeds the
 mask (negative features in a residual are artefacts), and the mask stays inside pb >= pblimit when a
@@ -21,7 +21,7 @@ from mousflow.science.imaging.beam import Beam
 @dataclass(frozen=True)
 class AutoMaskParams:
     noise_threshold: float = 4.25
-    sidelobe_threshold: float = 2.0
+    sidelobe_threshold: float = 1.25
     min_beam_fraction: float = 0.3
     grow_beams: float = 0.5
     pblimit: float = 0.2
@@ -46,7 +46,8 @@ def auto_mask(residual: np.ndarray, rms: float, beam: Beam, cell_rad: float, *, 
     if pb is not None:
         valid &= np.asarray(pb) >= params.pblimit
     peak = float(np.max(np.abs(residual[valid]))) if np.any(valid) else 0.0
-    thresh = max(params.noise_threshold * rms, params.sidelobe_threshold * psf_sidelobe * peak)
+    # the sidelobe term is capped below the peak so that the brightest emission always seeds the mask
+    thresh = max(params.noise_threshold * rms, min(params.sidelobe_threshold * psf_sidelobe, 0.9) * peak)
     seed = valid & (np.where(valid, residual, 0.0) > thresh)
     labels, n = ndimage.label(seed)
     if n:

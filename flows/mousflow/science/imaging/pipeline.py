@@ -3,7 +3,7 @@
 Inputs are Stokes I (see `weighting.stokes_i`): vis (n_row, n_chan) complex, weight (n_row, n_chan) = 1 /
 sigma^2, flag (n_row, n_chan) bool or None, uvw_m (n_row, 3) and freq_hz (n_chan,). For every plane:
 Briggs weights -> PSF (2 npix) and restoring beam fitted to its main lobe -> Cotton-Schwab CLEAN with an
-automatic mask to nsigma x the predicted rms (3 by default) -> restore -> primary-beam correction.
+automatic mask to nsigma x the predicted rms (2 by default) -> restore -> primary-beam correction.
 
 All images are in sky orientation (`coords`): (npix, npix) for a plane, (n_chan, npix, npix) for cube
 products; `wcs.image_header` describes them. A cube channel's result depends only on that channel's data
@@ -90,7 +90,7 @@ def _empty_plane(npix: int, freq: float, width: float, pb: np.ndarray) -> PlaneP
 
 
 def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_channel_weighting: bool = False,
-                restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = 3.0,
+                restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = 2.0,
                 mask="auto", automask: AutoMaskParams | None = None, gain: float = 0.1, max_major: int = 10,
                 max_iter: int = 100_000, epsilon: float = DEFAULT_EPSILON, double: bool = True,
                 nthreads: int = 1) -> PlaneProducts:

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+from mousflow.science.imaging import (
+    briggs_weights,
+    clean,
+    fit_beam,
+    hogbom_minor_cycle,
+    make_psf,
+    natural_weights,
+    primary_beam,
+)
+from mousflow.science.simulation.sky import SkyComponent, predict_visibilities
+
+
+@pytest.fixture(scope="module")
+def psf2(coverage, plan):
+    w = natural_weights(coverage.uvw, coverage.freq)
+    return make_psf(coverage.uvw, coverage.freq, w, 2 * plan.npix, plan.cell_rad)
+
+
+def test_hogbom_recovers_components_of_a_psf_sum(plan, psf2):
+    n = plan.npix
+    truth = {(n // 2 + 9, n // 2 - 4): 1.0, (n // 2 - 20, n // 2 + 13): -0.4, (n // 2 + 1, n // 2 + 30): 0.25}
+    img = np.zeros((n, n))
+    for (y, x), s in truth.items():
+        img += s * psf2[n - y : 2 * n - y, n - x : 2 * n - x]
+    model = np.zeros((n, n))
+    count, peak = hogbom_minor_cycle(img, psf2, np.ones((n, n), bool), model, gain=0.2, cycle_threshold=1e-4,
+                                     max_components=5000)
+    assert peak < 1e-4 and count < 5000
+    for (y, x), s in truth.items():
+        assert model[y, x] == pytest.approx(s, abs=2e-3)
+    assert np.sum(np.abs(model)) == pytest.approx(1.65, abs=5e-3)
+
+
+def test_hogbom_only_places_components_in_the_mask(plan, psf2):
+    n = plan.npix
+    img = psf2[n // 2 : n // 2 + n, n // 2 : n // 2 + n].copy()
+    mask = np.zeros((n, n), bool)
+    mask[n // 2 - 2 : n // 2 + 3, n // 2 - 2 : n // 2 + 3] = True
+    model = np.zeros((n, n))
+    hogbom_minor_cycle(img, psf2, mask, model, gain=0.1, cycle_threshold=1e-3, max_components=10_000)
+    assert np.all(model[~mask] == 0)
+    assert model[n // 2, n // 2] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_cotton_schwab_cleans_noise_free_sources_to_threshold(coverage, plan):
+    n, cell = plan.npix, plan.cell_rad
+    comps = [SkyComponent("a", -9 * cell, 14 * cell, 1.0, 1e11), SkyComponent("b", 23 * cell, -17 * cell, 0.3, 1e11)]
+    vis = predict_visibilities(comps, coverage.uvw, coverage.freq, None)
+    iw = briggs_weights(coverage.uvw, coverage.freq, None, None, n, cell, 0.5)
+    res = clean(vis, coverage.uvw, coverage.freq, iw, n, cell, 1e-3, mask=None, max_major=20)
+    assert res.converged and res.stop_reason == "threshold"
+    assert res.peak_residual < 1e-3
+    assert np.max(np.abs(res.residual)) < 2e-3
+    assert res.model[n // 2 + 14, n // 2 + 9] == pytest.approx(1.0, abs=0.01)
+    assert res.model[n // 2 - 17, n // 2 - 23] == pytest.approx(0.3, abs=0.01)
+    assert res.model.sum() == pytest.approx(1.3, abs=0.01)
+    assert res.n_major >= 2 and res.n_components == sum(c.n_components for c in res.cycles)
+    # the beam it fitted is the PSF's
+    assert res.beam.bmaj_rad == pytest.approx(fit_beam(res.psf, cell, window=n // 2).bmaj_rad)
+
+
+def test_auto_mask_finds_the_sources_and_nothing_in_pure_noise(coverage, plan, complex_noise):
+    n, cell = plan.npix, plan.cell_rad
+    rng = np.random.default_rng(5)
+    shape = (coverage.uvw.shape[0], coverage.freq.size)
+    noise = complex_noise(rng, shape, 1.0)
+    iw = briggs_weights(coverage.uvw, coverage.freq, None, None, n, cell, 0.5)
+    pb = primary_beam(n, cell, coverage.freq, coverage.dish)
+    rms = np.sqrt(np.sum(iw**2)) / iw.sum()
+    res = clean(noise, coverage.uvw, coverage.freq, iw, n, cell, 2 * rms, pb=pb)
+    assert res.stop_reason == "empty mask" and res.n_components == 0 and not res.mask.any()
+
+    comp = SkyComponent("a", 12 * cell, 7 * cell, 50 * rms, 1e11)
+    vis = predict_visibilities([comp], coverage.uvw, coverage.freq, None) + noise
+    res = clean(vis, coverage.uvw, coverage.freq, iw, n, cell, 2 * rms, pb=pb)
+    y, x = n // 2 + 7, n // 2 - 12
+    assert res.mask[y, x]
+    assert res.mask.sum() < 0.03 * n * n
+    near = res.model[y - 2 : y + 3, x - 2 : x + 3].sum()
+    assert near == pytest.approx(50 * rms, rel=0.05)

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from mousflow.science.imaging import (
+    briggs_weights,
+    fit_beam,
+    make_psf,
+    natural_weights,
+    stokes_i,
+    uniform_weights,
+)
+from mousflow.science.imaging.weighting import gridded_weight_density
+from mousflow.telescope.alma import SPEED_OF_LIGHT
+
+
+@pytest.fixture(scope="module")
+def data(coverage):
+    rng = np.random.default_rng(7)
+    w = rng.uniform(0.5, 2.0, size=(coverage.uvw.shape[0], coverage.freq.size))
+    return coverage.uvw, coverage.freq, w
+
+
+def _normalised(x):
+    return x / x.sum()
+
+
+def test_robust_plus_two_is_nearly_natural(data, plan):
+    uvw, freq, w = data
+    b = _normalised(briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, 2.0))
+    n = _normalised(natural_weights(uvw, freq, w))
+    assert np.max(np.abs(b / n - 1)) < 0.1
+    assert np.corrcoef(b.ravel(), n.ravel())[0, 1] > 0.999
+
+
+def test_robust_minus_two_is_nearly_uniform(data, plan):
+    uvw, freq, w = data
+    b = _normalised(briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, -2.0))
+    u = _normalised(uniform_weights(uvw, freq, w, None, plan.npix, plan.cell_rad))
+    assert np.corrcoef(b.ravel(), u.ravel())[0, 1] > 0.999
+    assert np.median(np.abs(b / u - 1)) < 0.02
+
+
+def test_uniform_weights_flatten_the_uv_plane(data, plan):
+    uvw, freq, w = data
+    u = uniform_weights(uvw, freq, w, None, plan.npix, plan.cell_rad)
+    # each occupied uv cell (both Hermitian halves) now carries total weight 1
+    du = 1.0 / (plan.npix * plan.cell_rad)
+    dens = gridded_weight_density(uvw, freq, u, du)
+    np.testing.assert_allclose(dens, 1.0, rtol=1e-12)
+    # and the cell is the image's Fourier cell: samples in one cell share a density
+    iu = np.rint(uvw[:, :1] * freq / SPEED_OF_LIGHT / du)
+    assert np.unique(iu).size > 20
+
+
+def test_beam_shrinks_from_natural_to_uniform(data, plan):
+    uvw, freq, w = data
+    sizes = []
+    for r in (2.0, 0.5, -2.0):
+        iw = briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, r)
+        b = fit_beam(make_psf(uvw, freq, iw, plan.npix, plan.cell_rad), plan.cell_rad)
+        sizes.append(b.bmaj_rad * b.bmin_rad)
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_flags_and_bad_weights_give_zero(data, plan):
+    uvw, freq, w = data
+    flag = np.zeros(w.shape, dtype=bool)
+    flag[::3, 1] = True
+    w2 = w.copy()
+    w2[5, 0] = -1.0
+    iw = briggs_weights(uvw, freq, w2, flag, plan.npix, plan.cell_rad, 0.5)
+    assert np.all(iw[flag] == 0) and iw[5, 0] == 0
+    assert np.all(iw[~flag & (w2 > 0)] > 0)
+
+
+def test_per_channel_weighting_is_independent_of_other_channels(data, plan):
+    uvw, freq, w = data
+    full = briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, 0.5, per_channel=True)
+    alone = briggs_weights(uvw, freq[2:3], w[:, 2:3], None, plan.npix, plan.cell_rad, 0.5)
+    np.testing.assert_array_equal(full[:, 2:3], alone)
+
+
+def test_stokes_i_from_parallel_hands():
+    xx = np.array([[1 + 1j, 2.0, 3.0]])
+    yy = np.array([[3 - 1j, 2.0, 5.0]])
+    wxx = np.array([[2.0, 1.0, 1.0]])
+    wyy = np.array([[2.0, 3.0, 1.0]])
+    vis, w, flag = stokes_i(xx, yy, wxx, wyy, None, np.array([[False, False, True]]))
+    np.testing.assert_allclose(vis[0, :2], [2.0, 2.0])
+    # var(I) = (1/wxx + 1/wyy) / 4
+    np.testing.assert_allclose(w[0], [4.0, 4.0 / (1 + 1 / 3), 0.0])
+    np.testing.assert_array_equal(flag[0], [False, False, True])
