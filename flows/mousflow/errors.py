@@ -18,7 +18,10 @@ class InvalidInput(MousflowError):
     reason = "InvalidInput"
 
 
-class CalibrationFailed(MousflowError):
+class CalibrationFailed(MousflowError, ValueError):
+    """Calibration cannot proceed: no unflagged data on a calibrator, too few antennas, a solver that did not
+    converge, an inconsistent table. The message says which and where."""
+
     reason = "CalibrationFailed"
 
 

@@ -371,6 +371,7 @@ def _simulate_partition(preset, plan, scans, spw, field: FieldInfo, comps, pb_di
     bb = bandpass[a1] * np.conj(bandpass[a2])  # (n_bl, n_c, n_p)
     dead_bl = np.isin(a1, dead) | np.isin(a2, dead)
     vis = np.empty((n_t, n_bl, n_c, n_p), dtype=np.complex64)
+    weight = np.empty((n_t, n_bl, n_c, n_p), dtype=np.float32)
     t_block = max(1, ROWS_PER_BLOCK // n_bl)
     for t0 in range(0, n_t, t_block):
         ts = slice(t0, min(n_t, t0 + t_block))
@@ -381,10 +382,16 @@ def _simulate_partition(preset, plan, scans, spw, field: FieldInfo, comps, pb_di
         gg = (g[ts][:, a1] * np.conj(g[ts][:, a2]))[:, :, None, :]  # (nt, n_bl, 1, n_p)
         # Thermal noise is added in calibrated units (Jy) before the gains: calibration then leaves exactly
         # the radiometer-equation noise, which is what the sensitivity tests compare with.
-        block = gg * bb[None] * (model + noise)
+        jj = gg * bb[None]
+        block = jj * (model + noise)
+        # Raw weights describe the raw data: its noise is sigma |J_p J_q|, so calibration (which divides by
+        # J_p conj(J_q) and scales the weights by |J_p J_q|^2) ends with 1 / sigma^2 in Jy.
+        w = np.float32(1.0 / sigma**2) / np.abs(jj).astype(np.float32) ** 2
         # A dead antenna correlates noise only.
         block[:, dead_bl] = noise[:, dead_bl]
+        w[:, dead_bl] = np.float32(1.0 / sigma**2)
         vis[ts] = block
+        weight[ts] = w
     # A correlator spur in one channel of every baseline.
     vis[:, :, spur_channel, :] += np.complex64(25 * sigma * (1 + 1j))
     flag = np.zeros(vis.shape, dtype=bool)
@@ -394,7 +401,6 @@ def _simulate_partition(preset, plan, scans, spw, field: FieldInfo, comps, pb_di
     pre_rows = rng.choice(rows, size=max(1, rows // 400), replace=False)
     vis.reshape(rows, n_c, n_p)[pre_rows] = np.nan  # flagged online (e.g. shadowing), padded with NaN
     flag.reshape(rows, n_c, n_p)[pre_rows] = True
-    weight = np.full(vis.shape, 1.0 / sigma**2, dtype=np.float32)
     return Partition(
         time_unix_s=times, integration_s=preset.integration_s, scan_names=scan_names, antenna1=a1, antenna2=a2,
         antennas=antennas, frequency_hz=freqs, channel_width_hz=spw.channel_width_hz, spw_name=spw.name,

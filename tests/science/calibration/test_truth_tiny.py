@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 from mousflow.science.calibration import apply_to_target, calibrate_window, fit_spectral_index, interpolate_gains
+from mousflow.simulate import PRESETS
+from mousflow.telescope.alma import visibility_noise_jy
 from mousflow.telescope.calibrators import FLUX_MODELS
 
 SPWS = ("spw0", "spw1")
@@ -14,10 +16,9 @@ def calibrated(tiny_mous):
     out = {}
     for spw in SPWS:
         fc = parts[(spw, "flux")]
-        # the simulator's WEIGHT is already 1/sigma^2 of the Jy-level noise: do not rescale it
         cal = calibrate_window(parts[(spw, "bandpass")], fc, parts[(spw, "phase")],
-                               FLUX_MODELS[fc.field_name].at(fc.frequency_hz), scale_weights=False)
-        out[spw] = (cal, *apply_to_target(cal, parts[(spw, "target")], scale_weights=False))
+                               FLUX_MODELS[fc.field_name].at(fc.frequency_hz))
+        out[spw] = (cal, *apply_to_target(cal, parts[(spw, "target")]))
     return truth, parts, out
 
 
@@ -126,10 +127,13 @@ def test_gains_interpolated_onto_the_target(calibrated):
 
 
 def test_calibrated_target_noise_is_the_radiometer_value_and_scores(calibrated):
-    _truth, parts, out = calibrated
+    _truth, _parts, out = calibrated
     for spw in SPWS:
         cal, vis, flag, weight, _ = out[spw]
-        sigma = 1 / np.sqrt(parts[(spw, "target")].weight.max())
+        setup = next(w for w in PRESETS["tiny"].spws if w.name == spw)
+        sigma = visibility_noise_jy(3, 12.0, setup.channel_width_hz, PRESETS["tiny"].integration_s)
+        # raw weights describe the corrupted data; calibrated ones must be 1/sigma^2 of the Jy-level noise
+        assert np.median(weight[~flag]) == pytest.approx(1 / sigma**2, rel=0.05)
         # the target's sky is not negligible per visibility on short baselines: difference consecutive
         # integrations (the sky and the gains barely change in 10 s) to see the noise alone
         ok = ~flag[1:] & ~flag[:-1]

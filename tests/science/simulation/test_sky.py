@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from ducc0.wgridder.experimental import dirty2vis
+from mousflow.science.conventions import DUCC0_FLIP_W
 from mousflow.science.simulation.sky import SkyComponent, SpectralLine, predict_visibilities
 from mousflow.telescope.alma import SPEED_OF_LIGHT
 
@@ -22,11 +23,13 @@ def test_point_source_off_centre_matches_ducc0_dirty2vis():
     ix, iy = 17, -9  # pixel offsets: axis 0 is l, axis 1 is m
     img[n // 2 + ix, n // 2 + iy] = 2.5
     ref = dirty2vis(uvw=UVW, freq=FREQS, dirty=img, pixsize_x=cell, pixsize_y=cell, epsilon=1e-10,
-                    do_wgridding=True, divide_by_n=False)
+                    do_wgridding=True, divide_by_n=False, flip_w=DUCC0_FLIP_W)
     ours = predict_visibilities([SkyComponent("p", ix * cell, iy * cell, 2.5, 100e9)], UVW, FREQS, None)
-    # Same sign and axis convention as ducc0 (an error in either would show up at order 1); ducc0's own
-    # approximation error at these w terms is a few 1e-6.
-    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    np.testing.assert_allclose(ours, ref, atol=1e-9)
+    # ducc0's native w sign is the opposite one: without flip_w the w term's phase is reversed
+    native = dirty2vis(uvw=UVW, freq=FREQS, dirty=img, pixsize_x=cell, pixsize_y=cell, epsilon=1e-10,
+                       do_wgridding=True, divide_by_n=False)
+    assert np.abs(native - ours).max() > 1e-6
 
 
 def test_point_source_equals_direct_fourier_sum_with_w_term():

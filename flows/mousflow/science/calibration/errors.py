@@ -1,6 +1,8 @@
-"""The one exception the calibration kernels raise for unusable input or a failed solve."""
+"""The one exception the calibration kernels raise for unusable input or a failed solve.
 
+It is mousflow.errors.CalibrationFailed itself, so the stage and the operator classify it without translation.
+"""
 
-class CalibrationFailed(ValueError):
-    """Calibration cannot proceed: no unflagged data on a calibrator, too few antennas, a solver that did not
-    converge, an inconsistent table... The message says which and where, so the flow can report it as is."""
+from mousflow.errors import CalibrationFailed
+
+__all__ = ["CalibrationFailed"]
