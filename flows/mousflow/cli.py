@@ -46,6 +46,17 @@ def cmd_crd(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    from mousflow.stages.runner import exit_code, run_stage
+
+    outcome = run_stage(args.stage, args.manifest, threads=args.threads)
+    line = f"stage {outcome.stage}: {outcome.state}"
+    if outcome.reason:
+        line += f" ({outcome.reason}: {outcome.message})"
+    print(line, file=sys.stderr if outcome.state == "Failed" else sys.stdout, flush=True)
+    return exit_code(outcome)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mousflow.demo import run_demo
 
@@ -72,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crd", help="print the MOUS CustomResourceDefinition (kubectl apply -f -)")
     p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("stage", help="run one pipeline stage (the entry point of stage pods)")
+    p.add_argument("stage", choices=["calibration", "imaging", "packaging"])
+    p.add_argument("--manifest", required=True, help="URI of the MOUS manifest (the flow writes <output>/mous.yaml)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("demo", help="simulate a MOUS and process it locally, end to end")
     p.add_argument("--workdir", default=None, help="where to work (default: a new temporary directory)")

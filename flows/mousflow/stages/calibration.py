@@ -1,0 +1,188 @@
+"""The calibration stage: every execution block, every spectral window, calibrated and applied to the target.
+
+Reads each execution block's processing set, finds its bandpass, flux and phase calibrators by scan intent,
+calibrates each window with mousflow.science.calibration and writes, per execution block,
+
+    calibration/<eb>/calibrated.ps.zarr   the science target's partitions, calibrated (MSv4)
+    calibration/<eb>/caltables.zarr       bandpass and gain tables per window
+    calibration/summary.json              flags, derived calibrator fluxes and sub-scores
+
+then the checkpoint. The `image-only` recipe takes the target partitions as they are (already calibrated).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from mousflow.errors import CalibrationFailed, InputMissing, InvalidInput
+from mousflow.model import Recipe
+from mousflow.science.calibration import apply_to_target, calibrate_window
+from mousflow.stages.context import StageContext
+from mousflow.stages.versioning import code_version
+from mousflow.storage.checkpoints import content_digest, hash_inputs
+from mousflow.storage.location import Location
+from mousflow.storage.partitions import InvalidProcessingSet, load_partition, open_checked, partition_infos
+from mousflow.storage.zarr_io import finalize_processing_set, write_processing_set_node, write_processing_set_root
+from mousflow.telescope.calibrators import FLUX_MODELS
+
+STAGE = "calibration"
+ROLES = {
+    "bandpass": "CALIBRATE_BANDPASS",
+    "flux": "CALIBRATE_FLUX",
+    "phase": "CALIBRATE_PHASE",
+    "target": "OBSERVE_TARGET",
+}
+
+
+def eb_label(uid: str) -> str:
+    """Archive-style name of an execution block: uid://A002/X1/X2 -> uid___A002_X1_X2."""
+    return uid.replace("://", "___").replace("/", "_")
+
+
+def has_role(intents: list[str], role: str) -> bool:
+    """ALMA intents may be combined ('CALIBRATE_BANDPASS#ON_SOURCE,CALIBRATE_FLUX#ON_SOURCE')."""
+    prefix = ROLES[role]
+    return any(part.strip().startswith(prefix) for intent in intents for part in intent.split(","))
+
+
+def input_hash(ctx: StageContext) -> str:
+    spec = ctx.mous.spec
+    ebs = []
+    for eb in spec.execution_blocks:
+        loc = Location.of(eb.uri)
+        try:
+            ebs.append([eb.uid, eb.uri, content_digest(loc)])
+        except FileNotFoundError as exc:
+            raise InputMissing(f"execution block {eb.uid}: {eb.uri} does not exist") from exc
+    fluxes = [f.to_wire() for f in spec.calibrator_fluxes or []]
+    return hash_inputs(ebs, spec.recipe.value, fluxes)
+
+
+def flux_model_jy(ctx: StageContext, field: str, freqs: np.ndarray) -> tuple[np.ndarray, str]:
+    """The flux calibrator's model per channel: from the MOUS spec if it gives one, else the catalogue."""
+    for f in ctx.mous.spec.calibrator_fluxes or []:
+        if f.field == field:
+            return f.flux_jy * (freqs / f.frequency_hz) ** f.spectral_index, "spec"
+    if field in FLUX_MODELS:
+        return FLUX_MODELS[field].at(freqs), "catalogue"
+    raise InvalidInput(f"no flux model for flux calibrator {field}: add it to spec.calibratorFluxes")
+
+
+def run(ctx: StageContext) -> str:
+    spec = ctx.mous.spec
+    version = code_version(STAGE)
+    inputs = input_hash(ctx)
+    validity = ctx.checkpoints.validate(STAGE, inputs, version)
+    if validity:
+        ctx.progress("calibration: valid checkpoint, nothing to do", 100.0)
+        return "Skipped"
+    ctx.progress(f"calibration: starting ({validity.reason})", 0.0)
+
+    outputs, summary = [], {"execution_blocks": [], "recipe": spec.recipe.value}
+    n_eb = len(spec.execution_blocks)
+    for k, eb in enumerate(spec.execution_blocks):
+        label = eb_label(eb.uid)
+        try:
+            ps = open_checked(Location.of(eb.uri))
+        except InvalidProcessingSet as exc:
+            raise InvalidInput(f"execution block {eb.uid}: {exc}") from exc
+        infos = partition_infos(ps)
+        out_ps = ctx.path(STAGE, label, "calibrated.ps.zarr")
+        out_tables = ctx.path(STAGE, label, "caltables.zarr")
+        write_processing_set_root(out_ps)
+        eb_summary = {"uid": eb.uid, "label": label, "windows": {}}
+        spws = sorted({i.spw_name for i in infos})
+        for j, spw in enumerate(spws):
+            ctx.progress(f"calibration: {label} {spw}", 100.0 * (k + j / len(spws)) / n_eb)
+            in_spw = [i for i in infos if i.spw_name == spw]
+            targets = [i for i in in_spw if has_role(i.intents, "target")]
+            if not targets:
+                raise InvalidInput(f"execution block {eb.uid}, {spw}: no science target (OBSERVE_TARGET) scans")
+            if spec.recipe == Recipe.IMAGE_ONLY:
+                for t in targets:
+                    write_processing_set_node(out_ps, t.name, ps[t.name].copy())
+                eb_summary["windows"][spw] = {"calibrated": False}
+                continue
+            roles = {}
+            for role in ("bandpass", "flux", "phase"):
+                found = [i for i in in_spw if has_role(i.intents, role)]
+                if not found:
+                    raise InvalidInput(f"execution block {eb.uid}, {spw}: no {ROLES[role]} scans to calibrate with")
+                roles[role] = load_partition(ps[found[0].name], found[0].name)
+            model, model_source = flux_model_jy(ctx, roles["flux"].field_name, roles["flux"].frequency_hz)
+            try:
+                cal = calibrate_window(roles["bandpass"], roles["flux"], roles["phase"], model)
+                for t in targets:
+                    target = load_partition(ps[t.name], t.name)
+                    vis, flag, weight, _ = apply_to_target(cal, target)
+                    write_processing_set_node(out_ps, t.name, _calibrated_node(ps[t.name], vis, flag, weight))
+            except CalibrationFailed as exc:
+                raise CalibrationFailed(f"execution block {eb.uid}, {spw}: {exc}") from exc
+            _write_tables(out_tables, spw, cal, roles["bandpass"].antenna_names, roles["bandpass"].frequency_hz)
+            eb_summary["windows"][spw] = {
+                "calibrated": True,
+                "flux_model": model_source,
+                "phase_calibrator": roles["phase"].field_name,
+                "phase_calibrator_flux_jy": cal.flux.flux_jy,
+                "phase_calibrator_flux_error_jy": cal.flux.flux_error_jy,
+                "phase_calibrator_frequency_hz": float(np.mean(roles["phase"].frequency_hz)),
+                "bad_antennas": [roles["bandpass"].antenna_names[a] for a in cal.bad_antennas],
+                "bad_channels": list(map(int, cal.bad_channels)),
+                "reference_antenna": [roles["bandpass"].antenna_names[a] for a in cal.reference_antenna if a >= 0],
+                "scores": {name: {"value": s.value, "score": s.score, "unit": s.unit, "detail": s.detail}
+                           for name, s in cal.scores.items()},
+            }
+        finalize_processing_set(out_ps)
+        outputs += [f"{STAGE}/{label}/calibrated.ps.zarr"]
+        if out_tables.exists():
+            outputs += [f"{STAGE}/{label}/caltables.zarr"]
+        summary["execution_blocks"].append(eb_summary)
+
+    summary["scores"] = _stage_scores(summary)
+    ctx.path(STAGE, "summary.json").write_json(summary)
+    outputs.append(f"{STAGE}/summary.json")
+    ctx.checkpoints.commit(STAGE, ctx.uid, inputs, version, outputs, metrics={"scores": summary["scores"]})
+    ctx.progress("calibration: done", 100.0)
+    return "Succeeded"
+
+
+def _stage_scores(summary: dict) -> dict[str, float]:
+    """The calibration stage's sub-scores: the worst window of each kind (QA looks for the weakest link)."""
+    scores: dict[str, float] = {}
+    for eb in summary["execution_blocks"]:
+        for window in eb["windows"].values():
+            for name, s in window.get("scores", {}).items():
+                scores[name] = min(scores.get(name, 1.0), float(s["score"]))
+    return scores
+
+
+def _calibrated_node(node: xr.DataTree, vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> xr.DataTree:
+    out = node.copy()
+    ds = out.to_dataset(inherit=False)
+    ds["VISIBILITY"] = (ds["VISIBILITY"].dims, vis.astype(np.complex64), ds["VISIBILITY"].attrs)
+    ds["FLAG"] = (ds["FLAG"].dims, flag, ds["FLAG"].attrs)
+    ds["WEIGHT"] = (ds["WEIGHT"].dims, weight.astype(np.float32), ds["WEIGHT"].attrs)
+    groups = dict(ds.attrs["data_groups"])
+    groups["base"] = {**groups["base"], "description": "calibrated by mousflow"}
+    ds.attrs["data_groups"] = groups
+    out.dataset = ds
+    return out
+
+
+def _write_tables(loc: Location, spw: str, cal, antennas: list[str], freqs: np.ndarray) -> None:
+    bp, g = cal.bandpass, cal.gains
+    ds = xr.Dataset(
+        {
+            "BANDPASS": (("antenna_name", "frequency", "polarization"), bp.bandpass.astype(np.complex64)),
+            "BANDPASS_FLAG": (("antenna_name", "frequency", "polarization"), bp.flags),
+            "GAIN": (("gain_time", "antenna_name", "polarization"), g.gains.astype(np.complex64)),
+            "GAIN_FLAG": (("gain_time", "antenna_name", "polarization"), g.flags),
+            "GAIN_SNR": (("gain_time", "antenna_name", "polarization"), g.snr.astype(np.float32)),
+        },
+        coords={"antenna_name": antennas, "frequency": freqs, "gain_time": g.time_s},
+        attrs={"type": "extension:gains.mousflow", "spectral_window_name": spw,
+               "phase_calibrator_flux_jy": cal.flux.flux_jy},
+    )
+    target = loc.path if loc.is_local else loc.fs.get_mapper(loc.path)
+    ds.to_zarr(target, group=spw, mode="a" if loc.exists() else "w", consolidated=False, zarr_format=3)

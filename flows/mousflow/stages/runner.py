@@ -1,0 +1,68 @@
+"""Run one stage: load the MOUS, check the checkpoint, run, measure, report. The pods' and local entry point."""
+
+from __future__ import annotations
+
+import resource
+import time
+import traceback
+
+from mousflow.errors import MousflowError, describe_error
+from mousflow.model import load_manifest
+from mousflow.stages.context import ProgressFn, StageContext, StageOutcome
+from mousflow.storage.location import Location
+
+EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "Error": 1}
+
+
+def _stage_function(name: str):
+    if name == "calibration":
+        from mousflow.stages.calibration import run
+    elif name == "imaging":
+        from mousflow.stages.imaging import run
+    elif name == "packaging":
+        from mousflow.stages.packaging import run
+    else:
+        raise ValueError(f"unknown stage {name!r}")
+    return run
+
+
+def status_location(run_root: Location, stage: str) -> Location:
+    return run_root.join("status", f"{stage}.json")
+
+
+def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: ProgressFn | None = None) -> StageOutcome:
+    """Run stage `name` for the MOUS at `manifest_uri`; never raises for stage failures, it reports them."""
+    started, cpu0 = time.perf_counter(), time.process_time()
+    run_root = None
+    try:
+        manifest_loc = Location.of(manifest_uri)
+        mous = load_manifest(manifest_loc.read_text())
+        run_root = Location.of(mous.spec.output.uri)
+        ctx = StageContext(name, mous, run_root, threads=threads)
+        if progress is not None:
+            ctx.progress = progress
+        state = _stage_function(name)(ctx)
+        outcome = StageOutcome(name, state, metrics=ctx.metrics)
+    except MousflowError as exc:
+        outcome = StageOutcome(name, "Failed", exc.reason, describe_error(exc).split(": ", 1)[-1])
+    except Exception as exc:  # an unexpected failure is still reported, with its traceback in the log
+        traceback.print_exc()
+        outcome = StageOutcome(name, "Failed", "Error", f"{type(exc).__name__}: {exc}")
+    outcome.metrics.update(
+        wall_seconds=round(time.perf_counter() - started, 3),
+        cpu_seconds=round(time.process_time() - cpu0, 3),
+        # ru_maxrss is in KiB on Linux: the peak resident memory of this process, the stage's own footprint
+        peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    )
+    if run_root is not None:
+        try:
+            status_location(run_root, name).write_json(outcome.to_json())
+        except Exception as exc:  # reporting must not mask the outcome
+            print(f"mousflow: could not write stage status: {exc}", flush=True)
+    return outcome
+
+
+def exit_code(outcome: StageOutcome) -> int:
+    if outcome.state in ("Succeeded", "Skipped"):
+        return 0
+    return EXIT_CODES.get(outcome.reason, 1)

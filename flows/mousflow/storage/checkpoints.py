@@ -1,0 +1,142 @@
+"""Checkpoint manifests: what a finished stage (or imaging chunk) read, which code made it, and what it wrote.
+
+A stage writes all its outputs first and its checkpoint manifest last (one object, written atomically), so a
+checkpoint exists only for complete work. A later run skips the stage when the checkpoint is valid:
+
+- the hash of the stage's inputs is the same (inputs are hashed by content, so a re-simulated execution block
+  with the same name still invalidates everything downstream),
+- the code version is the same (the version plus a hash of the source files the stage runs), and
+- every output recorded in it still exists with the recorded checksum.
+
+Downstream stages hash their upstream checkpoint's output checksums into their own input hash, so a change
+propagates: a recomputed calibration that produced different data invalidates imaging, one that produced
+identical data does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mousflow.storage.location import Location
+
+CHECKPOINT_DIR = "checkpoints"
+HASH_BLOCK = 8 * 2**20
+
+
+def sha256_of_object(loc: Location) -> str:
+    h = hashlib.sha256()
+    with loc.fs.open(loc.path, "rb") as fh:
+        while block := fh.read(HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_digest(loc: Location) -> str:
+    """sha256 of a file, or of a directory tree (sorted relative paths and the sha256 of each file).
+
+    In S3 the object ETag stands for the content hash of each object: it is derived from the content (the MD5
+    of a single-part upload, a hash of part MD5s otherwise), costs nothing to read, and changes whenever the
+    content does.
+    """
+    fs, path = loc.fs, loc.path
+    if not fs.exists(path):
+        raise FileNotFoundError(loc.uri)
+    if not fs.isdir(path):
+        return sha256_of_object(loc)
+    lines = []
+    for name, info in sorted(fs.find(path, detail=True).items()):
+        rel = posixpath.relpath(name, path)
+        etag = info.get("ETag") or info.get("etag")
+        digest = str(etag).strip('"') if etag and not loc.is_local else sha256_of_object(Location(
+            f"{loc.protocol}://{name}" if not loc.is_local else name))
+        lines.append(f"{rel}\0{digest}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def hash_inputs(*parts: Any) -> str:
+    """A stable hash of JSON-serialisable input descriptions (sorted keys, no whitespace)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+@dataclass
+class CheckpointManifest:
+    stage: str
+    mous_uid: str
+    input_hash: str
+    code_version: str
+    outputs: dict[str, str]
+    """Output path relative to the run root -> content digest."""
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> CheckpointManifest:
+        return cls(**{k: doc[k] for k in ("stage", "mous_uid", "input_hash", "code_version", "outputs")},
+                   created=doc.get("created", ""), metrics=doc.get("metrics", {}))
+
+
+@dataclass(frozen=True)
+class Validity:
+    valid: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.valid
+
+
+class CheckpointStore:
+    """Checkpoints of one MOUS run, under <run root>/checkpoints/."""
+
+    def __init__(self, run_root: Location):
+        self.root = run_root
+
+    def location(self, key: str) -> Location:
+        return self.root.join(CHECKPOINT_DIR, f"{key}.json")
+
+    def read(self, key: str) -> CheckpointManifest | None:
+        loc = self.location(key)
+        if not loc.exists():
+            return None
+        try:
+            return CheckpointManifest.from_json(loc.read_json())
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged checkpoint is no checkpoint: the work is redone
+
+    def validate(self, key: str, input_hash: str, code_version: str, *, verify_outputs: bool = True) -> Validity:
+        cp = self.read(key)
+        if cp is None:
+            return Validity(False, "no checkpoint")
+        if cp.input_hash != input_hash:
+            return Validity(False, "inputs changed")
+        if cp.code_version != code_version:
+            return Validity(False, f"code changed ({cp.code_version} -> {code_version})")
+        if verify_outputs:
+            for rel, digest in cp.outputs.items():
+                loc = self.root.join(rel)
+                try:
+                    if content_digest(loc) != digest:
+                        return Validity(False, f"output {rel} changed")
+                except FileNotFoundError:
+                    return Validity(False, f"output {rel} is missing")
+        return Validity(True, "valid")
+
+    def commit(self, key: str, mous_uid: str, input_hash: str, code_version: str, outputs: list[str],
+               metrics: dict[str, Any] | None = None) -> CheckpointManifest:
+        """Record finished work. Digests the outputs (already written) and writes the manifest last."""
+        cp = CheckpointManifest(
+            stage=key, mous_uid=mous_uid, input_hash=input_hash, code_version=code_version,
+            outputs={rel: content_digest(self.root.join(rel)) for rel in outputs}, metrics=metrics or {},
+        )
+        self.location(key).write_json(cp.to_json())
+        return cp
+
+    def invalidate(self, key: str) -> None:
+        self.location(key).remove()
