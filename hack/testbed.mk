@@ -35,7 +35,7 @@ cluster-status:
 
 # Bring the cluster up (building what is missing), run the cluster tier, then bring it down again unless
 # KEEP_CLUSTER=1 or it was already running before.
-test-cluster:
+test-cluster: venv
 	@was_up=0; if [ -f $(TESTBED_KUBECONFIG) ] && $(TESTBED_DIR)/cluster-status.sh >/dev/null 2>&1; then was_up=1; fi; \
 	$(TESTBED_DIR)/cluster-up.sh || exit $$?; \
 	rc=0; KUBECONFIG=$(TESTBED_KUBECONFIG) $(PYTHON_FOR_CLUSTER_TESTS) -m pytest -m cluster tests/cluster $(PYTEST_ARGS) || rc=$$?; \

@@ -59,6 +59,24 @@ cleanup_network() {
   if [[ -x "$KBIN/kube-proxy" ]]; then
     "$KBIN/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true
   fi
+  # The kubelet's own chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) are not removed by
+  # kube-proxy --cleanup: drop the jumps into KUBE-* chains from built-in chains, then the KUBE-* chains.
+  local ipt table line chain
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for table in filter nat mangle raw; do
+      { "$ipt-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' || true; } |
+        while read -r line; do
+          eval "$ipt -w -t $table -D ${line#-A }" 2>/dev/null || true
+        done
+      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
+        "$ipt" -w -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
+        "$ipt" -w -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
   ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE" || true
   ip link show "$NODE_IFACE" >/dev/null 2>&1 && ip link delete "$NODE_IFACE" || true
   if [[ -f "$TESTBED_STATE/sysctl.orig" ]]; then

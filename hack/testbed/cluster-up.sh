@@ -368,7 +368,10 @@ main() {
   fi
   check_ports
   "$HERE/build-binaries.sh"
-  "$HERE/images.sh" pause base coredns
+  local images=(pause base coredns)
+  # The project's runner image too (skip with TESTBED_RUNNER=0); rebuilt only when the source changed.
+  if [[ "${TESTBED_RUNNER:-1}" == 1 && -f "$REPO_ROOT/pyproject.toml" ]]; then images+=(runner); fi
+  "$HERE/images.sh" "${images[@]}"
   local t_bins=$SECONDS
   host_setup
   make_pki

@@ -49,8 +49,13 @@ write_archive() {
   rm -f "$out.tmp"
   "${BUILDAH[@]}" push --quiet "$ref" "docker-archive:$out.tmp:$ref" >/dev/null
   mv "$out.tmp" "$out"
-  # Record the archive as the current one for this image name (used by `import`).
+  # Record the archive as the current one for this image name (used by `import`), drop older ones.
   ln -sfn "$(basename "$out")" "$IMAGES_DIR/${3}.current.tar"
+  local old
+  for old in "$IMAGES_DIR/$3"-????????????.tar; do
+    [[ -e "$old" && "$old" != "$out" ]] && rm -f "$old"
+  done
+  return 0
 }
 
 build_pause() {
@@ -145,7 +150,8 @@ build_runner() {
   if [[ -f "$bundle" ]]; then
     tls=(--volume "$bundle:/run/host-ca-bundle.crt:ro" --build-arg PIP_CERT=/run/host-ca-bundle.crt)
   fi
-  "${BUILDAH[@]}" bud --quiet --pull=false --layers=false --build-arg "BASE_IMAGE=$BASE_IMAGE" "${tls[@]}" \
+  # --layers: the dependency layer is reused while only the project's source changes.
+  "${BUILDAH[@]}" bud --quiet --pull=false --layers=true --build-arg "BASE_IMAGE=$BASE_IMAGE" "${tls[@]}" \
     -t "$RUNNER_IMAGE" -f "$CONTAINERS/runner/Dockerfile" "$REPO_ROOT" >"$IMAGES_DIR/runner-build.log" 2>&1 \
     || { tail -30 "$IMAGES_DIR/runner-build.log" >&2; die "runner image build failed (log: $IMAGES_DIR/runner-build.log)"; }
   write_archive "$RUNNER_IMAGE" "$out" runner
@@ -156,13 +162,14 @@ build_runner() {
 # already (a marker per image records the archive's file name).
 import_all() {
   [[ -S "$CONTAINERD_SOCK" ]] || die "containerd is not running at $CONTAINERD_SOCK (make cluster-up starts it)"
-  local marker_dir="$MOUSFLOW_CACHE/containerd-imported" link name archive
+  local marker_dir="$MOUSFLOW_CACHE/containerd-imported" link name archive present
   mkdir -p "$marker_dir"
+  present="$(ctr_k8s images ls -q)"
   for link in "$IMAGES_DIR"/*.current.tar; do
     [[ -e "$link" ]] || continue
     name="$(basename "$link" .current.tar)"
     archive="$(readlink -f "$link")"
-    if [[ "$(cat "$marker_dir/$name" 2>/dev/null)" == "$(basename "$archive")" ]] && ctr_k8s images ls -q | grep -q "mousflow/$name:"; then
+    if [[ "$(cat "$marker_dir/$name" 2>/dev/null)" == "$(basename "$archive")" ]] && grep -q "mousflow/$name:" <<<"$present"; then
       continue
     fi
     log "importing $(basename "$archive") into containerd (namespace k8s.io)"

@@ -112,14 +112,19 @@ class Cluster:
             except (AssertionError, KeyError, IndexError, json.JSONDecodeError) as exc:
                 last_error = exc
             time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for {what}"
+            + (f" (last error: {last_error})" if last_error else "")
+        )
 
 
 def _reachable(kubeconfig: str, kubectl: str) -> bool:
     try:
         proc = subprocess.run(
             [kubectl, "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -144,14 +149,30 @@ def _read_s3_env() -> dict[str, str]:
     return out
 
 
+def _refresh_runner_image() -> None:
+    """On the running local test bed: rebuild the runner image if the source changed, and import it."""
+    if os.environ.get("TESTBED_RUNNER", "1") != "1" or os.geteuid() != 0:
+        return
+    log = CACHE / "images-runner.log"
+    with log.open("w") as fh:
+        proc = subprocess.run([str(TESTBED / "images.sh"), "runner", "import"], stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"building/importing the runner image failed; last lines of {log}:\n{_log_tail(log)}", pytrace=False
+        )
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     kubectl = find_kubectl()
     env_kc = os.environ.get("KUBECONFIG", "")
     if env_kc and Path(env_kc.split(os.pathsep)[0]).is_file() and _reachable(env_kc, kubectl):
-        yield Cluster(env_kc, kubectl, started_here=False, s3=_read_s3_env() if Path(env_kc) == LOCAL_KUBECONFIG else {})
+        yield Cluster(
+            env_kc, kubectl, started_here=False, s3=_read_s3_env() if Path(env_kc) == LOCAL_KUBECONFIG else {}
+        )
         return
     if LOCAL_KUBECONFIG.is_file() and _reachable(str(LOCAL_KUBECONFIG), kubectl):
+        _refresh_runner_image()
         yield Cluster(str(LOCAL_KUBECONFIG), kubectl, started_here=False, s3=_read_s3_env())
         return
 
@@ -191,6 +212,12 @@ def namespace(cluster: Cluster) -> str:
 
 
 @pytest.fixture(scope="session")
+def runner_image() -> str:
+    """The project's runner image (containers/runner/Dockerfile), built and imported locally."""
+    return os.environ.get("MOUSFLOW_RUNNER_IMAGE", VERSIONS["RUNNER_IMAGE"])
+
+
+@pytest.fixture(scope="session")
 def test_image() -> str:
     """An image built locally (never pulled): the debootstrap Python base unless MOUSFLOW_TEST_IMAGE says otherwise."""
     return os.environ.get("MOUSFLOW_TEST_IMAGE", VERSIONS["BASE_IMAGE"])
@@ -203,8 +230,15 @@ def presign_s3_url_fixture():
     return presign_s3_url
 
 
-def presign_s3_url(method: str, url: str, access_key: str, secret_key: str, region: str = "us-east-1",
-                   expires: int = 600, now: _dt.datetime | None = None) -> str:
+def presign_s3_url(
+    method: str,
+    url: str,
+    access_key: str,
+    secret_key: str,
+    region: str = "us-east-1",
+    expires: int = 600,
+    now: _dt.datetime | None = None,
+) -> str:
     """AWS Signature V4 query-string ("presigned") URL for ``method`` on ``url`` (path-style bucket/key).
 
     The host in ``url`` is part of the signature, so a URL signed for a Service name only works when
@@ -227,9 +261,7 @@ def presign_s3_url(method: str, url: str, access_key: str, secret_key: str, regi
     canonical_request = "\n".join(
         [method, canonical_path, canonical_query, f"host:{parts.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
     )
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
-    )
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()])
 
     def _hmac(key: bytes, msg: str) -> bytes:
         return hmac.new(key, msg.encode(), hashlib.sha256).digest()

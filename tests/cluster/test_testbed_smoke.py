@@ -65,7 +65,9 @@ def _terminated(cluster: Cluster, name: str, namespace: str) -> dict | None:
     return None
 
 
-def test_job_from_local_image_runs_to_completion_and_logs_are_readable(cluster: Cluster, namespace: str, test_image: str):
+def test_job_from_local_image_runs_to_completion_and_logs_are_readable(
+    cluster: Cluster, namespace: str, test_image: str
+):
     marker = f"hello-from-{uuid.uuid4().hex[:6]}"
     code = f"import sys, platform; print('{marker}', platform.python_version(), sys.platform)"
     cluster.apply(_job("hello", test_image, code), namespace)
@@ -110,7 +112,9 @@ def test_pod_reaches_minio_through_service_name(cluster: Cluster, namespace: str
         f"print('BODY', urllib.request.urlopen({get_url!r}, timeout=20).read().decode())\n"
     )
     cluster.apply(_pod("s3-reader", test_image, code), namespace)
-    term = cluster.wait_until("pod/s3-reader to finish", lambda: _terminated(cluster, "s3-reader", namespace), timeout=120)
+    term = cluster.wait_until(
+        "pod/s3-reader to finish", lambda: _terminated(cluster, "s3-reader", namespace), timeout=120
+    )
     logs = cluster.kubectl("logs", "-n", namespace, "s3-reader")
     assert term["exitCode"] == 0, logs
     assert f"BODY {body.decode()}" in logs
@@ -161,19 +165,44 @@ def test_crd_with_status_subresource_round_trips(cluster: Cluster, namespace: st
             timeout=60,
         )
         resource = f"{plural}.{group}"
-        cr = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3},
-              "status": {"phase": "ignored-on-create"}}
-        cluster.wait_until("the Widget to be created", lambda: cluster.kubectl(
-            "create", "-n", namespace, "-f", "-", input=json.dumps(cr), check=False) or True, timeout=30)
+        cr = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1"},
+            "spec": {"size": 3},
+            "status": {"phase": "ignored-on-create"},
+        }
+        cluster.wait_until(
+            "the Widget to be created",
+            lambda: cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(cr), check=False) or True,
+            timeout=30,
+        )
         got = cluster.wait_until("the Widget", lambda: cluster.get(resource, "w1", namespace), timeout=30)
         assert got["spec"] == {"size": 3}
         assert "status" not in got or got["status"] in ({}, None), "status must be ignored on the main resource"
 
-        cluster.kubectl("patch", resource, "w1", "-n", namespace, "--subresource=status", "--type=merge",
-                        "-p", json.dumps({"status": {"phase": "Ready", "observedSize": 3}}))
+        cluster.kubectl(
+            "patch",
+            resource,
+            "w1",
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"phase": "Ready", "observedSize": 3}}),
+        )
         # A spec change through the main resource leaves the status alone, and vice versa.
-        cluster.kubectl("patch", resource, "w1", "-n", namespace, "--type=merge",
-                        "-p", json.dumps({"spec": {"size": 5}, "status": {"phase": "Hacked"}}))
+        cluster.kubectl(
+            "patch",
+            resource,
+            "w1",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"size": 5}, "status": {"phase": "Hacked"}}),
+        )
         got = cluster.get(resource, "w1", namespace)
         assert got["spec"] == {"size": 5}
         assert got["status"] == {"phase": "Ready", "observedSize": 3}
@@ -202,7 +231,9 @@ def test_job_controller_replaces_a_deleted_running_pod(cluster: Cluster, namespa
     cluster.apply(_job("sleeper", test_image, "import time; time.sleep(600)", backoff=3), namespace)
 
     def running_pods() -> list[dict]:
-        pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "job-name=sleeper", "-o", "json"))["items"]
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "job-name=sleeper", "-o", "json"))[
+            "items"
+        ]
         return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
 
     first = cluster.wait_until("a running pod of job/sleeper", running_pods, timeout=120)[0]
@@ -217,3 +248,20 @@ def test_job_controller_replaces_a_deleted_running_pod(cluster: Cluster, namespa
     owner = second["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "Job" and owner["name"] == "sleeper"
     cluster.kubectl("delete", "job", "sleeper", "-n", namespace, "--wait=false", check=False)
+
+
+def test_runner_image_runs_the_project(cluster: Cluster, namespace: str, runner_image: str):
+    """The image built from containers/runner/Dockerfile (no registry) runs the installed project."""
+    code = (
+        "import os, mousflow, mousflow_operator, kopf, prefect\n"
+        "print('runner-ok', os.getuid(), mousflow.__name__, mousflow_operator.__name__, prefect.__version__)\n"
+    )
+    cluster.apply(_pod("runner", runner_image, code, memory_limit="512Mi"), namespace)
+    pod = cluster.wait_until(
+        "pod/runner to finish",
+        lambda: (p := cluster.get("pod", "runner", namespace))["status"].get("phase") in ("Succeeded", "Failed") and p,
+        timeout=180,
+    )
+    logs = cluster.kubectl("logs", "-n", namespace, "runner")
+    assert pod["status"]["phase"] == "Succeeded", logs
+    assert "runner-ok 10001 mousflow mousflow_operator" in logs
