@@ -63,11 +63,11 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset(
-            "tiny", "CI: 10 antennas, 1 EB, two windows, ~10 minutes; seconds to simulate, a few MB",
-            n_antennas=10, n_execution_blocks=1, band=3,
+            "tiny", "CI: 16 antennas, 1 EB, two windows, ~15 minutes; seconds to simulate, ~10 MB",
+            n_antennas=16, n_execution_blocks=1, band=3,
             spws=(SpectralWindowSetup("spw0", 97.0e9, 16, 62.5e6),
                   SpectralWindowSetup("spw1", 110.2e9, 32, 3.90625e6, line=True)),
-            integration_s=10.0, bandpass_scan_s=60, flux_scan_s=40, phase_scan_s=30, target_scan_s=120, n_cycles=3,
+            integration_s=10.0, bandpass_scan_s=60, flux_scan_s=40, phase_scan_s=30, target_scan_s=150, n_cycles=4,
         ),
         Preset(
             "small", "the embedded demo: 16 antennas, 2 EBs, band 6, four windows",
@@ -92,10 +92,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "marginal", "tiny observed in worse weather than planned (Tsys 1.7x): QA2 must fail on rms",
-            n_antennas=10, n_execution_blocks=1, band=3,
+            n_antennas=16, n_execution_blocks=1, band=3,
             spws=(SpectralWindowSetup("spw0", 97.0e9, 16, 62.5e6),
                   SpectralWindowSetup("spw1", 110.2e9, 32, 3.90625e6, line=True)),
-            integration_s=10.0, bandpass_scan_s=60, flux_scan_s=40, phase_scan_s=30, target_scan_s=120, n_cycles=3,
+            integration_s=10.0, bandpass_scan_s=60, flux_scan_s=40, phase_scan_s=30, target_scan_s=150, n_cycles=4,
             tsys_factor=1.7,
         ),
     )

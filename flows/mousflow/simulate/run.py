@@ -60,9 +60,11 @@ CORRELATIONS = ("XX", "YY")
 OBSERVING_DATE = datetime(2026, 10, 15, tzinfo=UTC)
 # Resolution-to-baseline factor of ALMA's Technical Handbook for robust 0.5: theta = 0.574 lambda / L80.
 L80_BEAM_FACTOR = 0.574
-# Requested sensitivity relative to the naturally weighted rms the array reaches with the planned Tsys:
-# covers the Briggs 0.5 weighting loss (1.05-1.2 for these arrays) and a few percent of flagged data.
-REQUESTED_SENSITIVITY_MARGIN = 1.25
+# Requested sensitivity relative to the rms a robust-0.5 image reaches with the planned Tsys (radiometer
+# noise through the Briggs weights of this uv coverage): the margin covers flagged data and the
+# dynamic-range floor that residual gain errors put under bright sources (~10 % for the small arrays).
+REQUESTED_SENSITIVITY_MARGIN = 1.15
+ROBUST = 0.5
 ROWS_PER_BLOCK = 8192
 
 ProgressFn = Callable[[str], None]
@@ -210,9 +212,9 @@ def _simulate_into(preset: Preset, seed: int, staging: Location, final: Location
         for scan in plan.scans:
             if scan.role == "target":
                 uvw, _ = _scan_uvw(cfg.enu_m, lat, lon, scan.times_s, ra0, dec0, a1, a2)
-                target_uv.append(np.hypot(uvw[:, good_bl, 0], uvw[:, good_bl, 1]).ravel())
+                target_uv.append(uvw[:, good_bl].reshape(-1, 3))
                 n_target_int += scan.n_integrations
-    uv_len = np.concatenate(target_uv)
+    uv_len = np.concatenate([np.hypot(u[:, 0], u[:, 1]) for u in target_uv])
     l80 = float(np.percentile(uv_len, 80))
     beam_rad = L80_BEAM_FACTOR * (SPEED_OF_LIGHT / rep_freq) / l80
     n_good_bl = int(good_bl.sum())
@@ -228,6 +230,8 @@ def _simulate_into(preset: Preset, seed: int, staging: Location, final: Location
 
     cont_rms = natural_rms(cont_spws, preset.tsys_factor)
     planned_cont_rms = natural_rms(cont_spws, 1.0)
+    weighting_loss = briggs_weighting_loss(np.concatenate(target_uv), np.array([s.centre_hz for s in cont_spws]),
+                                           dish)
     chan_rms = {s.name: natural_rms([s], preset.tsys_factor) * math.sqrt(s.n_chan) for s in preset.spws}
     planned_chan_rms = {s.name: natural_rms([s], 1.0) * math.sqrt(s.n_chan) for s in preset.spws}
 
@@ -331,7 +335,8 @@ def _simulate_into(preset: Preset, seed: int, staging: Location, final: Location
             "planned_continuum_rms_natural_jy": planned_cont_rms,
             "channel_rms_natural_jy": chan_rms,
             "continuum_bandwidth_hz": float(sum(s.n_chan * s.channel_width_hz for s in cont_spws)),
-            "requested_sensitivity_jy": planned_cont_rms * REQUESTED_SENSITIVITY_MARGIN,
+            "briggs_weighting_loss": weighting_loss,
+            "requested_sensitivity_jy": planned_cont_rms * weighting_loss * REQUESTED_SENSITIVITY_MARGIN,
         },
         "calibrators": {
             role: {"field": cal.name, "flux_jy_at_representative_frequency": flux, "spectral_index": alpha,
@@ -342,6 +347,17 @@ def _simulate_into(preset: Preset, seed: int, staging: Location, final: Location
         "execution_blocks": truth_ebs,
     }
     return truth, total_vischan, [p.label for p in plans]
+
+
+def briggs_weighting_loss(uvw_m: np.ndarray, freq_hz: np.ndarray, dish_diameter_m: float) -> float:
+    """rms of a robust-0.5 image over that of a naturally weighted one, for equal-weight visibilities at
+    these uv points: the same weighting code and image plan the pipeline's imaging uses."""
+    from mousflow.science.imaging import briggs_weights, plan_image, predicted_rms
+
+    ones = np.ones((uvw_m.shape[0], freq_hz.size))
+    plan = plan_image(uvw_m, freq_hz, dish_diameter_m, robust=ROBUST)
+    iw = briggs_weights(uvw_m, freq_hz, ones, None, plan.npix, plan.cell_rad, ROBUST)
+    return float(predicted_rms(ones, iw) / predicted_rms(ones, ones))
 
 
 def _freqs(spw: SpectralWindowSetup) -> np.ndarray:

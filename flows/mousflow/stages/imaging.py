@@ -1,0 +1,312 @@
+"""The imaging stage: a cube per spectral window, in channel chunks, then the continuum (MFS) image.
+
+Inputs are the calibrated target partitions the calibration checkpoint lists. For each window:
+
+1. an ImagingPlan (cell = beam minor axis / 5, image covering the primary beam to pblimit) from its uv
+   coverage, stored in imaging/plans.json so every chunk and every resumed run uses the same grid;
+2. the cube, chunk by chunk: each chunk reads only its channels from Zarr, images them with
+   mousflow.science.imaging.image_channels, writes its slab of imaging/cube_<spw>.zarr and then its chunk
+   checkpoint, so an interrupted cube resumes at the next unfinished chunk;
+3. line channels found from the cube (a channel whose brightest pixel stands out from the window's median by
+   more than LINE_SIGMA times that channel's rms), so the continuum leaves them out.
+
+Then the continuum: every line-free channel of every window, imaged together, written to continuum.zarr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mousflow.errors import ImagingFailed, InputMissing
+from mousflow.science.imaging import (
+    Beam,
+    ImagingPlan,
+    image_channels,
+    image_header,
+    image_mfs,
+    image_rms,
+    plan_image,
+    stokes_i,
+)
+from mousflow.stages.context import StageContext
+from mousflow.stages.image_store import CUBE_PRODUCTS, PLANE_PRODUCTS, ImageStore, header_to_attrs
+from mousflow.stages.versioning import code_version
+from mousflow.storage.checkpoints import hash_inputs
+from mousflow.storage.location import Location
+from mousflow.storage.partitions import load_partition, open_checked, partition_infos
+
+STAGE = "imaging"
+DEFAULT_CHANNEL_CHUNK = 16
+LINE_SIGMA = 6.0
+# The sensitivity a proposal asks for is the one at the pointing centre: QA measures the residual's rms where
+# the primary beam is at least half its peak (the whole field, to pblimit, is reported too).
+QA_RMS_PBLIMIT = 0.5
+
+
+@dataclass
+class WindowData:
+    """A window's calibrated target data as Stokes I rows: all execution blocks and partitions stacked."""
+
+    spw: str
+    freq_hz: np.ndarray
+    uvw_m: np.ndarray
+    dish_diameter_m: float
+    phase_centre_rad: tuple[float, float]
+    field_name: str
+    sources: list[tuple[Location, str]]
+
+    @property
+    def channel_width_hz(self) -> float:
+        return float(np.median(np.diff(self.freq_hz))) if self.freq_hz.size > 1 else 0.0
+
+    def load(self, channels: slice | None = None):
+        """Stokes I (vis, weight, flag), each (n_row, n_chan), for `channels` of this window."""
+        vis, weight, flag = [], [], []
+        for loc, name in self.sources:
+            p = load_partition(open_checked(loc)[name], name, channels=channels)
+            n = p.vis.shape[0] * p.vis.shape[1]
+            v, w, f = stokes_i(p.vis[..., 0].reshape(n, -1), p.vis[..., -1].reshape(n, -1),
+                               p.weight[..., 0].reshape(n, -1), p.weight[..., -1].reshape(n, -1),
+                               p.flag[..., 0].reshape(n, -1), p.flag[..., -1].reshape(n, -1))
+            vis.append(v)
+            weight.append(w)
+            flag.append(f)
+        return np.concatenate(vis), np.concatenate(weight), np.concatenate(flag)
+
+
+def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
+    by_spw: dict[str, dict] = {}
+    for rel in calibrated:
+        loc = ctx.path(rel)
+        ps = open_checked(loc)
+        for info in partition_infos(ps):
+            p = load_partition(ps[info.name], info.name, channels=slice(0, 1))  # metadata and uvw only
+            entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None, "p": p})
+            full_freq = np.asarray(ps[info.name].frequency.values, dtype=np.float64)
+            if entry["freq"] is None:
+                entry["freq"] = full_freq
+            elif entry["freq"].shape != full_freq.shape or not np.allclose(entry["freq"], full_freq, rtol=1e-9):
+                raise ImagingFailed(f"window {info.spw_name} has different channels in different execution blocks")
+            entry["uvw"].append(p.uvw_m.reshape(-1, 3))
+            entry["sources"].append((loc, info.name))
+    windows = []
+    for spw, e in sorted(by_spw.items()):
+        p = e["p"]
+        dish = float(np.nanmedian(p.dish_diameter_m)) if np.isfinite(p.dish_diameter_m).any() else 12.0
+        windows.append(WindowData(spw, e["freq"], np.concatenate(e["uvw"]), dish, p.phase_centre_rad, p.field_name,
+                                  e["sources"]))
+    return windows
+
+
+def _plan_dict(plan: ImagingPlan) -> dict:
+    d = asdict(plan)
+    d["expected_beam"] = list(d["expected_beam"].values()) if isinstance(d["expected_beam"], dict) else d[
+        "expected_beam"]
+    return d
+
+
+def _plan_from_dict(d: dict) -> ImagingPlan:
+    d = dict(d)
+    d["expected_beam"] = Beam(*d["expected_beam"])
+    return ImagingPlan(**d)
+
+
+def run(ctx: StageContext) -> str:
+    spec = ctx.mous.spec
+    version = code_version(STAGE)
+    upstream = ctx.checkpoints.read("calibration")
+    if upstream is None:
+        raise InputMissing("imaging needs the calibration checkpoint, which does not exist: run calibration first")
+    robust = spec.imaging.robust if spec.imaging else 0.5
+    chunk = (spec.imaging.channel_chunk if spec.imaging and spec.imaging.channel_chunk else None) or \
+        DEFAULT_CHANNEL_CHUNK
+    inputs = hash_inputs(upstream.outputs, robust, chunk)
+    validity = ctx.checkpoints.validate(STAGE, inputs, version)
+    if validity:
+        ctx.progress("imaging: valid checkpoint, nothing to do", 100.0)
+        return "Skipped"
+    ctx.progress(f"imaging: starting ({validity.reason})", 0.0)
+
+    calibrated = [rel for rel in upstream.outputs if rel.endswith("calibrated.ps.zarr")]
+    windows = _windows(ctx, calibrated)
+    plans = _load_or_make_plans(ctx, windows, robust, inputs)
+    total_chunks = sum(math.ceil(w.freq_hz.size / chunk) for w in windows)
+    done_chunks = 0
+    summary = {"robust": robust, "channel_chunk": chunk, "cubes": {}, "chunks_computed": 0, "chunks_skipped": 0}
+    outputs = ["imaging/plans.json"]
+    line_free: dict[str, np.ndarray] = {}
+    for w in windows:
+        plan = plans[w.spw]
+        store = ImageStore(ctx.path(STAGE, f"cube_{w.spw}.zarr"))
+        n_chan = w.freq_hz.size
+        header = image_header(plan.npix, plan.cell_rad, *w.phase_centre_rad, w.freq_hz, None,
+                              channel_width_hz=w.channel_width_hz, object_name=w.field_name)
+        if not store.exists() or store.attrs.get("input_hash") != inputs:
+            store.create(CUBE_PRODUCTS, n_chan, plan.npix, chunk, {"input_hash": inputs, "spw": w.spw,
+                                                                   "header": header_to_attrs(header)})
+        per_chan = {"rms": np.full(n_chan, np.nan), "predicted_rms": np.full(n_chan, np.nan),
+                    "peak": np.full(n_chan, np.nan), "beams": [None] * n_chan}
+        for c0 in range(0, n_chan, chunk):
+            c1 = min(n_chan, c0 + chunk)
+            key = f"{STAGE}/cube_{w.spw}/chunk-{c0:06d}-{c1:06d}"
+            chunk_inputs = hash_inputs(inputs, w.spw, c0, c1)
+            cp = ctx.checkpoints.read(key)
+            if cp is not None and cp.input_hash == chunk_inputs and cp.code_version == version and \
+                    store.slab_digests(c0, c1, CUBE_PRODUCTS) == cp.outputs:
+                metrics = cp.metrics
+                summary["chunks_skipped"] += 1
+            else:
+                vis, weight, flag = w.load(slice(c0, c1))
+                cube = image_channels(vis, w.uvw_m, w.freq_hz[c0:c1], weight, flag, plan, nthreads=ctx.threads)
+                digests = store.write_slab(c0, {name: getattr(cube, name) for name in CUBE_PRODUCTS})
+                metrics = {
+                    "rms": cube.image_rms.tolist(), "predicted_rms": cube.predicted_rms.tolist(),
+                    "peak": [float(np.nanmax(np.abs(im))) if np.isfinite(im).any() else math.nan
+                             for im in cube.image],
+                    "beams": [[b.bmaj_rad, b.bmin_rad, b.bpa_rad] for b in cube.beams],
+                }
+                # The slab is written; the chunk checkpoint (its digests) goes last.
+                ctx.checkpoints.location(key).write_json({
+                    "stage": key, "mous_uid": ctx.uid, "input_hash": chunk_inputs, "code_version": version,
+                    "outputs": digests, "metrics": metrics,
+                })
+                summary["chunks_computed"] += 1
+            for name in ("rms", "predicted_rms", "peak"):
+                per_chan[name][c0:c1] = metrics[name]
+            per_chan["beams"][c0:c1] = metrics["beams"]
+            done_chunks += 1
+            ctx.progress(f"imaging: cube {w.spw} channels {c0}-{c1 - 1}", 90.0 * done_chunks / total_chunks)
+        lines = find_line_channels(per_chan["peak"], per_chan["rms"])
+        line_free[w.spw] = ~lines & np.isfinite(per_chan["rms"])
+        store.update_attrs(rms=_jsonable(per_chan["rms"]), predicted_rms=_jsonable(per_chan["predicted_rms"]),
+                           peak=_jsonable(per_chan["peak"]), beams=per_chan["beams"],
+                           line_channels=np.flatnonzero(lines).tolist())
+        summary["cubes"][w.spw] = {"n_chan": int(n_chan), "npix": plan.npix, "cell_arcsec": _arcsec(plan.cell_rad),
+                                   "line_channels": np.flatnonzero(lines).tolist(),
+                                   "median_rms_jy": float(np.nanmedian(per_chan["rms"]))}
+        outputs.append(f"{STAGE}/cube_{w.spw}.zarr")
+
+    ctx.progress("imaging: continuum from line-free channels", 92.0)
+    summary["continuum"] = _image_continuum(ctx, windows, line_free, robust)
+    outputs.append(f"{STAGE}/continuum.zarr")
+    ctx.path(STAGE, "summary.json").write_json(summary)
+    outputs.append(f"{STAGE}/summary.json")
+    ctx.checkpoints.commit(STAGE, ctx.uid, inputs, version, outputs,
+                           metrics={k: summary[k] for k in ("chunks_computed", "chunks_skipped")})
+    ctx.metrics.update(chunks_computed=summary["chunks_computed"], chunks_skipped=summary["chunks_skipped"])
+    ctx.progress("imaging: done", 100.0)
+    return "Succeeded"
+
+
+def find_line_channels(peak: np.ndarray, rms: np.ndarray, nsigma: float = LINE_SIGMA) -> np.ndarray:
+    """Channels whose brightest pixel exceeds the window's median brightest pixel by nsigma channel rms.
+
+    Continuum sources raise every channel's peak alike, so the median over the window is the continuum (plus
+    noise) level; a line raises only its channels. Neighbours of a detected channel are included too,
+    because a line's wings fall below the threshold before they reach zero.
+    """
+    peak = np.asarray(peak, dtype=np.float64)
+    rms = np.asarray(rms, dtype=np.float64)
+    ok = np.isfinite(peak) & np.isfinite(rms) & (rms > 0)
+    lines = np.zeros(peak.size, dtype=bool)
+    if ok.sum() < 4:
+        return lines
+    base = np.median(peak[ok])
+    lines[ok] = peak[ok] - base > nsigma * rms[ok]
+    grown = lines.copy()
+    grown[1:] |= lines[:-1]
+    grown[:-1] |= lines[1:]
+    return grown
+
+
+def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: dict[str, np.ndarray],
+                     robust: float) -> dict:
+    vis_all, w_all, f_all, uvw_all, freq_all = [], [], [], [], []
+    for w in windows:
+        keep = line_free[w.spw]
+        if not keep.any():
+            continue
+        vis, weight, flag = w.load()
+        # The same rows for every window only within one window: grid each window's rows with its channels
+        # (ducc0 takes one frequency axis per call, so windows are stacked as separate row blocks).
+        vis_all.append(vis[:, keep])
+        w_all.append(weight[:, keep])
+        f_all.append(flag[:, keep])
+        uvw_all.append(w.uvw_m)
+        freq_all.append(w.freq_hz[keep])
+    if not vis_all:
+        raise ImagingFailed("no line-free channels with data for the continuum image")
+    vis, weight, flag, uvw, freq = _block_stack(vis_all, w_all, f_all, uvw_all, freq_all)
+    w0 = windows[0]
+    plan = plan_image(uvw, freq, w0.dish_diameter_m, weight=weight, flag=flag, robust=robust, nthreads=ctx.threads)
+    plane = image_mfs(vis, uvw, freq, weight, flag, plan, nthreads=ctx.threads)
+    used = float(sum(fr.size for fr in freq_all))
+    bandwidth = float(sum(w.channel_width_hz * line_free[w.spw].sum() for w in windows))
+    header = image_header(plan.npix, plan.cell_rad, *w0.phase_centre_rad, plane.freq_hz, plane.beam,
+                          channel_width_hz=bandwidth, object_name=w0.field_name)
+    store = ImageStore(ctx.path(STAGE, "continuum.zarr"))
+    info = {
+        "beam_rad": [plane.beam.bmaj_rad, plane.beam.bmin_rad, plane.beam.bpa_rad],
+        "freq_hz": plane.freq_hz, "bandwidth_hz": bandwidth, "n_channels": int(used),
+        "rms_jy": image_rms(plane.residual, exclude=plane.mask, pb=plane.pb, pblimit=QA_RMS_PBLIMIT),
+        "rms_field_jy": plane.image_rms, "predicted_rms_jy": plane.predicted_rms, "threshold_jy": plane.threshold,
+        "n_components": plane.n_components, "n_major": plane.n_major, "converged": bool(plane.converged),
+        "stop_reason": plane.stop_reason, "npix": plan.npix, "cell_arcsec": _arcsec(plan.cell_rad),
+    }
+    store.create(PLANE_PRODUCTS, 1, plan.npix, 1, {"header": header_to_attrs(header), **_jsonable_dict(info)})
+    store.write_slab(0, {name: getattr(plane, name)[None].astype(np.float32) for name in PLANE_PRODUCTS})
+    return _jsonable_dict(info)
+
+
+def _block_stack(vis_list, w_list, f_list, uvw_list, freq_list):
+    """Stack windows with different channels into one (rows, channels) problem: each window's rows carry
+    only its own channels (the others flagged, weight 0)."""
+    if len(vis_list) == 1:
+        return vis_list[0], w_list[0], f_list[0], uvw_list[0], freq_list[0]
+    freq = np.concatenate(freq_list)
+    order = np.argsort(freq, kind="stable")
+    n_rows = sum(v.shape[0] for v in vis_list)
+    vis = np.zeros((n_rows, freq.size), dtype=np.complex64)
+    weight = np.zeros((n_rows, freq.size), dtype=np.float32)
+    flag = np.ones((n_rows, freq.size), dtype=bool)
+    r = c = 0
+    for v, w, f in zip(vis_list, w_list, f_list, strict=True):
+        vis[r:r + v.shape[0], c:c + v.shape[1]] = v
+        weight[r:r + v.shape[0], c:c + v.shape[1]] = w
+        flag[r:r + v.shape[0], c:c + v.shape[1]] = f
+        r += v.shape[0]
+        c += v.shape[1]
+    # ducc0 wants ascending or at least consistent frequencies; keep them sorted
+    return vis[:, order], weight[:, order], flag[:, order], np.concatenate(uvw_list), freq[order]
+
+
+def _load_or_make_plans(ctx: StageContext, windows: list[WindowData], robust: float, inputs: str):
+    loc = ctx.path(STAGE, "plans.json")
+    if loc.exists():
+        doc = loc.read_json()
+        if doc.get("input_hash") == inputs:
+            return {spw: _plan_from_dict(p) for spw, p in doc["plans"].items()}
+    plans = {}
+    for w in windows:
+        ends = slice(0, w.freq_hz.size, max(1, w.freq_hz.size - 1))
+        _, weight, flag = w.load(ends)
+        plans[w.spw] = plan_image(w.uvw_m, w.freq_hz[ends], w.dish_diameter_m, weight=weight, flag=flag,
+                                  robust=robust, nthreads=ctx.threads)
+    loc.write_json({"input_hash": inputs, "plans": {spw: _plan_dict(p) for spw, p in plans.items()}})
+    return plans
+
+
+def _arcsec(rad: float) -> float:
+    return math.degrees(rad) * 3600.0
+
+
+def _jsonable(a: np.ndarray) -> list:
+    return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, dtype=np.float64)]
+
+
+def _jsonable_dict(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=float))
