@@ -176,6 +176,21 @@ import_all() {
     ctr_k8s images import "$archive" >/dev/null
     basename "$archive" >"$marker_dir/$name"
   done
+  prune_stale
+}
+
+# An image replaced under the same name leaves its old content behind through the CRI's by-ID reference
+# ("sha256:<id>"); drop such references that no named image points at, so containerd can collect it.
+prune_stale() {
+  local listing stale
+  listing="$(ctr_k8s images ls)"
+  stale="$(awk 'NR > 1 { if ($1 ~ /^sha256:/) id[$1] = $3; else named[$3] = 1 }
+                END { for (r in id) if (!(id[r] in named)) print r }' <<<"$listing")"
+  if [[ -n "$stale" ]]; then
+    log "removing $(wc -l <<<"$stale") stale image reference(s) from containerd"
+    # shellcheck disable=SC2086
+    ctr_k8s images rm $stale >/dev/null
+  fi
 }
 
 main() {
