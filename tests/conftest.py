@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mousflow.simulate import simulate_mous
 
 

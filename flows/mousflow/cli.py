@@ -57,6 +57,37 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return exit_code(outcome)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Process one MOUS locally: its stages as local processes, orchestrated by a Prefect flow."""
+    import contextlib
+    import os
+
+    from mousflow.pipeline import LocalProcessLauncher, process_mous
+    from mousflow.pipeline.local_server import local_prefect_server
+
+    text = open(args.manifest).read()
+    server = contextlib.nullcontext(os.environ.get("PREFECT_API_URL")) if os.environ.get("PREFECT_API_URL") \
+        else local_prefect_server()
+    with server as url:
+        _progress(f"Prefect API: {url}")
+        result = process_mous(text, LocalProcessLauncher(threads=args.threads))
+    return report_result(result)
+
+
+def report_result(result) -> int:
+    for outcome in result.outcomes:
+        m = outcome.metrics
+        print(f"  {outcome.stage:<12} {outcome.state:<10} {m.get('wall_seconds', 0):7.1f} s  "
+              f"peak {m.get('peak_memory_bytes', 0) / 2**20:7.0f} MiB")
+    if not result.succeeded:
+        f = result.failed
+        print(f"mousflow: error: stage {f.stage} failed: {f.reason}: {f.message}", file=sys.stderr)
+        return 1
+    print(f"QA2 verdict: {result.qa2}")
+    print(f"weblog: {result.weblog}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mousflow.demo import run_demo
 
@@ -89,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="URI of the MOUS manifest (the flow writes <output>/mous.yaml)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("run", help="process one MOUS locally (Prefect flow, stages as local processes)")
+    p.add_argument("--manifest", required=True, help="the MOUS manifest (YAML)")
+    p.add_argument("--threads", type=int, default=2, help="threads per stage")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="simulate a MOUS and process it locally, end to end")
     p.add_argument("--workdir", default=None, help="where to work (default: a new temporary directory)")

@@ -14,9 +14,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from pydantic import ValidationError
+
 from mousflow.model import MOUSResource, MOUSSpec, MOUSStatus
 from mousflow_operator.crd import crd_document, openapi_schema
-from pydantic import ValidationError
 
 MANIFESTS = Path(__file__).parent / "manifests"
 BASE = yaml.safe_load((MANIFESTS / "valid-minimal.yaml").read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from mousflow.cli import main as cli_main
 from mousflow.model import check_spec_semantics, load_manifest
 from mousflow.simulate import PRESETS, simulate_mous

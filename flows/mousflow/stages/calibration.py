@@ -23,7 +23,12 @@ from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import content_digest, hash_inputs
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import InvalidProcessingSet, load_partition, open_checked, partition_infos
-from mousflow.storage.zarr_io import finalize_processing_set, write_processing_set_node, write_processing_set_root
+from mousflow.storage.zarr_io import (
+    finalize_processing_set,
+    write_dataset_group,
+    write_processing_set_node,
+    write_processing_set_root,
+)
 from mousflow.telescope.calibrators import FLUX_MODELS
 
 STAGE = "calibration"
@@ -111,6 +116,7 @@ def run(ctx: StageContext) -> str:
                     raise InvalidInput(f"execution block {eb.uid}, {spw}: no {ROLES[role]} scans to calibrate with")
                 roles[role] = load_partition(ps[found[0].name], found[0].name)
             model, model_source = flux_model_jy(ctx, roles["flux"].field_name, roles["flux"].frequency_hz)
+
             try:
                 cal = calibrate_window(roles["bandpass"], roles["flux"], roles["phase"], model)
                 for t in targets:
@@ -184,5 +190,4 @@ def _write_tables(loc: Location, spw: str, cal, antennas: list[str], freqs: np.n
         attrs={"type": "extension:gains.mousflow", "spectral_window_name": spw,
                "phase_calibrator_flux_jy": cal.flux.flux_jy},
     )
-    target = loc.path if loc.is_local else loc.fs.get_mapper(loc.path)
-    ds.to_zarr(target, group=spw, mode="a" if loc.exists() else "w", consolidated=False, zarr_format=3)
+    write_dataset_group(loc, ds, spw)

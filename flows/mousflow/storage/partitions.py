@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from mousflow.errors import InvalidInput
 from mousflow.storage.location import Location
 from mousflow.storage.msv4 import FIELD_AND_SOURCE
 from mousflow.storage.zarr_io import open_processing_set
 
 
-class InvalidProcessingSet(ValueError):
+class InvalidProcessingSet(InvalidInput):
     """A processing set that is missing, unreadable or not MSv4."""
 
 
@@ -78,6 +79,17 @@ class PartitionArrays:
 
 
 def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = None) -> PartitionArrays:
+    """Read one partition (optionally a channel range) into memory; a damaged store raises InvalidProcessingSet."""
+    try:
+        return _load_partition(node, name, channels)
+    except (KeyError, IndexError, AttributeError) as exc:
+        raise InvalidProcessingSet(f"partition {name or node.name}: not a usable MSv4 dataset ({exc})") from exc
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise InvalidProcessingSet(f"partition {name or node.name}: its data cannot be read, a chunk is missing "
+                                   f"or corrupted ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_partition(node: xr.DataTree, name: str, channels: slice | None) -> PartitionArrays:
     ds = node.dataset
     if channels is not None:
         ds = ds.isel(frequency=channels)

@@ -74,6 +74,13 @@ def _write_node(loc: Location, name: str, node: xr.DataTree) -> None:
     node.to_zarr(_zarr_target(loc.join(name)), mode="w", encoding=encoding, consolidated=False, zarr_format=3)
 
 
+def write_dataset_group(loc: Location, ds: xr.Dataset, group: str) -> None:
+    """Write a plain xarray Dataset (e.g. a calibration table) as group `group` of the Zarr store at loc."""
+    with _quiet_zarr():
+        ds.to_zarr(_zarr_target(loc), group=group, mode="a" if loc.exists() else "w", consolidated=False,
+                   zarr_format=3)
+
+
 def finalize_processing_set(loc: Location) -> None:
     with _quiet_zarr():
         zarr.consolidate_metadata(_zarr_target(loc))

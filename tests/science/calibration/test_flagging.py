@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from mousflow.science.calibration import CalibrationFailed, flag_antennas, flag_channels, flag_invalid, flag_outliers
 
 

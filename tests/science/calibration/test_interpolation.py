@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from mousflow.science.calibration import CalibrationFailed, GainTable, interpolate_gains
 
 

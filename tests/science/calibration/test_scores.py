@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from mousflow.science.calibration import GainTable, fraction_flagged_score, gain_snr_score, phase_rms_score
 
 

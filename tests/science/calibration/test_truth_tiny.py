@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from mousflow.science.calibration import apply_to_target, calibrate_window, fit_spectral_index, interpolate_gains
 from mousflow.simulate import PRESETS
 from mousflow.telescope.alma import visibility_noise_jy

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from mousflow.science.geometry import antenna_uvw_m, baseline_uvw_m
 from mousflow.telescope import load_configuration
 

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from mousflow.science.imaging import Beam, fit_beam, gaussian_image, max_sidelobe
 from mousflow.science.imaging.beam import quadratic_form
 

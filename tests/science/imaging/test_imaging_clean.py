@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from mousflow.science.imaging import (
     briggs_weights,
     clean,

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from mousflow.science.imaging import (
     degrid_model,
     lm_to_pixel,

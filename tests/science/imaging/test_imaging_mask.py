@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+
 from mousflow.science.imaging import AutoMaskParams, Beam, auto_mask, gaussian_image
 
 CELL = 1e-6

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
+from scipy import ndimage
+
 from mousflow.science.geometry import lm_to_radec
 from mousflow.science.imaging import (
     Beam,
@@ -16,7 +18,6 @@ from mousflow.science.imaging import (
 )
 from mousflow.science.simulation.sky import SkyComponent, SpectralLine, predict_visibilities
 from mousflow.telescope.alma import primary_beam_fwhm_rad
-from scipy import ndimage
 
 SIGMA = 0.05  # Jy per visibility (real part), ~0.55 mJy/beam in the MFS image
 

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from mousflow.science.imaging import briggs_weights, fit_beam, good_size, make_psf, pb_radius_rad, plan_image
 from mousflow.science.imaging.plan import RAD_TO_ARCSEC
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from mousflow.science.imaging import lm_to_pixel, pb_correct, pb_radius_rad, primary_beam
 from mousflow.science.simulation.sky import primary_beam_gain
 from mousflow.telescope.alma import primary_beam_fwhm_rad

@@ -6,6 +6,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
+
 from mousflow.science.geometry import lm_to_radec
 from mousflow.science.imaging import Beam, beams_table, celestial_wcs, image_header, image_wcs, pixel_to_lm
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from ducc0.wgridder.experimental import dirty2vis
+
 from mousflow.science.conventions import DUCC0_FLIP_W
 from mousflow.science.simulation.sky import SkyComponent, SpectralLine, predict_visibilities
 from mousflow.telescope.alma import SPEED_OF_LIGHT

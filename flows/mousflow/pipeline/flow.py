@@ -1,0 +1,88 @@
+"""The Prefect flow that processes one MOUS: calibration, imaging, packaging.
+
+Each stage is a Prefect task that launches the stage's entry point (see launchers) and waits for its outcome.
+Stages skip themselves when their checkpoint is valid, so running the flow again after a failure or a kill
+resumes from the last completed stage, and imaging from its last completed channel chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+from prefect import flow, get_run_logger, task
+
+from mousflow.model import load_manifest
+from mousflow.pipeline.launchers import LocalProcessLauncher, StageLauncher
+from mousflow.stages import STAGE_ORDER
+from mousflow.stages.context import StageOutcome
+from mousflow.storage.location import Location
+
+MANIFEST_NAME = "mous.yaml"
+
+
+@dataclass
+class FlowResult:
+    uid: str
+    outcomes: list[StageOutcome] = field(default_factory=list)
+    qa2: str | None = None
+    weblog: str | None = None
+    failed: StageOutcome | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failed is None
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, outcome: StageOutcome):
+        super().__init__(f"stage {outcome.stage} failed: {outcome.reason}: {outcome.message}")
+        self.outcome = outcome
+
+
+def publish_manifest(manifest_text: str) -> tuple[str, Location]:
+    """Put the MOUS manifest where the stages read it: <output>/mous.yaml. Returns (its URI, the run root)."""
+    mous = load_manifest(manifest_text)
+    run_root = Location.of(mous.spec.output.uri)
+    target = run_root.join(MANIFEST_NAME)
+    text = yaml.safe_dump(mous.to_wire(), sort_keys=False)
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target.uri, run_root
+
+
+@task(name="stage", task_run_name="{stage}")
+def run_stage_task(stage: str, manifest_uri: str, run_root_uri: str, launcher: StageLauncher) -> StageOutcome:
+    logger = get_run_logger()
+    outcome = launcher.launch(stage, manifest_uri, Location(run_root_uri), lambda line: logger.info(line))
+    logger.info("stage %s: %s %s", stage, outcome.state, outcome.message)
+    if outcome.state == "Failed":
+        raise StageFailed(outcome)
+    return outcome
+
+
+@flow(name="process-mous", flow_run_name="{uid}", log_prints=True)
+def process_mous_flow(uid: str, manifest_text: str, launcher: StageLauncher | None = None) -> dict:
+    manifest_uri, run_root = publish_manifest(manifest_text)
+    launcher = launcher or LocalProcessLauncher()
+    outcomes = []
+    for stage in STAGE_ORDER:
+        outcomes.append(run_stage_task(stage, manifest_uri, run_root.uri, launcher).to_json())
+    return {"uid": uid, "outcomes": outcomes}
+
+
+def process_mous(manifest_text: str, launcher: StageLauncher | None = None) -> FlowResult:
+    """Run the flow for one MOUS and summarise it (QA2 verdict, weblog) without raising on stage failure."""
+    mous = load_manifest(manifest_text)
+    run_root = Location.of(mous.spec.output.uri)
+    result = FlowResult(mous.spec.uid)
+    try:
+        summary = process_mous_flow(mous.spec.uid, manifest_text, launcher)
+        result.outcomes = [StageOutcome(**o) for o in summary["outcomes"]]
+    except StageFailed as exc:
+        result.failed = exc.outcome
+    qa = run_root.join("products", "qa2.json")
+    if result.succeeded and qa.exists():
+        result.qa2 = qa.read_json()["verdict"]
+        result.weblog = run_root.join("products", "weblog", "index.html").uri
+    return result

@@ -1,0 +1,52 @@
+"""How a stage is started: always through the `mousflow stage` entry point, in a local process or a pod.
+
+The flow does not care where a stage runs; it gets back the StageOutcome the stage wrote to
+<output>/status/<stage>.json. A stage that died without writing one (killed, out of memory) is reported as
+Failed with the reason the launcher saw.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+from mousflow.stages.context import StageOutcome
+from mousflow.stages.runner import status_location
+from mousflow.storage.location import Location
+
+LineFn = Callable[[str], None]
+
+
+class StageLauncher(Protocol):
+    def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome: ...
+
+
+class LocalProcessLauncher:
+    """Runs `python -m mousflow.cli stage ...` as a child process, streaming its output line by line."""
+
+    def __init__(self, threads: int = 1, env: dict[str, str] | None = None):
+        self.threads = threads
+        self.env = env
+
+    def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome:
+        status = status_location(run_root, stage)
+        status.remove()  # a stale status from an earlier run must not pass for this one's
+        cmd = [sys.executable, "-m", "mousflow.cli", "stage", stage, "--manifest", manifest_uri,
+               "--threads", str(self.threads)]
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                on_line(line.rstrip("\n"))
+            code = proc.wait()
+        if status.exists():
+            doc = status.read_json()
+            return StageOutcome(doc["stage"], doc["state"], doc.get("reason", ""), doc.get("message", ""),
+                                doc.get("metrics", {}))
+        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        return StageOutcome(stage, "Failed", "Killed" if code < 0 else "Error", f"stage process {how} "
+                            "without reporting an outcome")

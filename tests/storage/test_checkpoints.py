@@ -1,0 +1,56 @@
+"""Checkpoint manifests: valid only for the same inputs, the same code and untouched outputs."""
+
+import json
+
+from mousflow.storage.checkpoints import CheckpointStore, content_digest, hash_inputs
+from mousflow.storage.location import Location
+
+
+def _run_root(tmp_path):
+    root = Location.of(tmp_path / "run")
+    root.join("stage", "out.bin").write_bytes(b"result")
+    root.join("stage", "table.zarr", "c", "0").write_bytes(b"chunk0")
+    root.join("stage", "table.zarr", "zarr.json").write_text("{}")
+    return root
+
+
+def test_valid_after_commit_and_reasons_when_not(tmp_path):
+    root = _run_root(tmp_path)
+    store = CheckpointStore(root)
+    assert store.validate("stage", "in", "v1").reason == "no checkpoint"
+    store.commit("stage", "uid://A001/X1/X1", "in", "v1", ["stage/out.bin", "stage/table.zarr"])
+    assert store.validate("stage", "in", "v1")
+    assert store.validate("stage", "other-inputs", "v1").reason == "inputs changed"
+    assert store.validate("stage", "in", "v2").reason.startswith("code changed")
+    root.join("stage", "table.zarr", "c", "0").write_bytes(b"chunk0-modified")
+    assert store.validate("stage", "in", "v1").reason == "output stage/table.zarr changed"
+    root.join("stage", "out.bin").remove()
+    assert not store.validate("stage", "in", "v1")
+
+
+def test_damaged_checkpoint_counts_as_none(tmp_path):
+    root = _run_root(tmp_path)
+    store = CheckpointStore(root)
+    store.location("stage").write_text("{not json")
+    assert store.read("stage") is None
+    assert store.validate("stage", "in", "v1").reason == "no checkpoint"
+
+
+def test_manifest_records_checksums_of_outputs(tmp_path):
+    root = _run_root(tmp_path)
+    cp = CheckpointStore(root).commit("stage", "uid://A001/X1/X1", "in", "v1", ["stage/out.bin"], {"n": 3})
+    doc = json.loads(root.join("checkpoints", "stage.json").read_text())
+    assert doc["outputs"] == {"stage/out.bin": content_digest(root.join("stage", "out.bin"))} == cp.outputs
+    assert doc["metrics"] == {"n": 3}
+
+
+def test_directory_digest_depends_on_content_and_names(tmp_path):
+    root = _run_root(tmp_path)
+    a = content_digest(root.join("stage", "table.zarr"))
+    root.join("stage", "table.zarr", "c", "1").write_bytes(b"")
+    assert content_digest(root.join("stage", "table.zarr")) != a
+
+
+def test_hash_inputs_is_order_independent_for_mappings_only():
+    assert hash_inputs({"a": 1, "b": 2}) == hash_inputs({"b": 2, "a": 1})
+    assert hash_inputs([1, 2]) != hash_inputs([2, 1])
