@@ -27,8 +27,8 @@ stop_proc() {
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + grace))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
+  while proc_running "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+  if proc_running "$pid"; then
     log "$name did not stop in ${grace}s: KILL"
     kill -KILL "$pid" 2>/dev/null || true
     sleep 0.5

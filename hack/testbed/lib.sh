@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # settings used by the scripts that source this file
 # Shared settings and helpers for the local test bed (sourced, not run).
 TESTBED_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"   # hack/testbed
 TESTBED_ROOT="$(cd "$TESTBED_DIR/.." && pwd)"                  # hack
@@ -52,12 +53,15 @@ CONTAINERD_RUN="$TESTBED_STATE/containerd"
 CONTAINERD_SOCK="$CONTAINERD_RUN/containerd.sock"
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
+# Is process $1 running (a zombie waiting to be reaped is not)?
+proc_running() { kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+
 # Is the process recorded in pid file $1 alive and still the program we started (name $2)?
 pid_alive() {
   local f="$1" name="${2:-}" pid
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ -n "$pid" ]] && proc_running "$pid" || return 1
   if [[ -n "$name" ]]; then
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "${name:0:15}" ]] || return 1
   fi
