@@ -5,11 +5,12 @@ TESTBED_DIR := hack/testbed
 TESTBED_STATE ?= /tmp/mousflow-cluster
 TESTBED_KUBECONFIG := $(TESTBED_STATE)/kubeconfig
 KEEP_CLUSTER ?= 0
+CHART ?= helm/mousflow
 PYTHON_FOR_CLUSTER_TESTS ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
 export TESTBED_STATE
 
 .PHONY: cluster-deps cluster-binaries images images-runner cluster-up cluster-down cluster-status test-cluster \
-	kind-up kind-down
+	testbed-chart kind-up kind-down
 
 cluster-deps:  ## Debian packages: containerd, runc, CNI plugins, buildah, debootstrap, iptables, ...
 	$(TESTBED_DIR)/host-deps.sh
@@ -33,6 +34,13 @@ cluster-down:  ## stop exactly the processes cluster-up started and clean up
 cluster-status:
 	@$(TESTBED_DIR)/cluster-status.sh
 
+# Install the project's chart on the running local test bed with the locally built runner image.
+testbed-chart:
+	@test -f $(CHART)/Chart.yaml || { echo "no chart at $(CHART)"; exit 1; }
+	eval "$$($(TESTBED_DIR)/env.sh)" && helm upgrade --install mousflow $(CHART) \
+	  --namespace mousflow-system --create-namespace --wait --timeout 5m \
+	  --set image.repository=localhost/mousflow/runner --set image.tag=dev --set image.pullPolicy=Never
+
 # Bring the cluster up (building what is missing), run the cluster tier, then bring it down again unless
 # KEEP_CLUSTER=1 or it was already running before.
 test-cluster: venv
@@ -45,17 +53,18 @@ test-cluster: venv
 # ---- For machines with Docker: the same images and chart on a kind cluster (not runnable on the
 # Docker-less development machines; see hack/README-testbed.md).
 KIND_CLUSTER ?= mousflow
-CHART ?= helm/mousflow
 RUNNER_IMAGE_KIND ?= mousflow/runner:dev
 
 kind-up:
 	kind create cluster --name $(KIND_CLUSTER) --wait 120s
 	docker build -f containers/runner/Dockerfile -t $(RUNNER_IMAGE_KIND) .
 	kind load docker-image $(RUNNER_IMAGE_KIND) --name $(KIND_CLUSTER)
-	helm upgrade --install mousflow $(CHART) --kube-context kind-$(KIND_CLUSTER) \
-		--namespace mousflow-system --create-namespace \
-		--set image.repository=$(firstword $(subst :, ,$(RUNNER_IMAGE_KIND))) \
-		--set image.tag=$(lastword $(subst :, ,$(RUNNER_IMAGE_KIND))) --set image.pullPolicy=IfNotPresent
+	@if [ -f $(CHART)/Chart.yaml ]; then \
+	  helm upgrade --install mousflow $(CHART) --kube-context kind-$(KIND_CLUSTER) \
+	    --namespace mousflow-system --create-namespace \
+	    --set image.repository=$(firstword $(subst :, ,$(RUNNER_IMAGE_KIND))) \
+	    --set image.tag=$(lastword $(subst :, ,$(RUNNER_IMAGE_KIND))) --set image.pullPolicy=IfNotPresent; \
+	else echo "no chart at $(CHART) yet: cluster and image only"; fi
 
 kind-down:
 	kind delete cluster --name $(KIND_CLUSTER)

@@ -70,6 +70,17 @@ def find_kubectl() -> str:
     return str(cached)
 
 
+def find_helm() -> str:
+    cached = CACHE / "bin" / f"helm-{VERSIONS['HELM_VERSION']}" / "helm"
+    if cached.is_file():
+        return str(cached)
+    found = shutil.which("helm")
+    if found:
+        return found
+    subprocess.run([str(TESTBED / "build-binaries.sh"), "helm"], check=True)
+    return str(cached)
+
+
 @dataclass
 class Cluster:
     """A reachable cluster and a few helpers around kubectl."""
@@ -89,6 +100,14 @@ class Cluster:
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def helm(self, *args: str, timeout: float = 300) -> str:
+        proc = subprocess.run(
+            [find_helm(), "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
     def apply(self, manifest: dict | list, namespace: str | None = None) -> None:

@@ -265,3 +265,21 @@ def test_runner_image_runs_the_project(cluster: Cluster, namespace: str, runner_
     logs = cluster.kubectl("logs", "-n", namespace, "runner")
     assert pod["status"]["phase"] == "Succeeded", logs
     assert "runner-ok 10001 mousflow mousflow_operator" in logs
+
+
+def test_helm_installs_a_chart_whose_hook_job_runs(cluster: Cluster, namespace: str, test_image: str, tmp_path):
+    """Helm (built from the module proxy) renders against the real API server and waits for a Job."""
+    chart = tmp_path / "smoke"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: smoke\nversion: 0.1.0\nkubeVersion: '>=1.30.0-0'\n")
+    (chart / "values.yaml").write_text(f"image: {test_image}\nmessage: hello-from-helm\n")
+    job = _job("helm-smoke", "IMAGE", "print('MESSAGE')")
+    rendered = (
+        json.dumps(job).replace('"IMAGE"', "{{ .Values.image | quote }}").replace("MESSAGE", "{{ .Values.message }}")
+    )
+    (chart / "templates" / "job.yaml").write_text(rendered + "\n")
+    out = cluster.helm("install", "smoke", str(chart), "-n", namespace, "--wait", "--wait-for-jobs", "--timeout", "3m")
+    assert "STATUS: deployed" in out
+    assert "hello-from-helm" in cluster.kubectl("logs", "-n", namespace, "job/helm-smoke")
+    assert cluster.helm("list", "-n", namespace, "-q").split() == ["smoke"]
+    cluster.helm("uninstall", "smoke", "-n", namespace, "--wait")
