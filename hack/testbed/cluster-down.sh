@@ -8,6 +8,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/testbed/lib.sh
 source "$HERE/lib.sh"
 require_root
+[[ "${BASH_SOURCE[0]}" == "$0" ]] && take_cluster_lock
 
 PIDS="$TESTBED_STATE/pids"
 KBIN="$(kube_bin_dir)"
@@ -77,6 +78,15 @@ cleanup_network() {
       done
     done
   done
+  # Network namespaces of pods whose sandboxes were not removed (containerd killed with the pods
+  # running): only those holding an address of this cluster's pod range.
+  local ns addrs prefix="${NODE_POD_CIDR%.*}."
+  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^cni-/ {print $1}'); do
+    addrs="$(ip -n "$ns" -4 -o addr show 2>/dev/null || true)"
+    if grep -qF " $prefix" <<<"$addrs"; then
+      ip netns delete "$ns" 2>/dev/null || true
+    fi
+  done
   ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE" || true
   ip link show "$NODE_IFACE" >/dev/null 2>&1 && ip link delete "$NODE_IFACE" || true
   if [[ -f "$TESTBED_STATE/sysctl.orig" ]]; then
@@ -91,6 +101,19 @@ unmount_below() {
   awk -v d="$dir" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
+}
+
+# Container processes that outlived their shim (containerd killed rather than stopped) are still in the
+# kubelet's pod cgroups: those pids are exactly the pods' processes, so end them by id.
+kill_orphan_pod_processes() {
+  local pids
+  pids="$(cat /sys/fs/cgroup/*/kubepods/cgroup.procs /sys/fs/cgroup/*/kubepods/*/cgroup.procs \
+    /sys/fs/cgroup/*/kubepods/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods/*/*/*/cgroup.procs 2>/dev/null | sort -un || true)"
+  [[ -n "$pids" ]] || return 0
+  log "killing $(wc -w <<<"$pids") leftover pod process(es): $(tr '\n' ' ' <<<"$pids")"
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
+  sleep 1
 }
 
 # The kubelet's pod cgroups (cgroupfs driver, cgroup v1): empty directories once every pod is gone.
@@ -113,6 +136,7 @@ main() {
   stop_proc kube-apiserver
   stop_proc etcd
   stop_proc containerd 30
+  kill_orphan_pod_processes
   cleanup_network
   unmount_below "$TESTBED_STATE"
   remove_cgroups

@@ -13,6 +13,7 @@ source "$HERE/lib.sh"
 # shellcheck source=hack/testbed/pki.sh
 source "$HERE/pki.sh"
 require_root
+[[ "${BASH_SOURCE[0]}" == "$0" ]] && take_cluster_lock
 
 T_START=$SECONDS
 KBIN="$(kube_bin_dir)"
@@ -376,6 +377,8 @@ main() {
   host_setup
   make_pki
   start_containerd
+  # Pod sandboxes left by a cluster that was killed rather than stopped belong to an etcd that is gone.
+  "$KBIN/testbed-cri" -endpoint "unix://$CONTAINERD_SOCK" clean >/dev/null || log "could not remove stale sandboxes"
   "$HERE/images.sh" import
   start_etcd
   start_apiserver

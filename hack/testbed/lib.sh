@@ -67,4 +67,16 @@ pid_alive() {
   fi
 }
 
+# Serialise cluster-up/cluster-down (several people or pytest sessions may call them at once). The lock
+# lives beside the state directory, which cluster-down deletes. Children inherit TESTBED_LOCKED.
+take_cluster_lock() {
+  [[ "${TESTBED_LOCKED:-0}" == 1 ]] && return 0
+  exec 9>"${TESTBED_STATE%/}.lock"
+  if ! flock -n 9; then
+    log "waiting for another cluster-up/cluster-down on $TESTBED_STATE to finish"
+    flock -w "${TESTBED_LOCK_TIMEOUT:-1800}" 9 || die "timed out waiting for the lock ${TESTBED_STATE%/}.lock"
+  fi
+  export TESTBED_LOCKED=1
+}
+
 require_root() { [[ $EUID -eq 0 ]] || die "the test bed runs a kubelet and containerd and needs root"; }
