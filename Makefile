@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast test-pipeline lint bench clean
 venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,16 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# Three tiers: fast (unit and stage tests, no servers), pipeline (end-to-end flows on a real local Prefect
+# server), cluster (the real Kubernetes test bed from hack/testbed.mk, built and started if needed).
 test-fast: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster and not slow" $(PYTEST_ARGS)
 
-test: test-fast
+test-pipeline: venv
+	$(PY) -m pytest -m "slow and not cluster" $(PYTEST_ARGS)
+
+test: test-fast test-pipeline test-cluster
 
 bench: venv
 	$(PY) bench/run_all.py

@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import contextlib
     import os
 
-    from mousflow.pipeline import LocalProcessLauncher, process_mous
+    from mousflow.pipeline import process_mous
     from mousflow.pipeline.local_server import local_prefect_server
 
     text = open(args.manifest).read()
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else local_prefect_server()
     with server as url:
         _progress(f"Prefect API: {url}")
-        result = process_mous(text, LocalProcessLauncher(threads=args.threads))
+        result = process_mous(text, threads=args.threads)
     return report_result(result)
 
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from mousflow.pipeline import LocalProcessLauncher, process_mous
+from mousflow.pipeline import process_mous
 from mousflow.pipeline.local_server import local_prefect_server
 from mousflow.simulate import simulate_mous
 
@@ -27,7 +27,7 @@ def run_demo(workdir: str | None, preset: str, seed: int, progress: Callable[[st
     progress("starting a temporary local Prefect server")
     with local_prefect_server() as url:
         progress(f"Prefect API at {url}; processing {sim.manifest.uri}")
-        result = process_mous(sim.manifest.read_text(), LocalProcessLauncher(threads=2))
+        result = process_mous(sim.manifest.read_text(), threads=2)
     code = report_result(result)
     progress(f"demo finished in {time.perf_counter() - started:.0f} s")
     return code

@@ -13,7 +13,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 
 from mousflow.model import load_manifest
-from mousflow.pipeline.launchers import LocalProcessLauncher, StageLauncher
+from mousflow.pipeline.launchers import make_launcher
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.context import StageOutcome
 from mousflow.storage.location import Location
@@ -52,32 +52,32 @@ def publish_manifest(manifest_text: str) -> tuple[str, Location]:
 
 
 @task(name="stage", task_run_name="{stage}")
-def run_stage_task(stage: str, manifest_uri: str, run_root_uri: str, launcher: StageLauncher) -> StageOutcome:
+def run_stage_task(stage: str, manifest_uri: str, run_root_uri: str, launcher_kind: str, threads: int) -> dict:
     logger = get_run_logger()
+    launcher = make_launcher(launcher_kind, threads)
     outcome = launcher.launch(stage, manifest_uri, Location(run_root_uri), lambda line: logger.info(line))
     logger.info("stage %s: %s %s", stage, outcome.state, outcome.message)
     if outcome.state == "Failed":
         raise StageFailed(outcome)
-    return outcome
+    return outcome.to_json()
 
 
 @flow(name="process-mous", flow_run_name="{uid}", log_prints=True)
-def process_mous_flow(uid: str, manifest_text: str, launcher: StageLauncher | None = None) -> dict:
+def process_mous_flow(uid: str, manifest_text: str, launcher_kind: str = "local", threads: int = 1) -> dict:
     manifest_uri, run_root = publish_manifest(manifest_text)
-    launcher = launcher or LocalProcessLauncher()
     outcomes = []
     for stage in STAGE_ORDER:
-        outcomes.append(run_stage_task(stage, manifest_uri, run_root.uri, launcher).to_json())
+        outcomes.append(run_stage_task(stage, manifest_uri, run_root.uri, launcher_kind, threads))
     return {"uid": uid, "outcomes": outcomes}
 
 
-def process_mous(manifest_text: str, launcher: StageLauncher | None = None) -> FlowResult:
+def process_mous(manifest_text: str, launcher_kind: str = "local", threads: int = 1) -> FlowResult:
     """Run the flow for one MOUS and summarise it (QA2 verdict, weblog) without raising on stage failure."""
     mous = load_manifest(manifest_text)
     run_root = Location.of(mous.spec.output.uri)
     result = FlowResult(mous.spec.uid)
     try:
-        summary = process_mous_flow(mous.spec.uid, manifest_text, launcher)
+        summary = process_mous_flow(mous.spec.uid, manifest_text, launcher_kind, threads)
         result.outcomes = [StageOutcome(**o) for o in summary["outcomes"]]
     except StageFailed as exc:
         result.failed = exc.outcome

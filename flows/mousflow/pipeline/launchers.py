@@ -50,3 +50,10 @@ class LocalProcessLauncher:
         how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         return StageOutcome(stage, "Failed", "Killed" if code < 0 else "Error", f"stage process {how} "
                             "without reporting an outcome")
+
+
+def make_launcher(kind: str = "local", threads: int = 1) -> StageLauncher:
+    """A launcher from plain parameters (flow parameters must be JSON: the Prefect server records them)."""
+    if kind == "local":
+        return LocalProcessLauncher(threads=threads)
+    raise ValueError(f"unknown stage launcher {kind!r}; known: local")

@@ -58,7 +58,12 @@ def local_prefect_server() -> Iterator[str]:
             time.sleep(0.5)
         os.environ["PREFECT_API_URL"] = url
         os.environ["PREFECT_HOME"] = home
-        yield url
+        # Prefect reads its settings when first imported; the environment alone does not reach a process that
+        # has already imported it, and it would silently start an ephemeral server of its own instead.
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
     finally:
         for k, v in saved.items():
             if v is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -41,10 +41,16 @@ from mousflow.storage.partitions import load_partition, open_checked, partition_
 
 STAGE = "imaging"
 DEFAULT_CHANNEL_CHUNK = 16
+# Cube planes are gridded in single precision (ducc0 epsilon 1e-5, far below a channel's thermal noise):
+# twice as fast as double, which the continuum keeps for its higher dynamic range.
+CUBE_DOUBLE_PRECISION = False
 LINE_SIGMA = 6.0
 # The sensitivity a proposal asks for is the one at the pointing centre: QA measures the residual's rms where
 # the primary beam is at least half its peak (the whole field, to pblimit, is reported too).
 QA_RMS_PBLIMIT = 0.5
+# The continuum model has one flat-spectrum term (nterms=1). Beyond this fractional bandwidth a source's
+# spectral index leaves errors of several percent (the ALMA pipeline uses nterms=2 there); we say so.
+NTERMS1_MAX_FRACTIONAL_BANDWIDTH = 0.10
 
 
 @dataclass
@@ -58,6 +64,13 @@ class WindowData:
     phase_centre_rad: tuple[float, float]
     field_name: str
     sources: list[tuple[Location, str]]
+    _opened: dict = field(default_factory=dict, repr=False)
+
+    def _node(self, loc: Location, name: str):
+        # Opening a processing set reads all its metadata: once per stage, not once per chunk.
+        if loc.uri not in self._opened:
+            self._opened[loc.uri] = open_checked(loc)
+        return self._opened[loc.uri][name]
 
     @property
     def channel_width_hz(self) -> float:
@@ -67,7 +80,7 @@ class WindowData:
         """Stokes I (vis, weight, flag), each (n_row, n_chan), for `channels` of this window."""
         vis, weight, flag = [], [], []
         for loc, name in self.sources:
-            p = load_partition(open_checked(loc)[name], name, channels=channels)
+            p = load_partition(self._node(loc, name), name, channels=channels)
             n = p.vis.shape[0] * p.vis.shape[1]
             v, w, f = stokes_i(p.vis[..., 0].reshape(n, -1), p.vis[..., -1].reshape(n, -1),
                                p.weight[..., 0].reshape(n, -1), p.weight[..., -1].reshape(n, -1),
@@ -161,7 +174,8 @@ def run(ctx: StageContext) -> str:
                 summary["chunks_skipped"] += 1
             else:
                 vis, weight, flag = w.load(slice(c0, c1))
-                cube = image_channels(vis, w.uvw_m, w.freq_hz[c0:c1], weight, flag, plan, nthreads=ctx.threads)
+                cube = image_channels(vis, w.uvw_m, w.freq_hz[c0:c1], weight, flag, plan, nthreads=ctx.threads,
+                                      double=CUBE_DOUBLE_PRECISION, epsilon=1e-5)
                 digests = store.write_slab(c0, {name: getattr(cube, name) for name in CUBE_PRODUCTS})
                 metrics = {
                     "rms": cube.image_rms.tolist(), "predicted_rms": cube.predicted_rms.tolist(),
@@ -180,7 +194,7 @@ def run(ctx: StageContext) -> str:
             per_chan["beams"][c0:c1] = metrics["beams"]
             done_chunks += 1
             ctx.progress(f"imaging: cube {w.spw} channels {c0}-{c1 - 1}", 90.0 * done_chunks / total_chunks)
-        lines = find_line_channels(per_chan["peak"], per_chan["rms"])
+        lines = _line_channels(store, per_chan["rms"], plan.pblimit)
         line_free[w.spw] = ~lines & np.isfinite(per_chan["rms"])
         store.update_attrs(rms=_jsonable(per_chan["rms"]), predicted_rms=_jsonable(per_chan["predicted_rms"]),
                            peak=_jsonable(per_chan["peak"]), beams=per_chan["beams"],
@@ -191,7 +205,7 @@ def run(ctx: StageContext) -> str:
         outputs.append(f"{STAGE}/cube_{w.spw}.zarr")
 
     ctx.progress("imaging: continuum from line-free channels", 92.0)
-    summary["continuum"] = _image_continuum(ctx, windows, line_free, robust)
+    summary["continuum"] = _image_continuum(ctx, windows, line_free, robust, plans)
     outputs.append(f"{STAGE}/continuum.zarr")
     ctx.path(STAGE, "summary.json").write_json(summary)
     outputs.append(f"{STAGE}/summary.json")
@@ -202,71 +216,149 @@ def run(ctx: StageContext) -> str:
     return "Succeeded"
 
 
-def find_line_channels(peak: np.ndarray, rms: np.ndarray, nsigma: float = LINE_SIGMA) -> np.ndarray:
-    """Channels whose brightest pixel exceeds the window's median brightest pixel by nsigma channel rms.
+def find_line_channels(cube: np.ndarray, rms: np.ndarray, valid: np.ndarray, nsigma: float = LINE_SIGMA) -> np.ndarray:
+    """Channels with line emission, from a cube (n_chan, ny, nx) of flat-noise images.
 
-    Continuum sources raise every channel's peak alike, so the median over the window is the continuum (plus
-    noise) level; a line raises only its channels. Neighbours of a detected channel are included too,
-    because a line's wings fall below the threshold before they reach zero.
+    Each pixel's continuum is the median of its spectrum; a channel holds a line where some pixel (inside
+    `valid`, the primary beam) stands above its continuum by more than nsigma of that channel's rms.
+    Continuum sources, however bright, cancel in the difference. Each detected run is widened by half its
+    width (at least one channel) on both sides: a line's wings fall below the threshold long before they
+    reach zero and would otherwise leak into the continuum.
     """
-    peak = np.asarray(peak, dtype=np.float64)
     rms = np.asarray(rms, dtype=np.float64)
-    ok = np.isfinite(peak) & np.isfinite(rms) & (rms > 0)
-    lines = np.zeros(peak.size, dtype=bool)
-    if ok.sum() < 4:
+    good = np.isfinite(rms) & (rms > 0) & np.isfinite(cube).any(axis=(1, 2))
+    lines = np.zeros(rms.size, dtype=bool)
+    if good.sum() < 4:
         return lines
-    base = np.median(peak[ok])
-    lines[ok] = peak[ok] - base > nsigma * rms[ok]
+    sub = cube[good][:, valid]  # (n_good, n_valid_pixels)
+    continuum = np.nanmedian(sub, axis=0)
+    significance = np.nanmax((sub - continuum) / rms[good][:, None], axis=1)
+    lines[np.flatnonzero(good)[significance > nsigma]] = True
     grown = lines.copy()
-    grown[1:] |= lines[:-1]
-    grown[:-1] |= lines[1:]
+    for run in _line_free_runs(lines):  # here: runs of detected channels
+        pad = max(1, (run.stop - run.start) // 2)
+        grown[max(0, run.start - pad):run.stop + pad] = True
     return grown
 
 
+def _line_channels(store: ImageStore, rms: np.ndarray, pblimit: float) -> np.ndarray:
+    """Read the cube at every second pixel (a beam spans ~5) and find its line channels."""
+    g = store.group("r")
+    cube = np.asarray(g["image"][:, ::2, ::2], dtype=np.float32)
+    pb = np.asarray(g["pb"][:, ::2, ::2], dtype=np.float32)
+    valid = np.nanmax(np.nan_to_num(pb), axis=0) >= pblimit
+    return find_line_channels(cube, rms, valid)
+
+
+# Continuum channels are averaged as far as bandwidth smearing allows: the radial smearing of a source at
+# the edge of the field, (channel width / frequency) x (field radius / beam), is kept below this fraction of
+# a beam (a 1 % amplitude loss there), and the averaging never crosses a flagged or line channel.
+MAX_SMEARING_BEAMS = 0.1
+
+
+def continuum_averaging_factor(freq_hz: np.ndarray, plan: ImagingPlan) -> int:
+    """How many adjacent channels one continuum channel may combine (1 = no averaging)."""
+    if freq_hz.size < 2:
+        return 1
+    width = float(np.median(np.abs(np.diff(freq_hz))))
+    field_radius_beams = 0.5 * plan.fov_rad / plan.expected_beam.bmin_rad
+    per_channel = width / float(freq_hz.min()) * field_radius_beams
+    return max(1, int(MAX_SMEARING_BEAMS / per_channel)) if per_channel > 0 else 1
+
+
+def average_channels(vis, weight, flag, freq, factor: int):
+    """Weighted average of `factor` adjacent channels (weights add, flagged samples carry no weight)."""
+    if factor <= 1:
+        return vis, weight, flag, freq
+    n = (freq.size // factor) * factor
+    if n == 0:
+        return vis, weight, flag, freq
+    w = np.where(flag[:, :n], 0.0, weight[:, :n]).reshape(weight.shape[0], -1, factor)
+    v = vis[:, :n].reshape(vis.shape[0], -1, factor)
+    wsum = w.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = np.where(wsum > 0, (w * v).sum(axis=2) / np.where(wsum > 0, wsum, 1), 0)
+    f = freq[:n].reshape(-1, factor).mean(axis=1)
+    out = (avg.astype(np.complex64), wsum.astype(np.float32), wsum <= 0, f)
+    if n < freq.size:  # the remainder channels stay as they are
+        out = (np.concatenate([out[0], vis[:, n:]], axis=1), np.concatenate([out[1], weight[:, n:]], axis=1),
+               np.concatenate([out[2], flag[:, n:]], axis=1), np.concatenate([out[3], freq[n:]]))
+    return out
+
+
+def _line_free_runs(keep: np.ndarray) -> list[slice]:
+    """Contiguous runs of line-free channels (averaging must not cross a line or a gap)."""
+    runs, start = [], None
+    for i, k in enumerate(np.append(keep, False)):
+        if k and start is None:
+            start = i
+        elif not k and start is not None:
+            runs.append(slice(start, i))
+            start = None
+    return runs
+
+
 def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: dict[str, np.ndarray],
-                     robust: float) -> dict:
+                     robust: float, plans: dict[str, ImagingPlan]) -> dict:
     vis_all, w_all, f_all, uvw_all, freq_all = [], [], [], [], []
     for w in windows:
         keep = line_free[w.spw]
         if not keep.any():
             continue
         vis, weight, flag = w.load()
-        # The same rows for every window only within one window: grid each window's rows with its channels
-        # (ducc0 takes one frequency axis per call, so windows are stacked as separate row blocks).
-        vis_all.append(vis[:, keep])
-        w_all.append(weight[:, keep])
-        f_all.append(flag[:, keep])
+        factor = continuum_averaging_factor(w.freq_hz, plans[w.spw])
+        parts = [average_channels(vis[:, r], weight[:, r], flag[:, r], w.freq_hz[r], factor)
+                 for r in _line_free_runs(keep)]
+        vis_all.append(np.concatenate([p[0] for p in parts], axis=1))
+        w_all.append(np.concatenate([p[1] for p in parts], axis=1))
+        f_all.append(np.concatenate([p[2] for p in parts], axis=1))
         uvw_all.append(w.uvw_m)
-        freq_all.append(w.freq_hz[keep])
+        freq_all.append(np.concatenate([p[3] for p in parts]))
     if not vis_all:
         raise ImagingFailed("no line-free channels with data for the continuum image")
-    vis, weight, flag, uvw, freq = _block_stack(vis_all, w_all, f_all, uvw_all, freq_all)
+    vis, weight, flag, uvw, freq = _join_windows(vis_all, w_all, f_all, uvw_all, freq_all)
     w0 = windows[0]
     plan = plan_image(uvw, freq, w0.dish_diameter_m, weight=weight, flag=flag, robust=robust, nthreads=ctx.threads)
     plane = image_mfs(vis, uvw, freq, weight, flag, plan, nthreads=ctx.threads)
-    used = float(sum(fr.size for fr in freq_all))
     bandwidth = float(sum(w.channel_width_hz * line_free[w.spw].sum() for w in windows))
     header = image_header(plan.npix, plan.cell_rad, *w0.phase_centre_rad, plane.freq_hz, plane.beam,
                           channel_width_hz=bandwidth, object_name=w0.field_name)
     store = ImageStore(ctx.path(STAGE, "continuum.zarr"))
     info = {
         "beam_rad": [plane.beam.bmaj_rad, plane.beam.bmin_rad, plane.beam.bpa_rad],
-        "freq_hz": plane.freq_hz, "bandwidth_hz": bandwidth, "n_channels": int(used),
+        "freq_hz": plane.freq_hz, "bandwidth_hz": bandwidth,
+        "n_channels": int(sum(int(line_free[w.spw].sum()) for w in windows)), "n_gridded_channels": int(freq.size),
         "rms_jy": image_rms(plane.residual, exclude=plane.mask, pb=plane.pb, pblimit=QA_RMS_PBLIMIT),
         "rms_field_jy": plane.image_rms, "predicted_rms_jy": plane.predicted_rms, "threshold_jy": plane.threshold,
         "n_components": plane.n_components, "n_major": plane.n_major, "converged": bool(plane.converged),
         "stop_reason": plane.stop_reason, "npix": plan.npix, "cell_arcsec": _arcsec(plan.cell_rad),
+        "fractional_bandwidth": float((freq.max() - freq.min()) / plane.freq_hz),
+        "warnings": [],
     }
+    if info["fractional_bandwidth"] > NTERMS1_MAX_FRACTIONAL_BANDWIDTH:
+        info["warnings"].append(
+            f"continuum spans {info['fractional_bandwidth']:.0%} fractional bandwidth with a flat-spectrum (nterms=1) "
+            f"model: fluxes of sources with steep spectra may be off by several percent")
     store.create(PLANE_PRODUCTS, 1, plan.npix, 1, {"header": header_to_attrs(header), **_jsonable_dict(info)})
     store.write_slab(0, {name: getattr(plane, name)[None].astype(np.float32) for name in PLANE_PRODUCTS})
     return _jsonable_dict(info)
 
 
-def _block_stack(vis_list, w_list, f_list, uvw_list, freq_list):
-    """Stack windows with different channels into one (rows, channels) problem: each window's rows carry
-    only its own channels (the others flagged, weight 0)."""
+def _join_windows(vis_list, w_list, f_list, uvw_list, freq_list):
+    """One (rows, channels) problem for ducc0, which takes a single frequency axis per call.
+
+    Windows observed with the same rows (the same integrations and baselines, as within an execution block)
+    are joined along the channel axis. Otherwise each window's rows carry only its own channels (the others
+    flagged with weight 0), which costs memory but is always right.
+    """
     if len(vis_list) == 1:
         return vis_list[0], w_list[0], f_list[0], uvw_list[0], freq_list[0]
+    same_rows = all(u.shape == uvw_list[0].shape and np.allclose(u, uvw_list[0], atol=1e-3) for u in uvw_list)
+    if same_rows:
+        freq = np.concatenate(freq_list)
+        order = np.argsort(freq, kind="stable")
+        return (np.concatenate(vis_list, axis=1)[:, order], np.concatenate(w_list, axis=1)[:, order],
+                np.concatenate(f_list, axis=1)[:, order], uvw_list[0], freq[order])
     freq = np.concatenate(freq_list)
     order = np.argsort(freq, kind="stable")
     n_rows = sum(v.shape[0] for v in vis_list)
@@ -280,7 +372,6 @@ def _block_stack(vis_list, w_list, f_list, uvw_list, freq_list):
         flag[r:r + v.shape[0], c:c + v.shape[1]] = f
         r += v.shape[0]
         c += v.shape[1]
-    # ducc0 wants ascending or at least consistent frequencies; keep them sorted
     return vis[:, order], weight[:, order], flag[:, order], np.concatenate(uvw_list), freq[order]
 
 

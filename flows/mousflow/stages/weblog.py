@@ -134,7 +134,7 @@ def _spectrum_plots(ctx, out: Location, imaging: dict) -> list[tuple[str, str]]:
             continue
         store = ImageStore(ctx.path("imaging", f"cube_{spw}.zarr"))
         cube = store.read("image_pbcor")
-        peak_map = np.nanmax(cube[lines], axis=0)
+        peak_map = np.max(np.nan_to_num(cube[lines], nan=-np.inf), axis=0)  # NaN outside the primary beam
         y, x = np.unravel_index(np.nanargmax(peak_map), peak_map.shape)
         header = attrs_to_header(store.attrs["header"])
         freqs = WCS(header).spectral.pixel_to_world_values(np.arange(cube.shape[0])) / 1e9
@@ -231,6 +231,7 @@ figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }} img {{ m
 {cont['rms_jy'] * 1e3:.4g} mJy/beam (predicted from the weights {cont['predicted_rms_jy'] * 1e3:.4g}),
 CLEAN {cont['n_components']} components in {cont['n_major']} major cycles ({html.escape(cont['stop_reason'])}),
 image {cont['npix']} px of {cont['cell_arcsec']:.3f}".</p>
+{"".join(f'<p><b>Warning:</b> {html.escape(w)}</p>' for w in cont.get('warnings', []))}
 <p>Cubes: {", ".join(f"{spw}: {c['n_chan']} channels, line channels {c['line_channels'] or 'none'}"
                      for spw, c in imaging['cubes'].items())}.</p>
 {"".join(f'<figure><img src="{n}" alt="{html.escape(t)}"><figcaption>{html.escape(t)}</figcaption></figure>'
