@@ -90,7 +90,13 @@ build_coredns() {
 }
 
 build_minio() {
-  go_install_one "$(minio_bin_dir)" minio "github.com/minio/minio@$MINIO_VERSION" "-s -w" kqueue
+  # MinIO's own version variables: its release time (RFC 3339) and commit, from the pseudo-version.
+  local ts="${MINIO_VERSION#v0.0.0-}" commit
+  commit="${ts##*-}"; ts="${ts%%-*}"
+  local rfc="${ts:0:4}-${ts:4:2}-${ts:6:2}T${ts:8:2}:${ts:10:2}:${ts:12:2}Z"
+  local pkg=github.com/minio/minio/cmd
+  go_install_one "$(minio_bin_dir)" minio "github.com/minio/minio@$MINIO_VERSION" \
+    "-s -w -X $pkg.Version=$rfc -X $pkg.ReleaseTag=DEVELOPMENT.${rfc//:/-} -X $pkg.CommitID=$commit -X $pkg.ShortCommitID=$commit" kqueue
 }
 
 main() {
