@@ -45,6 +45,8 @@ DEFAULT_CHANNEL_CHUNK = 16
 # twice as fast as double, which the continuum keeps for its higher dynamic range.
 CUBE_DOUBLE_PRECISION = False
 LINE_SIGMA = 6.0
+CONTINUUM_SYSTEMATIC = 0.1
+MIN_LINE_CHANNELS = 2
 # The sensitivity a proposal asks for is the one at the pointing centre: QA measures the residual's rms where
 # the primary beam is at least half its peak (the whole field, to pblimit, is reported too).
 QA_RMS_PBLIMIT = 0.5
@@ -220,8 +222,9 @@ def find_line_channels(cube: np.ndarray, rms: np.ndarray, valid: np.ndarray, nsi
     """Channels with line emission, from a cube (n_chan, ny, nx) of flat-noise images.
 
     Each pixel's continuum is the median of its spectrum; a channel holds a line where some pixel (inside
-    `valid`, the primary beam) stands above its continuum by more than nsigma of that channel's rms.
-    Continuum sources, however bright, cancel in the difference. Each detected run is widened by half its
+    `valid`, the primary beam) stands above its continuum by more than nsigma of that channel's noise, in
+    at least MIN_LINE_CHANNELS adjacent channels. Continuum sources, however bright, cancel in the
+    difference. Each detected run is widened by half its
     width (at least one channel) on both sides: a line's wings fall below the threshold long before they
     reach zero and would otherwise leak into the continuum.
     """
@@ -232,8 +235,15 @@ def find_line_channels(cube: np.ndarray, rms: np.ndarray, valid: np.ndarray, nsi
         return lines
     sub = cube[good][:, valid]  # (n_good, n_valid_pixels)
     continuum = np.nanmedian(sub, axis=0)
-    significance = np.nanmax((sub - continuum) / rms[good][:, None], axis=1)
+    # Channel-to-channel calibration and deconvolution differences scale with the continuum under a pixel:
+    # allow CONTINUUM_SYSTEMATIC of it beside the thermal noise, or a bright source fakes a line.
+    noise = np.sqrt(rms[good][:, None] ** 2 + (CONTINUUM_SYSTEMATIC * continuum[None, :]) ** 2)
+    significance = np.nanmax((sub - continuum) / noise, axis=1)
     lines[np.flatnonzero(good)[significance > nsigma]] = True
+    # A line spans several channels (ALMA's channels are much narrower than its lines): a lone channel is not one.
+    for run in _line_free_runs(lines):
+        if run.stop - run.start < MIN_LINE_CHANNELS:
+            lines[run] = False
     grown = lines.copy()
     for run in _line_free_runs(lines):  # here: runs of detected channels
         pad = max(1, (run.stop - run.start) // 2)

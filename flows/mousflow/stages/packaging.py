@@ -51,6 +51,7 @@ def run(ctx: StageContext) -> str:
     ctx.progress(f"packaging: starting ({validity.reason})", 0.0)
 
     products = ctx.path(PRODUCTS)
+    products.remove()  # this stage's own outputs: nothing stale from an earlier run may linger beside the new ones
     imaging = ctx.path("imaging", "summary.json").read_json()
     calibration = ctx.path("calibration", "summary.json").read_json()
     continuum = ImageStore(ctx.path("imaging", "continuum.zarr"))

@@ -134,8 +134,13 @@ def _spectrum_plots(ctx, out: Location, imaging: dict) -> list[tuple[str, str]]:
             continue
         store = ImageStore(ctx.path("imaging", f"cube_{spw}.zarr"))
         cube = store.read("image_pbcor")
-        peak_map = np.max(np.nan_to_num(cube[lines], nan=-np.inf), axis=0)  # NaN outside the primary beam
-        y, x = np.unravel_index(np.nanargmax(peak_map), peak_map.shape)
+        # The line peak is found in the flat-noise cube (where noise is uniform) inside pb >= 0.5, as the
+        # line's integral above each pixel's continuum; the plotted spectrum is the primary-beam-corrected one.
+        flat = store.read("image")
+        pb = np.nanmax(np.nan_to_num(store.read("pb")), axis=0)
+        line_sum = np.nansum(flat[lines] - np.nanmedian(flat, axis=0), axis=0)
+        line_sum[pb < 0.5] = -np.inf
+        y, x = np.unravel_index(np.argmax(line_sum), line_sum.shape)
         header = attrs_to_header(store.attrs["header"])
         freqs = WCS(header).spectral.pixel_to_world_values(np.arange(cube.shape[0])) / 1e9
         fig, ax = plt.subplots(figsize=(7, 3.5))
