@@ -116,8 +116,8 @@ class Location:
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
 
-    def write_json(self, obj: Any) -> None:
-        self.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    def write_json(self, obj: Any, indent: int | None = 2) -> None:
+        self.write_text(json.dumps(obj, indent=indent, sort_keys=True) + "\n")
 
     def read_json(self) -> Any:
         return json.loads(self.read_text())
