@@ -1,0 +1,221 @@
+"""Stages as Kubernetes Jobs: the same `mousflow stage` entry point, in a pod sized to the stage's demand.
+
+The flow launches each stage itself (rather than through a Prefect work pool) because it must size every
+pod from the MOUS's data, watch for out-of-memory kills and relaunch with more memory, and adopt a Job that
+is already running after a restart; a work pool's per-run job variables could size the pod but would hide
+the pod's fate behind the worker. Job names are deterministic (MOUS, stage, attempt), so launching twice
+adopts the first Job instead of starting a second pod.
+
+Pods run as the restricted Pod Security profile demands: non-root, read-only root filesystem (with an
+emptyDir for /tmp), no privilege escalation, all capabilities dropped, RuntimeDefault seccomp. S3
+credentials come from a Secret, never from the MOUS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mousflow.pipeline.resources import ResourceRequest
+from mousflow.stages.context import StageOutcome
+from mousflow.stages.runner import status_location
+from mousflow.storage.location import Location
+
+LineFn = Callable[[str], None]
+LABEL_MOUS = "mousflow.io/mous"
+LABEL_STAGE = "mousflow.io/stage"
+
+
+def job_name(uid: str, stage: str, attempt: int) -> str:
+    """A DNS-1123 name, stable for (MOUS, stage, attempt)."""
+    digest = hashlib.sha256(uid.encode()).hexdigest()[:10]
+    return f"mousflow-{digest}-{stage}-{attempt}"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    namespace: str
+    image: str
+    s3_secret: str
+    """Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
+    s3_endpoint: str | None = None
+    service_account: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    ttl_seconds_after_finished: int = 3600
+
+
+def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt: int, manifest_uri: str,
+                         resources: ResourceRequest, threads: int) -> dict:
+    """The Job manifest of one stage attempt (a pure function of its arguments)."""
+    name = job_name(uid, stage, attempt)
+    labels = {"app.kubernetes.io/name": "mousflow", "app.kubernetes.io/component": "stage",
+              LABEL_MOUS: hashlib.sha256(uid.encode()).hexdigest()[:10], LABEL_STAGE: stage}
+    env = [
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": settings.s3_secret,
+                                                                     "key": "AWS_ACCESS_KEY_ID"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": settings.s3_secret,
+                                                                         "key": "AWS_SECRET_ACCESS_KEY"}}},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+        {"name": "OMP_NUM_THREADS", "value": str(threads)},
+    ]
+    if settings.s3_endpoint:
+        env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
+    pod_spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "stage",
+            "image": settings.image,
+            "imagePullPolicy": settings.image_pull_policy,
+            "command": ["mousflow", "stage", stage, "--manifest", manifest_uri, "--threads", str(threads)],
+            "env": env,
+            "resources": resources.kubernetes(),
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels,
+                     "annotations": {"mousflow.io/uid": uid, "mousflow.io/attempt": str(attempt)}},
+        "spec": {
+            # The flow decides about retries (with more memory after an OOM kill), not the Job controller.
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def classify_pod_termination(pod_status: dict) -> tuple[str, str]:
+    """(reason, message) of a finished stage pod from its status.
+
+    An out-of-memory kill is recognised by the container's termination reason, whatever its exit code:
+    Kubernetes reports reason OOMKilled with exit code 137 when the main process was killed, and with exit
+    code 0 when the kernel killed a child and the main process still exited normally.
+    """
+    for cs in pod_status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if not term:
+            continue
+        reason, code = term.get("reason", ""), term.get("exitCode")
+        if reason == "OOMKilled":
+            return "OOMKilled", f"stage container killed for exceeding its memory limit (exit code {code})"
+        if code not in (0, None):
+            return "Error", f"stage container exited with code {code} ({reason})"
+        return "", ""
+    if pod_status.get("reason") == "Evicted":
+        return "Evicted", pod_status.get("message", "pod evicted")
+    return "", ""
+
+
+class KubernetesJobLauncher:
+    """Runs each stage as a Kubernetes Job and reports its outcome (from the stage's status in storage)."""
+
+    def __init__(self, settings: JobSettings, resources: Callable[[str], ResourceRequest], threads: int = 1,
+                 poll_seconds: float = 2.0, timeout_seconds: float = 3600.0, attempt: int = 1,
+                 oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30):
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self.batch = client.BatchV1Api()
+        self.core = client.CoreV1Api()
+        self.settings = settings
+        self.resources = resources
+        self.threads = threads
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.attempt = attempt
+        self.oom_memory_factor = oom_memory_factor
+        self.oom_max_retries = oom_max_retries
+        self.memory_cap_bytes = memory_cap_bytes
+
+    def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome:
+        """Run the stage; after an out-of-memory kill run it again with more memory (up to the cap and the
+        retry limit). The stage resumes from its checkpoints, so a retry repeats only unfinished work."""
+        from mousflow.model import load_manifest
+
+        uid = load_manifest(Location.of(manifest_uri).read_text()).spec.uid
+        request = self.resources(stage)
+        oom_kills = []
+        for retry in range(self.oom_max_retries + 1):
+            outcome = self._launch_once(uid, stage, manifest_uri, run_root, on_line, request,
+                                        self.attempt + retry)
+            if outcome.reason != "OOMKilled" or request.memory_limit_bytes >= self.memory_cap_bytes:
+                break
+            oom_kills.append(request.memory_limit_bytes)
+            request = request.scaled(self.oom_memory_factor, self.memory_cap_bytes)
+            on_line(f"stage {stage} was OOMKilled; retrying with memory limit {request.memory_limit_bytes // 2**20}Mi")
+        outcome.metrics["oom_killed_at_limits_bytes"] = oom_kills
+        return outcome
+
+    def _launch_once(self, uid: str, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn,
+                     request: ResourceRequest, attempt: int) -> StageOutcome:
+        from kubernetes.client.rest import ApiException
+
+        spec = build_stage_job_spec(self.settings, uid=uid, stage=stage, attempt=attempt,
+                                    manifest_uri=manifest_uri, resources=request, threads=self.threads)
+        name, ns = spec["metadata"]["name"], self.settings.namespace
+        status = status_location(run_root, stage)
+        try:
+            self.batch.create_namespaced_job(ns, spec)
+            on_line(f"created Job {ns}/{name} (requests {request.kubernetes()['requests']})")
+            status.remove()
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            on_line(f"Job {ns}/{name} exists already: following it")
+        pod = self._wait(name, ns, on_line)
+        metrics = {"job": name, "requested_memory_bytes": request.memory_bytes,
+                   "memory_limit_bytes": request.memory_limit_bytes}
+        reason, message = classify_pod_termination(pod.get("status", {}) if pod else {})
+        if reason == "OOMKilled" or not status.exists():
+            return StageOutcome(stage, "Failed", reason or "Error",
+                                message or "the stage pod ended without reporting an outcome", metrics)
+        doc = status.read_json()
+        return StageOutcome(doc["stage"], doc["state"], doc.get("reason", ""), doc.get("message", ""),
+                            {**doc.get("metrics", {}), **metrics})
+
+    def _wait(self, name: str, ns: str, on_line: LineFn) -> dict | None:
+        deadline = time.monotonic() + self.timeout_seconds
+        while time.monotonic() < deadline:
+            job = self.batch.read_namespaced_job_status(name, ns).to_dict()
+            st = job.get("status") or {}
+            if st.get("succeeded") or st.get("failed"):
+                pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
+                pod = pods[-1] if pods else None
+                if pod is not None:
+                    try:
+                        for line in self.core.read_namespaced_pod_log(pod["metadata"]["name"], ns).splitlines():
+                            on_line(line)
+                    except Exception as exc:  # logs are a convenience; the outcome comes from storage
+                        on_line(f"(logs unavailable: {exc})")
+                return _camel(pod) if pod else None
+            time.sleep(self.poll_seconds)
+        raise TimeoutError(f"Job {ns}/{name} did not finish within {self.timeout_seconds:.0f} s")
+
+
+def _camel(obj):
+    """The python client's snake_case dicts back into the API's camelCase (what the classifier reads)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            parts = k.split("_")
+            out[parts[0] + "".join(p.title() for p in parts[1:])] = _camel(v)
+        return out
+    if isinstance(obj, list):
+        return [_camel(v) for v in obj]
+    return obj
