@@ -30,7 +30,8 @@ start_proc() {
     log "$name already running (pid $(cat "$PIDS/$name.pid"))"; return 0
   fi
   log "starting $name"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # 9>&-: the component must not inherit the cluster lock (it would hold it for its whole life).
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
 }
 
