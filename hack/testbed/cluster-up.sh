@@ -211,7 +211,7 @@ start_apiserver() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
     --enable-admission-plugins=NodeRestriction \
-    --allow-privileged=true --profiling=false --v=1
+    --allow-privileged=true --profiling=false --v=1 ${TESTBED_APISERVER_FLAGS:-}
   wait_for kube-apiserver 120 api_ready
 }
 
@@ -357,6 +357,15 @@ apply_addons() {
   fi
 }
 
+on_exit() {
+  local rc="$1"
+  ((rc != 0)) || return 0
+  [[ "${TESTBED_KEEP_ON_FAILURE:-0}" == 1 ]] && { log "cluster-up failed; leaving it as it is (TESTBED_KEEP_ON_FAILURE=1)"; return 0; }
+  ls "$PIDS"/*.pid >/dev/null 2>&1 || return 0
+  log "cluster-up failed: stopping what it started (logs will be in $MOUSFLOW_CACHE/last-cluster-logs)"
+  "$HERE/cluster-down.sh" >&2 || true
+}
+
 main() {
   mkdir -p "$TESTBED_STATE" "$LOGS" "$PIDS"
   if [[ -f "$TESTBED_KUBECONFIG" ]] && cluster_healthy; then
@@ -369,6 +378,9 @@ main() {
     mkdir -p "$TESTBED_STATE" "$LOGS" "$PIDS"
   fi
   check_ports
+  # On failure, stop whatever this run started (the logs stay in $MOUSFLOW_CACHE/last-cluster-logs);
+  # TESTBED_KEEP_ON_FAILURE=1 leaves it running for debugging.
+  trap 'on_exit $?' EXIT
   "$HERE/build-binaries.sh"
   local images=(pause base coredns)
   # The project's runner image too (skip with TESTBED_RUNNER=0); rebuilt only when the source changed.
