@@ -21,9 +21,13 @@ def bench(preset: str, threads: int) -> list[tuple[str, str, float, float]]:
     work = tempfile.mkdtemp(prefix=f"mousflow-bench-{preset}-")
     rows = []
     try:
+        import resource
+
         t0 = time.perf_counter()
         sim = simulate_mous(preset, os.path.join(work, "mous"), seed=1)
-        rows.append((preset, "simulate", time.perf_counter() - t0, float("nan")))
+        # the simulator runs in this process: its peak is this process's peak so far
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+        rows.append((preset, "simulate", time.perf_counter() - t0, peak))
         launcher = LocalProcessLauncher(threads=threads)
         from mousflow.model import load_manifest
         from mousflow.pipeline.flow import publish_manifest
