@@ -1,0 +1,54 @@
+"""Dependencies point one way: operator -> pipeline (flows) -> stages -> science kernels, with storage a layer
+the stages use. Checked on the source (every import statement, including those inside functions)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "flows" / "mousflow"
+
+# layer -> modules it must never import (prefixes)
+FORBIDDEN = {
+    "science": ["prefect", "kubernetes", "kopf", "s3fs", "fsspec", "zarr", "xarray", "mousflow.storage",
+                "mousflow.stages", "mousflow.pipeline", "mousflow.simulate", "mousflow_operator", "mousflow.cli"],
+    "storage": ["prefect", "kubernetes", "kopf", "mousflow.stages", "mousflow.pipeline", "mousflow.science",
+                "mousflow_operator", "mousflow.cli"],
+    "model": ["prefect", "kubernetes", "kopf", "s3fs", "mousflow.storage", "mousflow.stages", "mousflow.pipeline",
+              "mousflow.science", "mousflow_operator"],
+    "telescope": ["prefect", "kubernetes", "mousflow.storage", "mousflow.stages", "mousflow.pipeline",
+                  "mousflow.science", "mousflow_operator"],
+    "stages": ["prefect", "kubernetes", "kopf", "mousflow.pipeline", "mousflow_operator", "mousflow.cli"],
+    "pipeline": ["kopf", "mousflow_operator", "mousflow.cli"],
+    "simulate": ["prefect", "kubernetes", "kopf", "mousflow.stages", "mousflow.pipeline", "mousflow_operator"],
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_point_down_only(layer):
+    files = sorted((PACKAGE / layer).rglob("*.py"))
+    assert files, layer
+    violations = [f"{f.relative_to(ROOT)} imports {name}" for f in files for name in sorted(_imports(f))
+                  if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[layer])]
+    assert not violations, "\n".join(violations)
+
+
+def test_operator_is_not_importable_as_the_standard_library_operator():
+    assert not (ROOT / "operator" / "__init__.py").exists()
+    assert not (ROOT / "flows" / "__init__.py").exists()
+    import operator
+
+    assert hasattr(operator, "itemgetter") and "site-packages" not in str(getattr(operator, "__file__", ""))
