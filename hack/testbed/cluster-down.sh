@@ -78,6 +78,9 @@ cleanup_network() {
       done
     done
   done
+  iptables -w -D FORWARD -j MOUSFLOW-TESTBED 2>/dev/null || true
+  iptables -w -F MOUSFLOW-TESTBED 2>/dev/null || true
+  iptables -w -X MOUSFLOW-TESTBED 2>/dev/null || true
   # Network namespaces of pods whose sandboxes were not removed (containerd killed with the pods
   # running): only those holding an address of this cluster's pod range.
   local ns addrs prefix="${NODE_POD_CIDR%.*}."

@@ -103,6 +103,12 @@ host_setup() {
   fi
   ip addr replace "$NODE_IP/32" dev "$NODE_IFACE"
   ip link set "$NODE_IFACE" up
+  # Pods talk to each other, to Services and to the node, never beyond this machine: packets from the pod
+  # range that would be forwarded anywhere but the pod bridge are dropped (there is no masquerading
+  # either, so nothing from a pod could ever get an answer from outside).
+  iptables -w -N MOUSFLOW-TESTBED 2>/dev/null || iptables -w -F MOUSFLOW-TESTBED
+  iptables -w -A MOUSFLOW-TESTBED -s "$POD_CIDR" ! -o "$CNI_BRIDGE" -j DROP
+  iptables -w -C FORWARD -j MOUSFLOW-TESTBED 2>/dev/null || iptables -w -I FORWARD 1 -j MOUSFLOW-TESTBED
 }
 
 check_ports() {
