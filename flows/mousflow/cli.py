@@ -94,6 +94,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(workdir=args.workdir, preset=args.preset, seed=args.seed, progress=_progress)
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from mousflow_operator.__main__ import main as operator_main
+
+    return operator_main(["--verbose"] if args.verbose else [])
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Record a reviewer's QA2 decision: the same as `kubectl annotate mous NAME mousflow.io/review=DECISION`."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    client.CustomObjectsApi().patch_namespaced_custom_object(
+        "mousflow.io", "v1alpha1", args.namespace, "mouses", args.name,
+        {"metadata": {"annotations": {"mousflow.io/review": args.decision}}})
+    print(f"mous {args.namespace}/{args.name}: review {args.decision}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mousflow.simulate import PRESETS
 
@@ -125,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="the MOUS manifest (YAML)")
     p.add_argument("--threads", type=int, default=2, help="threads per stage")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("operator", help="run the kopf operator for MOUS resources (settings from MOUSFLOW_* env)")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_operator)
+
+    p = sub.add_parser("review", help="record a reviewer's QA2 decision on a MOUS in Reviewing")
+    p.add_argument("name")
+    p.add_argument("decision", choices=["pass", "semipass", "fail"])
+    p.add_argument("-n", "--namespace", default="default")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("demo", help="simulate a MOUS and process it locally, end to end")
     p.add_argument("--workdir", default=None, help="where to work (default: a new temporary directory)")

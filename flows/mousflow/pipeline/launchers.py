@@ -52,8 +52,46 @@ class LocalProcessLauncher:
                             "without reporting an outcome")
 
 
+def kubernetes_launcher_kind(namespace: str, attempt: int = 1) -> str:
+    """The launcher kind string of stage Jobs in `namespace` whose Job names start at `attempt`."""
+    return f"kubernetes?namespace={namespace}&attempt={attempt}"
+
+
+def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
+    """Stage Jobs configured from the environment of the process running the flow (the operator): runner image,
+    S3 Secret and in-cluster endpoint (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET, MOUSFLOW_S3_ENDPOINT_IN_CLUSTER,
+    MOUSFLOW_IMAGE_PULL_POLICY); the kind string names only the namespace and the first attempt number.
+    Resources come from the MOUS's data (`demand_of`), read when a stage is launched."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from mousflow.model import load_manifest
+    from mousflow.pipeline.demand import demand_of
+    from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher
+    from mousflow.pipeline.resources import estimate_stage_resources
+
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(kind).query).items()}
+    settings = JobSettings(
+        namespace=query.get("namespace") or os.environ.get("MOUSFLOW_JOB_NAMESPACE", "default"),
+        image=os.environ.get("MOUSFLOW_RUNNER_IMAGE", "mousflow-runner:dev"),
+        s3_secret=os.environ.get("MOUSFLOW_S3_SECRET", "mousflow-s3"),
+        s3_endpoint=os.environ.get("MOUSFLOW_S3_ENDPOINT_IN_CLUSTER") or None,
+        image_pull_policy=os.environ.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
+    )
+
+    class SizedJobLauncher(KubernetesJobLauncher):
+        def launch(self, stage, manifest_uri, run_root, on_line):
+            demand = demand_of(load_manifest(Location.of(manifest_uri).read_text()))
+            self.resources = lambda s: estimate_stage_resources(s, demand, threads)
+            return super().launch(stage, manifest_uri, run_root, on_line)
+
+    return SizedJobLauncher(settings, resources=lambda s: None, threads=threads,
+                            attempt=int(query.get("attempt", 1)))
+
+
 def make_launcher(kind: str = "local", threads: int = 1) -> StageLauncher:
     """A launcher from plain parameters (flow parameters must be JSON: the Prefect server records them)."""
     if kind == "local":
         return LocalProcessLauncher(threads=threads)
-    raise ValueError(f"unknown stage launcher {kind!r}; known: local")
+    if kind == "kubernetes" or kind.startswith("kubernetes?"):
+        return _kubernetes_launcher(kind, threads)
+    raise ValueError(f"unknown stage launcher {kind!r}; known: local, kubernetes?namespace=NS&attempt=N")

@@ -1,0 +1,36 @@
+"""Delivery: copy the products listed in the products manifest to the delivery location and verify them.
+
+Delivered copies are verified against the manifest's sha256 after copying. Nothing here ever deletes a
+delivered product.
+"""
+
+from __future__ import annotations
+
+from mousflow.storage.checkpoints import sha256_of_object
+from mousflow.storage.location import Location
+
+
+class DeliveryError(RuntimeError):
+    pass
+
+
+def products_location(output_uri: str) -> Location:
+    return Location.of(output_uri).join("products")
+
+
+def deliver(output_uri: str, delivery_uri: str | None) -> tuple[str, int]:
+    """Copy every product (and manifest.json) to `delivery_uri`; returns (where, number of products).
+    Without a delivery location the products are delivered where they are, after verification."""
+    src = products_location(output_uri)
+    manifest = src.join("manifest.json").read_json()
+    dst = Location.of(delivery_uri) if delivery_uri else src
+    for product in manifest["products"]:
+        target = dst.join(product["name"])
+        if dst != src and not (target.exists() and sha256_of_object(target) == product["sha256"]):
+            target.write_bytes(src.join(product["name"]).read_bytes())
+        got = sha256_of_object(target)
+        if got != product["sha256"]:
+            raise DeliveryError(f"{target.uri}: sha256 {got} differs from the manifest's {product['sha256']}")
+    if dst != src:
+        dst.join("manifest.json").write_bytes(src.join("manifest.json").read_bytes())
+    return dst.uri, len(manifest["products"])

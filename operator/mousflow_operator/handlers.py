@@ -1,0 +1,288 @@
+"""kopf handlers for MOUS resources: gather facts, ask `lifecycle` what to do, patch the status, post Events.
+
+Every MOUS is reconciled by one timer (`mous_reconcile`): the facts it needs are in storage (stage reports,
+checkpoints, products), in Kubernetes (Jobs, annotations) and in this process (flow runs), none of which
+produce watch events on the MOUS itself. Handlers are synchronous: kopf runs them in its thread pool, and
+they block on S3 and the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from datetime import UTC, datetime
+
+import kopf
+import yaml
+
+from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
+from mousflow.model.status import ProductsStatus
+from mousflow.stages import STAGE_ORDER
+from mousflow.stages.runner import status_location
+from mousflow.storage.location import Location
+from mousflow_operator import inputs, lifecycle
+from mousflow_operator.delivery import deliver, products_location
+from mousflow_operator.progress import overall_progress, stage_status
+from mousflow_operator.queue import QueueEntry, admissible
+from mousflow_operator.runs import RunManager
+from mousflow_operator.settings import OperatorSettings
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+ANN = "mousflow.io/"
+A_REVIEW, A_RETRY = ANN + "review", ANN + "retry"
+A_RETRY_HANDLED, A_ATTEMPT, A_RETRY_AFTER = ANN + "retry-handled", ANN + "run-attempt", ANN + "retry-after"
+A_MANUAL, A_AUTO_DELIVERY = ANN + "manual-work", ANN + "auto-delivery"
+TICK_SECONDS = OperatorSettings.from_env().tick_seconds
+
+
+@kopf.on.startup()
+def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    memo.config = OperatorSettings.from_env()
+    memo.runs = RunManager(threads=memo.config.stage_threads)
+    memo.admission = threading.Lock()
+    settings.persistence.finalizer = ANN + "finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mousflow.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mousflow.io", key="last-handled-configuration")
+    settings.execution.max_workers = 32
+    logger.info("mousflow operator: %s", memo.config)
+
+
+def _deadline(spec: dict, annotations: dict) -> datetime:
+    fully_observed = datetime.fromisoformat(str(spec["fullyObservedAt"]).replace("Z", "+00:00"))
+    return lifecycle.deadline(fully_observed, manual_work=annotations.get(A_MANUAL) == "true")
+
+
+@kopf.index(*RESOURCE)
+def mous_queue(name, namespace, spec, status, meta, **_):
+    """Every MOUS's phase and queue position, for admission (kopf keeps it current from the watch)."""
+    return {f"{namespace}/{name}": (status.get("phase", Phase.FULLY_OBSERVED.value),
+                                    QueueEntry(f"{namespace}/{name}", _deadline(spec, meta.get("annotations", {})),
+                                               int(spec.get("priority", 50)), str(meta.get("creationTimestamp"))))}
+
+
+_STATUS_KEYS = frozenset(f.alias or n for n, f in MOUSStatus.model_fields.items())
+
+
+def _status_model(raw: dict) -> MOUSStatus:
+    known = {k: v for k, v in raw.items() if k in _STATUS_KEYS}
+    return MOUSStatus.model_validate(known)
+
+
+def _mous_label(uid: str) -> str:
+    return hashlib.sha256(uid.encode()).hexdigest()[:10]
+
+
+def _jobs(namespace: str, uid: str, owner: dict) -> dict[str, list[dict]]:
+    """The MOUS's stage Jobs by stage (API form); each gets the MOUS as owner, so the garbage collector removes
+    them with the MOUS even when the operator is not running."""
+    from kubernetes import client
+
+    batch = client.BatchV1Api()
+    items = batch.list_namespaced_job(namespace, label_selector=f"mousflow.io/mous={_mous_label(uid)}").items
+    out: dict[str, list[dict]] = {}
+    for job in items:
+        doc = client.ApiClient().sanitize_for_serialization(job)
+        if not doc["metadata"].get("ownerReferences"):
+            batch.patch_namespaced_job(doc["metadata"]["name"], namespace,
+                                       {"metadata": {"ownerReferences": [owner]}})
+        out.setdefault(doc["metadata"]["labels"].get("mousflow.io/stage", "?"), []).append(doc)
+    return out
+
+
+def _namespace_auto_delivery(namespace: str) -> bool | None:
+    from kubernetes import client
+
+    value = (client.CoreV1Api().read_namespace(namespace).metadata.annotations or {}).get(A_AUTO_DELIVERY)
+    return None if value is None else value.lower() == "true"
+
+
+@kopf.timer(*RESOURCE, interval=TICK_SECONDS, initial_delay=0)
+def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_queue: kopf.Index, logger,
+                   **_):
+    cfg: OperatorSettings = memo.config
+    runs: RunManager = memo.runs
+    key = f"{namespace}/{name}"
+    annotations = dict(meta.get("annotations", {}))
+    old = _status_model(dict(body.get("status") or {}))
+    new = old.model_copy(deep=True)
+    phase = Phase(old.phase)
+    now = datetime.now(UTC)
+    mous_spec = MOUSSpec.model_validate(dict(spec))
+    new.deadline = _deadline(spec, annotations)
+    problems = inputs.spec_problems(mous_spec)
+    degraded_reason = "InvalidSpec"
+    facts: dict = {"spec_problems": problems}
+
+    if problems:
+        pass
+    elif phase == Phase.FAILED:
+        token = annotations.get(A_RETRY)
+        if token and token != annotations.get(A_RETRY_HANDLED):
+            patch.metadata.annotations[A_RETRY_HANDLED] = token
+            patch.metadata.annotations[A_ATTEMPT] = "1"
+            patch.metadata.annotations[A_RETRY_AFTER] = None
+            _transition(body, patch, new, phase, lifecycle.Transition(
+                Phase.FULLY_OBSERVED, "RetryRequested", f"retry {token} requested"), problems, now, degraded_reason)
+            return
+    elif phase == Phase.FULLY_OBSERVED:
+        check = inputs.check_execution_blocks(mous_spec)
+        if check.state == "unreadable":
+            problems, degraded_reason = (check.message,), "InputUnreadable"
+            facts["spec_problems"] = problems
+        else:
+            facts.update(inputs=check.state, inputs_message=check.message)
+    elif phase == Phase.READY_FOR_PROCESSING:
+        with memo.admission:
+            # a kopf index maps each key to a store of values: here one (phase, QueueEntry) per MOUS
+            entries = [(k, p, e) for k, store in mous_queue.items() for (p, e) in store]
+            processing = {k for k, p, _e in entries if p == Phase.PROCESSING.value} | runs.active()
+            waiting = [e for k, p, e in entries if p == Phase.READY_FOR_PROCESSING.value and k not in processing]
+            if key in admissible(waiting, len(processing), cfg.max_processing):
+                facts["admitted"] = True
+                new.observed_generation = int(meta.get("generation", 1))
+                _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation, annotations)
+    elif phase == Phase.PROCESSING:
+        facts.update(_processing(runs, key, mous_spec, namespace, body, meta, new, annotations, patch, cfg, logger))
+    elif phase == Phase.READY_FOR_REVIEW:
+        auto = mous_spec.delivery.automatic if mous_spec.delivery else None
+        if auto is None:
+            auto = _namespace_auto_delivery(namespace)
+        facts.update(qa2=old.qa2.verdict if old.qa2 else None,
+                     auto_delivery=cfg.auto_delivery if auto is None else auto)
+    elif phase == Phase.REVIEWING:
+        decision = (annotations.get(A_REVIEW) or "").strip().lower()
+        facts["review"] = decision if decision in lifecycle.REVIEW_DECISIONS else None
+    elif phase == Phase.DELIVERY_IN_PROGRESS:
+        try:
+            where, n = deliver(mous_spec.output.uri, mous_spec.delivery.uri if mous_spec.delivery else None)
+            facts.update(delivered=True, delivery_message=f"{n} products delivered to {where}, checksums verified")
+            new.products = (new.products or ProductsStatus()).model_copy(update={"delivered_uri": where})
+        except Exception as exc:
+            facts.update(delivered=False, delivery_message=f"delivery failed: {exc}")
+
+    transition = lifecycle.next_transition(phase, lifecycle.Facts(**facts))
+    if transition is None:
+        new.conditions = lifecycle.conditions_for(old.conditions, phase, _last_reason(old), old.message, problems,
+                                                  now, degraded_reason)
+        _post_degraded(body, old, new)
+        _patch_status(patch, dict(body.get("status") or {}), new)
+        return
+    if transition.phase not in (Phase.PROCESSING,):
+        runs.forget(key)
+    _transition(body, patch, new, phase, transition, problems, now, degraded_reason)
+
+
+def _last_reason(status: MOUSStatus) -> str:
+    for c in status.conditions:
+        if c.type == "Progressing":
+            return c.reason
+    return ""
+
+
+def _ensure_run(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, generation, annotations):
+    manifest = MOUSResource.model_validate({"metadata": {"name": body["metadata"]["name"], "namespace": namespace},
+                                            "spec": dict(body["spec"])})
+    return runs.ensure(key, uid=mous_spec.uid, namespace=namespace,
+                       manifest_text=yaml.safe_dump(manifest.to_wire(), sort_keys=False),
+                       output_uri=mous_spec.output.uri, generation=generation,
+                       retry_token=annotations.get(A_RETRY_HANDLED, ""),
+                       attempt=int(annotations.get(A_ATTEMPT, "1")))
+
+
+def _processing(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, meta, new: MOUSStatus, annotations,
+                patch, cfg: OperatorSettings, logger) -> dict:
+    retry_after = float(annotations.get(A_RETRY_AFTER) or 0)
+    handle = runs.get(key)
+    if handle is None or handle.outcome is None:
+        if time.time() >= retry_after:
+            handle = _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation or
+                                 int(meta.get("generation", 1)), annotations)
+            new.flow_run_id = handle.flow_run_id or new.flow_run_id
+    _observe_stages(mous_spec, namespace, body, new)
+    if handle is None or handle.outcome is None:
+        return {}
+    outcome = handle.outcome
+    if outcome.state == "succeeded":
+        qa = products_location(mous_spec.output.uri).join("qa2.json").read_json()
+        new.qa2 = QA2Status(verdict=qa["verdict"], reasons=[str(r) for r in qa.get("reasons", [])],
+                            scores={k: float(v["score"]) for k, v in qa.get("stage_scores", {}).items()})
+        products = products_location(mous_spec.output.uri)
+        new.products = ProductsStatus(manifest_uri=products.join("manifest.json").uri,
+                                      weblog_uri=products.join("weblog", "index.html").uri)
+        new.stage = None
+        return {"run": "succeeded", "qa2": qa["verdict"]}
+    attempt = int(annotations.get(A_ATTEMPT, "1"))
+    if outcome.retryable and attempt < cfg.max_run_attempts:
+        delay = cfg.retry_backoff_seconds * 2 ** (attempt - 1)
+        patch.metadata.annotations[A_ATTEMPT] = str(attempt + 1)
+        patch.metadata.annotations[A_RETRY_AFTER] = f"{time.time() + delay:.0f}"
+        runs.forget(key)
+        new.message = f"attempt {attempt} failed ({outcome.reason}: {outcome.message}); retrying in {delay:.0f} s"
+        kopf.warn(body, reason="RetryScheduled", message=new.message)
+        return {}
+    new.stage = None
+    return {"run": "failed", "run_reason": outcome.reason, "run_message": outcome.message}
+
+
+def _observe_stages(mous_spec: MOUSSpec, namespace, body, new: MOUSStatus) -> None:
+    owner = {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": body["metadata"]["name"],
+             "uid": body["metadata"]["uid"], "controller": False, "blockOwnerDeletion": False}
+    jobs = _jobs(namespace, mous_spec.uid, owner)
+    run_root = Location.of(mous_spec.output.uri)
+    for stage in STAGE_ORDER:
+        report_loc = status_location(run_root, stage)
+        report = report_loc.read_json() if report_loc.exists() else None
+        cp = run_root.join("checkpoints", f"{stage}.json")
+        st = stage_status(report, jobs.get(stage, []), cp.uri)
+        if st.state.value != "Pending" or stage in new.stages:
+            new.stages[stage] = st
+        if st.state.value == "Running":
+            new.stage = stage
+    if new.stages:
+        new.message = f"processing: {overall_progress(new.stages, STAGE_ORDER):.0f}% of the stages done"
+
+
+def _transition(body, patch, new: MOUSStatus, old_phase: Phase, t: lifecycle.Transition, problems, now,
+                degraded_reason) -> None:
+    new.phase = t.phase
+    new.message = t.message
+    new.conditions = lifecycle.conditions_for(new.conditions, t.phase, t.reason, t.message, problems, now,
+                                              degraded_reason)
+    _patch_status(patch, dict(body.get("status") or {}), new)
+    (kopf.warn if t.warning else kopf.info)(body, reason=t.reason, message=f"{old_phase} -> {t.phase}: {t.message}")
+
+
+def _post_degraded(body, old: MOUSStatus, new: MOUSStatus) -> None:
+    was = {c.type: c for c in old.conditions}.get("Degraded")
+    now = {c.type: c for c in new.conditions}.get("Degraded")
+    if now and now.status == "True" and (was is None or was.status != "True" or was.message != now.message):
+        kopf.warn(body, reason=now.reason, message=now.message)
+
+
+def _patch_status(patch, before: dict, new: MOUSStatus) -> None:
+    """Merge-patch the fields that differ from the stored status (`before`, as stored), nulling removed ones."""
+    after = new.to_wire()
+    after.setdefault("phase", new.phase.value)
+    for k, v in after.items():
+        if before.get(k) != v:
+            patch.status[k] = v
+    for k in before:
+        if k not in after and k in _STATUS_KEYS:
+            patch.status[k] = None
+
+
+@kopf.on.event(*RESOURCE)
+def mous_deleted(type, name, namespace, memo: kopf.Memo, logger, **_):
+    """A deleted MOUS's flow run is cancelled here; its Jobs go with it (owner references). Products stay."""
+    if type == "DELETED" and getattr(memo, "runs", None) is not None:
+        handle = memo.runs.forget(f"{namespace}/{name}", cancel=True)
+        if handle is not None:
+            logger.info("cancelled flow run %s of deleted MOUS %s/%s", handle.name, namespace, name)

@@ -1,0 +1,127 @@
+"""The MOUS state machine, its conditions and its deadline: pure functions of the status and observed facts.
+
+The handlers gather facts (spec checks, inputs in storage, queue admission, the flow run's outcome, the QA2
+verdict, a reviewer's decision, the delivery) and ask `next_transition` what to do; they never decide here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mousflow.model import Condition, Phase
+from mousflow.model.status import ConditionStatus
+
+DEADLINE_DAYS = 30
+MANUAL_DEADLINE_DAYS = 45
+TERMINAL = frozenset({Phase.DELIVERED, Phase.QA2_FAIL, Phase.FAILED})
+PROGRESSING = frozenset({Phase.FULLY_OBSERVED, Phase.READY_FOR_PROCESSING, Phase.PROCESSING, Phase.READY_FOR_REVIEW,
+                         Phase.DELIVERY_IN_PROGRESS})
+REVIEW_DECISIONS = ("pass", "semipass", "fail")
+
+
+def deadline(fully_observed_at: datetime, manual_work: bool = False) -> datetime:
+    """Delivery deadline: 30 days after the MOUS became Fully Observed, 45 when its recipe needs manual work."""
+    return fully_observed_at + timedelta(days=MANUAL_DEADLINE_DAYS if manual_work else DEADLINE_DAYS)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the operator observed about one MOUS in one reconciliation."""
+
+    spec_problems: tuple[str, ...] = ()
+    inputs: str | None = None
+    """None: not checked; "ok"; "missing" (an execution block absent or not a processing set)."""
+    inputs_message: str = ""
+    admitted: bool = False
+    run: str | None = None
+    """None: no run or still running; "succeeded"; "failed" (and not to be retried automatically)."""
+    run_reason: str = ""
+    run_message: str = ""
+    qa2: str | None = None
+    auto_delivery: bool = False
+    review: str | None = None
+    """A reviewer's decision from the mousflow.io/review annotation: pass, semipass or fail."""
+    delivered: bool | None = None
+    delivery_message: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    phase: Phase
+    reason: str
+    message: str
+    warning: bool = False
+
+
+def next_transition(phase: Phase, facts: Facts) -> Transition | None:
+    """The next phase of a MOUS, or None to stay. A spec with problems never moves (it is Degraded instead)."""
+    if phase in TERMINAL or facts.spec_problems:
+        return None
+    if phase == Phase.FULLY_OBSERVED:
+        if facts.inputs == "ok":
+            return Transition(Phase.READY_FOR_PROCESSING, "InputsPresent", "every execution block is present and valid")
+        if facts.inputs == "missing":
+            return Transition(Phase.FAILED, "InputMissing", facts.inputs_message, warning=True)
+    elif phase == Phase.READY_FOR_PROCESSING:
+        if facts.admitted:
+            return Transition(Phase.PROCESSING, "Admitted", "processing started")
+    elif phase == Phase.PROCESSING:
+        if facts.run == "succeeded":
+            return Transition(Phase.READY_FOR_REVIEW, "ProcessingSucceeded",
+                              f"products ready, automatic QA2 verdict {facts.qa2}")
+        if facts.run == "failed":
+            return Transition(Phase.FAILED, facts.run_reason or "ProcessingFailed", facts.run_message, warning=True)
+    elif phase == Phase.READY_FOR_REVIEW:
+        if facts.qa2 == "Pass" and facts.auto_delivery:
+            return Transition(Phase.DELIVERY_IN_PROGRESS, "AutomaticDelivery",
+                              "QA2 Pass and automatic delivery allowed")
+        why = "automatic delivery not allowed" if facts.qa2 == "Pass" else f"QA2 {facts.qa2}"
+        return Transition(Phase.REVIEWING, "AwaitingReview",
+                          f"{why}: annotate mousflow.io/review=pass|semipass|fail to decide")
+    elif phase == Phase.REVIEWING:
+        if facts.review in ("pass", "semipass"):
+            return Transition(Phase.DELIVERY_IN_PROGRESS, "Reviewed", f"reviewer decided {facts.review}")
+        if facts.review == "fail":
+            return Transition(Phase.QA2_FAIL, "Reviewed", "reviewer decided fail", warning=True)
+    elif phase == Phase.DELIVERY_IN_PROGRESS:
+        if facts.delivered is True:
+            return Transition(Phase.DELIVERED, "Delivered", facts.delivery_message)
+        if facts.delivered is False:
+            return Transition(Phase.FAILED, "DeliveryFailed", facts.delivery_message, warning=True)
+    return None
+
+
+@dataclass
+class ConditionSet:
+    """The three standard conditions a MOUS carries, from its phase and problems."""
+
+    items: list[Condition] = field(default_factory=list)
+
+    def set(self, type_: str, status: bool, reason: str, message: str, now: datetime) -> None:
+        value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+        for i, c in enumerate(self.items):
+            if c.type == type_:
+                when = c.last_transition_time if c.status == value and c.last_transition_time else now
+                self.items[i] = Condition(type=type_, status=value, reason=reason, message=message[:4096],
+                                          last_transition_time=when)
+                return
+        self.items.append(Condition(type=type_, status=value, reason=reason, message=message[:4096],
+                                    last_transition_time=now))
+
+
+def conditions_for(existing: list[Condition], phase: Phase, reason: str, message: str,
+                   spec_problems: tuple[str, ...], now: datetime,
+                   degraded_reason: str = "InvalidSpec") -> list[Condition]:
+    """Ready, Progressing and Degraded for a MOUS in `phase`; lastTransitionTime moves only when a status does."""
+    cs = ConditionSet([c.model_copy() for c in existing])
+    cs.set("Ready", phase == Phase.DELIVERED, reason or str(phase), message, now)
+    progressing = phase in PROGRESSING and not spec_problems
+    cs.set("Progressing", progressing, reason or str(phase), message, now)
+    if spec_problems:
+        cs.set("Degraded", True, degraded_reason, "; ".join(spec_problems), now)
+    elif phase == Phase.FAILED:
+        cs.set("Degraded", True, reason or "Failed", message, now)
+    else:
+        cs.set("Degraded", False, "AsExpected", "", now)
+    return cs.items

@@ -1,0 +1,50 @@
+"""A stage's entry in status.stages, from its Jobs and the outcome it reported in storage (pure)."""
+
+from __future__ import annotations
+
+from mousflow.model import StageStatus
+from mousflow.model.status import ResourceAmounts, ResourceUsage, StageResources, StageState
+
+
+def _latest(jobs: list[dict]) -> dict | None:
+    def attempt(job: dict) -> int:
+        try:
+            return int(job["metadata"].get("annotations", {}).get("mousflow.io/attempt", 0))
+        except ValueError:
+            return 0
+    return max(jobs, key=attempt) if jobs else None
+
+
+def stage_status(report: dict | None, jobs: list[dict], checkpoint_uri: str | None) -> StageStatus:
+    """`report`: the stage's <output>/status/<stage>.json (None if absent); `jobs`: its Jobs (API form)."""
+    job = _latest(jobs)
+    st = StageStatus(attempts=len(jobs))
+    if job is not None:
+        js = job.get("status") or {}
+        st.started_at = js.get("startTime") or job["metadata"].get("creationTimestamp")
+        st.finished_at = js.get("completionTime")
+        res = job["spec"]["template"]["spec"]["containers"][0].get("resources", {})
+        st.resources = StageResources(requested=ResourceAmounts(**(res.get("requests") or {})),
+                                      limits=ResourceAmounts(**(res.get("limits") or {})))
+        if js.get("active"):
+            st.state = StageState.RUNNING
+        elif js.get("failed") and report is None:
+            st.state, st.message = StageState.FAILED, "stage pod failed without reporting an outcome"
+    if report is not None and (job is None or not (job.get("status") or {}).get("active")):
+        st.state = StageState(report["state"])
+        m = report.get("metrics") or {}
+        st.message = (f"{report.get('reason')}: " if report.get("reason") else "") + report.get("message", "")
+        usage = ResourceUsage(peak_memory_bytes=m.get("peak_memory_bytes"), cpu_seconds=m.get("cpu_seconds"),
+                              wall_seconds=m.get("wall_seconds"))
+        st.resources = (st.resources or StageResources()).model_copy(update={"used": usage})
+        if st.finished_at is None and job is not None:
+            st.finished_at = ((job.get("status") or {}).get("conditions") or [{}])[-1].get("lastTransitionTime")
+    if st.state in (StageState.SUCCEEDED, StageState.SKIPPED):
+        st.progress_percent = 100.0
+        st.checkpoint_uri = checkpoint_uri
+    # fields were assigned without validation: validate once (times from the API's strings into datetimes)
+    return StageStatus.model_validate(st.model_dump(warnings=False))
+
+
+def overall_progress(stages: dict[str, StageStatus], order: tuple[str, ...]) -> float:
+    return round(sum(stages[s].progress_percent for s in order if s in stages) / len(order), 1)

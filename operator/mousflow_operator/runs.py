@@ -1,0 +1,178 @@
+"""One Prefect flow run per MOUS, run by the operator itself in a worker thread; stages as Kubernetes Jobs.
+
+Mechanism (and why): the operator runs the `process-mous` flow in-process, one worker thread per admitted MOUS,
+with the "kubernetes" stage launcher, so every stage runs in its own Job sized from the MOUS's data, OOM kills
+are answered with more memory, and an existing Job is adopted instead of duplicated (mousflow.pipeline
+.kubernetes). A Prefect Kubernetes work pool would need a worker and a flow-run pod per MOUS on top of the stage
+pods, and its per-run job variables would size only the flow-run pod, not each stage's; the flow run is the
+bookkeeping, the pods are the work.
+
+Idempotency: the flow run is created through the Prefect API with a deterministic idempotency key derived from
+(MOUS uid, generation, retry token, automatic attempt), so asking again (after an operator restart, say)
+returns the same flow run, which this module then executes again in place: the stages skip what their
+checkpoints hold and adopt their Jobs by deterministic name, so a restart starts neither a second flow run
+nor a second pod.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from mousflow.pipeline.launchers import kubernetes_launcher_kind
+from mousflow.stages import STAGE_ORDER
+from mousflow.stages.runner import status_location
+from mousflow.storage.location import Location
+
+log = logging.getLogger(__name__)
+PERMANENT_REASONS = frozenset({"InputMissing", "InvalidInput", "CalibrationFailed", "ImagingFailed"})
+"""Stage failures that another attempt cannot fix: no automatic retry (no retry storm)."""
+
+
+def idempotency_key(uid: str, generation: int, retry_token: str, attempt: int) -> str:
+    return f"mousflow/{uid}/g{generation}/r{retry_token or '-'}/a{attempt}"
+
+
+def flow_run_name(uid: str, generation: int, retry_token: str, attempt: int) -> str:
+    digest = hashlib.sha256(idempotency_key(uid, generation, retry_token, attempt).encode()).hexdigest()[:8]
+    return f"{uid.removeprefix('uid://').replace('/', '-')}-a{attempt}-{digest}"
+
+
+def first_job_attempt(run_attempt: int) -> int:
+    """Job attempt numbers of automatic run n start at 10(n-1)+1 (room for the launcher's OOM retries)."""
+    return 10 * (run_attempt - 1) + 1
+
+
+@dataclass
+class RunOutcome:
+    state: str
+    """"succeeded" or "failed"."""
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        return self.state == "failed" and self.reason not in PERMANENT_REASONS
+
+
+@dataclass
+class RunHandle:
+    key: str
+    name: str
+    thread: threading.Thread | None = None
+    flow_run_id: str | None = None
+    outcome: RunOutcome | None = None
+    cancelled: bool = False
+    finished_at: float | None = None
+
+
+def summarise_stages(output_uri: str) -> RunOutcome:
+    """The run's outcome from what the stages reported in storage."""
+    run_root = Location.of(output_uri)
+    for stage in STAGE_ORDER:
+        st = status_location(run_root, stage)
+        if not st.exists():
+            return RunOutcome("failed", "Error", f"stage {stage} reported no outcome")
+        doc = st.read_json()
+        if doc.get("state") not in ("Succeeded", "Skipped"):
+            return RunOutcome("failed", doc.get("reason") or "Error", f"stage {stage}: {doc.get('message', '')}")
+    return RunOutcome("succeeded")
+
+
+def _get_or_create_flow_run(flow_obj, key: str, name: str, parameters: dict):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
+    from prefect.client.schemas.objects import Flow, FlowRun
+    from prefect.states import Pending, to_state_create
+
+    with get_client(sync_client=True) as client:
+        flow_id = Flow.model_validate(client.request(
+            "POST", "/flows/", json=FlowCreate(name=flow_obj.name).model_dump(mode="json")).json()).id
+        body = FlowRunCreate(flow_id=flow_id, name=name, parameters=parameters, idempotency_key=key,
+                             state=to_state_create(Pending()), tags=["mousflow"])
+        # The server answers a repeated idempotency key with the flow run it created the first time.
+        return FlowRun.model_validate(client.request(
+            "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True)).json())
+
+
+def cancel_flow_run(flow_run_id: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Cancelled(message="MOUS deleted"), force=True)
+
+
+class RunManager:
+    """The flow runs this operator process is executing, by MOUS (namespace/name)."""
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+        self.lock = threading.Lock()
+        self.handles: dict[str, RunHandle] = {}
+
+    def get(self, mous_key: str) -> RunHandle | None:
+        with self.lock:
+            return self.handles.get(mous_key)
+
+    def active(self) -> set[str]:
+        with self.lock:
+            return {k for k, h in self.handles.items() if h.outcome is None and not h.cancelled}
+
+    def ensure(self, mous_key: str, *, uid: str, namespace: str, manifest_text: str, output_uri: str,
+               generation: int, retry_token: str, attempt: int) -> RunHandle:
+        """The run of this MOUS for (generation, retry token, attempt): the one already under way here, or a
+        new worker thread executing the (possibly already existing) flow run of that key."""
+        key = idempotency_key(uid, generation, retry_token, attempt)
+        with self.lock:
+            handle = self.handles.get(mous_key)
+            if handle is not None and handle.key == key:
+                return handle
+            handle = RunHandle(key, flow_run_name(uid, generation, retry_token, attempt))
+            self.handles[mous_key] = handle
+        parameters = {"uid": uid, "manifest_text": manifest_text,
+                      "launcher_kind": kubernetes_launcher_kind(namespace, first_job_attempt(attempt)),
+                      "threads": self.threads}
+        handle.thread = threading.Thread(target=self._execute, args=(handle, parameters, output_uri),
+                                         name=f"flow-{handle.name}", daemon=True)
+        handle.thread.start()
+        return handle
+
+    def forget(self, mous_key: str, cancel: bool = False) -> RunHandle | None:
+        with self.lock:
+            handle = self.handles.pop(mous_key, None)
+        if handle is not None and cancel:
+            handle.cancelled = True
+            if handle.flow_run_id:
+                try:
+                    cancel_flow_run(handle.flow_run_id)
+                except Exception as exc:  # the MOUS goes away regardless
+                    log.warning("could not cancel flow run %s: %s", handle.flow_run_id, exc)
+        return handle
+
+    def _execute(self, handle: RunHandle, parameters: dict, output_uri: str) -> None:
+        from prefect.flow_engine import run_flow_sync
+
+        from mousflow.pipeline.flow import process_mous_flow
+
+        try:
+            flow_run = _get_or_create_flow_run(process_mous_flow, handle.key, handle.name, parameters)
+            handle.flow_run_id = str(flow_run.id)
+            if flow_run.state is None or flow_run.state.type.value != "COMPLETED":
+                run_flow_sync(process_mous_flow, flow_run=flow_run, parameters=parameters, return_type="state")
+            outcome = summarise_stages(output_uri)
+        except Exception as exc:
+            log.exception("flow run %s failed", handle.name)
+            outcome = RunOutcome("failed", "Error", f"{type(exc).__name__}: {exc}")
+        handle.finished_at = time.monotonic()
+        handle.outcome = outcome
+
+
+@dataclass
+class StageFacts:
+    status: dict | None = None
+    checkpoint_uri: str | None = None
+    jobs: list[dict] = field(default_factory=list)

@@ -1,0 +1,59 @@
+"""Stage status from Jobs and stage reports; delivery with checksum verification (local storage)."""
+
+import hashlib
+import json
+
+import pytest
+
+from mousflow_operator.delivery import DeliveryError, deliver
+from mousflow_operator.progress import stage_status
+from mousflow_operator.runs import RunOutcome, flow_run_name, idempotency_key
+
+
+def _job(attempt, active=0, succeeded=0, start="2025-01-01T00:00:00Z", end=None):
+    return {"metadata": {"annotations": {"mousflow.io/attempt": str(attempt)}, "creationTimestamp": start},
+            "spec": {"template": {"spec": {"containers": [{"resources": {
+                "requests": {"cpu": "1000m", "memory": "700Mi"}, "limits": {"memory": "1050Mi"}}}]}}},
+            "status": {"startTime": start, "completionTime": end, "active": active, "succeeded": succeeded}}
+
+
+def test_stage_status_running_then_succeeded_with_resources():
+    running = stage_status(None, [_job(1, active=1)], "s3://b/out/checkpoints/imaging.json")
+    assert running.state == "Running" and running.progress_percent == 0 and running.checkpoint_uri is None
+    assert running.resources.requested.memory == "700Mi" and running.resources.limits.memory == "1050Mi"
+    report = {"stage": "imaging", "state": "Succeeded", "metrics": {"peak_memory_bytes": 123, "wall_seconds": 4.0}}
+    done = stage_status(report, [_job(1, succeeded=1, end="2025-01-01T00:01:00Z")], "s3://b/cp/imaging.json")
+    assert done.state == "Succeeded" and done.progress_percent == 100 and done.attempts == 1
+    assert done.resources.used.peak_memory_bytes == 123 and done.checkpoint_uri == "s3://b/cp/imaging.json"
+    assert str(done.finished_at.date()) == "2025-01-01"
+
+
+def test_idempotency_key_is_deterministic_and_changes_with_retry_and_attempt():
+    k = idempotency_key("uid://A001/X1/X2", 1, "", 1)
+    assert k == idempotency_key("uid://A001/X1/X2", 1, "", 1)
+    assert k != idempotency_key("uid://A001/X1/X2", 1, "t1", 1) != idempotency_key("uid://A001/X1/X2", 1, "", 2)
+    assert flow_run_name("uid://A001/X1/X2", 1, "", 1).startswith("A001-X1-X2-a1-")
+    assert not RunOutcome("failed", "InputMissing").retryable and RunOutcome("failed", "OOMKilled").retryable
+
+
+def _products(tmp_path):
+    products = tmp_path / "out" / "products"
+    products.mkdir(parents=True)
+    (products / "a.fits").write_bytes(b"fits-data")
+    entries = [{"name": "a.fits", "bytes": 9, "sha256": hashlib.sha256(b"fits-data").hexdigest()}]
+    (products / "manifest.json").write_text(json.dumps({"products": entries}))
+    return products
+
+
+def test_delivery_copies_and_verifies(tmp_path):
+    _products(tmp_path)
+    where, n = deliver(str(tmp_path / "out"), str(tmp_path / "delivered"))
+    assert n == 1 and (tmp_path / "delivered" / "a.fits").read_bytes() == b"fits-data"
+    assert (tmp_path / "delivered" / "manifest.json").exists() and where.endswith("delivered")
+
+
+def test_delivery_refuses_a_product_that_does_not_match_its_checksum(tmp_path):
+    products = _products(tmp_path)
+    (products / "a.fits").write_bytes(b"corrupted")
+    with pytest.raises(DeliveryError, match="differs from the manifest"):
+        deliver(str(tmp_path / "out"), str(tmp_path / "delivered"))
