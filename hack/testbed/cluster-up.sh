@@ -375,6 +375,10 @@ on_exit() {
 main() {
   mkdir -p "$TESTBED_STATE" "$LOGS" "$PIDS"
   if [[ -f "$TESTBED_KUBECONFIG" ]] && cluster_healthy; then
+    # Keep the project's image current on a running cluster too.
+    if [[ "${TESTBED_RUNNER:-1}" == 1 && -f "$REPO_ROOT/pyproject.toml" ]]; then
+      "$HERE/images.sh" runner import
+    fi
     log "cluster already up; kubeconfig: $TESTBED_KUBECONFIG"
     exit 0
   fi

@@ -186,6 +186,8 @@ def cluster() -> Cluster:
     kubectl = find_kubectl()
     env_kc = os.environ.get("KUBECONFIG", "")
     if env_kc and Path(env_kc.split(os.pathsep)[0]).is_file() and _reachable(env_kc, kubectl):
+        if Path(env_kc) == LOCAL_KUBECONFIG:
+            _refresh_runner_image()
         yield Cluster(
             env_kc, kubectl, started_here=False, s3=_read_s3_env() if Path(env_kc) == LOCAL_KUBECONFIG else {}
         )
