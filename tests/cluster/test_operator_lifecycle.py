@@ -85,6 +85,8 @@ def operator_proc(cluster, op_namespace, s3_env, runner_image, tmp_path_factory)
         try:
             yield proc
         finally:
+            # while the operator still runs, so it removes its finalizers (the namespace can then go)
+            cluster.kubectl("delete", "mous", "--all", "-n", op_namespace, "--timeout=60s", check=False)
             proc.terminate()
             try:
                 proc.wait(timeout=30)
