@@ -90,7 +90,7 @@ def bucket(cluster):
     return name, env
 
 
-def test_simulate_into_s3_and_calibrate_from_it(bucket):
+def test_simulate_into_s3_and_process_it_there(bucket):
     name, env = bucket
     out = f"s3://{name}/mous/tiny"
     proc = _mousflow(env, "simulate", "--preset", "tiny", "--out", out, "--seed", "3")
@@ -111,15 +111,19 @@ print('ok', len(open_processing_set(eb).children))
 """
     proc = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr
-    # a stage reads its manifest, data and writes its outputs and checkpoint in S3 only
-    proc = _mousflow(env, "stage", "calibration", "--manifest", f"{out}/mous.yaml")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # every stage reads its manifest and data, and writes its outputs and checkpoint, in S3 only
+    for stage in ("calibration", "imaging", "packaging"):
+        proc = _mousflow(env, "stage", stage, "--manifest", f"{out}/mous.yaml")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     listing = subprocess.run([sys.executable, "-c", f"""
 import s3fs, os
 fs = s3fs.S3FileSystem(client_kwargs={{'endpoint_url': os.environ['MOUSFLOW_S3_ENDPOINT']}})
 print('\\n'.join(fs.ls('{name}/mous/tiny/output/checkpoints')))
+print(fs.cat('{name}/mous/tiny/output/products/qa2.json').decode())
 """], env=env, capture_output=True, text=True, timeout=60)
-    assert "calibration.json" in listing.stdout, listing.stderr
+    for stage in ("calibration", "imaging", "packaging"):
+        assert f"{stage}.json" in listing.stdout, listing.stderr
+    assert '"verdict": "Pass"' in listing.stdout
 
 
 def test_missing_bucket_is_a_one_line_error(bucket):

@@ -16,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import xarray as xr
 from astropy.wcs import WCS
 from matplotlib.patches import Ellipse
 
@@ -24,6 +23,7 @@ from mousflow.science.qa import score_colour
 from mousflow.stages.image_store import ImageStore, attrs_to_header
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import load_partition, open_checked, partition_infos
+from mousflow.storage.zarr_io import open_zarr_tree
 
 COLOUR_HEX = {"green": "#2e7d32", "blue": "#1565c0", "yellow": "#f9a825", "red": "#c62828"}
 
@@ -35,12 +35,11 @@ def _save(fig, loc: Location) -> None:
     loc.write_bytes(buf.getvalue())
 
 
-def _open_tables(ctx, label: str) -> dict[str, xr.Dataset]:
+def _open_tables(ctx, label: str) -> dict:
     loc = ctx.path("calibration", label, "caltables.zarr")
     if not loc.exists():
         return {}
-    tree = xr.open_datatree(loc.path if loc.is_local else loc.fs.get_mapper(loc.path), engine="zarr",
-                            consolidated=False)
+    tree = open_zarr_tree(loc)
     return {name: node.to_dataset() for name, node in tree.children.items()}
 
 

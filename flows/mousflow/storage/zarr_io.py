@@ -86,6 +86,11 @@ def finalize_processing_set(loc: Location) -> None:
         zarr.consolidate_metadata(_zarr_target(loc))
 
 
+def open_zarr_tree(loc: Location) -> xr.DataTree:
+    """Open any Zarr hierarchy written without consolidated metadata (e.g. calibration tables), anywhere."""
+    return xr.open_datatree(_zarr_target(loc), engine="zarr", consolidated=False)
+
+
 def open_processing_set(loc: Location) -> xr.DataTree:
     """Open a processing set lazily with xradio (dask-backed arrays)."""
     from xradio.measurement_set import open_processing_set as xradio_open
@@ -97,5 +102,6 @@ def open_processing_set(loc: Location) -> xr.DataTree:
         return xr.open_datatree(_zarr_target(loc), engine="zarr", chunks={})
 
 
-__all__ = ["finalize_processing_set", "open_processing_set", "visibility_chunks", "write_processing_set_node",
+__all__ = ["finalize_processing_set", "open_processing_set", "open_zarr_tree", "visibility_chunks",
+           "write_processing_set_node",
            "write_processing_set_root"]
