@@ -159,3 +159,48 @@ def test_missing_execution_block_fails_once_with_a_clear_reason(cluster, op_name
     time.sleep(8)  # several reconciliations later: still Failed, one Event, no retries
     assert _phase(cluster, op_namespace, name) == "Failed"
     assert sum(e.get("count", 1) for e in _events(cluster, op_namespace, name) if e["reason"] == "InputMissing") == 1
+
+
+def test_tiny_mous_goes_from_apply_to_delivered(cluster, op_namespace, sim, operator_proc):
+    name = "tiny-delivered"
+    doc = _apply_mous(cluster, op_namespace, sim, name)
+    cluster.wait_until("phase Processing", lambda: _phase(cluster, op_namespace, name) in
+                       ("Processing", "ReadyForReview", "DeliveryInProgress", "Delivered"), timeout=120)
+    try:
+        cluster.wait_until("phase Delivered", lambda: _phase(cluster, op_namespace, name) in ("Delivered", "Failed"),
+                           timeout=900, interval=3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\noperator log:\n{_log_tail(operator_proc)}") from None
+    mous = cluster.get("mous", name, op_namespace)
+    status = mous["status"]
+    assert status["phase"] == "Delivered", (status, _log_tail(operator_proc))
+    assert status["qa2"]["verdict"] == "Pass"
+    for stage in ("calibration", "imaging", "packaging"):
+        st = status["stages"][stage]
+        assert st["state"] == "Succeeded", st
+        assert st["startedAt"] and st["finishedAt"] and st["progressPercent"] == 100
+        assert st["checkpointUri"].endswith(f"checkpoints/{stage}.json")
+        assert st["resources"]["requested"]["memory"].endswith("Mi")
+        assert st["resources"]["used"]["peakMemoryBytes"] > 50 * 2**20
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Degraded"]["status"] == "False"
+    # products copied to the delivery location and matching the manifest
+    delivered = Location(doc["spec"]["delivery"]["uri"])
+    manifest = delivered.join("manifest.json").read_json()
+    assert manifest["qa2"] == "Pass" and any(p["name"].endswith(".fits") for p in manifest["products"])
+    assert all(delivered.join(p["name"]).exists() for p in manifest["products"])
+    assert status["products"]["deliveredUri"] == delivered.uri
+    # an Event per transition, and the phase in `kubectl get mous`
+    reasons = [e["reason"] for e in _events(cluster, op_namespace, name)]
+    for reason in ("InputsPresent", "Admitted", "ProcessingSucceeded", "AutomaticDelivery", "Delivered"):
+        assert reason in reasons, reasons
+    row = cluster.kubectl("get", "mous", name, "-n", op_namespace).splitlines()[1].split()
+    assert row[1] == "Delivered" and "Pass" in row, row
+    # one Job per stage (each sized from the MOUS's data, owned by the MOUS)
+    jobs = [j for j in _jobs(cluster, op_namespace)
+            if j["metadata"]["annotations"]["mousflow.io/uid"] == doc["spec"]["uid"]]
+    assert sorted(j["metadata"]["labels"]["mousflow.io/stage"] for j in jobs) == ["calibration", "imaging",
+                                                                                  "packaging"]
+    assert all(j["metadata"]["ownerReferences"][0]["name"] == name for j in jobs)
+
+
