@@ -139,8 +139,8 @@ build_runner() {
   local files h out
   mapfile -t files < <(cd "$REPO_ROOT" && git ls-files -co --exclude-standard -- pyproject.toml requirements flows operator containers/runner README.md 2>/dev/null | sed "s|^|$REPO_ROOT/|" | while read -r f; do [[ -f "$f" ]] && echo "$f"; done)
   h="$({ hash_inputs "${files[@]}"; readlink "$IMAGES_DIR/python-base.current.tar"; } | sha256sum | cut -c1-12)"
-  out="$(archive_path runner "$h")"
-  if [[ -f "$out" ]]; then log "cached image: $RUNNER_IMAGE ($out)"; ln -sfn "$(basename "$out")" "$IMAGES_DIR/runner.current.tar"; return; fi
+  out="$(archive_path "$RUNNER_ARCHIVE_NAME" "$h")"
+  if [[ -f "$out" ]]; then log "cached image: $RUNNER_IMAGE ($out)"; ln -sfn "$(basename "$out")" "$IMAGES_DIR/$RUNNER_ARCHIVE_NAME.current.tar"; return; fi
   log "building $RUNNER_IMAGE from containers/runner/Dockerfile (BASE_IMAGE=$BASE_IMAGE)"
   local t0=$SECONDS
   # pip in the build trusts what the host trusts (this may include a proxy's CA): the host bundle is
@@ -154,7 +154,7 @@ build_runner() {
   "${BUILDAH[@]}" bud --quiet --pull=false --layers=true --build-arg "BASE_IMAGE=$BASE_IMAGE" "${tls[@]}" \
     -t "$RUNNER_IMAGE" -f "$CONTAINERS/runner/Dockerfile" "$REPO_ROOT" >"$IMAGES_DIR/runner-build.log" 2>&1 \
     || { tail -30 "$IMAGES_DIR/runner-build.log" >&2; die "runner image build failed (log: $IMAGES_DIR/runner-build.log)"; }
-  write_archive "$RUNNER_IMAGE" "$out" runner
+  write_archive "$RUNNER_IMAGE" "$out" "$RUNNER_ARCHIVE_NAME"
   log "built $RUNNER_IMAGE in $((SECONDS - t0)) s"
 }
 

@@ -6,6 +6,11 @@ TESTBED_ROOT="$(cd "$TESTBED_DIR/.." && pwd)"                  # hack
 REPO_ROOT="$(cd "$TESTBED_ROOT/.." && pwd)"
 # shellcheck source=hack/testbed/versions.env
 source "$TESTBED_DIR/versions.env"
+# Several work trees can share one test bed: each may build its own runner image under its own name
+# (e.g. MOUSFLOW_RUNNER_IMAGE=localhost/mousflow/runner-helm:dev); the archive is named after the image.
+RUNNER_IMAGE="${MOUSFLOW_RUNNER_IMAGE:-$RUNNER_IMAGE}"
+RUNNER_ARCHIVE_NAME="${RUNNER_IMAGE##*/}"
+RUNNER_ARCHIVE_NAME="${RUNNER_ARCHIVE_NAME%%:*}"
 
 MOUSFLOW_CACHE="${MOUSFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mousflow}"
 # Everything of one running cluster: certs, etcd data, logs, pids, kubeconfig.
