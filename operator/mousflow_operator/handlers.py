@@ -19,7 +19,7 @@ import yaml
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
 from mousflow.model.status import ProductsStatus
 from mousflow.stages import STAGE_ORDER
-from mousflow.stages.runner import status_location
+from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
 from mousflow_operator import inputs, lifecycle
 from mousflow_operator.delivery import deliver, products_location
@@ -194,7 +194,8 @@ def _ensure_run(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, gen
                        manifest_text=yaml.safe_dump(manifest.to_wire(), sort_keys=False),
                        output_uri=mous_spec.output.uri, generation=generation,
                        retry_token=annotations.get(A_RETRY_HANDLED, ""),
-                       attempt=int(annotations.get(A_ATTEMPT, "1")))
+                       attempt=int(annotations.get(A_ATTEMPT, "1")),
+                       owner=(body["metadata"]["name"], body["metadata"]["uid"]))
 
 
 def _processing(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, meta, new: MOUSStatus, annotations,
@@ -241,7 +242,9 @@ def _observe_stages(mous_spec: MOUSSpec, namespace, body, new: MOUSStatus) -> No
         report_loc = status_location(run_root, stage)
         report = report_loc.read_json() if report_loc.exists() else None
         cp = run_root.join("checkpoints", f"{stage}.json")
-        st = stage_status(report, jobs.get(stage, []), cp.uri)
+        progress_loc = progress_location(run_root, stage)
+        progress = progress_loc.read_json() if report is None and progress_loc.exists() else None
+        st = stage_status(report, jobs.get(stage, []), cp.uri, progress)
         if st.state.value != "Pending" or stage in new.stages:
             new.stages[stage] = st
         if st.state.value == "Running":
@@ -286,3 +289,46 @@ def mous_deleted(type, name, namespace, memo: kopf.Memo, logger, **_):
         handle = memo.runs.forget(f"{namespace}/{name}", cancel=True)
         if handle is not None:
             logger.info("cancelled flow run %s of deleted MOUS %s/%s", handle.name, namespace, name)
+
+
+@kopf.on.cleanup()
+def mous_cleanup(memo: kopf.Memo, logger, **_):
+    """On the way out, take this operator's finalizer off every MOUS it watches.
+
+    kopf puts a finalizer on each MOUS because of the reconcile timer; while the operator is away nothing
+    would remove it, and a MOUS deleted meanwhile would hang in Terminating. Nothing of a MOUS needs the
+    operator at deletion: its Jobs are owned by it (the garbage collector removes them) and its products stay.
+    Cleanup runs after kopf's watchers have stopped, so the finalizers are not put back until the next start.
+    """
+    cfg: OperatorSettings | None = getattr(memo, "config", None)
+    if cfg is None:
+        return
+    released = release_finalizers(cfg.namespaces, ANN + "finalizer")
+    logger.info("released the finalizer of %d MOUS(s) on shutdown", released)
+
+
+def release_finalizers(namespaces: tuple[str, ...], finalizer: str) -> int:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = client.CustomObjectsApi()
+    if namespaces:
+        items = [m for ns in namespaces for m in api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]]
+    else:
+        items = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    released = 0
+    for mous in items:
+        current = mous["metadata"].get("finalizers") or []
+        if finalizer not in current:
+            continue
+        # test-and-replace: a concurrent change to the list makes this patch fail rather than drop others' entries
+        ops = [{"op": "test", "path": "/metadata/finalizers", "value": current},
+               {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in current if f != finalizer]}]
+        try:
+            api.patch_namespaced_custom_object(GROUP, VERSION, mous["metadata"]["namespace"], PLURAL,
+                                               mous["metadata"]["name"], ops)
+            released += 1
+        except ApiException as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+    return released

@@ -15,8 +15,10 @@ def _latest(jobs: list[dict]) -> dict | None:
     return max(jobs, key=attempt) if jobs else None
 
 
-def stage_status(report: dict | None, jobs: list[dict], checkpoint_uri: str | None) -> StageStatus:
-    """`report`: the stage's <output>/status/<stage>.json (None if absent); `jobs`: its Jobs (API form)."""
+def stage_status(report: dict | None, jobs: list[dict], checkpoint_uri: str | None,
+                 progress: dict | None = None) -> StageStatus:
+    """`report`: the stage's <output>/status/<stage>.json (None if absent); `jobs`: its Jobs (API form);
+    `progress`: the running stage's latest <output>/status/<stage>.progress.json (chunk-level percent)."""
     job = _latest(jobs)
     st = StageStatus(attempts=len(jobs))
     if job is not None:
@@ -28,6 +30,9 @@ def stage_status(report: dict | None, jobs: list[dict], checkpoint_uri: str | No
                                       limits=ResourceAmounts(**(res.get("limits") or {})))
         if js.get("active"):
             st.state = StageState.RUNNING
+            if progress is not None:
+                st.progress_percent = min(100.0, max(0.0, float(progress.get("percent", 0.0))))
+                st.message = str(progress.get("message", ""))[:4096]
         elif js.get("failed") and report is None:
             st.state, st.message = StageState.FAILED, "stage pod failed without reporting an outcome"
     if report is not None and (job is None or not (job.get("status") or {}).get("active")):

@@ -123,7 +123,7 @@ class RunManager:
             return {k for k, h in self.handles.items() if h.outcome is None and not h.cancelled}
 
     def ensure(self, mous_key: str, *, uid: str, namespace: str, manifest_text: str, output_uri: str,
-               generation: int, retry_token: str, attempt: int) -> RunHandle:
+               generation: int, retry_token: str, attempt: int, owner: tuple[str, str] | None = None) -> RunHandle:
         """The run of this MOUS for (generation, retry token, attempt): the one already under way here, or a
         new worker thread executing the (possibly already existing) flow run of that key."""
         key = idempotency_key(uid, generation, retry_token, attempt)
@@ -134,7 +134,7 @@ class RunManager:
             handle = RunHandle(key, flow_run_name(uid, generation, retry_token, attempt))
             self.handles[mous_key] = handle
         parameters = {"uid": uid, "manifest_text": manifest_text,
-                      "launcher_kind": kubernetes_launcher_kind(namespace, first_job_attempt(attempt)),
+                      "launcher_kind": kubernetes_launcher_kind(namespace, first_job_attempt(attempt), owner),
                       "threads": self.threads}
         handle.thread = threading.Thread(target=self._execute, args=(handle, parameters, output_uri),
                                          name=f"flow-{handle.name}", daemon=True)

@@ -57,7 +57,18 @@ def test_oom_kill_is_recognised_with_exit_code_137_and_0():
     assert classify_pod_termination(ok) == ("", "")
     failed = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 5}}}]}
     assert classify_pod_termination(failed)[0] == "Error"
-    assert classify_pod_termination({"reason": "Evicted", "message": "node low on memory"})[0] == "Evicted"
+    assert classify_pod_termination({"reason": "Evicted", "message": "node low on memory"})[0] == "Interrupted"
+
+
+def test_deleted_or_signalled_pods_are_interruptions_not_failures():
+    assert classify_pod_termination(None)[0] == "Interrupted"
+    for code, signame in ((143, "SIGTERM"), (137, "SIGKILL")):
+        status = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": code}}}]}
+        reason, message = classify_pod_termination(status)
+        assert reason == "Interrupted" and signame in message
+    # the kernel's OOM kill also ends in 137, but its reason says what happened: more memory, not a rerun
+    oom = {"containerStatuses": [{"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}
+    assert classify_pod_termination(oom)[0] == "OOMKilled"
 
 
 def test_resource_model_scales_with_the_job_not_a_fixed_size():
@@ -74,3 +85,15 @@ def test_resource_model_scales_with_the_job_not_a_fixed_size():
     more = r.scaled(1.5, cap_bytes=2**40)
     assert more.memory_bytes == int(r.memory_bytes * 1.5)
     assert r.scaled(100, cap_bytes=2**31).memory_limit_bytes == 2**31
+
+
+def test_jobs_are_owned_by_their_mous_from_creation():
+    from dataclasses import replace
+
+    owned = build_stage_job_spec(replace(SETTINGS, owner=("tiny", "0b5e-uid")), uid="uid://A001/X1/X2",
+                                 stage="imaging", attempt=1, manifest_uri="s3://b/x/mous.yaml", resources=REQUEST,
+                                 threads=1)
+    (ref,) = owned["metadata"]["ownerReferences"]
+    assert ref == {"apiVersion": "mousflow.io/v1alpha1", "kind": "MOUS", "name": "tiny", "uid": "0b5e-uid",
+                   "controller": False, "blockOwnerDeletion": False}
+    assert "ownerReferences" not in _job()["metadata"]

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mousflow.model import API_VERSION, KIND
 from mousflow.pipeline.resources import ResourceRequest
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import status_location
+from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
 
 LineFn = Callable[[str], None]
@@ -44,6 +45,9 @@ class JobSettings:
     service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
     ttl_seconds_after_finished: int = 3600
+    owner: tuple[str, str] | None = None
+    """(name, uid) of the MOUS the Jobs belong to: set as their owner at creation, so the garbage collector
+    removes them with the MOUS, and removes at once a Job created after the MOUS was deleted."""
 
 
 def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt: int, manifest_uri: str,
@@ -83,11 +87,16 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    metadata = {"name": name, "namespace": settings.namespace, "labels": labels,
+                "annotations": {"mousflow.io/uid": uid, "mousflow.io/attempt": str(attempt)}}
+    if settings.owner is not None:
+        metadata["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": KIND, "name": settings.owner[0],
+                                        "uid": settings.owner[1], "controller": False,
+                                        "blockOwnerDeletion": False}]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels,
-                     "annotations": {"mousflow.io/uid": uid, "mousflow.io/attempt": str(attempt)}},
+        "metadata": metadata,
         "spec": {
             # The flow decides about retries (with more memory after an OOM kill), not the Job controller.
             "backoffLimit": 0,
@@ -97,13 +106,19 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     }
 
 
-def classify_pod_termination(pod_status: dict) -> tuple[str, str]:
-    """(reason, message) of a finished stage pod from its status.
+def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
+    """(reason, message) of a finished stage pod from its status (None: the pod is gone).
 
     An out-of-memory kill is recognised by the container's termination reason, whatever its exit code:
     Kubernetes reports reason OOMKilled with exit code 137 when the main process was killed, and with exit
-    code 0 when the kernel killed a child and the main process still exited normally.
+    code 0 when the kernel killed a child and the main process still exited normally. A pod that was
+    deleted, evicted or killed by a signal (exit 143 = SIGTERM, 137 = SIGKILL) was interrupted from outside:
+    running the stage again resumes it, at the same size.
     """
+    if pod_status is None:
+        return "Interrupted", "the stage pod was deleted before it reported an outcome"
+    if pod_status.get("reason") == "Evicted":
+        return "Interrupted", f"stage pod evicted: {pod_status.get('message', '')}".rstrip(": ")
     for cs in pod_status.get("containerStatuses") or []:
         term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if not term:
@@ -111,11 +126,12 @@ def classify_pod_termination(pod_status: dict) -> tuple[str, str]:
         reason, code = term.get("reason", ""), term.get("exitCode")
         if reason == "OOMKilled":
             return "OOMKilled", f"stage container killed for exceeding its memory limit (exit code {code})"
+        if code in (137, 143):
+            signame = "SIGKILL" if code == 137 else "SIGTERM"
+            return "Interrupted", f"stage container killed by {signame} (exit code {code}) before it finished"
         if code not in (0, None):
             return "Error", f"stage container exited with code {code} ({reason})"
         return "", ""
-    if pod_status.get("reason") == "Evicted":
-        return "Evicted", pod_status.get("message", "pod evicted")
     return "", ""
 
 
@@ -124,7 +140,8 @@ class KubernetesJobLauncher:
 
     def __init__(self, settings: JobSettings, resources: Callable[[str], ResourceRequest], threads: int = 1,
                  poll_seconds: float = 2.0, timeout_seconds: float = 3600.0, attempt: int = 1,
-                 oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30):
+                 oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30,
+                 interruption_retries: int = 2):
         from kubernetes import client, config
 
         try:
@@ -142,24 +159,37 @@ class KubernetesJobLauncher:
         self.oom_memory_factor = oom_memory_factor
         self.oom_max_retries = oom_max_retries
         self.memory_cap_bytes = memory_cap_bytes
+        self.interruption_retries = interruption_retries
 
     def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome:
         """Run the stage; after an out-of-memory kill run it again with more memory (up to the cap and the
-        retry limit). The stage resumes from its checkpoints, so a retry repeats only unfinished work."""
+        retry limit), after an interruption (pod deleted, evicted, killed by a signal) run it again as it was.
+        The stage resumes from its checkpoints, so a retry repeats only unfinished work. Every retry is a new
+        Job (the next attempt number), so a Job name never hides two different pods."""
         from mousflow.model import load_manifest
 
         uid = load_manifest(Location.of(manifest_uri).read_text()).spec.uid
         request = self.resources(stage)
-        oom_kills = []
-        for retry in range(self.oom_max_retries + 1):
-            outcome = self._launch_once(uid, stage, manifest_uri, run_root, on_line, request,
-                                        self.attempt + retry)
-            if outcome.reason != "OOMKilled" or request.memory_limit_bytes >= self.memory_cap_bytes:
-                break
-            oom_kills.append(request.memory_limit_bytes)
-            request = request.scaled(self.oom_memory_factor, self.memory_cap_bytes)
-            on_line(f"stage {stage} was OOMKilled; retrying with memory limit {request.memory_limit_bytes // 2**20}Mi")
+        oom_kills: list[int] = []
+        interruptions: list[str] = []
+        attempt = self.attempt
+        while True:
+            outcome = self._launch_once(uid, stage, manifest_uri, run_root, on_line, request, attempt)
+            attempt += 1
+            if outcome.reason == "OOMKilled" and len(oom_kills) < self.oom_max_retries and \
+                    request.memory_limit_bytes < self.memory_cap_bytes:
+                oom_kills.append(request.memory_limit_bytes)
+                request = request.scaled(self.oom_memory_factor, self.memory_cap_bytes)
+                on_line(f"stage {stage} was OOMKilled; retrying with memory limit "
+                        f"{request.memory_limit_bytes // 2**20}Mi")
+                continue
+            if outcome.reason == "Interrupted" and len(interruptions) < self.interruption_retries:
+                interruptions.append(outcome.message)
+                on_line(f"stage {stage} was interrupted ({outcome.message}); resuming it in a new pod")
+                continue
+            break
         outcome.metrics["oom_killed_at_limits_bytes"] = oom_kills
+        outcome.metrics["interruptions"] = interruptions
         return outcome
 
     def _launch_once(self, uid: str, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn,
@@ -174,22 +204,26 @@ class KubernetesJobLauncher:
             self.batch.create_namespaced_job(ns, spec)
             on_line(f"created Job {ns}/{name} (requests {request.kubernetes()['requests']})")
             status.remove()
+            progress_location(run_root, stage).remove()
         except ApiException as exc:
             if exc.status != 409:
                 raise
             on_line(f"Job {ns}/{name} exists already: following it")
-        pod = self._wait(name, ns, on_line)
+        job_succeeded, pod = self._wait(name, ns, on_line)
         metrics = {"job": name, "requested_memory_bytes": request.memory_bytes,
                    "memory_limit_bytes": request.memory_limit_bytes}
-        reason, message = classify_pod_termination(pod.get("status", {}) if pod else {})
-        if reason == "OOMKilled" or not status.exists():
+        # A succeeded Job's pod may be gone already (adopted after a restart): only a failed one is examined.
+        reason, message = ("", "") if job_succeeded else \
+            classify_pod_termination(pod.get("status", {}) if pod else None)
+        if reason in ("OOMKilled", "Interrupted") or not status.exists():
             return StageOutcome(stage, "Failed", reason or "Error",
                                 message or "the stage pod ended without reporting an outcome", metrics)
         doc = status.read_json()
         return StageOutcome(doc["stage"], doc["state"], doc.get("reason", ""), doc.get("message", ""),
                             {**doc.get("metrics", {}), **metrics})
 
-    def _wait(self, name: str, ns: str, on_line: LineFn) -> dict | None:
+    def _wait(self, name: str, ns: str, on_line: LineFn) -> tuple[bool, dict | None]:
+        """Wait for the Job to finish: (whether it succeeded, its last pod in API form or None)."""
         deadline = time.monotonic() + self.timeout_seconds
         while time.monotonic() < deadline:
             job = self.batch.read_namespaced_job_status(name, ns).to_dict()
@@ -203,7 +237,7 @@ class KubernetesJobLauncher:
                             on_line(line)
                     except Exception as exc:  # logs are a convenience; the outcome comes from storage
                         on_line(f"(logs unavailable: {exc})")
-                return _camel(pod) if pod else None
+                return bool(st.get("succeeded")), (_camel(pod) if pod else None)
             time.sleep(self.poll_seconds)
         raise TimeoutError(f"Job {ns}/{name} did not finish within {self.timeout_seconds:.0f} s")
 

@@ -52,9 +52,11 @@ class LocalProcessLauncher:
                             "without reporting an outcome")
 
 
-def kubernetes_launcher_kind(namespace: str, attempt: int = 1) -> str:
-    """The launcher kind string of stage Jobs in `namespace` whose Job names start at `attempt`."""
-    return f"kubernetes?namespace={namespace}&attempt={attempt}"
+def kubernetes_launcher_kind(namespace: str, attempt: int = 1, owner: tuple[str, str] | None = None) -> str:
+    """The launcher kind string of stage Jobs in `namespace` whose Job names start at `attempt`, owned by the
+    MOUS `owner` = (name, uid) if given."""
+    kind = f"kubernetes?namespace={namespace}&attempt={attempt}"
+    return kind + (f"&owner_name={owner[0]}&owner_uid={owner[1]}" if owner else "")
 
 
 def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
@@ -76,6 +78,7 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
         s3_secret=os.environ.get("MOUSFLOW_S3_SECRET", "mousflow-s3"),
         s3_endpoint=os.environ.get("MOUSFLOW_S3_ENDPOINT_IN_CLUSTER") or None,
         image_pull_policy=os.environ.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
+        owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
     )
 
     class SizedJobLauncher(KubernetesJobLauncher):

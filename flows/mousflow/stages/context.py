@@ -12,7 +12,7 @@ from mousflow.storage.location import Location
 ProgressFn = Callable[[str, float | None], None]
 
 
-def _print_progress(message: str, percent: float | None) -> None:
+def print_progress(message: str, percent: float | None) -> None:
     prefix = f"[{percent:5.1f}%] " if percent is not None else ""
     print(f"{prefix}{message}", flush=True)
 
@@ -23,7 +23,7 @@ class StageContext:
     mous: MOUSResource
     run_root: Location
     threads: int = 1
-    progress: ProgressFn = _print_progress
+    progress: ProgressFn = print_progress
     metrics: dict = field(default_factory=dict)
 
     @property

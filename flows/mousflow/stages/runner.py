@@ -8,7 +8,7 @@ import traceback
 
 from mousflow.errors import MousflowError, describe_error
 from mousflow.model import load_manifest
-from mousflow.stages.context import ProgressFn, StageContext, StageOutcome
+from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
 from mousflow.storage.location import Location
 
 EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "Error": 1}
@@ -30,6 +30,38 @@ def status_location(run_root: Location, stage: str) -> Location:
     return run_root.join("status", f"{stage}.json")
 
 
+def progress_location(run_root: Location, stage: str) -> Location:
+    """Where a running stage publishes how far it is (the operator shows it in status while the pod runs)."""
+    return run_root.join("status", f"{stage}.progress.json")
+
+
+class ProgressPublisher:
+    """Prints every progress line and writes the latest one to storage, at most every `interval` seconds.
+
+    The stage's pod cannot patch the MOUS (it has no Kubernetes credentials, by design), so progress goes
+    where its outputs go; the operator reads it on each reconciliation. Writes are throttled because every
+    one is an S3 PUT; the first and the final (100 %) lines are always written.
+    """
+
+    def __init__(self, location: Location, interval: float = 2.0, echo: ProgressFn | None = None):
+        self.location = location
+        self.interval = interval
+        self.echo = echo
+        self._last_write = -float("inf")
+
+    def __call__(self, message: str, percent: float | None) -> None:
+        (self.echo or print_progress)(message, percent)
+        now = time.monotonic()
+        if percent is None or (now - self._last_write < self.interval and percent < 100.0):
+            return
+        try:
+            self.location.write_json({"percent": round(float(percent), 1), "message": message,
+                                      "time": time.time()})
+            self._last_write = now
+        except Exception as exc:  # progress is informative: never fail a stage over it
+            print(f"mousflow: could not publish progress: {exc}", flush=True)
+
+
 def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: ProgressFn | None = None) -> StageOutcome:
     """Run stage `name` for the MOUS at `manifest_uri`; never raises for stage failures, it reports them."""
     started, cpu0 = time.perf_counter(), time.process_time()
@@ -39,8 +71,7 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
         mous = load_manifest(manifest_loc.read_text())
         run_root = Location.of(mous.spec.output.uri)
         ctx = StageContext(name, mous, run_root, threads=threads)
-        if progress is not None:
-            ctx.progress = progress
+        ctx.progress = ProgressPublisher(progress_location(run_root, name), echo=progress)
         state = _stage_function(name)(ctx)
         outcome = StageOutcome(name, state, metrics=ctx.metrics)
     except MousflowError as exc:
