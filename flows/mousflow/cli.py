@@ -100,18 +100,52 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return operator_main(["--verbose"] if args.verbose else [])
 
 
-def cmd_review(args: argparse.Namespace) -> int:
-    """Record a reviewer's QA2 decision: the same as `kubectl annotate mous NAME mousflow.io/review=DECISION`."""
+def _annotate_mous(namespace: str, name: str, annotations: dict[str, str], expect_phases: tuple[str, ...]) -> str:
+    """Set annotations on a MOUS (what `kubectl annotate` does); returns its phase. A missing MOUS or one in a
+    phase where the annotation means nothing is a one-line error, and nothing is changed."""
     from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    from mousflow.errors import InvalidInput
+    from mousflow.model import GROUP, PLURAL, VERSION
 
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
-    client.CustomObjectsApi().patch_namespaced_custom_object(
-        "mousflow.io", "v1alpha1", args.namespace, "mouses", args.name,
-        {"metadata": {"annotations": {"mousflow.io/review": args.decision}}})
+        try:
+            config.load_kube_config()
+        except config.ConfigException as exc:
+            raise InvalidInput(f"no Kubernetes cluster configured (set KUBECONFIG): {exc}") from None
+    api = client.CustomObjectsApi()
+    try:
+        mous = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise InvalidInput(f"mous {namespace}/{name} not found") from None
+        raise
+    phase = (mous.get("status") or {}).get("phase", "FullyObserved")
+    if phase not in expect_phases:
+        raise InvalidInput(f"mous {namespace}/{name} is {phase}; this applies to {' or '.join(expect_phases)}")
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                       {"metadata": {"annotations": annotations}})
+    return phase
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Record a reviewer's QA2 decision: the same as `kubectl annotate mous NAME mousflow.io/review=DECISION`."""
+    _annotate_mous(args.namespace, args.name, {"mousflow.io/review": args.decision}, ("Reviewing",))
     print(f"mous {args.namespace}/{args.name}: review {args.decision}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Ask for a new run of a Failed MOUS: the same as `kubectl annotate mous NAME mousflow.io/retry=TOKEN`.
+    The run resumes from the last completed stage (and chunk); a new token is needed for each request."""
+    import time
+
+    token = args.token or time.strftime("%Y%m%dT%H%M%S")
+    _annotate_mous(args.namespace, args.name, {"mousflow.io/retry": token}, ("Failed",))
+    print(f"mous {args.namespace}/{args.name}: retry {token} requested")
     return 0
 
 
@@ -156,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("decision", choices=["pass", "semipass", "fail"])
     p.add_argument("-n", "--namespace", default="default")
     p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("retry", help="run a Failed MOUS again, resuming from its last completed stage")
+    p.add_argument("name")
+    p.add_argument("--token", default=None, help="a new word for each request (default: the current time)")
+    p.add_argument("-n", "--namespace", default="default")
+    p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("demo", help="simulate a MOUS and process it locally, end to end")
     p.add_argument("--workdir", default=None, help="where to work (default: a new temporary directory)")

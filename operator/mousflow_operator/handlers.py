@@ -17,7 +17,8 @@ import kopf
 import yaml
 
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
-from mousflow.model.status import ProductsStatus
+from mousflow.model.status import ProductsStatus, StageRetry
+from mousflow.pipeline.kubernetes import retries_location
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
@@ -145,7 +146,9 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
             entries = [(k, p, e) for k, store in mous_queue.items() for (p, e) in store]
             processing = {k for k, p, _e in entries if p == Phase.PROCESSING.value} | runs.active()
             waiting = [e for k, p, e in entries if p == Phase.READY_FOR_PROCESSING.value and k not in processing]
-            if key in admissible(waiting, len(processing), cfg.max_processing):
+            arriving = [e for k, p, e in entries if p == Phase.FULLY_OBSERVED.value and
+                        _age_seconds(e.created, now) < cfg.admission_settle_seconds]
+            if key in admissible(waiting, len(processing), cfg.max_processing, arriving):
                 facts["admitted"] = True
                 new.observed_generation = int(meta.get("generation", 1))
                 _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation, annotations)
@@ -178,6 +181,13 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
     if transition.phase not in (Phase.PROCESSING,):
         runs.forget(key)
     _transition(body, patch, new, phase, transition, problems, now, degraded_reason)
+
+
+def _age_seconds(created: str, now: datetime) -> float:
+    try:
+        return (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return float("inf")
 
 
 def _last_reason(status: MOUSStatus) -> str:
@@ -245,6 +255,14 @@ def _observe_stages(mous_spec: MOUSSpec, namespace, body, new: MOUSStatus) -> No
         progress_loc = progress_location(run_root, stage)
         progress = progress_loc.read_json() if report is None and progress_loc.exists() else None
         st = stage_status(report, jobs.get(stage, []), cp.uri, progress)
+        retries_loc = retries_location(run_root, stage)
+        if retries_loc.exists():
+            st.retries = [StageRetry.model_validate(r) for r in retries_loc.read_json()]
+            seen = len(new.stages[stage].retries) if stage in new.stages else 0
+            for r in st.retries[seen:]:
+                more = " with more memory" if r.reason == "OOMKilled" else ""
+                kopf.warn(body, reason=f"Stage{r.reason}", message=f"stage {stage}: Job {r.job} (memory limit "
+                          f"{r.memory_limit}): {r.message}; running it again{more}")
         if st.state.value != "Pending" or stage in new.stages:
             new.stages[stage] = st
         if st.state.value == "Running":

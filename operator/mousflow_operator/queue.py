@@ -21,8 +21,16 @@ def queue_order(entry: QueueEntry) -> tuple:
     return (entry.deadline, -entry.priority, entry.created, entry.key)
 
 
-def admissible(waiting: Iterable[QueueEntry], processing: int, limit: int) -> list[str]:
+def admissible(waiting: Iterable[QueueEntry], processing: int, limit: int,
+               arriving: Iterable[QueueEntry] = ()) -> list[str]:
     """Keys of the waiting MOUSs that may start now, in order: the free slots go to the earliest deadlines,
-    and among equal deadlines to the higher priority."""
+    and among equal deadlines to the higher priority.
+
+    `arriving` are MOUSs just created whose inputs are still being checked: they keep their place in the order
+    (a slot they would get stays free for them) but are not admitted yet. Without this, of many MOUSs applied
+    at once the first one checked would start first, whatever its deadline.
+    """
     free = max(0, limit - processing)
-    return [e.key for e in sorted(waiting, key=queue_order)[:free]]
+    waiting_keys = {e.key for e in waiting}
+    first = sorted([*waiting, *arriving], key=queue_order)[:free]
+    return [e.key for e in first if e.key in waiting_keys]

@@ -35,6 +35,8 @@ class OperatorSettings:
     retry_backoff_seconds: float = 10.0
     """Wait before the n-th automatic retry: backoff * 2**(n-1)."""
     tick_seconds: float = 3.0
+    admission_settle_seconds: float = 20.0
+    """A MOUS created less than this long ago and still being checked keeps its place in the queue."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -52,4 +54,6 @@ class OperatorSettings:
             max_run_attempts=int(env.get("MOUSFLOW_MAX_RUN_ATTEMPTS", cls.max_run_attempts)),
             retry_backoff_seconds=float(env.get("MOUSFLOW_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds)),
             tick_seconds=float(env.get("MOUSFLOW_TICK_SECONDS", cls.tick_seconds)),
+            admission_settle_seconds=float(env.get("MOUSFLOW_ADMISSION_SETTLE_SECONDS",
+                                                   cls.admission_settle_seconds)),
         )

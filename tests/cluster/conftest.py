@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
+from harness import make_bucket
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -292,3 +294,35 @@ def presign_s3_url(
         key = _hmac(key, part)
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     return f"{parts.scheme}://{parts.netloc}{canonical_path}?{canonical_query}&X-Amz-Signature={signature}"
+
+
+# ------------------------------------------------------------------------------- MinIO, MOUS data, operator
+@pytest.fixture(scope="session")
+def s3_env(cluster: Cluster) -> dict[str, str]:
+    """How host processes reach the test bed's MinIO (the variables mousflow's storage layer reads)."""
+    s3 = cluster.s3
+    if not s3.get("S3_ENDPOINT_URL"):
+        pytest.fail("the test bed did not publish its S3 endpoint (s3.env)")
+    return {"MOUSFLOW_S3_ENDPOINT": s3["S3_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
+            "AWS_DEFAULT_REGION": s3.get("AWS_DEFAULT_REGION", "us-east-1")}
+
+
+@pytest.fixture(scope="session")
+def tiny_s3_mous(s3_env) -> str:
+    """A tiny MOUS simulated once per session straight into a fresh bucket of the test bed's MinIO; tests
+    give their runs outputs of their own under it."""
+    out = f"s3://{make_bucket(s3_env, 'mousflow-tiny')}/tiny"
+    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", "tiny", "--out", out],
+                          env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url():
+    """A real Prefect server for the whole session (operators come and go; their flow runs stay recorded)."""
+    from mousflow.pipeline.local_server import local_prefect_server
+
+    with local_prefect_server() as url:
+        yield url

@@ -7,26 +7,14 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 import yaml
+from harness import OperatorProcess, create_mous_namespace, operator_env
 
-from mousflow.pipeline.local_server import local_prefect_server
 from mousflow.storage.location import Location
-from mousflow_operator.crd import crd_text
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def s3_env(cluster):
-    s3 = cluster.s3
-    if not s3.get("S3_ENDPOINT_URL"):
-        pytest.fail("the test bed did not publish its S3 endpoint (s3.env)")
-    return {"MOUSFLOW_S3_ENDPOINT": s3["S3_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
-            "AWS_DEFAULT_REGION": s3.get("AWS_DEFAULT_REGION", "us-east-1")}
 
 
 @pytest.fixture(autouse=True)
@@ -38,65 +26,28 @@ def host_s3(monkeypatch, s3_env):
 
 @pytest.fixture(scope="module")
 def op_namespace(cluster, s3_env):
-    cluster.kubectl("apply", "-f", "-", input=crd_text())
-    cluster.wait_until("the MOUS CRD to be established", lambda: "True" in cluster.kubectl(
-        "get", "crd", "mouses.mousflow.io", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"))
-    name = f"op-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.wait_until("the default service account", lambda: cluster.kubectl(
-        "get", "serviceaccount", "default", "-n", name, check=False).strip(), timeout=60)
-    cluster.kubectl("create", "secret", "generic", "mousflow-s3", "-n", name,
-                    f"--from-literal=AWS_ACCESS_KEY_ID={s3_env['AWS_ACCESS_KEY_ID']}",
-                    f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_env['AWS_SECRET_ACCESS_KEY']}")
+    name = create_mous_namespace(cluster, s3_env, "op")
     yield name
     cluster.kubectl("delete", "mous", "--all", "-n", name, "--wait=false", check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
-def sim(s3_env):
-    """A tiny MOUS simulated straight into a fresh bucket of the test bed's MinIO."""
-    env = {**os.environ, **s3_env}
-    bucket = f"mousflow-op-{uuid.uuid4().hex[:8]}"
-    code = ("import s3fs, os; s3fs.S3FileSystem(client_kwargs={'endpoint_url': os.environ['MOUSFLOW_S3_ENDPOINT']})"
-            f".mkdir({bucket!r})")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
-    out = f"s3://{bucket}/tiny"
-    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", "tiny", "--out", out],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def sim(tiny_s3_mous):
+    return tiny_s3_mous
 
 
 @pytest.fixture(scope="module")
-def operator_proc(cluster, op_namespace, s3_env, runner_image, tmp_path_factory):
-    """The operator as a local process watching the test namespace, with its own local Prefect server."""
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    with local_prefect_server() as url:
-        env = {**os.environ, **s3_env, "KUBECONFIG": cluster.kubeconfig, "PREFECT_API_URL": url,
-               "MOUSFLOW_NAMESPACES": op_namespace, "MOUSFLOW_RUNNER_IMAGE": runner_image,
-               "MOUSFLOW_IMAGE_PULL_POLICY": "Never", "MOUSFLOW_S3_SECRET": "mousflow-s3",
-               "MOUSFLOW_S3_ENDPOINT_IN_CLUSTER": cluster.s3["S3_ENDPOINT_URL_IN_CLUSTER"],
-               "MOUSFLOW_TICK_SECONDS": "2", "MOUSFLOW_MAX_PROCESSING": "2", "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "mousflow_operator"], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
-        proc.log_path = log_path
-        try:
-            yield proc
-        finally:
-            # while the operator still runs, so it removes its finalizers (the namespace can then go)
-            cluster.kubectl("delete", "mous", "--all", "-n", op_namespace, "--timeout=60s", check=False)
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _log_tail(proc, n=40) -> str:
-    return "\n".join(open(proc.log_path).read().splitlines()[-n:])
+def operator_proc(cluster, op_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory):
+    """The operator as a local process watching the test namespace, with the session's Prefect server."""
+    env = operator_env(cluster, s3_env, prefect_api_url, op_namespace, runner_image)
+    op = OperatorProcess(cluster, env, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    try:
+        yield op
+    finally:
+        # while the operator still runs, so it removes its finalizers (the namespace can then go)
+        cluster.kubectl("delete", "mous", "--all", "-n", op_namespace, "--timeout=60s", check=False)
+        op.stop()
 
 
 def _apply_mous(cluster, namespace, sim, name, mutate=None) -> dict:
@@ -147,6 +98,7 @@ def test_missing_execution_block_fails_once_with_a_clear_reason(cluster, op_name
     name = "missing-eb"
 
     def missing(doc):
+        doc["spec"]["uid"] = "uid://A001/X1001/X3e"  # Jobs are named after the uid: one of its own
         doc["spec"]["executionBlocks"][0]["uri"] = f"{sim}/eb/does-not-exist.ps.zarr"
 
     _apply_mous(cluster, op_namespace, sim, name, missing)
@@ -161,6 +113,29 @@ def test_missing_execution_block_fails_once_with_a_clear_reason(cluster, op_name
     assert sum(e.get("count", 1) for e in _events(cluster, op_namespace, name) if e["reason"] == "InputMissing") == 1
 
 
+def test_retry_command_runs_a_failed_mous_again(cluster, op_namespace, sim, operator_proc):
+    """After the missing execution block has arrived, `mousflow retry` (= the retry annotation) starts it over."""
+    name = "missing-eb"
+    assert _phase(cluster, op_namespace, name) == "Failed"
+    eb = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())["spec"]["executionBlocks"][0]["uri"]
+    Location(eb).fs.copy(Location(eb).path, Location(f"{sim}/eb/does-not-exist.ps.zarr").path, recursive=True)
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "retry", name, "-n", op_namespace,
+                           "--token", "eb-arrived"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cluster.wait_until("the retried MOUS to be processed", lambda: _phase(cluster, op_namespace, name) in
+                       ("ReadyForProcessing", "Processing"), timeout=60)
+    mous = cluster.get("mous", name, op_namespace)
+    assert mous["metadata"]["annotations"]["mousflow.io/retry-handled"] == "eb-arrived"
+    reasons = [e["reason"] for e in _events(cluster, op_namespace, name)]
+    assert "RetryRequested" in reasons and "InputsPresent" in reasons, reasons
+    # a second request while it is not Failed is refused with a clear message, and changes nothing
+    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "retry", name, "-n", op_namespace], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "applies to Failed" in proc.stderr, proc.stderr
+    cluster.kubectl("delete", "mous", name, "-n", op_namespace, "--timeout=60s")
+
+
 def test_tiny_mous_goes_from_apply_to_delivered(cluster, op_namespace, sim, operator_proc):
     name = "tiny-delivered"
     doc = _apply_mous(cluster, op_namespace, sim, name)
@@ -170,10 +145,10 @@ def test_tiny_mous_goes_from_apply_to_delivered(cluster, op_namespace, sim, oper
         cluster.wait_until("phase Delivered", lambda: _phase(cluster, op_namespace, name) in ("Delivered", "Failed"),
                            timeout=900, interval=3)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\noperator log:\n{_log_tail(operator_proc)}") from None
+        raise AssertionError(f"{exc}\noperator log:\n{operator_proc.log_tail()}") from None
     mous = cluster.get("mous", name, op_namespace)
     status = mous["status"]
-    assert status["phase"] == "Delivered", (status, _log_tail(operator_proc))
+    assert status["phase"] == "Delivered", (status, operator_proc.log_tail())
     assert status["qa2"]["verdict"] == "Pass"
     for stage in ("calibration", "imaging", "packaging"):
         st = status["stages"][stage]
@@ -204,3 +179,15 @@ def test_tiny_mous_goes_from_apply_to_delivered(cluster, op_namespace, sim, oper
     assert all(j["metadata"]["ownerReferences"][0]["name"] == name for j in jobs)
 
 
+def test_a_mous_deleted_while_the_operator_is_away_is_not_stuck(cluster, op_namespace, sim, operator_proc):
+    """The operator takes its finalizer off on the way out (SIGTERM, as when its pod stops), so a MOUS deleted
+    while no operator runs goes at once instead of hanging in Terminating."""
+    name = "away"
+    _apply_mous(cluster, op_namespace, sim, name, lambda doc: doc["spec"].update(band=9))  # stays put: Degraded
+    cluster.wait_until("the operator's finalizer", lambda: "mousflow.io/finalizer" in (
+        cluster.get("mous", name, op_namespace)["metadata"].get("finalizers") or []), timeout=60)
+    assert operator_proc.stop() == 0, operator_proc.log_tail()
+    assert "mousflow.io/finalizer" not in (cluster.get("mous", name, op_namespace)["metadata"].get("finalizers") or [])
+    cluster.kubectl("delete", "mous", name, "-n", op_namespace, "--timeout=20s")
+    assert cluster.kubectl("get", "mous", name, "-n", op_namespace, "--ignore-not-found").strip() == ""
+    operator_proc.start()  # back for the module's teardown

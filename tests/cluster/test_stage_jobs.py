@@ -4,10 +4,6 @@ from a Secret, resources from the resource model, and out-of-memory kills answer
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import uuid
 
 import pytest
 import yaml
@@ -21,16 +17,6 @@ MiB = 2**20
 
 
 @pytest.fixture(scope="module")
-def s3_env(cluster):
-    s3 = cluster.s3
-    if not s3.get("S3_ENDPOINT_URL"):
-        pytest.fail("the test bed did not publish its S3 endpoint (s3.env)")
-    return {"MOUSFLOW_S3_ENDPOINT": s3["S3_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
-            "AWS_DEFAULT_REGION": s3.get("AWS_DEFAULT_REGION", "us-east-1")}
-
-
-@pytest.fixture(scope="module")
 def stage_namespace(cluster, namespace, s3_env):
     cluster.kubectl("create", "secret", "generic", "mousflow-s3", "-n", namespace,
                     f"--from-literal=AWS_ACCESS_KEY_ID={s3_env['AWS_ACCESS_KEY_ID']}",
@@ -39,18 +25,8 @@ def stage_namespace(cluster, namespace, s3_env):
 
 
 @pytest.fixture(scope="module")
-def s3_mous(s3_env):
-    """A tiny MOUS simulated straight into a fresh bucket of the test bed's MinIO."""
-    env = {**os.environ, **s3_env}
-    bucket = f"mousflow-jobs-{uuid.uuid4().hex[:8]}"
-    code = ("import s3fs, os; s3fs.S3FileSystem(client_kwargs={'endpoint_url': os.environ['MOUSFLOW_S3_ENDPOINT']})"
-            f".mkdir({bucket!r})")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
-    out = f"s3://{bucket}/tiny"
-    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", "tiny", "--out", out],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def s3_mous(tiny_s3_mous):
+    return tiny_s3_mous
 
 
 @pytest.fixture
@@ -126,3 +102,7 @@ def test_oom_killed_stage_comes_back_with_more_memory(cluster, stage_namespace, 
                                        f"job-name={job_name(uid, 'calibration', 10)}", "-o", "json"))["items"][0]
     term = first["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["reason"] == "OOMKilled"
+    # the launcher's record, which the operator shows in status.stages.calibration.retries and as an Event
+    (retry, *_) = Location(f"{output}/status/calibration.retries.json").read_json()
+    assert retry == {"job": job_name(uid, "calibration", 10), "reason": "OOMKilled", "memoryLimit": "160Mi",
+                     "message": retry["message"]} and "memory limit" in retry["message"]

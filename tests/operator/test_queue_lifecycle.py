@@ -66,3 +66,15 @@ def test_queue_admits_earliest_deadline_then_highest_priority():
     assert admissible(entries, processing=0, limit=3) == ["ns/early-high", "ns/early-low", "ns/mid"]
     assert admissible(entries, processing=2, limit=3) == ["ns/early-high"]
     assert admissible(entries, processing=5, limit=3) == []
+
+
+def test_a_just_created_mous_with_an_earlier_deadline_keeps_its_place():
+    waiting = [QueueEntry("ns/late", T0 + timedelta(days=3)), QueueEntry("ns/mid", T0 + timedelta(days=1))]
+    arriving = [QueueEntry("ns/early", T0)]
+    # one slot: it is kept for the early MOUS still being checked, nothing starts now
+    assert admissible(waiting, processing=0, limit=1, arriving=arriving) == []
+    # two slots: the early one's and the next in order
+    assert admissible(waiting, processing=0, limit=2, arriving=arriving) == ["ns/mid"]
+    # an arriving MOUS with a later deadline holds nothing back
+    assert admissible(waiting, processing=0, limit=1, arriving=[QueueEntry("ns/later", T0 + timedelta(days=9))]) \
+        == ["ns/mid"]

@@ -1,7 +1,13 @@
 """Stage Job manifests, pod-termination classification and the resource model (pure functions; the real
 cluster runs them in tests/cluster/test_stage_jobs.py)."""
 
-from mousflow.pipeline.kubernetes import JobSettings, build_stage_job_spec, classify_pod_termination, job_name
+from mousflow.pipeline.kubernetes import (
+    JobSettings,
+    build_stage_job_spec,
+    classify_finished_pod,
+    classify_pod_termination,
+    job_name,
+)
 from mousflow.pipeline.resources import JobDemand, ResourceRequest, estimate_stage_resources
 
 SETTINGS = JobSettings(namespace="alma", image="localhost/mousflow/runner:dev", s3_secret="s3-creds",
@@ -69,6 +75,12 @@ def test_deleted_or_signalled_pods_are_interruptions_not_failures():
     # the kernel's OOM kill also ends in 137, but its reason says what happened: more memory, not a rerun
     oom = {"containerStatuses": [{"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}
     assert classify_pod_termination(oom)[0] == "OOMKilled"
+    # a deleted pod may still be terminating, its container running, when the Job is already failed
+    terminating = {"metadata": {"name": "p", "deletionTimestamp": "2026-11-22T06:30:00Z"},
+                   "status": {"containerStatuses": [{"state": {"running": {}}}]}}
+    assert classify_finished_pod(terminating)[0] == "Interrupted"
+    assert classify_finished_pod(None)[0] == "Interrupted"
+    assert classify_finished_pod({"metadata": {"name": "p"}, "status": oom})[0] == "OOMKilled"
 
 
 def test_resource_model_scales_with_the_job_not_a_fixed_size():
@@ -97,3 +109,15 @@ def test_jobs_are_owned_by_their_mous_from_creation():
     assert ref == {"apiVersion": "mousflow.io/v1alpha1", "kind": "MOUS", "name": "tiny", "uid": "0b5e-uid",
                    "controller": False, "blockOwnerDeletion": False}
     assert "ownerReferences" not in _job()["metadata"]
+
+
+def test_memory_quantities_parse_and_bad_ones_say_so():
+    import pytest
+
+    from mousflow.pipeline.resources import parse_memory
+
+    assert parse_memory("512Mi") == 512 * 2**20 and parse_memory("64Gi") == 64 * 2**30
+    assert parse_memory("1G") == 10**9 and parse_memory("1048576") == 2**20
+    for bad in ("", "lots", "-1Gi", "12Xi"):
+        with pytest.raises(ValueError, match="not a memory quantity"):
+            parse_memory(bad)

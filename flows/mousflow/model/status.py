@@ -81,6 +81,17 @@ class StageResources(CRModel):
     used: ResourceUsage | None = None
 
 
+class StageRetry(CRModel):
+    """An attempt of a stage that ended without an outcome and was run again (the launcher's record)."""
+
+    job: str
+    reason: str
+    """OOMKilled (run again with more memory) or Interrupted (pod deleted, evicted or killed: run again)."""
+    message: Annotated[str, Field(max_length=1024)] = ""
+    memory_limit: str | None = None
+    """The memory limit the attempt had, e.g. "512Mi"."""
+
+
 class StageStatus(CRModel):
     state: StageState = StageState.PENDING
     started_at: AwareDatetime | None = None
@@ -88,6 +99,7 @@ class StageStatus(CRModel):
     checkpoint_uri: str | None = None
     progress_percent: Annotated[float, Field(ge=0, le=100)] = 0.0
     attempts: Annotated[int, Field(ge=0)] = 0
+    retries: list[StageRetry] = []
     resources: StageResources | None = None
     message: Annotated[str, Field(max_length=4096)] = ""
 

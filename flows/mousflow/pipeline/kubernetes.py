@@ -29,6 +29,11 @@ LABEL_MOUS = "mousflow.io/mous"
 LABEL_STAGE = "mousflow.io/stage"
 
 
+def retries_location(run_root: Location, stage: str) -> Location:
+    """The launcher's record of a stage's attempts that were run again (the operator shows them in status)."""
+    return run_root.join("status", f"{stage}.retries.json")
+
+
 def job_name(uid: str, stage: str, attempt: int) -> str:
     """A DNS-1123 name, stable for (MOUS, stage, attempt)."""
     digest = hashlib.sha256(uid.encode()).hexdigest()[:10]
@@ -135,6 +140,14 @@ def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
     return "", ""
 
 
+def classify_finished_pod(pod: dict | None) -> tuple[str, str]:
+    """(reason, message) of a failed Job's pod in API form (None: no pod left). A pod with a deletion
+    timestamp was deleted from outside (by a person, a drain or the node going away): an interruption."""
+    if pod is not None and (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "Interrupted", "the stage pod was deleted before it finished"
+    return classify_pod_termination(pod.get("status", {}) if pod is not None else None)
+
+
 class KubernetesJobLauncher:
     """Runs each stage as a Kubernetes Job and reports its outcome (from the stage's status in storage)."""
 
@@ -176,6 +189,8 @@ class KubernetesJobLauncher:
         while True:
             outcome = self._launch_once(uid, stage, manifest_uri, run_root, on_line, request, attempt)
             attempt += 1
+            if outcome.reason in ("OOMKilled", "Interrupted"):
+                self._record_retry(run_root, stage, outcome, request)
             if outcome.reason == "OOMKilled" and len(oom_kills) < self.oom_max_retries and \
                     request.memory_limit_bytes < self.memory_cap_bytes:
                 oom_kills.append(request.memory_limit_bytes)
@@ -191,6 +206,17 @@ class KubernetesJobLauncher:
         outcome.metrics["oom_killed_at_limits_bytes"] = oom_kills
         outcome.metrics["interruptions"] = interruptions
         return outcome
+
+    @staticmethod
+    def _record_retry(run_root: Location, stage: str, outcome: StageOutcome, request: ResourceRequest) -> None:
+        loc = retries_location(run_root, stage)
+        record = loc.read_json() if loc.exists() else []
+        job = outcome.metrics.get("job", "")
+        if any(r.get("job") == job for r in record):  # the same Job followed again after a restart
+            return
+        record.append({"job": job, "reason": outcome.reason, "message": outcome.message[:1024],
+                       "memoryLimit": f"{request.memory_limit_bytes // 2**20}Mi"})
+        loc.write_json(record)
 
     def _launch_once(self, uid: str, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn,
                      request: ResourceRequest, attempt: int) -> StageOutcome:
@@ -213,8 +239,7 @@ class KubernetesJobLauncher:
         metrics = {"job": name, "requested_memory_bytes": request.memory_bytes,
                    "memory_limit_bytes": request.memory_limit_bytes}
         # A succeeded Job's pod may be gone already (adopted after a restart): only a failed one is examined.
-        reason, message = ("", "") if job_succeeded else \
-            classify_pod_termination(pod.get("status", {}) if pod else None)
+        reason, message = ("", "") if job_succeeded else classify_finished_pod(pod)
         if reason in ("OOMKilled", "Interrupted") or not status.exists():
             return StageOutcome(stage, "Failed", reason or "Error",
                                 message or "the stage pod ended without reporting an outcome", metrics)
@@ -223,15 +248,20 @@ class KubernetesJobLauncher:
                             {**doc.get("metrics", {}), **metrics})
 
     def _wait(self, name: str, ns: str, on_line: LineFn) -> tuple[bool, dict | None]:
-        """Wait for the Job to finish: (whether it succeeded, its last pod in API form or None)."""
+        """Wait for the Job to finish: (whether it succeeded, its last pod in API form or None).
+
+        A Job can be marked failed while its pod is still terminating (deleted from outside): the pod is then
+        returned as it is, deletion timestamp and all, rather than waited for, since that is what tells
+        an interruption from a failure."""
         deadline = time.monotonic() + self.timeout_seconds
         while time.monotonic() < deadline:
             job = self.batch.read_namespaced_job_status(name, ns).to_dict()
             st = job.get("status") or {}
             if st.get("succeeded") or st.get("failed"):
                 pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
+                pods.sort(key=lambda p: p["metadata"]["creation_timestamp"])
                 pod = pods[-1] if pods else None
-                if pod is not None:
+                if pod is not None and not pod["metadata"].get("deletion_timestamp"):
                     try:
                         for line in self.core.read_namespaced_pod_log(pod["metadata"]["name"], ns).splitlines():
                             on_line(line)

@@ -69,7 +69,7 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
     from mousflow.model import load_manifest
     from mousflow.pipeline.demand import demand_of
     from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher
-    from mousflow.pipeline.resources import estimate_stage_resources
+    from mousflow.pipeline.resources import estimate_stage_resources, parse_memory
 
     query = {k: v[-1] for k, v in parse_qs(urlsplit(kind).query).items()}
     settings = JobSettings(
@@ -87,8 +87,12 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
             self.resources = lambda s: estimate_stage_resources(s, demand, threads)
             return super().launch(stage, manifest_uri, run_root, on_line)
 
+    # What to do after an out-of-memory kill: the platform's policy, from the environment of the flow's process.
     return SizedJobLauncher(settings, resources=lambda s: None, threads=threads,
-                            attempt=int(query.get("attempt", 1)))
+                            attempt=int(query.get("attempt", 1)),
+                            oom_memory_factor=float(os.environ.get("MOUSFLOW_OOM_MEMORY_FACTOR", 1.5)),
+                            oom_max_retries=int(os.environ.get("MOUSFLOW_OOM_MAX_RETRIES", 3)),
+                            memory_cap_bytes=parse_memory(os.environ.get("MOUSFLOW_OOM_MEMORY_CAP", "64Gi")))
 
 
 def make_launcher(kind: str = "local", threads: int = 1) -> StageLauncher:

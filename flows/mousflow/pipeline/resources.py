@@ -76,3 +76,21 @@ def estimate_stage_resources(stage: str, demand: JobDemand, threads: int = 1) ->
     memory = int(math.ceil(memory / 2**20) * 2**20)
     return ResourceRequest(cpu=float(max(1, threads)), memory_bytes=memory,
                            memory_limit_bytes=int(memory * LIMIT_HEADROOM))
+
+
+_MEMORY_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def parse_memory(quantity: str) -> int:
+    """Bytes of a Kubernetes memory quantity ("512Mi", "64Gi", "1G", "1048576")."""
+    text = str(quantity).strip()
+    number = text.rstrip("KMGTi")
+    unit = text[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _MEMORY_UNITS or value <= 0:
+        raise ValueError(f"not a memory quantity: {quantity!r} (examples: 512Mi, 64Gi)")
+    return int(value * _MEMORY_UNITS[unit])
