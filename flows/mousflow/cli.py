@@ -46,9 +46,24 @@ def cmd_crd(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm() -> None:
+    """Stop at once on SIGTERM. A stage is the main process of its container (PID 1 there), and the kernel
+    does not apply a signal's default action to PID 1: without a handler a deleted pod would keep computing,
+    and writing, through its whole grace period, while its replacement already runs. Completed chunks are
+    checkpointed, so stopping mid-chunk loses only that chunk."""
+    import signal
+
+    def stop(signum, _frame):
+        print(f"mousflow: stage stopped by signal {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     from mousflow.stages.runner import exit_code, run_stage
 
+    _exit_on_sigterm()
     outcome = run_stage(args.stage, args.manifest, threads=args.threads)
     line = f"stage {outcome.stage}: {outcome.state}"
     if outcome.reason:

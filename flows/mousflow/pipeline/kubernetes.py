@@ -251,8 +251,8 @@ class KubernetesJobLauncher:
         """Wait for the Job to finish: (whether it succeeded, its last pod in API form or None).
 
         A Job can be marked failed while its pod is still terminating (deleted from outside): the pod is then
-        returned as it is, deletion timestamp and all, rather than waited for, since that is what tells
-        an interruption from a failure."""
+        waited for until it is gone (its deletion timestamp is what tells an interruption from a failure, and
+        the next attempt must not write beside a pod that is still stopping)."""
         deadline = time.monotonic() + self.timeout_seconds
         while time.monotonic() < deadline:
             job = self.batch.read_namespaced_job_status(name, ns).to_dict()
@@ -261,7 +261,9 @@ class KubernetesJobLauncher:
                 pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
                 pods.sort(key=lambda p: p["metadata"]["creation_timestamp"])
                 pod = pods[-1] if pods else None
-                if pod is not None and not pod["metadata"].get("deletion_timestamp"):
+                if pod is not None and pod["metadata"].get("deletion_timestamp"):
+                    self._wait_gone(pod["metadata"]["name"], ns, on_line)
+                elif pod is not None:
                     try:
                         for line in self.core.read_namespaced_pod_log(pod["metadata"]["name"], ns).splitlines():
                             on_line(line)
@@ -270,6 +272,22 @@ class KubernetesJobLauncher:
                 return bool(st.get("succeeded")), (_camel(pod) if pod else None)
             time.sleep(self.poll_seconds)
         raise TimeoutError(f"Job {ns}/{name} did not finish within {self.timeout_seconds:.0f} s")
+
+
+    def _wait_gone(self, pod: str, ns: str, on_line: LineFn, timeout: float = 180.0) -> None:
+        from kubernetes.client.rest import ApiException
+
+        on_line(f"pod {ns}/{pod} is being deleted: waiting for it to stop before going on")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.core.read_namespaced_pod(pod, ns)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+            time.sleep(self.poll_seconds)
+        raise TimeoutError(f"pod {ns}/{pod} was still terminating after {timeout:.0f} s")
 
 
 def _camel(obj):
