@@ -64,7 +64,8 @@ def _deadline(spec: dict, annotations: dict) -> datetime:
 @kopf.index(*RESOURCE)
 def mous_queue(name, namespace, spec, status, meta, **_):
     """Every MOUS's phase and queue position, for admission (kopf keeps it current from the watch)."""
-    return {f"{namespace}/{name}": (status.get("phase", Phase.FULLY_OBSERVED.value),
+    degraded = any(c.get("type") == "Degraded" and c.get("status") == "True" for c in status.get("conditions", []))
+    return {f"{namespace}/{name}": (status.get("phase", Phase.FULLY_OBSERVED.value), degraded,
                                     QueueEntry(f"{namespace}/{name}", _deadline(spec, meta.get("annotations", {})),
                                                int(spec.get("priority", 50)), str(meta.get("creationTimestamp"))))}
 
@@ -143,10 +144,11 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
     elif phase == Phase.READY_FOR_PROCESSING:
         with memo.admission:
             # a kopf index maps each key to a store of values: here one (phase, QueueEntry) per MOUS
-            entries = [(k, p, e) for k, store in mous_queue.items() for (p, e) in store]
-            processing = {k for k, p, _e in entries if p == Phase.PROCESSING.value} | runs.active()
-            waiting = [e for k, p, e in entries if p == Phase.READY_FOR_PROCESSING.value and k not in processing]
-            arriving = [e for k, p, e in entries if p == Phase.FULLY_OBSERVED.value and
+            entries = [(k, p, d, e) for k, store in mous_queue.items() for (p, d, e) in store]
+            processing = {k for k, p, _d, _e in entries if p == Phase.PROCESSING.value} | runs.active()
+            waiting = [e for k, p, _d, e in entries if p == Phase.READY_FOR_PROCESSING.value and k not in processing]
+            # not yet checked (neither ready nor Degraded): keeps its place, for a while at most
+            arriving = [e for k, p, d, e in entries if p == Phase.FULLY_OBSERVED.value and not d and
                         _age_seconds(e.created, now) < cfg.admission_settle_seconds]
             if key in admissible(waiting, len(processing), cfg.max_processing, arriving):
                 facts["admitted"] = True
@@ -344,7 +346,8 @@ def release_finalizers(namespaces: tuple[str, ...], finalizer: str) -> int:
                {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in current if f != finalizer]}]
         try:
             api.patch_namespaced_custom_object(GROUP, VERSION, mous["metadata"]["namespace"], PLURAL,
-                                               mous["metadata"]["name"], ops)
+                                               mous["metadata"]["name"], ops,
+                                               _content_type="application/json-patch+json")
             released += 1
         except ApiException as exc:
             if exc.status not in (404, 409, 422):

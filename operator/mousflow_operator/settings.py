@@ -35,8 +35,9 @@ class OperatorSettings:
     retry_backoff_seconds: float = 10.0
     """Wait before the n-th automatic retry: backoff * 2**(n-1)."""
     tick_seconds: float = 3.0
-    admission_settle_seconds: float = 20.0
-    """A MOUS created less than this long ago and still being checked keeps its place in the queue."""
+    admission_settle_seconds: float = 120.0
+    """A MOUS not yet checked (FullyObserved, not Degraded) keeps its place in the queue for at most this long
+    after its creation: long enough for the input checks of many MOUSs applied at once."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from harness import make_bucket
+from harness import OperatorProcess, create_mous_namespace, make_bucket, operator_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -326,3 +326,35 @@ def prefect_api_url():
 
     with local_prefect_server() as url:
         yield url
+
+
+@pytest.fixture
+def host_s3(monkeypatch, s3_env):
+    """This test's process reads and writes MinIO too (manifests, products, checkpoints)."""
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture(scope="module")
+def mous_namespace(request, cluster: Cluster, s3_env):
+    """A namespace of the module's own (prefix: the module's NAMESPACE_PREFIX), ready for MOUSs."""
+    name = create_mous_namespace(cluster, s3_env, getattr(request.module, "NAMESPACE_PREFIX", "mous"))
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def operator(request, cluster: Cluster, mous_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory):
+    """The operator as a local process watching the module's namespace, with the session's Prefect server;
+    settings overridden by the module's OPERATOR_ENV."""
+    env = operator_env(cluster, s3_env, prefect_api_url, mous_namespace, runner_image,
+                       **getattr(request.module, "OPERATOR_ENV", {}))
+    op = OperatorProcess(cluster, env, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    try:
+        yield op
+    finally:
+        if op.proc is None or op.proc.poll() is not None:
+            op.start()
+        # while the operator still runs, so it removes its finalizers (the namespace can then go)
+        cluster.kubectl("delete", "mous", "--all", "-n", mous_namespace, "--timeout=90s", check=False)
+        op.stop()

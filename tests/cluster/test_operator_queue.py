@@ -11,38 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
-from harness import OperatorProcess, create_mous_namespace, operator_env
 
 from mousflow.storage.location import Location
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+NAMESPACE_PREFIX = "queue"
 LIMIT = 2
+OPERATOR_ENV = {"MOUSFLOW_MAX_PROCESSING": str(LIMIT)}
 BASE = datetime(2026, 10, 1, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def host_s3(monkeypatch, s3_env):
-    for k, v in s3_env.items():
-        monkeypatch.setenv(k, v)
-
-
-@pytest.fixture(scope="module")
-def queue_namespace(cluster, s3_env):
-    name = create_mous_namespace(cluster, s3_env, "queue")
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, queue_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory):
-    env = operator_env(cluster, s3_env, prefect_api_url, queue_namespace, runner_image,
-                       MOUSFLOW_MAX_PROCESSING=str(LIMIT))
-    op = OperatorProcess(cluster, env, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    try:
-        yield op
-    finally:
-        cluster.kubectl("delete", "mous", "--all", "-n", queue_namespace, "--timeout=90s", check=False)
-        op.stop()
 
 
 def _queue(tiny_s3_mous: str) -> list[dict]:
@@ -76,8 +52,8 @@ def _deadline(doc: dict) -> datetime:
     return observed + timedelta(days=45 if manual else 30)
 
 
-def test_twenty_mous_respect_the_limit_and_deadline_order(cluster, queue_namespace, tiny_s3_mous, operator):
-    ns = queue_namespace
+def test_twenty_mous_respect_the_limit_and_deadline_order(cluster, mous_namespace, tiny_s3_mous, operator):
+    ns = mous_namespace
     docs = _queue(tiny_s3_mous)
     expected_order = [d["metadata"]["name"] for d in
                       sorted(docs, key=lambda d: (_deadline(d), -d["spec"].get("priority", 50)))]

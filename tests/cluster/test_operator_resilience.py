@@ -15,39 +15,13 @@ import sys
 import httpx
 import pytest
 import yaml
-from harness import OperatorProcess, create_mous_namespace, operator_env
 
 from mousflow.storage.location import Location
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+NAMESPACE_PREFIX = "resil"
 UID = "uid://A001/X1001/X5e"
 NAME = "resilient"
-
-
-@pytest.fixture(autouse=True)
-def host_s3(monkeypatch, s3_env):
-    for k, v in s3_env.items():
-        monkeypatch.setenv(k, v)
-
-
-@pytest.fixture(scope="module")
-def res_namespace(cluster, s3_env):
-    name = create_mous_namespace(cluster, s3_env, "resil")
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, res_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory):
-    env = operator_env(cluster, s3_env, prefect_api_url, res_namespace, runner_image)
-    op = OperatorProcess(cluster, env, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    try:
-        yield op
-    finally:
-        if op.proc is None or op.proc.poll() is not None:
-            op.start()
-        cluster.kubectl("delete", "mous", "--all", "-n", res_namespace, "--timeout=60s", check=False)
-        op.stop()
 
 
 def _status(cluster, ns) -> dict:
@@ -75,9 +49,9 @@ def _flow_runs(prefect_api_url: str) -> list[dict]:
     return [r for r in resp.json() if r.get("parameters", {}).get("uid") == UID]
 
 
-def test_operator_kill_and_pod_deletion_resume_without_duplicates(cluster, res_namespace, tiny_s3_mous, operator,
+def test_operator_kill_and_pod_deletion_resume_without_duplicates(cluster, mous_namespace, tiny_s3_mous, operator,
                                                                   prefect_api_url):
-    ns, sim = res_namespace, tiny_s3_mous
+    ns, sim = mous_namespace, tiny_s3_mous
     doc = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())
     doc["metadata"] = {"name": NAME}
     doc["spec"]["uid"] = UID
