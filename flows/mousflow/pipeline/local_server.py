@@ -63,7 +63,14 @@ def local_prefect_server() -> Iterator[str]:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                # Logs go to the API in batches from a background worker: send what is queued while the
+                # server still listens, or the worker reports "Error logging to API" after it is gone.
+                from prefect.logging.handlers import APILogWorker
+
+                APILogWorker.drain_all(timeout=10)
     finally:
         for k, v in saved.items():
             if v is None:
