@@ -53,3 +53,11 @@ def casa_ms(tmp_path_factory):
 def casa_ms_generator():
     """casa_ms_generator(workdir, *args): run tests/ingest/casa_simulated_ms.py with these arguments."""
     return run_casa_ms_generator
+
+
+@pytest.fixture(scope="session")
+def casa_ms_circular(tmp_path_factory):
+    """Another CASA-made MS: circular feeds with all four correlations (RR RL LR LL), no flux calibrator, and
+    rows of one target baseline missing (the MSv4 converter pads them with NaN)."""
+    return make_casa_ms(tmp_path_factory.mktemp("casa-ms-circular"), seed=2, n_antennas=10,
+                        correlations="RR RL LR LL", flux_calibrator=False, drop_baseline_rows=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -154,7 +155,10 @@ def main(spec: dict) -> dict:
     gp, gq = g[rows, a1], g[rows, a2]  # (row, 2)
     bpp = np.stack([bp[d][a] for d, a in zip(ddid, a1, strict=True)])  # (row, chan, 2)
     bpq = np.stack([bp[d][a] for d, a in zip(ddid, a2, strict=True)])
-    jones = (gp[:, None, :] * bpp) * np.conj(gq[:, None, :] * bpq)  # (row, chan, corr)
+    # Receptors (p's, q's) of each correlation: XX YY -> (0, 0), (1, 1); XX XY YX YY -> all four pairs.
+    hands = [(0, 0), (1, 1)] if len(corr.split()) == 2 else [(0, 0), (0, 1), (1, 0), (1, 1)]
+    rp, rq = np.array([h[0] for h in hands]), np.array([h[1] for h in hands])
+    jones = (gp[:, None, rp] * bpp[..., rp]) * np.conj(gq[:, None, rq] * bpq[..., rq])  # (row, chan, corr)
     model = np.transpose(data, (2, 1, 0))
     noise = sigma * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
     if not spec.get("corrupt", True):
@@ -166,11 +170,20 @@ def main(spec: dict) -> dict:
     tb.putcol("SIGMA", (1.0 / np.sqrt(weight)).T.astype(np.float32))
     if spec.get("drop_baseline_rows", False):
         # The correlator lost baseline DA41-DA42 for part of the target scans: the MSv4 converter pads the
-        # missing rows of its (time, baseline) grid with NaN and flags them.
+        # missing rows of its (time, baseline) grid with NaN. The MS's storage managers cannot remove rows in
+        # place: a deep copy of the other rows replaces it.
         ids = tb.getcol("FIELD_ID")
-        lost = np.flatnonzero((a1 == 0) & (a2 == 1) & (ids == 0))[::2]
-        tb.removerows(lost.tolist())
-    tb.close()
+        lost = set(np.flatnonzero((a1 == 0) & (a2 == 1) & (ids == 0))[::2].tolist())
+        keep = [r for r in range(times.size) if r not in lost]
+        ref = tb.selectrows(keep, name=out + ".selected")
+        ref.copy(out + ".kept", deep=True, valuecopy=True)
+        ref.close()
+        tb.close()
+        shutil.rmtree(out)
+        shutil.rmtree(out + ".selected", ignore_errors=True)
+        os.rename(out + ".kept", out)
+    else:
+        tb.close()
     for col in ("MODEL_DATA", "CORRECTED_DATA"):
         tb.open(out, nomodify=False)
         if col in tb.colnames():

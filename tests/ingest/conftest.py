@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from imported_sky import FLUX_CALIBRATOR_ARGS, GOAL_ARGS
 
 from mousflow.cli import main as mousflow_main
-
-# The flux calibrator's flux density as the observatory's catalogue would give it (the value CASA's simulator
-# was told, see casa_simulated_ms.py): the flux scale then has to come out right through the whole chain.
-FLUX_CALIBRATOR_ARGS = ["--calibrator-flux", "J0423-0120", "1.25", "1e11", "-0.65"]
-GOAL_ARGS = ["--sensitivity", "0.0004", "--resolution", "2", "8", "--project-code", "2026.1.00099.S"]
 
 
 @pytest.fixture
