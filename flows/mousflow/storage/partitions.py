@@ -115,6 +115,8 @@ def parallel_hand_indices(correlations: list[str]) -> list[int]:
 
 
 def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field: str | None) -> PartitionArrays:
+    import xradio.measurement_set  # noqa: F401  (registers the xr_ms accessor on nodes not opened by xradio)
+
     ds = node.dataset
     if channels is not None:
         ds = ds.isel(frequency=channels)
