@@ -117,8 +117,10 @@ def test_a_measurement_set_without_target_scans_is_refused(import_ms, casa_ms, c
     shutil.copytree(casa_ms["ms"], ms)
     casa_ms_generator(tmp_path, "--retag", str(ms), "OBSERVE_TARGET", "CALIBRATE_PHASE")
     out = tmp_path / "mous"
-    code, _, err = import_ms(str(ms), "--out", str(out))
+    # The good execution block first: it is converted, then the second fails, and nothing may remain.
+    code, stdout, err = import_ms(casa_ms["ms"], str(ms), "--out", str(out))
     assert code != 0
+    assert "converting 2/2" in stdout
     (line,) = err.strip().splitlines()
     assert "no science target (no OBSERVE_TARGET scans" in line and str(ms) in line, line
     _nothing_written(out)
