@@ -69,3 +69,29 @@ def test_converter_field_names_and_combined_intents():
     combined = ["CALIBRATE_BANDPASS#ON_SOURCE,CALIBRATE_FLUX#ON_SOURCE"]
     assert has_role(combined, "bandpass") and has_role(combined, "flux") and not has_role(combined, "phase")
     assert has_role(["OBSERVE_TARGET#ON_SOURCE"], "target")
+
+
+def test_imaging_takes_the_dish_diameter_from_antenna_xds(tmp_path):
+    """7 m (ACA) dishes: the imaging stage's window uses them for the primary beam, and its image plan covers
+    the wider field they see."""
+    from mousflow.science.imaging import plan_image
+    from mousflow.stages.imaging import _windows
+    from mousflow.storage.location import Location
+    from mousflow.storage.zarr_io import finalize_processing_set, write_processing_set_node, write_processing_set_root
+
+    class Context:  # the part of StageContext _windows uses
+        def path(self, *parts):
+            return Location.of(tmp_path).join(*parts)
+
+    fields = {}
+    for dish in (12.0, 7.0):
+        loc = Location.of(tmp_path / f"d{dish:.0f}" / "calibrated.ps.zarr")
+        write_processing_set_root(loc)
+        p = _partition(correlations=("XX", "YY"), dish=dish)
+        p.intents = ["OBSERVE_TARGET#ON_SOURCE"]
+        write_processing_set_node(loc, "target", build_msv4_node(p))
+        finalize_processing_set(loc)
+        (window,) = _windows(Context(), [f"d{dish:.0f}/calibrated.ps.zarr"])
+        assert window.dish_diameter_m == dish
+        fields[dish] = plan_image(window.uvw_m, window.freq_hz, window.dish_diameter_m).fov_rad
+    assert fields[7.0] / fields[12.0] == pytest.approx(12.0 / 7.0, rel=0.05)
