@@ -10,9 +10,10 @@ numpy, through CASA's table tool, as a correlator and the atmosphere would.
 `python casa_simulated_ms.py --retag MS OLD NEW` rewrites the scan intents (STATE.OBS_MODE) of an existing MS,
 replacing OLD with NEW (e.g. to make an MS without science target scans).
 
-SPEC keys: out (path of the MS), seed, n_antennas, correlations ("XX YY" or "RR LL"), flux_calibrator (bool),
-sigma_jy (noise of one visibility's real and imaginary part), drop_baseline_rows (bool: remove some rows of
-one baseline, which the MSv4 converter then pads with NaN). The known sky is printed as JSON on stdout.
+SPEC keys: out (path of the MS), seed, n_antennas, n_chan (per window, default 8), target_scan_s (default 300),
+correlations ("XX YY", "RR LL", or all four), flux_calibrator (bool), sigma_jy (noise of one visibility's real
+and imaginary part), drop_baseline_rows (bool: remove some rows of one baseline, which the MSv4 converter then
+pads with NaN). The known sky is printed as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main(spec: dict) -> dict:
     xyz, dish, pads = _antennas(spec.get("n_antennas", 10))
     n_ant = len(pads)
     corr = spec.get("correlations", "XX YY")
+    n_chan = int(spec.get("n_chan", N_CHAN))
+    target_s = float(spec.get("target_scan_s", 300))
     feeds = "X Y" if corr.startswith("X") else "R L"
 
     sm.open(out)
@@ -90,7 +93,7 @@ def main(spec: dict) -> dict:
                  padname=pads, coordsystem="local", referencelocation=me.observatory("ALMA"))
     for name, f0 in SPWS:
         sm.setspwindow(spwname=name, freq=f"{f0}Hz", deltafreq=f"{CHANNEL_WIDTH_HZ}Hz",
-                       freqresolution=f"{CHANNEL_WIDTH_HZ}Hz", nchannels=N_CHAN, stokes=corr)
+                       freqresolution=f"{CHANNEL_WIDTH_HZ}Hz", nchannels=n_chan, stokes=corr)
     sm.setfeed(mode=f"perfect {feeds}", pol=[""])
     sm.setauto(autocorrwt=0.0)
     fields = [TARGET, BANDPASS, PHASE] + ([FLUX] if spec.get("flux_calibrator", True) else [])
@@ -103,8 +106,8 @@ def main(spec: dict) -> dict:
     schedule = [(BANDPASS, 120, "CALIBRATE_BANDPASS#ON_SOURCE")]
     if spec.get("flux_calibrator", True):
         schedule.append((FLUX, 120, "CALIBRATE_FLUX#ON_SOURCE"))
-    schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, 300, "OBSERVE_TARGET#ON_SOURCE"),
-                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, 300, "OBSERVE_TARGET#ON_SOURCE"),
+    schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, target_s, "OBSERVE_TARGET#ON_SOURCE"),
+                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, target_s, "OBSERVE_TARGET#ON_SOURCE"),
                  (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE")]
     t = -1800.0
     for f, dur, intent in schedule:
@@ -145,7 +148,7 @@ def main(spec: dict) -> dict:
     amp0 = rng.uniform(0.8, 1.2, (n_ant, 2))
     ph0 = rng.uniform(-np.pi, np.pi, (n_ant, 2))
     ph_rate = rng.uniform(-0.6, 0.6, (n_ant, 2)) / (t1 - t0)  # up to ~35 deg over the observation
-    nu = (np.arange(N_CHAN) - N_CHAN / 2) / N_CHAN
+    nu = (np.arange(n_chan) - n_chan / 2) / n_chan
     bp = {d: (1 + 0.05 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None])
           * np.exp(1j * 0.3 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None]) for d in range(len(SPWS))}
     a1, a2, ddid = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2"), tb.getcol("DATA_DESC_ID")
