@@ -17,16 +17,6 @@ GOAL_ARGS = ["--sensitivity", "0.0004", "--resolution", "2", "8", "--project-cod
              "--calibrator-flux", "J0423-0120", "1.25", "1e11", "-0.65"]
 
 
-@pytest.fixture(scope="module")
-def s3_env(cluster):
-    s3 = cluster.s3
-    if not s3.get("S3_ENDPOINT_URL"):
-        pytest.fail("the test bed did not publish its S3 endpoint (s3.env)")
-    return {"MOUSFLOW_S3_ENDPOINT": s3["S3_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
-            "AWS_DEFAULT_REGION": s3.get("AWS_DEFAULT_REGION", "us-east-1")}
-
-
 def _fs(env: dict) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"],
                              client_kwargs={"endpoint_url": env["MOUSFLOW_S3_ENDPOINT"]})
