@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test,casa]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: venv

@@ -1,6 +1,12 @@
-"""Shared fixtures: simulated MOUSs are made once per test session and reused read-only."""
+"""Shared fixtures: simulated MOUSs and CASA-made Measurement Sets are made once per test session and reused
+read-only."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,3 +17,47 @@ from mousflow.simulate import simulate_mous
 def tiny_mous(tmp_path_factory):
     """A `tiny` MOUS (seed 1): the simulation result; its files must not be modified by tests."""
     return simulate_mous("tiny", str(tmp_path_factory.mktemp("sim") / "tiny"), seed=1)
+
+
+CASA_MS_GENERATOR = Path(__file__).parent / "ingest" / "casa_simulated_ms.py"
+
+
+def run_casa_ms_generator(workdir: Path, *args: str) -> str:
+    """Run tests/ingest/casa_simulated_ms.py (CASA's simulator) in a process of its own; its stdout."""
+    proc = subprocess.run([sys.executable, str(CASA_MS_GENERATOR), *args], capture_output=True, text=True,
+                          cwd=workdir, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"casa_simulated_ms.py {' '.join(args)} failed:\n{proc.stderr[-3000:]}", pytrace=False)
+    return proc.stdout
+
+
+def make_casa_ms(workdir: Path, **spec) -> dict:
+    """A Measurement Set made by CASA's simulator (see tests/ingest/casa_simulated_ms.py); returns its known
+    sky, with the MS's path under "ms"."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = {"out": str(workdir / "eb.ms"), **spec}
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    truth = json.loads(run_casa_ms_generator(workdir, str(workdir / "spec.json")).strip().splitlines()[-1])
+    truth["ms"] = spec["out"]
+    return truth
+
+
+@pytest.fixture(scope="session")
+def casa_ms(tmp_path_factory):
+    """An ALMA-like MS from CASA's simulator: XX/YY, bandpass, flux and phase calibrators, two point sources."""
+    return make_casa_ms(tmp_path_factory.mktemp("casa-ms"), seed=1, n_antennas=10, correlations="XX YY",
+                        flux_calibrator=True)
+
+
+@pytest.fixture(scope="session")
+def casa_ms_generator():
+    """casa_ms_generator(workdir, *args): run tests/ingest/casa_simulated_ms.py with these arguments."""
+    return run_casa_ms_generator
+
+
+@pytest.fixture(scope="session")
+def casa_ms_circular(tmp_path_factory):
+    """Another CASA-made MS: circular feeds with all four correlations (RR RL LR LL), no flux calibrator, and
+    rows of one target baseline missing (the MSv4 converter pads them with NaN)."""
+    return make_casa_ms(tmp_path_factory.mktemp("casa-ms-circular"), seed=2, n_antennas=10,
+                        correlations="RR RL LR LL", flux_calibrator=False, drop_baseline_rows=True)

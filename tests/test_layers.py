@@ -24,6 +24,8 @@ FORBIDDEN = {
     "stages": ["prefect", "kubernetes", "kopf", "mousflow.pipeline", "mousflow_operator", "mousflow.cli"],
     "pipeline": ["kopf", "mousflow_operator", "mousflow.cli"],
     "simulate": ["prefect", "kubernetes", "kopf", "mousflow.stages", "mousflow.pipeline", "mousflow_operator"],
+    "ingest": ["prefect", "kubernetes", "kopf", "mousflow.stages", "mousflow.pipeline", "mousflow.science",
+               "mousflow_operator"],
 }
 
 

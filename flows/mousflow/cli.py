@@ -26,6 +26,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_ms(args: argparse.Namespace) -> int:
+    from mousflow.ingest import import_measurement_sets
+    from mousflow.ingest.manifest import ImportOptions
+    from mousflow.model import CalibratorFlux
+
+    fluxes = []
+    for values in args.calibrator_flux or []:
+        if len(values) not in (3, 4):
+            raise ValueError("--calibrator-flux takes FIELD FLUX_JY FREQUENCY_HZ [SPECTRAL_INDEX]")
+        try:
+            fluxes.append(CalibratorFlux(field=values[0], flux_jy=float(values[1]), frequency_hz=float(values[2]),
+                                         spectral_index=float(values[3]) if len(values) == 4 else 0.0))
+        except Exception as exc:  # pydantic's range checks, float() of a non-number
+            raise ValueError(f"--calibrator-flux {' '.join(values)}: {str(exc).splitlines()[0]}") from exc
+    options = ImportOptions(name=args.name, uid=args.uid, project_code=args.project_code, band=args.band,
+                            sensitivity_jy=args.sensitivity, sensitivity_bandwidth_hz=args.sensitivity_bandwidth,
+                            resolution_arcsec=tuple(args.resolution) if args.resolution else None,
+                            calibrator_fluxes=fluxes)
+    result = import_measurement_sets(args.ms, args.out, options, force=args.force, progress=_progress)
+    print(f"imported {len(result.execution_blocks)} execution block(s) in {result.seconds:.1f} s -> {result.out.uri}")
+    for uid, uri in result.execution_blocks:
+        print(f"  {uid}: {uri}")
+    print(f"  manifest: {result.manifest.uri}")
+    if result.placeholders:
+        print(f"  to fill in before processing: {', '.join(result.placeholders)}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from mousflow.model import check_spec_semantics, load_manifest
 
@@ -177,6 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("import-ms", help="convert CASA Measurement Sets (one per execution block) to MSv4 and write "
+                                         "a MOUS manifest")
+    p.add_argument("ms", nargs="+", metavar="MS", help="Measurement Set directories (MSv2), one per execution block")
+    p.add_argument("--out", required=True, help="local directory or s3://bucket/prefix for the MOUS")
+    p.add_argument("--name", help="the MOUS object's name (default: from its UID)")
+    p.add_argument("--uid", help="the MOUS UID, uid://A001/X.../X... (default: made from the execution blocks)")
+    p.add_argument("--project-code", help="ALMA project code (default: the MS's, if it is one)")
+    p.add_argument("--band", type=int, help="ALMA band (default: from the target's frequencies)")
+    p.add_argument("--sensitivity", type=float, metavar="JY", help="requested rms, Jy/beam")
+    p.add_argument("--sensitivity-bandwidth", type=float, metavar="HZ",
+                   help="bandwidth the sensitivity is for (default: the target windows' total)")
+    p.add_argument("--resolution", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="accepted beam size range, arcsec")
+    p.add_argument("--calibrator-flux", nargs="+", action="append", metavar="VALUE",
+                   help="FIELD FLUX_JY FREQUENCY_HZ [SPECTRAL_INDEX]: a calibrator's flux density (needed when "
+                        "an execution block has no flux calibrator); repeat for several")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_import_ms)
 
     p = sub.add_parser("validate", help="check a MOUS manifest against the schema and the telescope")
     p.add_argument("manifest")

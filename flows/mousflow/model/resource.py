@@ -19,6 +19,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "MOUS"
 PLURAL = "mouses"
 
+# What `mousflow import-ms` writes where only a person can give the value (e.g. the requested sensitivity).
+PLACEHOLDER_PREFIX = "FILL IN:"
+
 # DNS-1123 subdomain, as the API server requires of object names.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
@@ -51,6 +54,18 @@ def name_from_uid(uid: str) -> str:
     return uid.removeprefix("uid://").replace("/", "-").lower()
 
 
+def _placeholders(node, path: str = ""):
+    """(path, text) of every placeholder string left in a manifest document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _placeholders(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _placeholders(value, f"{path}[{i}]")
+    elif isinstance(node, str) and node.startswith(PLACEHOLDER_PREFIX):
+        yield path, node
+
+
 def load_manifest(path_or_text: str | Path) -> MOUSResource:
     """Read a MOUS manifest from a YAML file (or YAML text) and validate it."""
     text = Path(path_or_text).read_text() if isinstance(path_or_text, Path) else path_or_text
@@ -62,6 +77,10 @@ def load_manifest(path_or_text: str | Path) -> MOUSResource:
         raise ManifestError(f"not YAML: {exc}") from exc
     if not isinstance(document, dict):
         raise ManifestError("a MOUS manifest must be a YAML mapping")
+    unfilled = list(_placeholders(document))
+    if unfilled:
+        raise ManifestError("manifest not complete: fill in " + "; ".join(
+            f"{path} ({text.removeprefix(PLACEHOLDER_PREFIX).strip()})" for path, text in unfilled))
     try:
         return MOUSResource.model_validate(document)
     except ValidationError as exc:

@@ -22,7 +22,16 @@ from mousflow.stages.context import StageContext
 from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import content_digest, hash_inputs
 from mousflow.storage.location import Location
-from mousflow.storage.partitions import InvalidProcessingSet, load_partition, open_checked, partition_infos
+from mousflow.storage.partitions import (
+    InvalidProcessingSet,
+    PartitionArrays,
+    PartitionInfo,
+    concatenate_partitions,
+    load_partition,
+    open_checked,
+    parallel_hand_indices,
+    partition_infos,
+)
 from mousflow.storage.zarr_io import (
     finalize_processing_set,
     write_dataset_group,
@@ -64,14 +73,62 @@ def input_hash(ctx: StageContext) -> str:
     return hash_inputs(ebs, spec.recipe.value, fluxes)
 
 
+def same_field(name: str, field: str) -> bool:
+    """Whether a processing set's field `field` is the one a person or a catalogue calls `name`: xradio's MSv2
+    converter appends the MSv2 FIELD_ID to field names ('J0423-0120' becomes 'J0423-0120_3')."""
+    if field == name:
+        return True
+    stem, _, suffix = field.rpartition("_")
+    return stem == name and suffix.isdigit()
+
+
+def spec_flux(ctx: StageContext, field: str):
+    return next((f for f in ctx.mous.spec.calibrator_fluxes or [] if same_field(f.field, field)), None)
+
+
 def flux_model_jy(ctx: StageContext, field: str, freqs: np.ndarray) -> tuple[np.ndarray, str]:
     """The flux calibrator's model per channel: from the MOUS spec if it gives one, else the catalogue."""
-    for f in ctx.mous.spec.calibrator_fluxes or []:
-        if f.field == field:
-            return f.flux_jy * (freqs / f.frequency_hz) ** f.spectral_index, "spec"
-    if field in FLUX_MODELS:
-        return FLUX_MODELS[field].at(freqs), "catalogue"
+    f = spec_flux(ctx, field)
+    if f is not None:
+        return f.flux_jy * (freqs / f.frequency_hz) ** f.spectral_index, "spec"
+    for name, model in FLUX_MODELS.items():
+        if same_field(name, field):
+            return model.at(freqs), "catalogue"
     raise InvalidInput(f"no flux model for flux calibrator {field}: add it to spec.calibratorFluxes")
+
+
+def _role_data(ps, in_spw: list[PartitionInfo], role: str) -> PartitionArrays | None:
+    """All of one calibrator's integrations in a window, whichever way the processing set is partitioned
+    (one partition per intent, per field, per scan, or several fields in one): the field with the most
+    integrations for `role`, its partitions joined in time."""
+    found = [i for i in in_spw if has_role(i.intents, role)]
+    if not found:
+        return None
+    counts: dict[str, int] = {}
+    for i in found:
+        for f in i.field_names or [i.field_name]:
+            counts[f] = counts.get(f, 0) + i.n_time
+    field = max(counts, key=lambda f: counts[f])
+    parts = [load_partition(ps[i.name], i.name, field=field) for i in found if field in (i.field_names or
+                                                                                        [i.field_name])]
+    return concatenate_partitions(parts)
+
+
+def _choose_flux_role(ctx: StageContext, roles: dict[str, PartitionArrays | None], eb_uid: str, spw: str):
+    """The data the flux scale comes from: the flux calibrator if the execution block observed one, else (no
+    CALIBRATE_FLUX scans) a calibrator whose flux density spec.calibratorFluxes gives, the phase calibrator
+    first (its gains then need no transfer). Returns (partition, note or None)."""
+    if roles["flux"] is not None:
+        return roles["flux"], None
+    for role in ("phase", "bandpass"):
+        p = roles[role]
+        if p is not None and spec_flux(ctx, p.field_name) is not None:
+            note = (f"{eb_uid} {spw}: no flux calibrator observed; flux scale from spec.calibratorFluxes for the "
+                    f"{role} calibrator {p.field_name}")
+            return p, note
+    named = ", ".join(p.field_name for p in roles.values() if p is not None)
+    raise InvalidInput(f"execution block {eb_uid}, {spw}: no CALIBRATE_FLUX scans, and spec.calibratorFluxes gives "
+                       f"no flux density for its calibrators ({named}): add one to set the flux scale")
 
 
 def run(ctx: StageContext) -> str:
@@ -109,13 +166,14 @@ def run(ctx: StageContext) -> str:
                     write_processing_set_node(out_ps, t.name, ps[t.name].copy())
                 eb_summary["windows"][spw] = {"calibrated": False}
                 continue
-            roles = {}
-            for role in ("bandpass", "flux", "phase"):
-                found = [i for i in in_spw if has_role(i.intents, role)]
-                if not found:
+            roles = {role: _role_data(ps, in_spw, role) for role in ("bandpass", "flux", "phase")}
+            for role in ("bandpass", "phase"):
+                if roles[role] is None:
                     raise InvalidInput(f"execution block {eb.uid}, {spw}: no {ROLES[role]} scans to calibrate with")
-                roles[role] = load_partition(ps[found[0].name], found[0].name)
+            roles["flux"], flux_note = _choose_flux_role(ctx, roles, eb.uid, spw)
             model, model_source = flux_model_jy(ctx, roles["flux"].field_name, roles["flux"].frequency_hz)
+            if flux_note:
+                summary.setdefault("notes", []).append(flux_note)
 
             try:
                 cal = calibrate_window(roles["bandpass"], roles["flux"], roles["phase"], model)
@@ -129,6 +187,8 @@ def run(ctx: StageContext) -> str:
             eb_summary["windows"][spw] = {
                 "calibrated": True,
                 "flux_model": model_source,
+                "flux_calibrator": roles["flux"].field_name,
+                "flux_calibrator_observed": flux_note is None,
                 "phase_calibrator": roles["phase"].field_name,
                 "phase_calibrator_flux_jy": cal.flux.flux_jy,
                 "phase_calibrator_flux_error_jy": cal.flux.flux_error_jy,
@@ -166,6 +226,10 @@ def _stage_scores(summary: dict) -> dict[str, float]:
 def _calibrated_node(node: xr.DataTree, vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> xr.DataTree:
     out = node.copy()
     ds = out.to_dataset(inherit=False)
+    # load_partition kept the parallel hands only: so does the calibrated partition.
+    hands = parallel_hand_indices([str(c) for c in ds.polarization.values])
+    if len(hands) != ds.sizes["polarization"]:
+        ds = ds.isel(polarization=hands)
     ds["VISIBILITY"] = (ds["VISIBILITY"].dims, vis.astype(np.complex64), ds["VISIBILITY"].attrs)
     ds["FLAG"] = (ds["FLAG"].dims, flag, ds["FLAG"].attrs)
     ds["WEIGHT"] = (ds["WEIGHT"].dims, weight.astype(np.float32), ds["WEIGHT"].attrs)

@@ -99,6 +99,9 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
         loc = ctx.path(rel)
         ps = open_checked(loc)
         for info in partition_infos(ps):
+            if len(info.field_names) > 1:
+                raise ImagingFailed(f"{info.name}: target fields {', '.join(info.field_names)} in one partition: "
+                                    f"mosaics are not imaged yet")
             p = load_partition(ps[info.name], info.name, channels=slice(0, 1))  # metadata and uvw only
             entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None, "p": p})
             full_freq = np.asarray(ps[info.name].frequency.values, dtype=np.float64)

@@ -92,7 +92,9 @@ def run(ctx: StageContext) -> str:
     ]
     qa2 = qa2_verdict(assessments)
     scores = stage_scores(calibration, imaging, qa2.score)
-    qa_doc = {"mous": spec.uid, **qa2.to_json(),
+    # What the verdict rests on and a reviewer must know, e.g. a flux scale taken from the spec because no
+    # flux calibrator was observed.
+    qa_doc = {"mous": spec.uid, **qa2.to_json(), "notes": list(calibration.get("notes", [])),
               "stage_scores": {k: {"score": v, "colour": score_colour(v)} for k, v in scores.items()}}
     products.join("qa2.json").write_json(qa_doc)
     files.append("qa2.json")

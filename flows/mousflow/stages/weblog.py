@@ -210,6 +210,7 @@ def write_weblog(ctx, out: Location, qa: dict, calibration: dict, imaging: dict,
     verdict = qa["verdict"]
     colour = {"Pass": "green", "SemiPass": "yellow", "Fail": "red"}[verdict]
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in qa["reasons"]) or "<li>all science goals met</li>"
+    reasons += "".join(f"<li>note: {html.escape(n)}</li>" for n in qa.get("notes", []))
     cont = imaging["continuum"]
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mousflow weblog {html.escape(ctx.uid)}</title>

@@ -3,6 +3,11 @@
 One MSv4 node holds one partition: a spectral window, one field and its scan intent, for one execution
 block. A processing set is a DataTree whose children are such nodes; `xradio.schema.check.check_datatree`
 accepts what `build_msv4_node` makes (tests/storage/test_msv4.py keeps that true).
+
+UVW on disk follows what CASA writes and xradio's MSv2 converter copies: the stored UVW is position(antenna1)
+- position(antenna2), the negative of the baseline vector the kernels use (mousflow.science.conventions), with
+the visibilities unchanged. `build_msv4_node` negates on the way out and `partitions.load_partition` on the way
+in, so imported Measurement Sets and the simulator's processing sets mean the same thing.
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ class Partition:
     """The arrays of one MSv4 partition, in memory.
 
     Shapes: vis/flag/weight (time, baseline, channel, correlation); uvw (time, baseline, 3) in metres with
-    uvw = position(antenna2) - position(antenna1).
+    uvw = position(antenna2) - position(antenna1) (the kernels' convention; stored negated, as CASA does).
     """
 
     time_unix_s: np.ndarray
@@ -118,6 +123,11 @@ class Partition:
     extra_attrs: dict = field(default_factory=dict)
 
 
+def stored_uvw(uvw_m: np.ndarray) -> np.ndarray:
+    """UVW as stored in an MSv4 (and MSv2) dataset from the kernels' uvw, and back: the sign flips both ways."""
+    return -np.asarray(uvw_m)
+
+
 def build_msv4_node(p: Partition) -> xr.DataTree:
     """Assemble one MSv4 DataTree node (with its antenna and field sub-datasets) from a Partition."""
     names = np.asarray(p.antennas.names)
@@ -127,7 +137,7 @@ def build_msv4_node(p: Partition) -> xr.DataTree:
             "VISIBILITY": (("time", "baseline_id", "frequency", "polarization"), p.vis, {"units": "Jy"}),
             "FLAG": (("time", "baseline_id", "frequency", "polarization"), p.flag),
             "WEIGHT": (("time", "baseline_id", "frequency", "polarization"), p.weight),
-            "UVW": (("time", "baseline_id", "uvw_label"), p.uvw_m,
+            "UVW": (("time", "baseline_id", "uvw_label"), stored_uvw(p.uvw_m),
                     {"type": "uvw", "frame": "icrs", "units": "m"}),
         },
         coords={

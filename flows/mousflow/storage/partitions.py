@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import xarray as xr
 
 from mousflow.errors import InvalidInput
 from mousflow.storage.location import Location
-from mousflow.storage.msv4 import FIELD_AND_SOURCE
+from mousflow.storage.msv4 import FIELD_AND_SOURCE, stored_uvw
 from mousflow.storage.zarr_io import open_processing_set
+
+# The parallel-hand pairs Stokes I is made of (linear and circular feeds), in the order they are kept.
+PARALLEL_HANDS = (("XX", "YY"), ("RR", "LL"))
 
 
 class InvalidProcessingSet(InvalidInput):
@@ -27,6 +31,8 @@ class PartitionInfo:
     n_baseline: int
     n_chan: int
     correlations: list[str]
+    field_names: list[str] = dataclass_field(default_factory=list)
+    """Every field in the partition (one unless the processing set was partitioned without FIELD_ID)."""
 
 
 def partition_infos(ps: xr.DataTree) -> list[PartitionInfo]:
@@ -35,10 +41,12 @@ def partition_infos(ps: xr.DataTree) -> list[PartitionInfo]:
         if node.attrs.get("type") not in ("visibility",):
             continue
         p = node.xr_ms.get_partition_info()
+        fields = [str(f) for f in p["field_name"]]
         infos.append(PartitionInfo(
-            name=name, spw_name=p["spectral_window_name"], field_name=p["field_name"][0],
+            name=name, spw_name=p["spectral_window_name"], field_name=fields[0],
             intents=list(p["scan_intents"]), n_time=node.sizes["time"], n_baseline=node.sizes["baseline_id"],
             n_chan=node.sizes["frequency"], correlations=[str(c) for c in node.polarization.values],
+            field_names=fields,
         ))
     return infos
 
@@ -78,10 +86,18 @@ class PartitionArrays:
     intents: list[str]
 
 
-def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = None) -> PartitionArrays:
-    """Read one partition (optionally a channel range) into memory; a damaged store raises InvalidProcessingSet."""
+def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = None,
+                   field: str | None = None) -> PartitionArrays:
+    """Read one partition (optionally a channel range, optionally only the integrations on one `field`) into
+    memory, parallel hands only; a damaged store raises InvalidProcessingSet.
+
+    Whatever the processing set's origin, what comes out is what the kernels assume: the two parallel hands
+    (XX, YY or RR, LL; cross hands dropped), uvw in the kernels' sign convention, and every sample that cannot
+    be used (NaN or infinite visibility, weight or uvw, as the MSv4 converter pads missing baselines) flagged
+    with its values zeroed, so no NaN reaches a sum.
+    """
     try:
-        return _load_partition(node, name, channels)
+        return _load_partition(node, name, channels, field)
     except (KeyError, IndexError, AttributeError) as exc:
         raise InvalidProcessingSet(f"partition {name or node.name}: not a usable MSv4 dataset ({exc})") from exc
     except (ValueError, OSError, RuntimeError) as exc:
@@ -89,24 +105,62 @@ def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = N
                                    f"or corrupted ({type(exc).__name__}: {exc})") from exc
 
 
-def _load_partition(node: xr.DataTree, name: str, channels: slice | None) -> PartitionArrays:
+def parallel_hand_indices(correlations: list[str]) -> list[int]:
+    """Indices of the parallel hands among `correlations` (both of a pair, or the one there is)."""
+    for pair in PARALLEL_HANDS:
+        found = [correlations.index(c) for c in pair if c in correlations]
+        if found:
+            return found
+    raise InvalidProcessingSet(f"no parallel-hand correlations (XX/YY or RR/LL) among {correlations}")
+
+
+def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field: str | None) -> PartitionArrays:
+    import xradio.measurement_set  # noqa: F401  (registers the xr_ms accessor on nodes not opened by xradio)
+
     ds = node.dataset
     if channels is not None:
         ds = ds.isel(frequency=channels)
+    fields_in_time = np.asarray(ds.field_name.values).astype(str) if "field_name" in ds.coords else None
+    if field is not None and fields_in_time is not None and fields_in_time.ndim == 1:
+        on_field = fields_in_time == field
+        if not on_field.any():
+            raise KeyError(f"field {field} is not in this partition")
+        if not on_field.all():
+            ds = ds.isel(time=np.flatnonzero(on_field))
+    all_corr = [str(c) for c in ds.polarization.values]
+    hands = parallel_hand_indices(all_corr)
+    if hands != list(range(len(all_corr))):
+        ds = ds.isel(polarization=hands)
     names = [str(a) for a in node["antenna_xds"].antenna_name.values]
     index = {a: i for i, a in enumerate(names)}
     a1 = np.array([index[str(a)] for a in ds.baseline_antenna1_name.values])
     a2 = np.array([index[str(a)] for a in ds.baseline_antenna2_name.values])
     fs = node[FIELD_AND_SOURCE].dataset if FIELD_AND_SOURCE in node.children else node.xr_ms.get_field_and_source_xds()
-    centre = fs["FIELD_PHASE_CENTER_DIRECTION"].values[0]
+    fs_fields = [str(f) for f in fs.field_name.values]
+    field_name = field if field is not None and field in fs_fields else fs_fields[0]
+    centre = fs["FIELD_PHASE_CENTER_DIRECTION"].values[fs_fields.index(field_name)]
     dish = node["antenna_xds"].dataset.get("ANTENNA_DISH_DIAMETER")
     p = node.xr_ms.get_partition_info()
+
+    vis = np.asarray(ds["VISIBILITY"].values)
+    flag = np.asarray(ds["FLAG"].values).astype(bool) if "FLAG" in ds else np.zeros(vis.shape, bool)
+    weight = np.asarray(ds["WEIGHT"].values) if "WEIGHT" in ds else np.ones(vis.shape, np.float32)
+    if weight.shape != vis.shape:  # a weight per (time, baseline, correlation), as MSv2's WEIGHT column has it
+        weight = np.broadcast_to(weight[:, :, None, :] if weight.ndim == 3 else weight, vis.shape)
+    uvw = stored_uvw(ds["UVW"].values)
+    bad_row = ~np.isfinite(uvw).all(axis=-1)
+    unusable = ~np.isfinite(vis) | ~np.isfinite(weight) | (weight < 0) | bad_row[:, :, None, None]
+    if unusable.any():
+        flag = flag | unusable
+        vis = np.where(unusable, 0, vis).astype(vis.dtype, copy=False)
+        weight = np.where(unusable, 0, weight).astype(np.float32, copy=False)
+        uvw = np.where(bad_row[..., None], 0.0, uvw)
     return PartitionArrays(
         name=name or node.name,
-        vis=np.asarray(ds["VISIBILITY"].values),
-        flag=np.asarray(ds["FLAG"].values) if "FLAG" in ds else np.zeros(ds["VISIBILITY"].shape, bool),
-        weight=np.asarray(ds["WEIGHT"].values) if "WEIGHT" in ds else np.ones(ds["VISIBILITY"].shape, np.float32),
-        uvw_m=np.asarray(ds["UVW"].values),
+        vis=vis,
+        flag=flag,
+        weight=np.ascontiguousarray(weight),
+        uvw_m=uvw,
         time_s=np.asarray(ds.time.values, dtype=np.float64),
         frequency_hz=np.asarray(ds.frequency.values, dtype=np.float64),
         antenna1=a1,
@@ -114,8 +168,54 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None) -> Par
         antenna_names=names,
         dish_diameter_m=np.asarray(dish.values) if dish is not None else np.full(len(names), np.nan),
         correlations=[str(c) for c in ds.polarization.values],
-        field_name=str(fs.field_name.values[0]),
+        field_name=field_name,
         phase_centre_rad=(float(centre[0]), float(centre[1])),
         spw_name=str(ds.frequency.attrs.get("spectral_window_name", "")),
         intents=list(p["scan_intents"]),
+    )
+
+
+def concatenate_partitions(parts: list[PartitionArrays]) -> PartitionArrays:
+    """One partition from several of the same window and field (e.g. a calibrator's scans, partitioned by
+    scan): integrations joined in time order on the union of their baselines (a baseline missing from a part
+    is flagged there), antennas matched by name."""
+    if not parts:
+        raise ValueError("concatenate_partitions: nothing to concatenate")
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for p in parts[1:]:
+        if p.frequency_hz.shape != first.frequency_hz.shape or not np.allclose(p.frequency_hz, first.frequency_hz):
+            raise InvalidProcessingSet(f"partitions {first.name} and {p.name} of window {first.spw_name} have "
+                                       f"different channels")
+        if p.correlations != first.correlations:
+            raise InvalidProcessingSet(f"partitions {first.name} and {p.name} have different correlations")
+    names = list(dict.fromkeys(a for p in parts for a in p.antenna_names))
+    index = {a: i for i, a in enumerate(names)}
+    pairs = sorted({(index[p.antenna_names[i]], index[p.antenna_names[j]])
+                    for p in parts for i, j in zip(p.antenna1, p.antenna2, strict=True)})
+    column = {pair: k for k, pair in enumerate(pairs)}
+    n_bl, (n_c, n_p) = len(pairs), first.vis.shape[2:]
+    n_t = sum(p.time_s.size for p in parts)
+    vis = np.zeros((n_t, n_bl, n_c, n_p), dtype=first.vis.dtype)
+    flag = np.ones((n_t, n_bl, n_c, n_p), dtype=bool)
+    weight = np.zeros((n_t, n_bl, n_c, n_p), dtype=np.float32)
+    uvw = np.zeros((n_t, n_bl, 3))
+    dish = np.full(len(names), np.nan)
+    t0 = 0
+    for p in parts:
+        cols = np.array([column[(index[p.antenna_names[i]], index[p.antenna_names[j]])]
+                         for i, j in zip(p.antenna1, p.antenna2, strict=True)])
+        rows = slice(t0, t0 + p.time_s.size)
+        vis[rows, cols], flag[rows, cols], weight[rows, cols], uvw[rows, cols] = p.vis, p.flag, p.weight, p.uvw_m
+        for a, d in zip(p.antenna_names, p.dish_diameter_m, strict=True):
+            dish[index[a]] = d
+        t0 += p.time_s.size
+    time_s = np.concatenate([p.time_s for p in parts])
+    order = np.argsort(time_s, kind="stable")
+    return replace(
+        first, name="+".join(p.name for p in parts), vis=vis[order], flag=flag[order], weight=weight[order],
+        uvw_m=uvw[order], time_s=time_s[order], antenna1=np.array([a for a, _ in pairs]),
+        antenna2=np.array([b for _, b in pairs]), antenna_names=names, dish_diameter_m=dish,
+        intents=list(dict.fromkeys(i for p in parts for i in p.intents)),
     )

@@ -1,0 +1,220 @@
+"""Write a small ALMA Measurement Set (MSv2) with CASA's own simulator, for the import tests.
+
+Run as a program (`python casa_simulated_ms.py SPEC.json`) in a process of its own: casatools carries its own
+casacore, which must not share a process with the one arcae (xradio's reader) loads. The sky is CASA's: the
+visibilities of the point sources are predicted by `simulator.predict` from a component list, so nothing of
+mousflow takes part in making the data it is then tested on. Only the corruptions (per-antenna complex gains
+drifting linearly in time, per-antenna bandpasses, thermal noise with matching weights) are applied here with
+numpy, through CASA's table tool, as a correlator and the atmosphere would.
+
+`python casa_simulated_ms.py --retag MS OLD NEW` rewrites the scan intents (STATE.OBS_MODE) of an existing MS,
+replacing OLD with NEW (e.g. to make an MS without science target scans).
+
+SPEC keys: out (path of the MS), seed, n_antennas, n_chan (per window, default 8), target_scan_s (default 300),
+correlations ("XX YY", "RR LL", or all four), flux_calibrator (bool), sigma_jy (noise of one visibility's real
+and imaginary part), drop_baseline_rows (bool: remove some rows of one baseline, which the MSv4 converter then
+pads with NaN). The known sky is printed as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+# CASA reads its measures (IERS tables, observatory positions) from the casadata package: no network access.
+CASA_SITE_CONFIG = """
+import casadata
+measurespath = casadata.datapath
+datapath = [casadata.datapath]
+measures_auto_update = False
+data_auto_update = False
+nologfile = True
+"""
+
+TARGET = ("CDFS_field", 53.12275, -27.805)
+BANDPASS = ("J0522-3627", 80.741603, -36.458569, 3.2, -0.5)
+FLUX = ("J0423-0120", 65.815836, -1.342518, 1.25, -0.65)
+PHASE = ("J0329-2357", 52.478442, -23.951997, 0.65, -0.6)
+REFERENCE_HZ = 100.0e9
+# (name, RA offset arcsec, Dec offset arcsec, flux Jy at REFERENCE_HZ, spectral index). Within 10" of the
+# pointing centre (the 12 m primary beam's FWHM is ~60" at 100 GHz): CASA's predict applies no primary beam.
+TARGET_SOURCES = [("src_A", 6.0, 4.0, 0.030, 0.0), ("src_B", -5.0, -7.0, 0.025, -0.7)]
+SPWS = [("spw_100GHz", 99.9e9), ("spw_102GHz", 101.9e9)]
+N_CHAN = 8
+CHANNEL_WIDTH_HZ = 31.25e6
+INTEGRATION_S = 10.0
+
+
+def _config_casa(workdir: str) -> None:
+    path = os.path.join(workdir, "casasiteconfig.py")
+    with open(path, "w") as fh:
+        fh.write(CASA_SITE_CONFIG)
+    os.environ["CASASITECONFIG"] = path
+
+
+def _antennas(n: int):
+    import casadata
+
+    cfg = os.path.join(casadata.datapath, "alma", "simmos", "alma.cycle7.2.cfg")
+    rows = [ln.split() for ln in open(cfg) if ln.strip() and not ln.startswith("#")]
+    xyz = np.array([[float(r[0]), float(r[1]), float(r[2])] for r in rows])
+    radius = np.hypot(xyz[:, 0] - xyz[:, 0].mean(), xyz[:, 1] - xyz[:, 1].mean())
+    order = np.argsort(radius)
+    pick = np.sort(order[np.round(np.linspace(0, len(order) - 1, n)).astype(int)])
+    return xyz[pick], [float(rows[i][3]) for i in pick], [rows[i][4] for i in pick]
+
+
+def _direction(me, ra_deg: float, dec_deg: float):
+    return me.direction("J2000", f"{ra_deg}deg", f"{dec_deg}deg")
+
+
+def main(spec: dict) -> dict:
+    out = spec["out"]
+    workdir = os.path.dirname(os.path.abspath(out))
+    _config_casa(workdir)
+    import casatools
+
+    rng = np.random.default_rng(spec.get("seed", 1))
+    me, sm, cl, tb = casatools.measures(), casatools.simulator(), casatools.componentlist(), casatools.table()
+    xyz, dish, pads = _antennas(spec.get("n_antennas", 10))
+    n_ant = len(pads)
+    corr = spec.get("correlations", "XX YY")
+    n_chan = int(spec.get("n_chan", N_CHAN))
+    target_s = float(spec.get("target_scan_s", 300))
+    feeds = "X Y" if corr.startswith("X") else "R L"
+
+    sm.open(out)
+    sm.setconfig(telescopename="ALMA", x=xyz[:, 0].tolist(), y=xyz[:, 1].tolist(), z=xyz[:, 2].tolist(),
+                 dishdiameter=dish, mount=["ALT-AZ"] * n_ant, antname=[f"DA{41 + i}" for i in range(n_ant)],
+                 padname=pads, coordsystem="local", referencelocation=me.observatory("ALMA"))
+    for name, f0 in SPWS:
+        sm.setspwindow(spwname=name, freq=f"{f0}Hz", deltafreq=f"{CHANNEL_WIDTH_HZ}Hz",
+                       freqresolution=f"{CHANNEL_WIDTH_HZ}Hz", nchannels=n_chan, stokes=corr)
+    sm.setfeed(mode=f"perfect {feeds}", pol=[""])
+    sm.setauto(autocorrwt=0.0)
+    fields = [TARGET, BANDPASS, PHASE] + ([FLUX] if spec.get("flux_calibrator", True) else [])
+    for f in fields:
+        sm.setfield(sourcename=f[0], sourcedirection=_direction(me, f[1], f[2]))
+    sm.setlimits(shadowlimit=0.001, elevationlimit="8.0deg")
+    sm.settimes(integrationtime=f"{INTEGRATION_S}s", usehourangle=True,
+                referencetime=me.epoch("UTC", "2026/10/15/00:00:00"))
+    # An ALMA-like schedule: bandpass, flux, then the phase calibrator bracketing the target.
+    schedule = [(BANDPASS, 120, "CALIBRATE_BANDPASS#ON_SOURCE")]
+    if spec.get("flux_calibrator", True):
+        schedule.append((FLUX, 120, "CALIBRATE_FLUX#ON_SOURCE"))
+    schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, target_s, "OBSERVE_TARGET#ON_SOURCE"),
+                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, target_s, "OBSERVE_TARGET#ON_SOURCE"),
+                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE")]
+    t = -1800.0
+    for f, dur, intent in schedule:
+        for name, _ in SPWS:
+            sm.observe(sourcename=f[0], spwname=name, starttime=f"{t}s", stoptime=f"{t + dur}s",
+                       state_obs_mode=intent, project="2026.1.00099.S")
+        t += dur + 20.0
+
+    # The sky, predicted by CASA field by field (a field's component list holds only its own sources).
+    for k, f in enumerate(fields):
+        path = os.path.join(workdir, f"{f[0]}.cl")
+        if f is TARGET:
+            sources = []
+            for name, dra, ddec, flux, alpha in TARGET_SOURCES:
+                ra = f[1] + dra / 3600.0 / np.cos(np.radians(f[2]))
+                dec = f[2] + ddec / 3600.0
+                sources.append({"name": name, "ra_deg": ra, "dec_deg": dec, "flux_jy": flux, "alpha": alpha})
+        else:
+            sources = [{"name": f[0], "ra_deg": f[1], "dec_deg": f[2], "flux_jy": f[3], "alpha": f[4]}]
+        for s in sources:
+            cl.addcomponent(dir=f"J2000 {s['ra_deg']}deg {s['dec_deg']}deg", flux=s["flux_jy"], fluxunit="Jy",
+                            freq=f"{REFERENCE_HZ}Hz", shape="point", spectrumtype="spectral index",
+                            index=s["alpha"])
+        cl.rename(path)
+        cl.close()
+        sm.setdata(spwid=list(range(len(SPWS))), fieldid=[k])
+        sm.predict(complist=path)
+        f_sources = sources
+        if f is TARGET:
+            target_sources = f_sources
+    sm.close()
+
+    # Corruptions: g_p(t) B_p(nu) V_pq conj(g_q(t) B_q(nu)) + noise, weights 1 / (sigma |g_p g_q B_p B_q|)^2.
+    sigma = float(spec.get("sigma_jy", 0.05))
+    tb.open(out, nomodify=False)
+    times = tb.getcol("TIME")
+    t0, t1 = times.min(), times.max()
+    amp0 = rng.uniform(0.8, 1.2, (n_ant, 2))
+    ph0 = rng.uniform(-np.pi, np.pi, (n_ant, 2))
+    ph_rate = rng.uniform(-0.6, 0.6, (n_ant, 2)) / (t1 - t0)  # up to ~35 deg over the observation
+    nu = (np.arange(n_chan) - n_chan / 2) / n_chan
+    bp = {d: (1 + 0.05 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None])
+          * np.exp(1j * 0.3 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None]) for d in range(len(SPWS))}
+    a1, a2, ddid = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2"), tb.getcol("DATA_DESC_ID")
+    data = tb.getcol("DATA")  # (corr, chan, row)
+    g = amp0[None] * np.exp(1j * (ph0[None] + ph_rate[None] * (times - t0)[:, None, None]))  # (row, ant, 2)
+    rows = np.arange(times.size)
+    gp, gq = g[rows, a1], g[rows, a2]  # (row, 2)
+    bpp = np.stack([bp[d][a] for d, a in zip(ddid, a1, strict=True)])  # (row, chan, 2)
+    bpq = np.stack([bp[d][a] for d, a in zip(ddid, a2, strict=True)])
+    # Receptors (p's, q's) of each correlation: XX YY -> (0, 0), (1, 1); XX XY YX YY -> all four pairs.
+    hands = [(0, 0), (1, 1)] if len(corr.split()) == 2 else [(0, 0), (0, 1), (1, 0), (1, 1)]
+    rp, rq = np.array([h[0] for h in hands]), np.array([h[1] for h in hands])
+    jones = (gp[:, None, rp] * bpp[..., rp]) * np.conj(gq[:, None, rq] * bpq[..., rq])  # (row, chan, corr)
+    model = np.transpose(data, (2, 1, 0))
+    noise = sigma * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
+    if not spec.get("corrupt", True):
+        jones, noise = np.ones_like(jones), np.zeros_like(noise)
+    corrupted = jones * (model + noise)
+    weight = 1.0 / (sigma**2 * np.mean(np.abs(jones) ** 2, axis=1))  # (row, corr)
+    tb.putcol("DATA", np.transpose(corrupted, (2, 1, 0)).astype(np.complex64))
+    tb.putcol("WEIGHT", weight.T.astype(np.float32))
+    tb.putcol("SIGMA", (1.0 / np.sqrt(weight)).T.astype(np.float32))
+    if spec.get("drop_baseline_rows", False):
+        # The correlator lost baseline DA41-DA42 for part of the target scans: the MSv4 converter pads the
+        # missing rows of its (time, baseline) grid with NaN. The MS's storage managers cannot remove rows in
+        # place: a deep copy of the other rows replaces it.
+        ids = tb.getcol("FIELD_ID")
+        lost = set(np.flatnonzero((a1 == 0) & (a2 == 1) & (ids == 0))[::2].tolist())
+        keep = [r for r in range(times.size) if r not in lost]
+        ref = tb.selectrows(keep, name=out + ".selected")
+        ref.copy(out + ".kept", deep=True, valuecopy=True)
+        ref.close()
+        tb.close()
+        shutil.rmtree(out)
+        shutil.rmtree(out + ".selected", ignore_errors=True)
+        os.rename(out + ".kept", out)
+    else:
+        tb.close()
+    for col in ("MODEL_DATA", "CORRECTED_DATA"):
+        tb.open(out, nomodify=False)
+        if col in tb.colnames():
+            tb.removecols([col])
+        tb.close()
+    return {
+        "target": {"name": TARGET[0], "ra_deg": TARGET[1], "dec_deg": TARGET[2]},
+        "sources": target_sources,
+        "calibrators": {role: {"name": f[0], "flux_jy": f[3], "alpha": f[4], "reference_hz": REFERENCE_HZ}
+                        for role, f in (("bandpass", BANDPASS), ("flux", FLUX), ("phase", PHASE))},
+        "sigma_jy": sigma,
+        "n_antennas": n_ant,
+        "dish_diameter_m": dish[0],
+    }
+
+
+def retag(ms: str, old: str, new: str) -> None:
+    _config_casa(os.path.dirname(os.path.abspath(ms)))
+    import casatools
+
+    tb = casatools.table()
+    tb.open(os.path.join(ms, "STATE"), nomodify=False)
+    tb.putcol("OBS_MODE", [m.replace(old, new) for m in tb.getcol("OBS_MODE")])
+    tb.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--retag":
+        retag(*sys.argv[2:5])
+    else:
+        print(json.dumps(main(json.load(open(sys.argv[1])))))
