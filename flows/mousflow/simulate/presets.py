@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,19 @@ def _band3(n_cont: int, cont_width: float, n_line: int, line_width: float) -> tu
     )
 
 
+TINY = Preset(
+    "tiny", "CI: 16 antennas, 1 EB, two windows, ~15 minutes; seconds to simulate, ~10 MB",
+    n_antennas=16, n_execution_blocks=1, band=3,
+    spws=(SpectralWindowSetup("spw0", 97.0e9, 16, 62.5e6),
+          SpectralWindowSetup("spw1", 98.7e9, 32, 3.90625e6, line=True)),
+    integration_s=10.0, bandpass_scan_s=60, flux_scan_s=40, phase_scan_s=30, target_scan_s=150, n_cycles=4,
+)
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset(
-            "tiny", "CI: 16 antennas, 1 EB, two windows, ~15 minutes; seconds to simulate, ~10 MB",
-            n_antennas=16, n_execution_blocks=1, band=3,
-            spws=(SpectralWindowSetup("spw0", 97.0e9, 16, 62.5e6),
-                  SpectralWindowSetup("spw1", 98.7e9, 32, 3.90625e6, line=True)),
-            integration_s=10.0, bandpass_scan_s=60, flux_scan_s=40, phase_scan_s=30, target_scan_s=150, n_cycles=4,
-        ),
+        TINY,
         Preset(
             "small", "the embedded demo: 16 antennas, 2 EBs, band 6, four windows (160 channels)",
             n_antennas=16, n_execution_blocks=2, band=6,
@@ -90,13 +93,8 @@ PRESETS: dict[str, Preset] = {
             spws=(SpectralWindowSetup("spw0", 230.5e9, 8192, 0.2441406e6, line=True),),
             integration_s=10.0, bandpass_scan_s=60, flux_scan_s=30, phase_scan_s=30, target_scan_s=120, n_cycles=2,
         ),
-        Preset(
-            "marginal", "tiny observed in worse weather than planned (Tsys 1.7x): QA2 must fail on rms",
-            n_antennas=16, n_execution_blocks=1, band=3,
-            spws=(SpectralWindowSetup("spw0", 97.0e9, 16, 62.5e6),
-                  SpectralWindowSetup("spw1", 98.7e9, 32, 3.90625e6, line=True)),
-            integration_s=10.0, bandpass_scan_s=60, flux_scan_s=40, phase_scan_s=30, target_scan_s=150, n_cycles=4,
-            tsys_factor=1.7,
-        ),
+        # the same observation as tiny, in worse weather than the proposal planned for
+        replace(TINY, name="marginal", description="tiny observed in worse weather than planned (Tsys 1.7x): "
+                "QA2 must fail on rms", tsys_factor=1.7),
     )
 }
