@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher
+from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher, build_stage_job_spec
 from mousflow.pipeline.resources import ResourceRequest
 from mousflow.stages.image_store import CUBE_PRODUCTS, ImageStore
 from mousflow.stages.runner import run_stage
@@ -81,28 +81,38 @@ def calibrated(s3_env):
     doc = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())
     doc["spec"]["imaging"] = {"channelChunk": 4}
     runs = {}
-    for name in ("pods", "reference"):
+    for name in ("pods", "reference", "deleted"):
         d = json.loads(json.dumps(doc))
         d["spec"]["output"]["uri"] = f"s3://{bucket}/{name}"
         loc = Location(f"s3://{bucket}/{name}/mous.yaml")
+        if runs:  # calibrate once; the other run starts from a copy of its outputs and checkpoint
+            loc.fs.copy(f"{bucket}/pods/", f"{bucket}/{name}/", recursive=True)
         loc.write_text(yaml.safe_dump(d, sort_keys=False))
-        outcome = run_stage("calibration", loc.uri)
-        assert outcome.state == "Succeeded", outcome
+        if not runs:
+            outcome = run_stage("calibration", loc.uri)
+            assert outcome.state == "Succeeded", outcome
         runs[name] = loc.uri
     yield bucket, runs
     mp.undo()
+
+
+SIZES = {"imaging": ResourceRequest(cpu=0.2, memory_bytes=900 * MiB, memory_limit_bytes=1400 * MiB),
+         "imaging-worker": ResourceRequest(cpu=0.1, memory_bytes=600 * MiB, memory_limit_bytes=900 * MiB)}
+
+
+def _settings(cluster, namespace, runner_image) -> JobSettings:
+    return JobSettings(namespace=namespace, image=runner_image, s3_secret="mousflow-s3",
+                       s3_endpoint=cluster.s3["S3_ENDPOINT_URL_IN_CLUSTER"], image_pull_policy="Never",
+                       dask_service_account="mousflow-imaging", dask_min_workers=2, dask_max_workers=2,
+                       dask_worker_cpu="100m")
 
 
 def test_imaging_scales_out_over_dask_worker_pods(cluster, dask_namespace, runner_image, calibrated, s3_env,
                                                    monkeypatch):
     monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
     bucket, runs = calibrated
-    settings = JobSettings(namespace=dask_namespace, image=runner_image, s3_secret="mousflow-s3",
-                           s3_endpoint=cluster.s3["S3_ENDPOINT_URL_IN_CLUSTER"], image_pull_policy="Never",
-                           dask_service_account="mousflow-imaging", dask_min_workers=2, dask_max_workers=2,
-                           dask_worker_cpu="100m")
-    sizes = {"imaging": ResourceRequest(cpu=0.2, memory_bytes=900 * MiB, memory_limit_bytes=1400 * MiB),
-             "imaging-worker": ResourceRequest(cpu=0.1, memory_bytes=600 * MiB, memory_limit_bytes=900 * MiB)}
+    settings = _settings(cluster, dask_namespace, runner_image)
+    sizes = SIZES
     launcher = KubernetesJobLauncher(settings, sizes.__getitem__, threads=1, poll_seconds=1.0, timeout_seconds=600)
 
     seen: dict = {"owners": None, "workers": set()}
@@ -153,3 +163,23 @@ def test_imaging_scales_out_over_dask_worker_pods(cluster, dask_namespace, runne
         for product in CUBE_PRODUCTS:
             x, y = a.read(product), b.read(product)
             np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(x)), equal_nan=True)
+
+
+def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace, runner_image, calibrated):
+    _bucket, runs = calibrated
+    uid = yaml.safe_load(Location(runs["deleted"]).read_text())["spec"]["uid"]
+    job = build_stage_job_spec(_settings(cluster, dask_namespace, runner_image), uid=uid, stage="imaging",
+                               attempt=7, manifest_uri=runs["deleted"], resources=SIZES["imaging"], threads=1,
+                               worker_resources=SIZES["imaging-worker"])
+    cluster.apply(job, namespace=dask_namespace)
+
+    def workers():
+        return json.loads(cluster.kubectl("get", "pods", "-n", dask_namespace, "-l", "dask.org/component=worker",
+                                          "-o", "json"))["items"]
+
+    cluster.wait_until("Dask worker pods of the stage", workers, timeout=240)
+    cluster.kubectl("delete", "job", job["metadata"]["name"], "-n", dask_namespace, "--cascade=background")
+    cluster.wait_until("the workers and the DaskCluster to go with the Job", lambda: not json.loads(cluster.kubectl(
+        "get", "daskclusters,pods", "-n", dask_namespace, "-l", "dask.org/cluster-name", "-o", "json"))["items"]
+        and not json.loads(cluster.kubectl("get", "daskclusters", "-n", dask_namespace, "-o", "json"))["items"],
+        timeout=180)
