@@ -138,7 +138,8 @@ def test_imaging_scales_out_over_dask_worker_pods(cluster, dask_namespace, runne
     finally:
         done.set()
         watcher.join(10)
-    assert outcome.state == "Succeeded", (outcome, lines[-30:])
+    print("\n".join(lines))  # the stage pod's log, shown if an assertion below fails
+    assert outcome.state == "Succeeded", outcome
     m = outcome.metrics
     assert m["workers_used"] == 2 and m["chunks_computed"] == 12, m
     # the DaskCluster belonged to the stage pod; the workers were sized per chunk

@@ -39,10 +39,10 @@ from mousflow.stages.image_store import CUBE_PRODUCTS, PLANE_PRODUCTS, ImageStor
 from mousflow.stages.imaging_scaleout import (
     ScaleOutSettings,
     SharedArg,
-    process_peak_memory_bytes,
     run_chunks,
     worker_bounds,
 )
+from mousflow.stages.peak_memory import process_peak_memory_bytes
 from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import CheckpointStore, hash_inputs
 from mousflow.storage.location import Location

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,11 +71,6 @@ def worker_bounds(n_chunks: int, settings: ScaleOutSettings) -> tuple[int, int]:
     maximum = max(1, min(n_chunks, cap))
     minimum = max(1, min(settings.min_workers, maximum))
     return minimum, maximum
-
-
-def process_peak_memory_bytes() -> int:
-    """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class SharedArg(str):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import resource
 import time
 import traceback
 
 from mousflow.errors import MousflowError, describe_error
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
+from mousflow.stages.peak_memory import process_peak_memory_bytes
 from mousflow.storage.location import Location
 
 EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "Error": 1}
@@ -83,8 +83,8 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     outcome.metrics.update(
         wall_seconds=round(time.perf_counter() - started, 3),
         cpu_seconds=round(time.process_time() - cpu0, 3),
-        # ru_maxrss is in KiB on Linux: the peak resident memory of this process, the stage's own footprint
-        peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        # the peak resident memory of this process, the stage's own footprint (not its parent's: see there)
+        peak_memory_bytes=process_peak_memory_bytes(),
     )
     cgroup_peak = _container_peak_memory_bytes()
     if cgroup_peak is not None:
