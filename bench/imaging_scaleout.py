@@ -3,7 +3,7 @@
 (b) `--part walltime`: a preset (default tiny, 4-channel chunks) calibrated once, then the imaging stage run
     with MOUSFLOW_DASK_MAX_WORKERS=1 and =2 (local Dask cluster, worker processes); prints the stage's wall
     time and the cube part's time (all chunks), and checks that the two cubes agree.
-(c) `--part memory`: two synthetic MOUSs made with the simulator (6 antennas, one band-6 window of 1,000 and
+(c) `--part memory`: two synthetic MOUSs made with the simulator (6 innermost antennas, a band-6 window of 1,000 and
     80,000 channels, ~100 rows per window: small images, few visibilities), each imaged by the same Dask
     chunk tasks the imaging stage runs (stages.imaging.image_cube_chunk: load one chunk from the MSv4 Zarr,
     grid, clean, write the slab and the checkpoint) for the same first --chunks chunks on 2 local workers;
@@ -97,6 +97,7 @@ def _many_channel_preset(n_chan: int):
 def worker_memory(n_chunks: int, chunk: int, channel_counts: tuple[int, ...] = (1000, 80_000)) -> None:
     from mousflow.model import load_manifest
     from mousflow.science.imaging import image_header
+    from mousflow.simulate import run as sim_run
     from mousflow.simulate import simulate_mous
     from mousflow.simulate.presets import PRESETS
     from mousflow.stages.context import StageContext
@@ -104,6 +105,7 @@ def worker_memory(n_chunks: int, chunk: int, channel_counts: tuple[int, ...] = (
     from mousflow.stages.imaging import CubeChunk, _load_or_make_plans, _windows, image_cube_chunk
     from mousflow.stages.imaging_scaleout import ScaleOutSettings, SharedArg, run_chunks
     from mousflow.storage.location import Location
+    from mousflow.telescope import load_configuration
 
     print(f"(c) per-worker peak memory, 2 local Dask workers, the first {n_chunks} chunks of {chunk} channels")
     print(f"{'channels':>9} {'rows':>6} {'npix':>5} {'worker peak (MiB)':>18} {'simulate (s)':>13} {'chunks (s)':>11}")
@@ -113,6 +115,10 @@ def worker_memory(n_chunks: int, chunk: int, channel_counts: tuple[int, ...] = (
         try:
             preset = _many_channel_preset(n_chan)
             PRESETS[preset.name] = preset
+            # The innermost antennas (the simulator spreads its picks over the whole configuration): short
+            # baselines, a large beam and so a small image, as the memory figure asks for.
+            sim_run.choose_antennas = lambda n: np.sort(np.argsort(
+                np.linalg.norm(load_configuration().enu_m[:, :2], axis=1), kind="stable")[:n])
             t0 = time.perf_counter()
             sim = simulate_mous(preset.name, str(work / "mous"), seed=1)
             t_sim = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """Cube imaging scaled out over Dask worker pods on the real test bed: the dask-kubernetes operator (its CRDs
 and kopf controller, run from our runner image by hack/dask-operator/manifests.py), an imaging stage Job that
 starts its own DaskCluster (owned by the stage pod), workers sized per chunk reading and writing MinIO with
-the stage Secret, and the cluster gone afterwards. The cubes match a one-process reference."""
+the stage Secret, and the cluster gone afterwards, also when the stage Job is deleted mid-run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import yaml
 
 from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher, build_stage_job_spec
 from mousflow.pipeline.resources import ResourceRequest
-from mousflow.stages.image_store import CUBE_PRODUCTS, ImageStore
+from mousflow.stages.image_store import ImageStore
 from mousflow.stages.runner import run_stage
 from mousflow.storage.location import Location
 
@@ -81,7 +81,7 @@ def calibrated(s3_env):
     doc = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())
     doc["spec"]["imaging"] = {"channelChunk": 4}
     runs = {}
-    for name in ("pods", "reference", "deleted"):
+    for name in ("pods", "deleted"):
         d = json.loads(json.dumps(doc))
         d["spec"]["output"]["uri"] = f"s3://{bucket}/{name}"
         loc = Location(f"s3://{bucket}/{name}/mous.yaml")
@@ -152,19 +152,16 @@ def test_imaging_scales_out_over_dask_worker_pods(cluster, dask_namespace, runne
         "get", "daskclusters,pods", "-n", dask_namespace, "-l", "dask.org/cluster-name", "-o", "json"))["items"],
         timeout=120)
 
-    # the same cubes as one process imaging every chunk itself
-    monkeypatch.setenv("MOUSFLOW_DASK", "inline")
+    # the cubes the worker pods wrote: every channel imaged, the simulated line found (that 1 and N workers
+    # make the same cubes is shown on a local Dask cluster: tests/stages/test_imaging_scaleout.py)
     for k, v in s3_env.items():
         monkeypatch.setenv(k, v)
-    ref = run_stage("imaging", runs["reference"])
-    assert ref.state == "Succeeded", ref
+    summary = json.loads(Location(f"s3://{bucket}/pods/imaging/summary.json").read_text())
+    assert summary["scaleout"]["mode"] == "kubernetes" and summary["scaleout"]["workers_used"] == 2
+    assert summary["cubes"]["spw1"]["line_channels"], summary["cubes"]
     for spw in ("spw0", "spw1"):
-        a = ImageStore(Location(f"s3://{bucket}/reference/imaging/cube_{spw}.zarr"))
-        b = ImageStore(Location(f"s3://{bucket}/pods/imaging/cube_{spw}.zarr"))
-        for product in CUBE_PRODUCTS:
-            x, y = a.read(product), b.read(product)
-            np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(x)), equal_nan=True)
-
+        image = ImageStore(Location(f"s3://{bucket}/pods/imaging/cube_{spw}.zarr")).read("image")
+        assert np.isfinite(image).any(axis=(1, 2)).all(), spw
 
 def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace, runner_image, calibrated):
     _bucket, runs = calibrated
