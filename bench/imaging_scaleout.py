@@ -4,7 +4,7 @@
     with MOUSFLOW_DASK_MAX_WORKERS=1 and =2 (local Dask cluster, worker processes); prints the stage's wall
     time and the cube part's time (all chunks), and checks that the two cubes agree.
 (c) `--part memory`: two synthetic MOUSs made with the simulator (6 innermost antennas, a band-6 window of 1,000 and
-    80,000 channels, ~100 rows per window: small images, few visibilities), each imaged by the same Dask
+    80,000 channels, ~100 rows per window, images of --npix pixels), each imaged by the same Dask
     chunk tasks the imaging stage runs (stages.imaging.image_cube_chunk: load one chunk from the MSv4 Zarr,
     grid, clean, write the slab and the checkpoint) for the same first --chunks chunks on 2 local workers;
     prints each worker's peak resident memory. The stage's other parts (line finding, continuum) run in the
@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,8 @@ def _many_channel_preset(n_chan: int):
                   n_cycles=1)
 
 
-def worker_memory(n_chunks: int, chunk: int, channel_counts: tuple[int, ...] = (1000, 80_000)) -> None:
+def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
+                  channel_counts: tuple[int, ...] = (1000, 80_000)) -> None:
     from mousflow.model import load_manifest
     from mousflow.science.imaging import image_header
     from mousflow.simulate import run as sim_run
@@ -127,7 +129,8 @@ def worker_memory(n_chunks: int, chunk: int, channel_counts: tuple[int, ...] = (
             ebs = sorted(str(p.relative_to(work / "mous")) for p in (work / "mous" / "eb").glob("*.ps.zarr"))
             windows = _windows(ctx, ebs)
             plans = _load_or_make_plans(ctx, windows, 0.5, "bench")
-            w, plan = windows[0], plans[windows[0].spw]
+            # Small images: the simulated field imaged on a fixed small grid (the plan's cell, npix pixels).
+            w, plan = windows[0], replace(plans[windows[0].spw], npix=npix)
             store = ImageStore(Location.of(work / "cube.zarr"))
             header = image_header(plan.npix, plan.cell_rad, *w.phase_centre_rad, w.freq_hz, None,
                                   channel_width_hz=w.channel_width_hz, object_name=w.field_name)
@@ -156,11 +159,12 @@ def main() -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--chunk", type=int, default=4, help="channels per chunk for the wall-time part")
     p.add_argument("--chunks", type=int, default=32, help="chunks per cube for the memory part")
+    p.add_argument("--npix", type=int, default=64, help="image side for the memory part")
     a = p.parse_args()
     if a.part in ("walltime", "all"):
         walltime(a.preset, a.chunk)
     if a.part in ("memory", "all"):
-        worker_memory(a.chunks, 16)
+        worker_memory(a.chunks, 16, a.npix)
     print(json.dumps({"cores": os.cpu_count()}))
 
 
