@@ -23,16 +23,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# Interpreter, numpy/xarray/zarr/ducc0/astropy imported: measured ~330-400 MiB resident in a stage process,
-# ~250 MiB in a Dask worker process (no matplotlib, no Prefect).
+# Interpreter and libraries, measured (VmHWM) on the presets: ~300 MiB for calibration (numpy, xarray, zarr,
+# s3fs), ~400 MiB for imaging (ducc0, astropy and the Dask client) and packaging (matplotlib for the weblog),
+# ~370 MiB for a Dask worker (its own imports plus the distributed worker machinery).
 BASE_BYTES = 400 * 2**20
-WORKER_BASE_BYTES = 260 * 2**20
+CALIBRATION_BASE_BYTES = 300 * 2**20
+WORKER_BASE_BYTES = 370 * 2**20
 SAFETY_MARGIN = 1.2
 LIMIT_HEADROOM = 1.25
 # Bytes held per stored visibility sample (complex64 + float32 weight + bool flag = 13 B) times the copies a
 # stage makes while working (raw, calibrated, Stokes I and model/residual).
 BYTES_PER_SAMPLE = 13
-WORKING_COPIES = {"calibration": 6.0, "imaging": 4.0, "imaging-worker": 4.0}
+WORKING_COPIES = {"calibration": 6.0, "imaging": 6.0, "imaging-worker": 4.0}
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes
 # CLEAN works on (model, psf at twice the size, residual: float64); the gridder adds an oversampled
 # complex128 grid (2x2 oversampling) while it runs.
@@ -91,7 +93,7 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0) -> 
     if stage == "calibration":
         working = demand.rows_per_window * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
             WORKING_COPIES["calibration"]
-        return BASE_BYTES + int(working)
+        return CALIBRATION_BASE_BYTES + int(working)
     if stage == "imaging-worker":
         return imaging_worker_bytes(demand)
     if stage == "imaging":
