@@ -91,8 +91,8 @@ def test_resource_model_scales_with_the_job_not_a_fixed_size():
     # an imaging worker's memory depends on its chunk, not on the cube's number of channels
     narrow = JobDemand(rows_per_window=50_000, correlations=2, max_channels=1000, total_channels=1000)
     wide = JobDemand(rows_per_window=50_000, correlations=2, max_channels=80_000, total_channels=80_000)
-    assert estimate_stage_resources("imaging", narrow) == estimate_stage_resources("imaging", wide)
-    r = estimate_stage_resources("imaging", narrow)
+    assert estimate_stage_resources("imaging-worker", narrow) == estimate_stage_resources("imaging-worker", wide)
+    r = estimate_stage_resources("imaging-worker", narrow)
     assert r.memory_limit_bytes > r.memory_bytes
     more = r.scaled(1.5, cap_bytes=2**40)
     assert more.memory_bytes == int(r.memory_bytes * 1.5)

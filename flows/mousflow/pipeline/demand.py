@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from mousflow.model import MOUSResource
-from mousflow.pipeline.resources import JobDemand
+from mousflow.pipeline.resources import JobDemand, estimate_image_pixels
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import open_checked, partition_infos
 
+DEFAULT_CHANNEL_CHUNK = 16  # the imaging stage's default (stages.imaging.DEFAULT_CHANNEL_CHUNK)
+ALMA_12M_DISH_M = 12.0
+
 
 def demand_of(mous: MOUSResource) -> JobDemand:
-    """Rows per window (all execution blocks and fields of the largest window), correlations and channels."""
+    """Rows per window (all execution blocks and fields of the largest window), correlations, channels and the
+    image size (from the target's uvw and frequencies: a few MB read, never the visibilities)."""
     rows: dict[str, int] = {}
     chans: dict[str, int] = {}
     correlations = 1
+    freq_min, freq_max, l80 = np.inf, 0.0, []
     for eb in mous.spec.execution_blocks:
-        for info in partition_infos(open_checked(Location.of(eb.uri))):
+        ps = open_checked(Location.of(eb.uri))
+        for info in partition_infos(ps):
             rows[info.spw_name] = rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
             chans[info.spw_name] = max(chans.get(info.spw_name, 0), info.n_chan)
             correlations = max(correlations, len(info.correlations))
-    chunk = mous.spec.imaging.channel_chunk if mous.spec.imaging and mous.spec.imaging.channel_chunk else 16
+            if "OBSERVE_TARGET" in " ".join(info.intents).upper() or not l80:
+                node = ps[info.name]
+                freq = np.asarray(node.frequency.values, dtype=np.float64)
+                freq_min, freq_max = min(freq_min, float(freq.min())), max(freq_max, float(freq.max()))
+                uvw = np.asarray(node.UVW.values).reshape(-1, 3)
+                length = np.hypot(uvw[:, 0], uvw[:, 1])
+                length = length[np.isfinite(length) & (length > 0)]
+                if length.size:
+                    l80.append(float(np.percentile(length, 80)))
+    chunk = mous.spec.imaging.channel_chunk if mous.spec.imaging and mous.spec.imaging.channel_chunk else \
+        DEFAULT_CHANNEL_CHUNK
+    pixels = estimate_image_pixels(float(np.median(l80)), freq_min, freq_max, ALMA_12M_DISH_M) if l80 else 512
     return JobDemand(rows_per_window=max(rows.values(), default=0), correlations=correlations,
                      max_channels=max(chans.values(), default=1), total_channels=sum(chans.values()),
-                     channel_chunk=chunk)
+                     image_pixels=pixels, channel_chunk=chunk, n_windows=len(chans))

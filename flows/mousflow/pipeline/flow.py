@@ -57,9 +57,30 @@ def run_stage_task(stage: str, manifest_uri: str, run_root_uri: str, launcher_ki
     launcher = make_launcher(launcher_kind, threads)
     outcome = launcher.launch(stage, manifest_uri, Location(run_root_uri), lambda line: logger.info(line))
     logger.info("stage %s: %s %s", stage, outcome.state, outcome.message)
+    if outcome.state == "Succeeded":
+        _record_history(stage, manifest_uri, outcome, logger)
     if outcome.state == "Failed":
         raise StageFailed(outcome)
     return outcome.to_json()
+
+
+def _record_history(stage: str, manifest_uri: str, outcome: StageOutcome, logger) -> None:
+    """Measured peak and duration into the history store (MOUSFLOW_HISTORY), which refines the resource model.
+    Never fails the stage: the history is advice."""
+    from mousflow.pipeline.demand import demand_of
+    from mousflow.pipeline.history import History, record_outcome
+
+    history = History.from_env()
+    if history is None:
+        return
+    try:
+        mous = load_manifest(Location.of(manifest_uri).read_text())
+        for rec in record_outcome(history, stage, mous.spec.uid, demand_of(mous), outcome.metrics,
+                                  requested_bytes=int(outcome.metrics.get("requested_memory_bytes", 0))):
+            logger.info("history: %s peak %.0f MiB (model %.0f MiB), %.1f s", rec.stage, rec.peak_bytes / 2**20,
+                        rec.model_bytes / 2**20, rec.wall_seconds)
+    except Exception as exc:  # the history is advice, never a reason to fail a MOUS
+        logger.warning("could not record stage %s in the history: %s", stage, exc)
 
 
 @flow(name="process-mous", flow_run_name="{uid}", log_prints=True)

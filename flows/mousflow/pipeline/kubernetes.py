@@ -53,11 +53,44 @@ class JobSettings:
     owner: tuple[str, str] | None = None
     """(name, uid) of the MOUS the Jobs belong to: set as their owner at creation, so the garbage collector
     removes them with the MOUS, and removes at once a Job created after the MOUS was deleted."""
+    dask_service_account: str | None = None
+    """Set: the imaging stage scales its cube out over Dask worker pods (dask-kubernetes), running as this
+    service account (bound to the mousflow-dask-client ClusterRole, hack/dask-operator). None: its chunks
+    run on a local Dask cluster inside the stage pod."""
+    dask_min_workers: int = 1
+    dask_max_workers: int = 4
+    dask_worker_cpu: str = "1"
+
+
+def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
+    """What the imaging pod needs to start its own Dask cluster (stages.dask_kubernetes_cluster)."""
+    def field(path: str) -> dict:
+        return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    env = [
+        {"name": "MOUSFLOW_DASK", "value": "kubernetes"},
+        {"name": "MOUSFLOW_DASK_IMAGE", "value": settings.image},
+        {"name": "MOUSFLOW_IMAGE_PULL_POLICY", "value": settings.image_pull_policy},
+        {"name": "MOUSFLOW_DASK_NAMESPACE", **field("metadata.namespace")},
+        {"name": "MOUSFLOW_POD_NAME", **field("metadata.name")},
+        {"name": "MOUSFLOW_POD_UID", **field("metadata.uid")},
+        {"name": "MOUSFLOW_S3_SECRET", "value": settings.s3_secret},
+        {"name": "MOUSFLOW_DASK_MIN_WORKERS", "value": str(settings.dask_min_workers)},
+        {"name": "MOUSFLOW_DASK_MAX_WORKERS", "value": str(settings.dask_max_workers)},
+        {"name": "MOUSFLOW_DASK_WORKER_CPU", "value": settings.dask_worker_cpu},
+        {"name": "MOUSFLOW_DASK_WORKER_MEMORY", "value": str(worker.memory_bytes)},
+        {"name": "MOUSFLOW_DASK_WORKER_MEMORY_LIMIT", "value": str(worker.memory_limit_bytes)},
+    ]
+    return env
 
 
 def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt: int, manifest_uri: str,
-                         resources: ResourceRequest, threads: int) -> dict:
-    """The Job manifest of one stage attempt (a pure function of its arguments)."""
+                         resources: ResourceRequest, threads: int,
+                         worker_resources: ResourceRequest | None = None) -> dict:
+    """The Job manifest of one stage attempt (a pure function of its arguments).
+
+    With settings.dask_service_account and worker_resources, the imaging stage's pod starts Dask workers
+    sized by worker_resources (one channel chunk each) and may use the Kubernetes API for that alone."""
     name = job_name(uid, stage, attempt)
     labels = {"app.kubernetes.io/name": "mousflow", "app.kubernetes.io/component": "stage",
               LABEL_MOUS: hashlib.sha256(uid.encode()).hexdigest()[:10], LABEL_STAGE: stage}
@@ -72,6 +105,13 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     ]
     if settings.s3_endpoint:
         env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
+    scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None
+    if scale_out:
+        env += _dask_env(settings, worker_resources)
+    elif stage == "imaging":
+        # Chunks on a local Dask cluster inside the pod: as many worker processes as the pod has threads
+        # (the node's core count, which the pod would see, is not what it was given).
+        env.append({"name": "MOUSFLOW_DASK_MAX_WORKERS", "value": str(max(1, threads))})
     pod_spec = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -98,6 +138,9 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
         metadata["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": KIND, "name": settings.owner[0],
                                         "uid": settings.owner[1], "controller": False,
                                         "blockOwnerDeletion": False}]
+    if scale_out:
+        pod_spec["serviceAccountName"] = settings.dask_service_account
+        pod_spec["automountServiceAccountToken"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -222,8 +265,11 @@ class KubernetesJobLauncher:
                      request: ResourceRequest, attempt: int) -> StageOutcome:
         from kubernetes.client.rest import ApiException
 
+        worker = self.resources("imaging-worker") if stage == "imaging" and self.settings.dask_service_account \
+            else None
         spec = build_stage_job_spec(self.settings, uid=uid, stage=stage, attempt=attempt,
-                                    manifest_uri=manifest_uri, resources=request, threads=self.threads)
+                                    manifest_uri=manifest_uri, resources=request, threads=self.threads,
+                                    worker_resources=worker)
         name, ns = spec["metadata"]["name"], self.settings.namespace
         status = status_location(run_root, stage)
         try:

@@ -62,12 +62,15 @@ def kubernetes_launcher_kind(namespace: str, attempt: int = 1, owner: tuple[str,
 def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
     """Stage Jobs configured from the environment of the process running the flow (the operator): runner image,
     S3 Secret and in-cluster endpoint (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET, MOUSFLOW_S3_ENDPOINT_IN_CLUSTER,
-    MOUSFLOW_IMAGE_PULL_POLICY); the kind string names only the namespace and the first attempt number.
-    Resources come from the MOUS's data (`demand_of`), read when a stage is launched."""
+    MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MAX_WORKERS,
+    MOUSFLOW_DASK_WORKER_CPU); the kind string names only the namespace and the first attempt number.
+    Resources come from the MOUS's data (`demand_of`), read when a stage is launched, refined by the history
+    of measured peaks when MOUSFLOW_HISTORY names one (pipeline.history)."""
     from urllib.parse import parse_qs, urlsplit
 
     from mousflow.model import load_manifest
     from mousflow.pipeline.demand import demand_of
+    from mousflow.pipeline.history import History
     from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher
     from mousflow.pipeline.resources import estimate_stage_resources, parse_memory
 
@@ -79,12 +82,21 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
         s3_endpoint=os.environ.get("MOUSFLOW_S3_ENDPOINT_IN_CLUSTER") or None,
         image_pull_policy=os.environ.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
         owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
+        dask_service_account=os.environ.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
+        dask_max_workers=int(os.environ.get("MOUSFLOW_DASK_MAX_WORKERS", "4")),
+        dask_worker_cpu=os.environ.get("MOUSFLOW_DASK_WORKER_CPU", "1"),
     )
+
+    history = History.from_env()
 
     class SizedJobLauncher(KubernetesJobLauncher):
         def launch(self, stage, manifest_uri, run_root, on_line):
             demand = demand_of(load_manifest(Location.of(manifest_uri).read_text()))
-            self.resources = lambda s: estimate_stage_resources(s, demand, threads)
+            # Without Dask worker pods the imaging pod also holds its local workers (one per thread).
+            in_pod = 0 if settings.dask_service_account else threads
+            self.resources = lambda s: estimate_stage_resources(
+                s, demand, threads, workers_in_pod=in_pod if s == "imaging" else 0,
+                learned_factor=history.memory_factor(s) if history else 1.0)
             return super().launch(stage, manifest_uri, run_root, on_line)
 
     # What to do after an out-of-memory kill: the platform's policy, from the environment of the flow's process.

@@ -1,11 +1,21 @@
 """How much CPU and memory a stage needs, from the size of its job, before it runs.
 
-The model counts the bytes a stage holds at once (its working set, which the stage code bounds: calibration
-holds one spectral window's partitions, imaging one channel chunk or the averaged continuum, packaging one
-cube) and adds the interpreter and libraries. The request is that estimate times a safety margin; the limit
-leaves further headroom. An imaging worker's memory depends on its chunk, not on the cube's total number of
-channels. The factors are first estimates, to be refined from measured peaks (the stages report their peak
-resident memory in their status).
+The model counts the bytes a stage holds at once (its working set, which the stage code bounds) and adds the
+interpreter and libraries:
+
+- calibration holds one spectral window's partitions (all channels of its rows) in a few copies;
+- an imaging *worker* (a Dask task, stages.imaging_scaleout) holds one channel chunk of visibilities plus that
+  chunk's image planes and the gridder's grids: it depends on the chunk, never on the cube's total channels;
+- the imaging *stage* process (the Dask client) reads every window for the continuum image and each cube at
+  half resolution to find its line channels, so it grows with the window's channels; when its chunks run in
+  worker processes inside the same pod (no Dask worker pods), those workers are added;
+- packaging holds one cube in a few copies.
+
+The request is that estimate (the model) times a *learned* factor (the largest measured / modelled peak of that
+stage in the history store, pipeline.history, 1 without history) times SAFETY_MARGIN (1.2, the stated margin
+over the expected peak); the limit is LIMIT_HEADROOM (1.25) times the request. CPU is requested, not limited
+(throttling only slows a stage). The constants were fitted to the stages' measured peaks on the presets
+(bench/resources.py prints model, request and measured peak side by side).
 """
 
 from __future__ import annotations
@@ -13,14 +23,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# Interpreter, numpy/xarray/zarr/ducc0/astropy/matplotlib imported: measured ~350-450 MiB resident.
-BASE_BYTES = 450 * 2**20
-SAFETY_MARGIN = 1.3
-LIMIT_HEADROOM = 1.5
+# Interpreter and libraries, measured (VmHWM) on the presets: ~300 MiB for calibration (numpy, xarray, zarr,
+# s3fs), ~400 MiB for imaging (ducc0, astropy and the Dask client) and packaging (matplotlib for the weblog),
+# ~370 MiB for a Dask worker (its own imports plus the distributed worker machinery).
+BASE_BYTES = 400 * 2**20
+CALIBRATION_BASE_BYTES = 300 * 2**20
+WORKER_BASE_BYTES = 370 * 2**20
+SAFETY_MARGIN = 1.2
+LIMIT_HEADROOM = 1.25
 # Bytes held per stored visibility sample (complex64 + float32 weight + bool flag = 13 B) times the copies a
 # stage makes while working (raw, calibrated, Stokes I and model/residual).
-WORKING_COPIES = {"calibration": 6.0, "imaging": 5.0}
 BYTES_PER_SAMPLE = 13
+WORKING_COPIES = {"calibration": 6.0, "imaging": 6.0, "imaging-worker": 4.0}
+# Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes
+# CLEAN works on (model, psf at twice the size, residual: float64); the gridder adds an oversampled
+# complex128 grid (2x2 oversampling) while it runs.
+WORKER_PLANE_BYTES = 4 * 4 + 8 * (1 + 4 + 1)
+GRIDDER_BYTES = 16 * 4
+STAGES = ("calibration", "imaging", "imaging-worker", "packaging")
 
 
 @dataclass(frozen=True)
@@ -33,7 +53,9 @@ class JobDemand:
     max_channels: int
     total_channels: int
     image_pixels: int = 512
+    """Pixels on a side of the cube images (estimated from the longest baselines and the primary beam)."""
     channel_chunk: int = 16
+    n_windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -58,24 +80,64 @@ class ResourceRequest:
         return ResourceRequest(self.cpu, mem, max(mem, lim))
 
 
-def estimate_stage_resources(stage: str, demand: JobDemand, threads: int = 1) -> ResourceRequest:
+def imaging_worker_bytes(demand: JobDemand) -> int:
+    """Modelled peak of one imaging worker: one chunk's visibilities and planes (not the cube's channels)."""
+    chunk = min(demand.channel_chunk, demand.max_channels)
+    data = demand.rows_per_window * chunk * demand.correlations * BYTES_PER_SAMPLE * WORKING_COPIES["imaging-worker"]
+    planes = demand.image_pixels**2 * (chunk * WORKER_PLANE_BYTES + GRIDDER_BYTES)
+    return WORKER_BASE_BYTES + int(data + planes)
+
+
+def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0) -> int:
+    """The model's peak resident memory of `stage` (no margin, no learned factor)."""
     if stage == "calibration":
         working = demand.rows_per_window * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
             WORKING_COPIES["calibration"]
-    elif stage == "imaging":
-        chunk = min(demand.channel_chunk, demand.max_channels)
-        data = demand.rows_per_window * chunk * demand.correlations * BYTES_PER_SAMPLE * WORKING_COPIES["imaging"]
-        # per plane: image, residual, model, psf (2x size) and the gridder's oversampled grid, in float64
-        images = demand.image_pixels**2 * 8 * (4 + 4 + 8)
-        working = max(data, 0) + images * 2
-    elif stage == "packaging":
-        working = demand.image_pixels**2 * 4 * demand.max_channels * 3
-    else:
-        raise ValueError(f"unknown stage {stage!r}")
-    memory = int((BASE_BYTES + working) * SAFETY_MARGIN)
-    memory = int(math.ceil(memory / 2**20) * 2**20)
+        return CALIBRATION_BASE_BYTES + int(working)
+    if stage == "imaging-worker":
+        return imaging_worker_bytes(demand)
+    if stage == "imaging":
+        # the continuum: one window's channels (Stokes I after loading both correlations), and its planes
+        continuum = demand.rows_per_window * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
+            WORKING_COPIES["imaging"]
+        # line finding reads each cube at every second pixel (image and pb, float32)
+        line_finding = demand.max_channels * (demand.image_pixels // 2) ** 2 * 4 * 2
+        planes = demand.image_pixels**2 * (WORKER_PLANE_BYTES + GRIDDER_BYTES) * 2
+        workers = workers_in_pod * imaging_worker_bytes(demand)
+        return BASE_BYTES + int(continuum + line_finding + planes + workers)
+    if stage == "packaging":
+        return BASE_BYTES + demand.image_pixels**2 * 4 * demand.max_channels * 3
+    raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+
+
+def estimate_stage_resources(stage: str, demand: JobDemand, threads: int = 1, *, workers_in_pod: int = 0,
+                             learned_factor: float = 1.0) -> ResourceRequest:
+    """Requests and limits for one stage pod (or one imaging worker, stage "imaging-worker").
+
+    learned_factor: measured / modelled peak from the history store (History.memory_factor); never below
+    0.5, so one odd record cannot starve a stage.
+    """
+    peak = model_peak_bytes(stage, demand, workers_in_pod) * max(0.5, learned_factor)
+    memory = int(math.ceil(peak * SAFETY_MARGIN / 2**20) * 2**20)
     return ResourceRequest(cpu=float(max(1, threads)), memory_bytes=memory,
-                           memory_limit_bytes=int(memory * LIMIT_HEADROOM))
+                           memory_limit_bytes=int(math.ceil(memory * LIMIT_HEADROOM / 2**20) * 2**20))
+
+
+def estimate_image_pixels(baseline_l80_m: float, freq_min_hz: float, freq_max_hz: float,
+                          dish_diameter_m: float, *, pblimit: float = 0.2, cells_per_beam: float = 5.0) -> int:
+    """Pixels on a side of the images the imaging stage will make, from metadata only.
+
+    The same heuristics as science.imaging.plan_image (cell = beam minor axis / 5, field to pblimit at the
+    lowest frequency) with the beam taken as 0.574 lambda / L80 (L80: the 80th percentile of projected
+    baseline lengths) instead of a fitted PSF: plan_image needs the data, this runs before the stage.
+    """
+    from mousflow.science.imaging.plan import good_size
+    from mousflow.science.imaging.primary_beam import pb_radius_rad
+    from mousflow.telescope.alma import SPEED_OF_LIGHT
+
+    beam = 0.574 * SPEED_OF_LIGHT / freq_max_hz / max(baseline_l80_m, 1.0)
+    side = 2.0 * pb_radius_rad(freq_min_hz, dish_diameter_m, pblimit)
+    return good_size(math.ceil(side / (beam / cells_per_beam)))
 
 
 _MEMORY_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,

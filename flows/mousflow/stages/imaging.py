@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -34,8 +36,15 @@ from mousflow.science.imaging import (
 )
 from mousflow.stages.context import StageContext
 from mousflow.stages.image_store import CUBE_PRODUCTS, PLANE_PRODUCTS, ImageStore, header_to_attrs
+from mousflow.stages.imaging_scaleout import (
+    ScaleOutSettings,
+    SharedArg,
+    run_chunks,
+    worker_bounds,
+)
+from mousflow.stages.peak_memory import process_peak_memory_bytes
 from mousflow.stages.versioning import code_version
-from mousflow.storage.checkpoints import hash_inputs
+from mousflow.storage.checkpoints import CheckpointStore, hash_inputs
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import load_partition, open_checked, partition_infos
 
@@ -55,6 +64,10 @@ QA_RMS_PBLIMIT = 0.5
 NTERMS1_MAX_FRACTIONAL_BANDWIDTH = 0.10
 
 
+# Processing sets opened by this process when it is a Dask worker: once per worker, not once per chunk.
+_PROCESS_OPENED: dict = {}
+
+
 @dataclass
 class WindowData:
     """A window's calibrated target data as Stokes I rows: all execution blocks and partitions stacked."""
@@ -67,6 +80,14 @@ class WindowData:
     field_name: str
     sources: list[tuple[Location, str]]
     _opened: dict = field(default_factory=dict, repr=False)
+
+    def __getstate__(self):
+        # What a Dask worker gets: the data's description and uvw, not this process's open handles.
+        return {**self.__dict__, "_opened": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._opened = _PROCESS_OPENED
 
     def _node(self, loc: Location, name: str):
         # Opening a processing set reads all its metadata: once per stage, not once per chunk.
@@ -120,6 +141,45 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
     return windows
 
 
+@dataclass(frozen=True)
+class CubeChunk:
+    """One channel chunk of one window's cube: what a Dask task needs besides the window and the plan."""
+
+    run_root_uri: str
+    cube_uri: str
+    key: str
+    """Its checkpoint key, imaging/cube_<spw>/chunk-<c0>-<c1>."""
+    spw: str
+    c0: int
+    c1: int
+    input_hash: str
+    code_version: str
+    uid: str
+    threads: int = 1
+
+
+def image_cube_chunk(task: CubeChunk, window: WindowData, plan: ImagingPlan) -> dict:
+    """Image one chunk, write its slab of the cube, then its chunk checkpoint (last, so it exists only for
+    complete work). Runs wherever the scale-out puts it: in this process, a local worker or a worker pod."""
+    vis, weight, flag = window.load(slice(task.c0, task.c1))
+    cube = image_channels(vis, window.uvw_m, window.freq_hz[task.c0:task.c1], weight, flag, plan,
+                          nthreads=task.threads, double=CUBE_DOUBLE_PRECISION, epsilon=1e-5)
+    del vis, weight, flag
+    digests = ImageStore(Location.of(task.cube_uri)).write_slab(
+        task.c0, {name: getattr(cube, name) for name in CUBE_PRODUCTS})
+    metrics = {
+        "rms": cube.image_rms.tolist(), "predicted_rms": cube.predicted_rms.tolist(),
+        "peak": [float(np.nanmax(np.abs(im))) if np.isfinite(im).any() else math.nan for im in cube.image],
+        "beams": [[b.bmaj_rad, b.bmin_rad, b.bpa_rad] for b in cube.beams],
+    }
+    CheckpointStore(Location.of(task.run_root_uri)).location(task.key).write_json({
+        "stage": task.key, "mous_uid": task.uid, "input_hash": task.input_hash, "code_version": task.code_version,
+        "outputs": digests, "metrics": metrics,
+    })
+    return {"metrics": metrics, "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "worker_peak_memory_bytes": process_peak_memory_bytes()}
+
+
 def _plan_dict(plan: ImagingPlan) -> dict:
     d = asdict(plan)
     d["expected_beam"] = list(d["expected_beam"].values()) if isinstance(d["expected_beam"], dict) else d[
@@ -157,6 +217,20 @@ def run(ctx: StageContext) -> str:
     summary = {"robust": robust, "channel_chunk": chunk, "cubes": {}, "chunks_computed": 0, "chunks_skipped": 0}
     outputs = ["imaging/plans.json"]
     line_free: dict[str, np.ndarray] = {}
+    scaleout = ScaleOutSettings.from_env()
+    pending: list = []
+    shared: dict = {}
+    cube_state: dict = {}
+
+    def _chunk_done(spw: str, c0: int, c1: int, metrics: dict) -> None:
+        nonlocal done_chunks
+        per_chan = cube_state[spw][1]
+        for name in ("rms", "predicted_rms", "peak"):
+            per_chan[name][c0:c1] = metrics[name]
+        per_chan["beams"][c0:c1] = metrics["beams"]
+        done_chunks += 1
+        ctx.progress(f"imaging: cube {spw} channels {c0}-{c1 - 1}", 90.0 * done_chunks / total_chunks)
+
     for w in windows:
         plan = plans[w.spw]
         store = ImageStore(ctx.path(STAGE, f"cube_{w.spw}.zarr"))
@@ -168,6 +242,7 @@ def run(ctx: StageContext) -> str:
                                                                    "header": header_to_attrs(header)})
         per_chan = {"rms": np.full(n_chan, np.nan), "predicted_rms": np.full(n_chan, np.nan),
                     "peak": np.full(n_chan, np.nan), "beams": [None] * n_chan}
+        cube_state[w.spw] = (store, per_chan)
         for c0 in range(0, n_chan, chunk):
             c1 = min(n_chan, c0 + chunk)
             key = f"{STAGE}/cube_{w.spw}/chunk-{c0:06d}-{c1:06d}"
@@ -175,30 +250,32 @@ def run(ctx: StageContext) -> str:
             cp = ctx.checkpoints.read(key)
             if cp is not None and cp.input_hash == chunk_inputs and cp.code_version == version and \
                     store.slab_digests(c0, c1, CUBE_PRODUCTS) == cp.outputs:
-                metrics = cp.metrics
+                _chunk_done(w.spw, c0, c1, cp.metrics)
                 summary["chunks_skipped"] += 1
             else:
-                vis, weight, flag = w.load(slice(c0, c1))
-                cube = image_channels(vis, w.uvw_m, w.freq_hz[c0:c1], weight, flag, plan, nthreads=ctx.threads,
-                                      double=CUBE_DOUBLE_PRECISION, epsilon=1e-5)
-                digests = store.write_slab(c0, {name: getattr(cube, name) for name in CUBE_PRODUCTS})
-                metrics = {
-                    "rms": cube.image_rms.tolist(), "predicted_rms": cube.predicted_rms.tolist(),
-                    "peak": [float(np.nanmax(np.abs(im))) if np.isfinite(im).any() else math.nan
-                             for im in cube.image],
-                    "beams": [[b.bmaj_rad, b.bmin_rad, b.bpa_rad] for b in cube.beams],
-                }
-                # The slab is written; the chunk checkpoint (its digests) goes last.
-                ctx.checkpoints.location(key).write_json({
-                    "stage": key, "mous_uid": ctx.uid, "input_hash": chunk_inputs, "code_version": version,
-                    "outputs": digests, "metrics": metrics,
-                })
-                summary["chunks_computed"] += 1
-            for name in ("rms", "predicted_rms", "peak"):
-                per_chan[name][c0:c1] = metrics[name]
-            per_chan["beams"][c0:c1] = metrics["beams"]
-            done_chunks += 1
-            ctx.progress(f"imaging: cube {w.spw} channels {c0}-{c1 - 1}", 90.0 * done_chunks / total_chunks)
+                task = CubeChunk(run_root_uri=ctx.run_root.uri, cube_uri=store.loc.uri, key=key, spw=w.spw,
+                                 c0=c0, c1=c1, input_hash=chunk_inputs, code_version=version, uid=ctx.uid,
+                                 threads=scaleout.worker_threads)
+                pending.append(((w.spw, c0, c1), image_cube_chunk, (task, SharedArg(f"window-{w.spw}"),
+                                                                      SharedArg(f"plan-{w.spw}"))))
+                shared[f"window-{w.spw}"] = w
+                shared[f"plan-{w.spw}"] = plan
+
+    if pending:
+        ctx.progress(f"imaging: {len(pending)} cube chunks to image ({scaleout.mode} Dask, workers "
+                     f"{'-'.join(map(str, worker_bounds(len(pending), scaleout)))})", None)
+    run = run_chunks(pending, scaleout, lambda key, result: _chunk_done(*key, result["metrics"]), shared=shared)
+    summary["chunks_computed"] = len(run.results)
+    summary["scaleout"] = {"mode": scaleout.mode, "min_workers": run.min_workers, "max_workers": run.max_workers,
+                           "workers_used": run.workers_used, "chunk_seconds": round(run.wall_seconds, 3),
+                           "worker_peak_memory_bytes": run.worker_peak_memory_bytes}
+    ctx.metrics.update(worker_peak_memory_bytes=run.worker_peak_memory_bytes, workers_used=run.workers_used,
+                       workers_max=run.max_workers, cube_seconds=round(run.wall_seconds, 3))
+
+    for w in windows:
+        plan = plans[w.spw]
+        store, per_chan = cube_state[w.spw]
+        n_chan = w.freq_hz.size
         lines = _line_channels(store, per_chan["rms"], plan.pblimit)
         line_free[w.spw] = ~lines & np.isfinite(per_chan["rms"])
         store.update_attrs(rms=_jsonable(per_chan["rms"]), predicted_rms=_jsonable(per_chan["predicted_rms"]),

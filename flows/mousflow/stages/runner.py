@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import resource
+import os
 import time
 import traceback
 
 from mousflow.errors import MousflowError, describe_error
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
+from mousflow.stages.peak_memory import process_peak_memory_bytes
 from mousflow.storage.location import Location
 
 EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "Error": 1}
@@ -82,15 +83,30 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     outcome.metrics.update(
         wall_seconds=round(time.perf_counter() - started, 3),
         cpu_seconds=round(time.process_time() - cpu0, 3),
-        # ru_maxrss is in KiB on Linux: the peak resident memory of this process, the stage's own footprint
-        peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        # the peak resident memory of this process, the stage's own footprint (not its parent's: see there)
+        peak_memory_bytes=process_peak_memory_bytes(),
     )
+    cgroup_peak = _container_peak_memory_bytes()
+    if cgroup_peak is not None:
+        outcome.metrics["cgroup_peak_memory_bytes"] = cgroup_peak
     if run_root is not None:
         try:
             status_location(run_root, name).write_json(outcome.to_json())
         except Exception as exc:  # reporting must not mask the outcome
             print(f"mousflow: could not write stage status: {exc}", flush=True)
     return outcome
+
+
+def _container_peak_memory_bytes() -> int | None:
+    """The pod container's peak memory (cgroup v2 memory.peak: every process in it, page cache included),
+    what the kernel compares with the limit. Only in a pod: elsewhere the cgroup is not the stage's own."""
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.peak") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def exit_code(outcome: StageOutcome) -> int:

@@ -83,6 +83,10 @@ class Location:
         return posixpath.basename(self.path)
 
     def exists(self) -> bool:
+        if not self.is_local:
+            # s3fs answers from its cached listing of the parent when it has one: an object another process
+            # (a stage pod) wrote after this process listed the folder would stay invisible.
+            self.fs.invalidate_cache(self.path)
         return self.fs.exists(self.path)
 
     def read_text(self) -> str:

@@ -1,0 +1,172 @@
+"""Cube imaging on Dask: wall time with 1 and 2 workers, and per-worker peak memory against the cube's channels.
+
+(b) `--part walltime`: a preset (default tiny, 4-channel chunks) calibrated once, then the imaging stage run
+    with MOUSFLOW_DASK_MAX_WORKERS=1 and =2 (local Dask cluster, worker processes); prints the stage's wall
+    time and the cube part's time (all chunks), and checks that the two cubes agree.
+(c) `--part memory`: two synthetic MOUSs made with the simulator (6 innermost antennas, a band-6 window of 1,000 and
+    80,000 channels, ~100 rows per window, images of --npix pixels), each imaged by the same Dask
+    chunk tasks the imaging stage runs (stages.imaging.image_cube_chunk: load one chunk from the MSv4 Zarr,
+    grid, clean, write the slab and the checkpoint) for the same first --chunks chunks on 2 local workers;
+    prints each worker's peak resident memory. The stage's other parts (line finding, continuum) run in the
+    stage process, not in the workers, and are not part of this figure.
+
+Usage: python bench/imaging_scaleout.py [--part walltime|memory|all] [--preset tiny] [--chunks 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+GiB = 2**30
+MiB = 2**20
+
+
+def _run(stage: str, manifest: Path, **env) -> dict:
+    from mousflow.pipeline.launchers import LocalProcessLauncher
+    from mousflow.stages.runner import status_location
+    from mousflow.storage.location import Location
+
+    run_root = Location.of(yaml.safe_load(manifest.read_text())["spec"]["output"]["uri"])
+    outcome = LocalProcessLauncher(threads=1, env=env).launch(stage, str(manifest), run_root, lambda _l: None)
+    if outcome.state not in ("Succeeded", "Skipped"):
+        raise SystemExit(f"{stage}: {outcome.state} {outcome.reason} {outcome.message}")
+    assert status_location(run_root, stage).exists()
+    return outcome.metrics
+
+
+def walltime(preset: str, chunk: int) -> None:
+    from mousflow.simulate import simulate_mous
+    from mousflow.stages.image_store import ImageStore
+    from mousflow.storage.location import Location
+
+    work = Path(tempfile.mkdtemp(prefix="mousflow-bench-scaleout-"))
+    try:
+        sim = simulate_mous(preset, str(work / "mous"), seed=1)
+        doc = yaml.safe_load(Path(sim.manifest.path).read_text())
+        doc["spec"]["imaging"] = {"channelChunk": chunk}
+        doc["spec"]["output"] = {"uri": str(work / "calibrated")}
+        base = work / "calibrated.yaml"
+        base.write_text(yaml.safe_dump(doc))
+        _run("calibration", base)
+        rows = {}
+        for workers in (1, 2):
+            out = work / f"w{workers}"
+            shutil.copytree(work / "calibrated", out)
+            doc["spec"]["output"] = {"uri": str(out)}
+            manifest = work / f"w{workers}.yaml"
+            manifest.write_text(yaml.safe_dump(doc))
+            m = _run("imaging", manifest, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MIN_WORKERS=str(workers),
+                     MOUSFLOW_DASK_MAX_WORKERS=str(workers))
+            rows[workers] = m
+        spw = sorted(p.name for p in (work / "w1" / "imaging").glob("cube_*.zarr"))[0]
+        a = ImageStore(Location.of(work / "w1" / "imaging" / spw)).read("image")
+        b = ImageStore(Location.of(work / "w2" / "imaging" / spw)).read("image")
+        diff = float(np.nanmax(np.abs(a - b)) / np.nanmax(np.abs(a)))
+        print(f"(b) cube imaging, preset {preset}, {rows[1]['chunks_computed']} chunks of {chunk} channels, "
+              f"{os.cpu_count()} cores")
+        print(f"{'workers':>8} {'stage wall (s)':>15} {'cube chunks (s)':>16} {'worker peak (MiB)':>18}")
+        for workers, m in rows.items():
+            print(f"{workers:>8} {m['wall_seconds']:>15.1f} {m['cube_seconds']:>16.1f} "
+                  f"{m['worker_peak_memory_bytes'] / MiB:>18.0f}")
+        print(f"speed-up of the cube part: {rows[1]['cube_seconds'] / rows[2]['cube_seconds']:.2f}x; "
+              f"largest |1-worker - 2-worker| / peak in {spw}: {diff:.1e}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _many_channel_preset(n_chan: int):
+    from mousflow.simulate.presets import Preset, SpectralWindowSetup
+
+    # A 1.875 GHz band-6 window split into n_chan channels; 6 antennas and a 70-second track keep the rows few.
+    return Preset(f"chan{n_chan}", f"bench: one window of {n_chan} channels, few rows", n_antennas=6,
+                  n_execution_blocks=1, band=6,
+                  spws=(SpectralWindowSetup("spw0", 230.5e9, n_chan, 1.875e9 / n_chan, line=True),),
+                  integration_s=10.0, bandpass_scan_s=20, flux_scan_s=10, phase_scan_s=10, target_scan_s=20,
+                  n_cycles=1)
+
+
+def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
+                  channel_counts: tuple[int, ...] = (1000, 80_000)) -> None:
+    from mousflow.model import load_manifest
+    from mousflow.science.imaging import image_header
+    from mousflow.simulate import run as sim_run
+    from mousflow.simulate import simulate_mous
+    from mousflow.simulate.presets import PRESETS
+    from mousflow.stages.context import StageContext
+    from mousflow.stages.image_store import CUBE_PRODUCTS, ImageStore, header_to_attrs
+    from mousflow.stages.imaging import CubeChunk, _load_or_make_plans, _windows, image_cube_chunk
+    from mousflow.stages.imaging_scaleout import ScaleOutSettings, SharedArg, run_chunks
+    from mousflow.storage.location import Location
+    from mousflow.telescope import load_configuration
+
+    print(f"(c) per-worker peak memory, 2 local Dask workers, the first {n_chunks} chunks of {chunk} channels")
+    print(f"{'channels':>9} {'rows':>6} {'npix':>5} {'worker peak (MiB)':>18} {'simulate (s)':>13} {'chunks (s)':>11}")
+    peaks = {}
+    for n_chan in channel_counts:
+        work = Path(tempfile.mkdtemp(prefix=f"mousflow-bench-chan{n_chan}-"))
+        try:
+            preset = _many_channel_preset(n_chan)
+            PRESETS[preset.name] = preset
+            # The innermost antennas (the simulator spreads its picks over the whole configuration): short
+            # baselines, a large beam and so a small image, as the memory figure asks for.
+            sim_run.choose_antennas = lambda n: np.sort(np.argsort(
+                np.linalg.norm(load_configuration().enu_m[:, :2], axis=1), kind="stable")[:n])
+            t0 = time.perf_counter()
+            sim = simulate_mous(preset.name, str(work / "mous"), seed=1)
+            t_sim = time.perf_counter() - t0
+            mous = load_manifest(Path(sim.manifest.path).read_text())
+            ctx = StageContext("imaging", mous, Location.of(work / "mous"), progress=lambda *_: None)
+            ebs = sorted(str(p.relative_to(work / "mous")) for p in (work / "mous" / "eb").glob("*.ps.zarr"))
+            windows = _windows(ctx, ebs)
+            plans = _load_or_make_plans(ctx, windows, 0.5, "bench")
+            # Small images: the simulated field imaged on a fixed small grid (the plan's cell, npix pixels).
+            w, plan = windows[0], replace(plans[windows[0].spw], npix=npix)
+            store = ImageStore(Location.of(work / "cube.zarr"))
+            header = image_header(plan.npix, plan.cell_rad, *w.phase_centre_rad, w.freq_hz, None,
+                                  channel_width_hz=w.channel_width_hz, object_name=w.field_name)
+            store.create(CUBE_PRODUCTS, n_chan, plan.npix, chunk, {"header": header_to_attrs(header)})
+            tasks = []
+            for c0 in range(0, min(n_chan, n_chunks * chunk), chunk):
+                t = CubeChunk(run_root_uri=ctx.run_root.uri, cube_uri=store.loc.uri, key=f"bench/chunk-{c0}",
+                              spw=w.spw, c0=c0, c1=min(n_chan, c0 + chunk), input_hash="bench", code_version="bench",
+                              uid=mous.spec.uid)
+                tasks.append((c0, image_cube_chunk, (t, SharedArg("window"), SharedArg("plan"))))
+            t0 = time.perf_counter()
+            run = run_chunks(tasks, ScaleOutSettings(mode="local", min_workers=2, max_workers=2), lambda *_: None,
+                             shared={"window": w, "plan": plan})
+            peaks[n_chan] = run.worker_peak_memory_bytes
+            print(f"{n_chan:>9} {w.uvw_m.shape[0]:>6} {plan.npix:>5} {run.worker_peak_memory_bytes / MiB:>18.0f} "
+                  f"{t_sim:>13.1f} {time.perf_counter() - t0:>11.1f}", flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    lo, hi = min(peaks.values()), max(peaks.values())
+    print(f"largest / smallest worker peak: {hi / lo:.3f} (aim: within 1.20)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("walltime", "memory", "all"), default="all")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--chunk", type=int, default=4, help="channels per chunk for the wall-time part")
+    p.add_argument("--chunks", type=int, default=32, help="chunks per cube for the memory part")
+    p.add_argument("--npix", type=int, default=64, help="image side for the memory part")
+    a = p.parse_args()
+    if a.part in ("walltime", "all"):
+        walltime(a.preset, a.chunk)
+    if a.part in ("memory", "all"):
+        worker_memory(a.chunks, 16, a.npix)
+    print(json.dumps({"cores": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()

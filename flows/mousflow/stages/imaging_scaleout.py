@@ -1,0 +1,156 @@
+"""Cube imaging scaled out: channel chunks as Dask tasks on an adaptive cluster of workers.
+
+The science stays in numpy kernels (mousflow.science.imaging); this module only decides where a chunk runs.
+Each task images one channel chunk, writes its slab of the cube's Zarr and then its own chunk checkpoint
+through the storage layer (see imaging.image_cube_chunk), so resuming at chunk granularity works whichever
+worker did the chunk and whether or not the stage process survived.
+
+Where the workers come from (MOUSFLOW_DASK):
+
+- ``local`` (the default, the embedded demo): a distributed.LocalCluster of worker processes on this machine;
+- ``kubernetes`` (a stage pod): a DaskCluster resource handled by the dask-kubernetes operator, workers from
+  the runner image sized per chunk (see dask_kubernetes_cluster);
+- ``inline``: no Dask at all, chunks one after the other in this process (for debugging).
+
+The number of workers is adaptive between a minimum and a maximum set from the cube's size: never more
+workers than chunks waiting, never more than MOUSFLOW_DASK_MAX_WORKERS (default: this machine's cores
+locally, 4 on Kubernetes), at least MOUSFLOW_DASK_MIN_WORKERS (default 1). Every chunk is imaged with the
+same number of threads (MOUSFLOW_DASK_WORKER_THREADS, default 1) whatever the number of workers, so the
+products do not depend on how many workers made them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MODES = ("local", "kubernetes", "inline")
+
+
+@dataclass(frozen=True)
+class ScaleOutSettings:
+    mode: str = "local"
+    min_workers: int = 1
+    max_workers: int | None = None
+    """None: the default of the mode (cores of this machine locally, 4 on Kubernetes)."""
+    worker_threads: int = 1
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ScaleOutSettings:
+        env = os.environ if env is None else env
+        mode = env.get("MOUSFLOW_DASK", "local").strip().lower() or "local"
+        if mode not in MODES:
+            raise ValueError(f"MOUSFLOW_DASK={mode!r} is not one of {', '.join(MODES)}")
+
+        def _int(name: str, default: int | None) -> int | None:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            value = int(raw)
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+            return value
+
+        return cls(mode=mode, min_workers=_int("MOUSFLOW_DASK_MIN_WORKERS", 1) or 1,
+                   max_workers=_int("MOUSFLOW_DASK_MAX_WORKERS", None),
+                   worker_threads=_int("MOUSFLOW_DASK_WORKER_THREADS", 1) or 1)
+
+
+def worker_bounds(n_chunks: int, settings: ScaleOutSettings) -> tuple[int, int]:
+    """(minimum, maximum) workers for a cube of n_chunks chunks waiting to be imaged."""
+    if settings.max_workers is not None:
+        cap = settings.max_workers
+    elif settings.mode == "kubernetes":
+        cap = 4
+    else:
+        cap = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    maximum = max(1, min(n_chunks, cap))
+    minimum = max(1, min(settings.min_workers, maximum))
+    return minimum, maximum
+
+
+class SharedArg(str):
+    """A task argument naming an entry of run_chunks' `shared` (sent to the workers once, not per task)."""
+
+
+@dataclass
+class ChunkRun:
+    """What running the chunks reports: each chunk's result and where it ran."""
+
+    results: dict[Any, dict]
+    workers_used: int
+    max_workers: int
+    min_workers: int
+    worker_peak_memory_bytes: int
+    wall_seconds: float
+
+
+@contextlib.contextmanager
+def chunk_client(settings: ScaleOutSettings, minimum: int, maximum: int) -> Iterator[Any]:
+    """A distributed Client on a fresh adaptive cluster, torn down on exit (also after an error)."""
+    from distributed import Client, LocalCluster
+
+    if settings.mode == "kubernetes":
+        from mousflow.stages.dask_kubernetes_cluster import kubernetes_cluster
+
+        with kubernetes_cluster(minimum, maximum, settings.worker_threads) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    # Worker processes (not threads): the gridder and CLEAN hold the GIL in places, and a process per worker is
+    # what a pod per worker is on Kubernetes. No memory limit: the stage's own estimate sizes the machine.
+    with LocalCluster(n_workers=minimum, threads_per_worker=settings.worker_threads, processes=True,
+                      dashboard_address=None, memory_limit=0, silence_logs=40) as cluster:
+        cluster.adapt(minimum=minimum, maximum=maximum, interval="500ms", wait_count=4)
+        with Client(cluster) as client:
+            yield client
+
+
+def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings: ScaleOutSettings,
+               on_done: Callable[[Any, dict], None], shared: dict[str, Any] | None = None) -> ChunkRun:
+    """Run each (key, fn, args) task, calling on_done(key, result) as each finishes (in completion order).
+
+    `shared` holds large read-only arguments (a window's uvw and sources) sent to the workers once: an arg
+    that is a key of `shared` is replaced by its value. A task's result must be a dict; its
+    "worker_peak_memory_bytes" (the worker process's peak so far) and "worker" entries are collected.
+    """
+    shared = shared or {}
+    started = time.perf_counter()
+    results: dict[Any, dict] = {}
+    peaks: dict[str, int] = {}
+    if not tasks:
+        return ChunkRun(results, 0, 0, 0, 0, 0.0)
+    minimum, maximum = worker_bounds(len(tasks), settings)
+
+    def _record(key, result):
+        results[key] = result
+        w = str(result.get("worker", ""))
+        peaks[w] = max(peaks.get(w, 0), int(result.get("worker_peak_memory_bytes", 0)))
+        on_done(key, result)
+
+    if settings.mode == "inline":
+        for key, fn, args in tasks:
+            _record(key, fn(*[shared[a] if isinstance(a, SharedArg) else a for a in args]))
+        return ChunkRun(results, 1, 1, 1, max(peaks.values(), default=0), time.perf_counter() - started)
+
+    from distributed import as_completed
+
+    with chunk_client(settings, minimum, maximum) as client:
+        scattered = {name: client.scatter(value, broadcast=False, hash=False) for name, value in shared.items()}
+        futures = {}
+        for key, fn, args in tasks:
+            resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
+            # pure=False: a retried task must run again, not be taken from the scheduler's memory.
+            futures[client.submit(fn, *resolved, pure=False, retries=1, key=f"chunk-{_key_text(key)}")] = key
+        for fut in as_completed(futures):
+            _record(futures[fut], fut.result())
+    return ChunkRun(results, len(peaks), maximum, minimum, max(peaks.values(), default=0),
+                    time.perf_counter() - started)
+
+
+def _key_text(key: Any) -> str:
+    return "-".join(str(k) for k in key) if isinstance(key, tuple) else str(key)

@@ -1,0 +1,146 @@
+"""The resource model (per stage, per imaging worker), the imaging Job's Dask settings and the history store that
+refines the model from measured peaks (pure functions and a local history directory)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mousflow.pipeline.history import History, StageRecord, record_outcome, work_units
+from mousflow.pipeline.kubernetes import JobSettings, build_stage_job_spec
+from mousflow.pipeline.resources import (
+    LIMIT_HEADROOM,
+    SAFETY_MARGIN,
+    JobDemand,
+    ResourceRequest,
+    estimate_image_pixels,
+    estimate_stage_resources,
+    model_peak_bytes,
+)
+from mousflow.stages.dask_kubernetes_cluster import cluster_name, cluster_spec, spec_from_env
+from mousflow.storage.location import Location
+
+MiB = 2**20
+DEMAND = JobDemand(rows_per_window=50_000, correlations=2, max_channels=1000, total_channels=1000,
+                   image_pixels=256, channel_chunk=16)
+
+
+def test_request_is_the_model_times_the_stated_margin_and_the_limit_adds_headroom():
+    for stage in ("calibration", "imaging", "imaging-worker", "packaging"):
+        r = estimate_stage_resources(stage, DEMAND)
+        model = model_peak_bytes(stage, DEMAND)
+        assert model * SAFETY_MARGIN <= r.memory_bytes < model * SAFETY_MARGIN + MiB
+        assert r.memory_limit_bytes == pytest.approx(r.memory_bytes * LIMIT_HEADROOM, abs=MiB)
+    with pytest.raises(ValueError, match="unknown stage 'weblog'"):
+        estimate_stage_resources("weblog", DEMAND)
+
+
+def test_imaging_worker_memory_follows_its_chunk_not_the_cube():
+    wide = JobDemand(**{**DEMAND.__dict__, "max_channels": 80_000, "total_channels": 80_000})
+    assert model_peak_bytes("imaging-worker", wide) == model_peak_bytes("imaging-worker", DEMAND)
+    bigger_chunk = JobDemand(**{**DEMAND.__dict__, "channel_chunk": 64})
+    assert model_peak_bytes("imaging-worker", bigger_chunk) > model_peak_bytes("imaging-worker", DEMAND)
+    # the stage process (continuum, line finding) does grow with the channels; local workers add to the pod
+    assert model_peak_bytes("imaging", wide) > model_peak_bytes("imaging", DEMAND)
+    assert model_peak_bytes("imaging", DEMAND, workers_in_pod=2) == \
+        model_peak_bytes("imaging", DEMAND) + 2 * model_peak_bytes("imaging-worker", DEMAND)
+
+
+def test_learned_factor_scales_the_request_but_never_below_half():
+    base = estimate_stage_resources("calibration", DEMAND)
+    assert estimate_stage_resources("calibration", DEMAND, learned_factor=2.0).memory_bytes == \
+        pytest.approx(2 * base.memory_bytes, abs=2 * MiB)
+    assert estimate_stage_resources("calibration", DEMAND, learned_factor=0.01).memory_bytes == \
+        pytest.approx(0.5 * base.memory_bytes, abs=2 * MiB)
+
+
+def test_image_pixels_from_metadata_follow_the_imaging_heuristics():
+    # 230 GHz, 12 m dishes, L80 = 300 m: beam ~0.51", field to pblimit 0.2 ~ 40": ~400 pixels of beam/5
+    n = estimate_image_pixels(300.0, 229e9, 231e9, 12.0)
+    assert 300 < n < 500 and n % 2 == 0
+    assert estimate_image_pixels(1000.0, 229e9, 231e9, 12.0) > 3 * n  # longer baselines, finer cells
+
+
+def test_history_learns_the_largest_measured_to_modelled_ratio(tmp_path):
+    history = History(Location.of(tmp_path / "history"))
+    assert history.memory_factor("calibration") == 1.0 and history.predict_seconds("calibration", DEMAND) is None
+    model = model_peak_bytes("calibration", DEMAND)
+    for ratio, seconds in ((0.8, 10.0), (1.1, 12.0), (0.9, 11.0)):
+        record_outcome(history, "calibration", "uid://A001/X1/X1", DEMAND,
+                       {"peak_memory_bytes": int(model * ratio), "wall_seconds": seconds, "cpu_seconds": 9.0},
+                       requested_bytes=2 * model)
+    assert history.memory_factor("calibration") == pytest.approx(1.1, rel=1e-6)
+    recs = history.records("calibration")
+    assert len(recs) == 3 and recs[0].wall_seconds == 11.0  # newest first
+    # durations: the median rate times this job's work
+    double = JobDemand(**{**DEMAND.__dict__, "rows_per_window": 100_000})
+    assert history.predict_seconds("calibration", double) == pytest.approx(2 * 11.0)
+    assert recs[0].predicted_seconds == pytest.approx(11.0)  # what the third run was predicted before it ran
+    assert work_units("imaging", DEMAND) > work_units("calibration", DEMAND)
+
+
+def test_imaging_outcome_records_the_stage_and_its_workers(tmp_path):
+    history = History(Location.of(tmp_path / "h"))
+    added = record_outcome(history, "imaging", "uid://x", DEMAND, {"peak_memory_bytes": 900 * MiB,
+                                                                  "wall_seconds": 30.0,
+                                                                  "worker_peak_memory_bytes": 400 * MiB,
+                                                                  "cube_seconds": 20.0})
+    assert [r.stage for r in added] == ["imaging", "imaging-worker"]
+    assert history.records("imaging-worker")[0].peak_bytes == 400 * MiB
+    # a damaged record is skipped, not fatal
+    (tmp_path / "h" / "imaging" / "zzz-bad.json").write_text("{not json")
+    assert len(history.records("imaging")) == 1
+    assert isinstance(history.records("imaging")[0], StageRecord)
+
+
+SETTINGS = JobSettings(namespace="alma", image="localhost/mousflow/runner:dev", s3_secret="s3-creds",
+                       s3_endpoint="http://minio:9000", dask_service_account="mousflow-imaging", dask_max_workers=6)
+REQUEST = ResourceRequest(cpu=1.0, memory_bytes=2 * 2**30, memory_limit_bytes=3 * 2**30)
+WORKER = ResourceRequest(cpu=1.0, memory_bytes=700 * MiB, memory_limit_bytes=900 * MiB)
+
+
+def _pod(stage: str, settings: JobSettings = SETTINGS, worker=WORKER) -> dict:
+    return build_stage_job_spec(settings, uid="uid://A001/X1/X2", stage=stage, attempt=1, manifest_uri="s3://b/m",
+                                resources=REQUEST, threads=2, worker_resources=worker)["spec"]["template"]["spec"]
+
+
+def test_imaging_pod_starts_dask_workers_sized_per_chunk():
+    pod = _pod("imaging")
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["MOUSFLOW_DASK"]["value"] == "kubernetes"
+    assert env["MOUSFLOW_DASK_WORKER_MEMORY"]["value"] == str(700 * MiB)
+    assert env["MOUSFLOW_DASK_WORKER_MEMORY_LIMIT"]["value"] == str(900 * MiB)
+    assert env["MOUSFLOW_DASK_MAX_WORKERS"]["value"] == "6"
+    assert env["MOUSFLOW_POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+    assert env["MOUSFLOW_S3_SECRET"]["value"] == "s3-creds"
+    # only the imaging pod gets an API token, for its own Dask cluster
+    assert pod["serviceAccountName"] == "mousflow-imaging" and pod["automountServiceAccountToken"] is True
+    calib = _pod("calibration")
+    assert calib["automountServiceAccountToken"] is False
+    assert "MOUSFLOW_DASK" not in {e["name"] for e in calib["containers"][0]["env"]}
+    # without worker pods, the imaging pod's local Dask cluster has one worker per thread it was given
+    local = _pod("imaging", JobSettings(namespace="alma", image="i", s3_secret="s"), worker=None)
+    env = {e["name"]: e.get("value") for e in local["containers"][0]["env"]}
+    assert "MOUSFLOW_DASK" not in env and env["MOUSFLOW_DASK_MAX_WORKERS"] == "2"
+
+
+def test_dask_cluster_is_owned_by_the_stage_pod_and_restricted():
+    env = {"MOUSFLOW_DASK_IMAGE": "img:1", "MOUSFLOW_POD_NAME": "mousflow-abc-imaging-1-xyz",
+           "MOUSFLOW_POD_UID": "1234", "MOUSFLOW_DASK_NAMESPACE": "alma", "MOUSFLOW_S3_SECRET": "s3-creds",
+           "MOUSFLOW_S3_ENDPOINT": "http://minio:9000", "MOUSFLOW_DASK_WORKER_MEMORY": str(700 * MiB),
+           "MOUSFLOW_DASK_WORKER_MEMORY_LIMIT": str(900 * MiB)}
+    spec, ns = spec_from_env(1, env)
+    assert ns == "alma" and spec["metadata"]["name"] == cluster_name("mousflow-abc-imaging-1-xyz")
+    assert spec["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod",
+                                                    "name": "mousflow-abc-imaging-1-xyz", "uid": "1234"}]
+    worker = spec["spec"]["worker"]["spec"]
+    c = worker["containers"][0]
+    assert c["resources"] == {"requests": {"cpu": "1", "memory": "700Mi"}, "limits": {"memory": "900Mi"}}
+    assert c["args"][:2] == ["dask", "worker"] and str(900 * MiB) in c["args"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert worker["securityContext"]["runAsNonRoot"] is True
+    secret_env = {e["name"]: e for e in c["env"] if "valueFrom" in e}
+    assert secret_env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    with pytest.raises(ValueError, match="MOUSFLOW_POD_NAME"):
+        spec_from_env(1, {"MOUSFLOW_DASK_IMAGE": "img"})
+    assert cluster_spec("x", image="i", s3_secret=None, s3_endpoint=None, worker_memory_bytes=MiB,
+                        worker_memory_limit_bytes=MiB)["metadata"].get("ownerReferences") is None

@@ -1,0 +1,104 @@
+"""Cube imaging scaled out with Dask: the products do not depend on the number of workers, every chunk still
+writes its own checkpoint, and the workers are bounded by the cube's size."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mousflow.stages.image_store import CUBE_PRODUCTS, ImageStore
+from mousflow.stages.imaging_scaleout import ScaleOutSettings, worker_bounds
+from mousflow.stages.runner import run_stage
+from mousflow.storage.location import Location
+
+
+def test_worker_bounds_follow_the_cube_size():
+    local = ScaleOutSettings(mode="local", max_workers=8)
+    assert worker_bounds(3, local) == (1, 3)  # never more workers than chunks waiting
+    assert worker_bounds(100, local) == (1, 8)
+    assert worker_bounds(100, ScaleOutSettings(mode="kubernetes")) == (1, 4)
+    assert worker_bounds(1, ScaleOutSettings(mode="local", min_workers=4, max_workers=8)) == (1, 1)
+    assert worker_bounds(10, ScaleOutSettings(mode="local", min_workers=2, max_workers=4)) == (2, 4)
+
+
+def test_settings_from_environment_reject_bad_values():
+    s = ScaleOutSettings.from_env({"MOUSFLOW_DASK": "kubernetes", "MOUSFLOW_DASK_MAX_WORKERS": "6"})
+    assert (s.mode, s.min_workers, s.max_workers, s.worker_threads) == ("kubernetes", 1, 6, 1)
+    assert ScaleOutSettings.from_env({}).mode == "local"
+    with pytest.raises(ValueError, match="MOUSFLOW_DASK='yarn'"):
+        ScaleOutSettings.from_env({"MOUSFLOW_DASK": "yarn"})
+    with pytest.raises(ValueError, match="at least 1"):
+        ScaleOutSettings.from_env({"MOUSFLOW_DASK_MAX_WORKERS": "0"})
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory, tiny_mous):
+    """The tiny MOUS calibrated once, with 4-channel chunks (12 chunks over its two windows)."""
+    root = tmp_path_factory.mktemp("scaleout")
+    doc = yaml.safe_load(Path(tiny_mous.manifest.path).read_text())
+    doc["spec"]["output"] = {"uri": str(root / "calibrated")}
+    doc["spec"]["imaging"] = {"channelChunk": 4}
+    manifest = root / "calibrated.yaml"
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    outcome = run_stage("calibration", str(manifest))
+    assert outcome.state == "Succeeded", outcome
+    return root, doc
+
+
+def _image_with(calibrated_run, name: str, monkeypatch, **env) -> tuple[Path, dict]:
+    root, doc = calibrated_run
+    out = root / name
+    shutil.copytree(root / "calibrated", out)
+    d = json.loads(json.dumps(doc))
+    d["spec"]["output"] = {"uri": str(out)}
+    manifest = root / f"{name}.yaml"
+    manifest.write_text(yaml.safe_dump(d, sort_keys=False))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    outcome = run_stage("imaging", str(manifest))
+    assert outcome.state == "Succeeded", outcome
+    return out, outcome.metrics
+
+
+@pytest.mark.slow
+def test_one_worker_and_two_workers_make_the_same_cubes(calibrated_run, monkeypatch):
+    one, m1 = _image_with(calibrated_run, "one", monkeypatch, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MIN_WORKERS="1",
+                          MOUSFLOW_DASK_MAX_WORKERS="1")
+    two, m2 = _image_with(calibrated_run, "two", monkeypatch, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MIN_WORKERS="2",
+                          MOUSFLOW_DASK_MAX_WORKERS="2")
+    assert m1["workers_used"] == 1 and m1["chunks_computed"] == 12
+    assert m2["workers_used"] == 2 and m2["chunks_computed"] == 12
+    assert m2["worker_peak_memory_bytes"] > 50 * 2**20
+    for spw in ("spw0", "spw1"):
+        a = ImageStore(Location.of(one / "imaging" / f"cube_{spw}.zarr"))
+        b = ImageStore(Location.of(two / "imaging" / f"cube_{spw}.zarr"))
+        for product in CUBE_PRODUCTS:
+            x, y = a.read(product), b.read(product)
+            assert np.isfinite(x).any()
+            np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(x)), equal_nan=True)
+        assert a.attrs["line_channels"] == b.attrs["line_channels"]
+    c1 = ImageStore(Location.of(one / "imaging" / "continuum.zarr")).read("image")
+    c2 = ImageStore(Location.of(two / "imaging" / "continuum.zarr")).read("image")
+    np.testing.assert_allclose(c2, c1, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(c1)), equal_nan=True)
+    # each chunk wrote its own checkpoint, whichever worker made it
+    chunks = sorted((two / "checkpoints" / "imaging").rglob("chunk-*.json"))
+    assert len(chunks) == 12
+    assert all(json.loads(p.read_text())["outputs"].keys() == set(CUBE_PRODUCTS) for p in chunks)
+
+
+@pytest.mark.slow
+def test_a_resumed_cube_images_only_the_chunks_without_a_checkpoint(calibrated_run, monkeypatch):
+    out, _ = _image_with(calibrated_run, "resume", monkeypatch, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MAX_WORKERS="2")
+    # lose three chunks' checkpoints and the stage's own: the next run images those three only
+    chunks = sorted((out / "checkpoints" / "imaging").rglob("chunk-*.json"))
+    for p in chunks[:3]:
+        p.unlink()
+    (out / "checkpoints" / "imaging.json").unlink()
+    outcome = run_stage("imaging", str(out.parent / "resume.yaml"))
+    assert outcome.state == "Succeeded", outcome
+    assert (outcome.metrics["chunks_computed"], outcome.metrics["chunks_skipped"]) == (3, 9)
