@@ -85,8 +85,11 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{/* Cross-field rules the schema cannot say clearly. */}}
+{{/* Rules the schema cannot say clearly (Go's regexp has no lookahead; cross-field rules). */}}
 {{- define "mousflow.validate" -}}
+{{- if or (eq .Values.image.tag "latest") (eq .Values.minio.image.tag "latest") -}}
+{{- fail "image.tag and minio.image.tag must name a version, not latest (pods would run whatever latest was when their node pulled it)" -}}
+{{- end -}}
 {{- if and (not .Values.minio.enabled) (not .Values.s3.existingSecret) -}}
 {{- fail "minio.enabled=false needs an external S3: set s3.existingSecret (a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) and, unless it is AWS S3, s3.endpoint" -}}
 {{- end -}}
