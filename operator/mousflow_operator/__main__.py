@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     settings = OperatorSettings.from_env()
     kopf.configure(verbose=args.verbose)
-    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "httpx", "httpcore", "fsspec"):
+    # aiohttp.access: a line per health probe
+    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "httpx", "httpcore", "fsspec", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # standalone: one operator per installation (the chart runs one replica with the Recreate strategy), so
     # kopf's peering (and its peering resources and RBAC) is not used.

@@ -210,6 +210,14 @@ def test_tiny_mous_goes_from_apply_to_delivered(cluster, release, sim):
     metrics = cluster.kubectl("get", "--raw",
                               f"/api/v1/namespaces/{ns}/services/{RELEASE}-mousflow-metrics:metrics/proxy/metrics")
     assert 'mousflow_mous{phase="Delivered"} 1.0' in metrics, metrics
+    _assert_rbac_was_enough(cluster, ns)
+
+
+def _assert_rbac_was_enough(cluster, ns) -> None:
+    """Least privilege, but enough: the operator never hit a refusal (kopf logs these and carries on)."""
+    log = cluster.kubectl("logs", "-n", ns, f"deployment/{RELEASE}-mousflow-operator", "--tail=-1")
+    for refusal in ("Forbidden", "forbidden", "Not enough permissions", "Failed to post an event"):
+        assert refusal not in log, [line for line in log.splitlines() if refusal in line][:5]
 
 
 def test_upgrade_with_a_mous_in_flight_lets_it_finish(cluster, release, sim):
@@ -235,6 +243,7 @@ def test_upgrade_with_a_mous_in_flight_lets_it_finish(cluster, release, sim):
     # the new operator adopted the running work: still one Job per stage, none started twice
     assert {s: len(j) for s, j in _jobs_by_stage(cluster, ns, uid).items()} == \
         {"calibration": 1, "imaging": 1, "packaging": 1}
+    _assert_rbac_was_enough(cluster, ns)
 
 
 def test_uninstall_leaves_delivered_data_in_place(cluster, release, sim):
