@@ -85,6 +85,8 @@ def test_default_install(helm):
     assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "rel-mousflow-s3",
                                                              "key": "AWS_SECRET_ACCESS_KEY"}}
     assert env["MOUSFLOW_METRICS_PORT"] == "9090"
+    assert (env["MOUSFLOW_OOM_MEMORY_FACTOR"], env["MOUSFLOW_OOM_MAX_RETRIES"], env["MOUSFLOW_OOM_MEMORY_CAP"]) == \
+        ("1.5", "3", "64Gi")
     # namespaced RBAC only, nothing cluster-wide, no Secrets, no deletes
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     role = one(docs, "Role", "-operator")
@@ -94,7 +96,7 @@ def test_default_install(helm):
     assert rules == {("mousflow.io", "mouses"): {"list", "watch", "patch"},
                      ("mousflow.io", "mouses/status"): {"patch"}, ("", "events"): {"create"},
                      ("batch", "jobs"): {"create", "list", "patch"}, ("batch", "jobs/status"): {"get"},
-                     ("", "pods"): {"list"}, ("", "pods/log"): {"get"}, ("", "namespaces"): {"get"}}
+                     ("", "pods"): {"get", "list"}, ("", "pods/log"): {"get"}, ("", "namespaces"): {"get"}}
     assert [r["resourceNames"] for r in role["rules"] if r["resources"] == ["namespaces"]] == [[NS]]
     binding = one(docs, "RoleBinding", "-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-mousflow-operator", "namespace": NS}]
