@@ -18,8 +18,8 @@ cluster-deps:  ## Debian packages: containerd, runc, CNI plugins, buildah, deboo
 cluster-binaries:  ## build (or reuse) the pinned Kubernetes, etcd, CoreDNS, Helm and MinIO binaries
 	$(TESTBED_DIR)/build-binaries.sh
 
-images: cluster-deps  ## pause, Python base and CoreDNS images with buildah (no registry, no Docker)
-	$(TESTBED_DIR)/images.sh pause base coredns
+images: cluster-deps  ## pause, Python base, CoreDNS and MinIO images with buildah (no registry, no Docker)
+	$(TESTBED_DIR)/images.sh pause base coredns minio
 
 images-runner: cluster-deps  ## the runner image: containers/runner/Dockerfile on the local Python base
 	$(TESTBED_DIR)/images.sh runner

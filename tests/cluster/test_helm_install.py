@@ -259,3 +259,52 @@ def test_uninstall_leaves_delivered_data_in_place(cluster, release, sim):
     # Prefect's flow-run history is kept too (helm.sh/resource-policy: keep)
     assert cluster.get("pvc", f"{RELEASE}-mousflow-prefect", ns)["status"]["phase"] == "Bound"
     assert cluster.get("crd", "mouses.mousflow.io")
+
+
+@pytest.fixture(scope="module")
+def minio_image(cluster) -> str:
+    """The test bed's MinIO image (containers/minio), built and imported if this cluster predates it."""
+    repo_root = Path(__file__).resolve().parents[2]
+    if os.geteuid() == 0:
+        proc = subprocess.run([str(repo_root / "hack" / "testbed" / "images.sh"), "minio", "import"],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for line in (repo_root / "hack" / "testbed" / "versions.env").read_text().splitlines():
+        if line.startswith("MINIO_IMAGE="):
+            return line.split("=", 1)[1]
+    raise AssertionError("MINIO_IMAGE missing from hack/testbed/versions.env")
+
+
+def test_the_charts_own_minio_with_generated_credentials(cluster, runner_image, minio_image):
+    """The default S3 path: the chart's MinIO (restricted pod), a generated key kept across upgrades, buckets
+    made by the post-install hook, and the operator wired to it."""
+    ns = f"helm-minio-{SUFFIX}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    repository, tag = runner_image.rsplit(":", 1)
+    minio_repository, minio_tag = minio_image.rsplit(":", 1)
+    args = ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+            "--set", f"minio.image.repository={minio_repository}", "--set", f"minio.image.tag={minio_tag}",
+            "--set", "minio.image.pullPolicy=Never", "--set", "minio.persistence.enabled=false",
+            "--set", "minio.buckets={mousflow,alma-products}",
+            "--set", "prefect.database.sqlite.persistence.enabled=false", "--set", "prefect.ui=false"]
+    try:
+        # --wait, and the post-install hook (bucket creation) must succeed for install to return
+        cluster.helm("install", "mm", str(CHART), "-n", ns, *args, "--wait", "--timeout", "5m", timeout=330)
+        secret = cluster.get("secret", "mm-mousflow-s3", ns)["data"]
+        assert len(secret["AWS_SECRET_ACCESS_KEY"]) > 40  # 32 random characters, base64
+        minio = _pods(cluster, ns, "minio")
+        assert len(minio) == 1 and minio[0]["status"]["containerStatuses"][0]["ready"]
+        code = ("import os, s3fs; fs = s3fs.S3FileSystem(client_kwargs={'endpoint_url': "
+                "os.environ['MOUSFLOW_S3_ENDPOINT']}); fs.pipe('mousflow/probe', b'ok'); "
+                "print(sorted(b.rstrip('/') for b in fs.ls('')), fs.cat('mousflow/probe').decode())")
+        out = cluster.kubectl("exec", "-n", ns, "deploy/mm-mousflow-operator", "--", "python", "-c", code)
+        assert out.strip() == "['alma-products', 'mousflow'] ok", out
+        cluster.helm("upgrade", "mm", str(CHART), "-n", ns, *args, "--wait", "--timeout", "5m", timeout=330)
+        assert cluster.get("secret", "mm-mousflow-s3", ns)["data"] == secret  # the generated key survives
+    finally:
+        try:
+            cluster.helm("uninstall", "mm", "-n", ns, "--wait", "--timeout", "2m", timeout=150)
+        except AssertionError as exc:
+            print(exc)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
