@@ -59,6 +59,13 @@ def test_crd_in_the_chart_is_byte_identical_to_the_operators():
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_FILE]
 
 
+def test_helm_installs_that_crd(helm):
+    proc = _run(helm, "template", "rel", str(CHART), "--include-crds")
+    assert proc.returncode == 0, proc.stderr
+    crds = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "CustomResourceDefinition"]
+    assert crds == [yaml.safe_load(crd_text())]
+
+
 def test_chart_lints(helm):
     proc = _run(helm, "lint", "--strict", str(CHART))
     assert proc.returncode == 0, proc.stdout + proc.stderr
