@@ -358,6 +358,7 @@ def release_finalizers(namespaces: tuple[str, ...], finalizer: str) -> int:
         ops = [{"op": "test", "path": "/metadata/finalizers", "value": current},
                {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in current if f != finalizer]}]
         try:
+            # the client would send a list as a merge patch (its first JSON content type): say it is a JSON patch
             api.patch_namespaced_custom_object(GROUP, VERSION, mous["metadata"]["namespace"], PLURAL,
                                                mous["metadata"]["name"], ops,
                                                _content_type="application/json-patch+json")
