@@ -254,7 +254,10 @@ def test_uninstall_leaves_delivered_data_in_place(cluster, release, sim):
                        and not _pods(cluster, ns, "prefect-server"), timeout=120)
     for name in ("tiny-a", "tiny-b"):
         _assert_delivered_products({"spec": {"delivery": {"uri": f"{sim}/delivered/{name}"}}})
-        assert _phase(cluster, ns, name) == "Delivered"  # the CRD (crds/) and the MOUSs stay
+        mous = cluster.get("mous", name, ns)
+        assert mous["status"]["phase"] == "Delivered"  # the CRD (crds/) and the MOUSs stay
+        # the stopping operator took its finalizer off: the MOUS can still be deleted without it
+        assert "mousflow.io/finalizer" not in (mous["metadata"].get("finalizers") or [])
     assert Location(f"{sim}/runs/tiny-a/products/manifest.json").exists()
     # Prefect's flow-run history is kept too (helm.sh/resource-policy: keep)
     assert cluster.get("pvc", f"{RELEASE}-mousflow-prefect", ns)["status"]["phase"] == "Bound"
