@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,41 +20,17 @@ import yaml
 from mousflow.storage.location import Location
 from mousflow_operator.crd import crd_text
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
 CHART = Path(__file__).resolve().parents[2] / "helm" / "mousflow"
 RELEASE = "mf"
 SUFFIX = uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="module")
-def s3_env(cluster):
-    s3 = cluster.s3
-    if not s3.get("S3_ENDPOINT_URL") or not s3.get("S3_ENDPOINT_URL_IN_CLUSTER"):
-        pytest.fail("the test bed did not publish its S3 endpoints (s3.env)")
-    return {"MOUSFLOW_S3_ENDPOINT": s3["S3_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
-            "AWS_DEFAULT_REGION": s3.get("AWS_DEFAULT_REGION", "us-east-1")}
-
-
-@pytest.fixture(autouse=True)
-def host_s3(monkeypatch, s3_env):
-    for k, v in s3_env.items():
-        monkeypatch.setenv(k, v)
-
-
-@pytest.fixture(scope="module")
-def sim(s3_env):
-    """A tiny MOUS simulated from the host straight into a fresh bucket of the test bed's MinIO."""
-    env = {**os.environ, **s3_env}
-    bucket = f"mousflow-helm-{SUFFIX}"
-    code = ("import s3fs, os; s3fs.S3FileSystem(client_kwargs={'endpoint_url': os.environ['MOUSFLOW_S3_ENDPOINT']})"
-            f".mkdir({bucket!r})")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
-    out = f"s3://{bucket}/tiny"
-    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", "tiny", "--out", out],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def sim(tiny_s3_mous):
+    """The session's tiny MOUS in the test bed's MinIO (simulated from the host); runs and deliveries of this
+    module go under names of its own (helm-*)."""
+    return tiny_s3_mous
 
 
 def _set_args(runner_image: str, storage_class: str, s3_in_cluster: str) -> list[str]:
@@ -198,8 +173,8 @@ def test_install_runs_locked_down_and_healthy(cluster, release):
 
 def test_tiny_mous_goes_from_apply_to_delivered(cluster, release, sim):
     ns = release["ns"]
-    doc = _apply_mous(cluster, ns, sim, "tiny-a", "a1")
-    status = _wait_delivered(cluster, ns, "tiny-a")
+    doc = _apply_mous(cluster, ns, sim, "helm-a", "a1")
+    status = _wait_delivered(cluster, ns, "helm-a")
     assert status["qa2"]["verdict"] == "Pass"
     assert all(status["stages"][s]["state"] == "Succeeded" for s in ("calibration", "imaging", "packaging"))
     _assert_delivered_products(doc)
@@ -222,12 +197,12 @@ def _assert_rbac_was_enough(cluster, ns) -> None:
 
 def test_upgrade_with_a_mous_in_flight_lets_it_finish(cluster, release, sim):
     ns = release["ns"]
-    doc = _apply_mous(cluster, ns, sim, "tiny-b", "b2")
+    doc = _apply_mous(cluster, ns, sim, "helm-b", "b2")
     uid = doc["spec"]["uid"]
-    cluster.wait_until("the calibration Job of tiny-b", lambda: "calibration" in _jobs_by_stage(cluster, ns, uid),
+    cluster.wait_until("the calibration Job of helm-b", lambda: "calibration" in _jobs_by_stage(cluster, ns, uid),
                        timeout=180)
     old_pod = _pods(cluster, ns, "operator")[0]["metadata"]["uid"]
-    before = cluster.get("mous", "tiny-b", ns)["status"]
+    before = cluster.get("mous", "helm-b", ns)["status"]
     assert before["phase"] == "Processing", before
     assert (before.get("stages", {}).get("packaging") or {}).get("state") != "Succeeded"
     # a changed operator setting rolls the operator (Recreate: the old pod goes before the new one starts)
@@ -237,7 +212,7 @@ def test_upgrade_with_a_mous_in_flight_lets_it_finish(cluster, release, sim):
     assert [p["metadata"]["uid"] for p in new_pods] != [old_pod]
     env = {e["name"]: e.get("value") for e in new_pods[0]["spec"]["containers"][0]["env"]}
     assert env["MOUSFLOW_MAX_PROCESSING"] == "3"
-    status = _wait_delivered(cluster, ns, "tiny-b")
+    status = _wait_delivered(cluster, ns, "helm-b")
     assert status["qa2"]["verdict"] == "Pass"
     _assert_delivered_products(doc)
     # the new operator adopted the running work: still one Job per stage, none started twice
@@ -252,13 +227,13 @@ def test_uninstall_leaves_delivered_data_in_place(cluster, release, sim):
     release["installed"] = False
     cluster.wait_until("the operator and Prefect pods to go", lambda: not _pods(cluster, ns, "operator")
                        and not _pods(cluster, ns, "prefect-server"), timeout=120)
-    for name in ("tiny-a", "tiny-b"):
+    for name in ("helm-a", "helm-b"):
         _assert_delivered_products({"spec": {"delivery": {"uri": f"{sim}/delivered/{name}"}}})
         mous = cluster.get("mous", name, ns)
         assert mous["status"]["phase"] == "Delivered"  # the CRD (crds/) and the MOUSs stay
         # the stopping operator took its finalizer off: the MOUS can still be deleted without it
         assert "mousflow.io/finalizer" not in (mous["metadata"].get("finalizers") or [])
-    assert Location(f"{sim}/runs/tiny-a/products/manifest.json").exists()
+    assert Location(f"{sim}/runs/helm-a/products/manifest.json").exists()
     # Prefect's flow-run history is kept too (helm.sh/resource-policy: keep)
     assert cluster.get("pvc", f"{RELEASE}-mousflow-prefect", ns)["status"]["phase"] == "Bound"
     assert cluster.get("crd", "mouses.mousflow.io")
