@@ -223,6 +223,10 @@ def test_upgrade_with_a_mous_in_flight_lets_it_finish(cluster, release, sim):
 
 def test_uninstall_leaves_delivered_data_in_place(cluster, release, sim):
     ns = release["ns"]
+    # as the README says: stop the operator first, so it releases its finalizers while its Role still exists
+    # (helm uninstall removes the Role and the operator at the same time, and the cleanup would be refused)
+    cluster.kubectl("scale", "-n", ns, f"deployment/{RELEASE}-mousflow-operator", "--replicas=0")
+    cluster.wait_until("the operator to stop", lambda: not _pods(cluster, ns, "operator"), timeout=120)
     cluster.helm("uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "2m", timeout=150)
     release["installed"] = False
     cluster.wait_until("the operator and Prefect pods to go", lambda: not _pods(cluster, ns, "operator")
