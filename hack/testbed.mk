@@ -18,8 +18,8 @@ cluster-deps:  ## Debian packages: containerd, runc, CNI plugins, buildah, deboo
 cluster-binaries:  ## build (or reuse) the pinned Kubernetes, etcd, CoreDNS, Helm and MinIO binaries
 	$(TESTBED_DIR)/build-binaries.sh
 
-images: cluster-deps  ## pause, Python base and CoreDNS images with buildah (no registry, no Docker)
-	$(TESTBED_DIR)/images.sh pause base coredns
+images: cluster-deps  ## pause, Python base, CoreDNS and MinIO images with buildah (no registry, no Docker)
+	$(TESTBED_DIR)/images.sh pause base coredns minio
 
 images-runner: cluster-deps  ## the runner image: containers/runner/Dockerfile on the local Python base
 	$(TESTBED_DIR)/images.sh runner
@@ -34,12 +34,20 @@ cluster-down:  ## stop exactly the processes cluster-up started and clean up
 cluster-status:
 	@$(TESTBED_DIR)/cluster-status.sh
 
-# Install the project's chart on the running local test bed with the locally built runner image.
+# Install the project's chart on the running local test bed with the locally built runner image
+# (MOUSFLOW_RUNNER_IMAGE, default localhost/mousflow/runner:dev). The test bed has no registry (so no MinIO
+# image) and no volume provisioner: the chart uses the test bed's MinIO as its external S3 (Secret
+# mousflow-system/minio-credentials) and keeps Prefect's SQLite in an emptyDir.
+TESTBED_CHART_IMAGE ?= $(or $(MOUSFLOW_RUNNER_IMAGE),localhost/mousflow/runner:dev)
 testbed-chart:
 	@test -f $(CHART)/Chart.yaml || { echo "no chart at $(CHART)"; exit 1; }
 	eval "$$($(TESTBED_DIR)/env.sh)" && helm upgrade --install mousflow $(CHART) \
 	  --namespace mousflow-system --create-namespace --wait --timeout 5m \
-	  --set image.repository=localhost/mousflow/runner --set image.tag=dev --set image.pullPolicy=Never
+	  --set image.repository=$(firstword $(subst :, ,$(TESTBED_CHART_IMAGE))) \
+	  --set image.tag=$(lastword $(subst :, ,$(TESTBED_CHART_IMAGE))) --set image.pullPolicy=Never \
+	  --set s3.existingSecret=minio-credentials \
+	  --set s3.endpoint=http://minio.mousflow-system.svc.cluster.local:9000 \
+	  --set prefect.database.sqlite.persistence.enabled=false
 
 # Bring the cluster up (building what is missing), run the cluster tier, then bring it down again unless
 # KEEP_CLUSTER=1 or it was already running before.

@@ -140,7 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_operator(args: argparse.Namespace) -> int:
     from mousflow_operator.__main__ import main as operator_main
 
-    return operator_main(["--verbose"] if args.verbose else [])
+    return operator_main((["--verbose"] if args.verbose else [])
+                         + (["--liveness", args.liveness] if args.liveness else []))
 
 
 def _annotate_mous(namespace: str, name: str, annotations: dict[str, str], expect_phases: tuple[str, ...]) -> str:
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("operator", help="run the kopf operator for MOUS resources (settings from MOUSFLOW_* env)")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--liveness", metavar="URL", help="serve kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.set_defaults(func=cmd_operator)
 
     p = sub.add_parser("review", help="record a reviewer's QA2 decision on a MOUS in Reviewing")

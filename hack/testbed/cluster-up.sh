@@ -392,7 +392,7 @@ main() {
   # TESTBED_KEEP_ON_FAILURE=1 leaves it running for debugging.
   trap 'on_exit $?' EXIT
   "$HERE/build-binaries.sh"
-  local images=(pause base coredns)
+  local images=(pause base coredns minio)
   # The project's runner image too (skip with TESTBED_RUNNER=0); rebuilt only when the source changed.
   if [[ "${TESTBED_RUNNER:-1}" == 1 && -f "$REPO_ROOT/pyproject.toml" ]]; then images+=(runner); fi
   "$HERE/images.sh" "${images[@]}"

@@ -4,10 +4,11 @@
 #   base    - Debian bookworm + Python 3.11 made with debootstrap (stand-in for python:3.11-slim-bookworm)
 #   coredns - the cluster DNS server built from the Go module proxy, on an empty image
 #   runner  - containers/runner/Dockerfile (pip-installs this project) on top of `base`
+#   minio   - the MinIO binary on an empty image, for the Helm chart's optional MinIO (minio.image)
 # Each image is written as a docker-archive under $MOUSFLOW_CACHE/images/<name>-<input hash>.tar; an
 # archive whose inputs did not change is reused. `images.sh import` loads them into containerd's
 # k8s.io namespace (the only one the kubelet sees), skipping archives already imported.
-# Usage: hack/testbed/images.sh [pause|base|coredns|runner|import ...]   (default: pause base coredns)
+# Usage: hack/testbed/images.sh [pause|base|coredns|minio|runner|import ...]   (default: pause base coredns minio)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/testbed/lib.sh
@@ -132,6 +133,23 @@ build_coredns() {
   log "built $COREDNS_IMAGE"
 }
 
+build_minio() {
+  local bin h out ctx
+  bin="$(minio_bin_dir)/minio"
+  [[ -x "$bin" ]] || "$HERE/build-binaries.sh" minio
+  h="$(hash_inputs "$CONTAINERS/minio/Containerfile" | cut -c1-6)$(echo "$MINIO_VERSION" | sha256sum | cut -c1-6)"
+  out="$(archive_path minio "$h")"
+  if [[ -f "$out" ]]; then log "cached image: $MINIO_IMAGE ($out)"; ln -sfn "$(basename "$out")" "$IMAGES_DIR/minio.current.tar"; return; fi
+  log "building $MINIO_IMAGE"
+  ctx="$(mktemp -d)"
+  cp "$bin" "$ctx/minio"
+  cp "$CONTAINERS/minio/Containerfile" "$ctx/"
+  "${BUILDAH[@]}" bud --quiet --pull=false --layers=false -t "$MINIO_IMAGE" -f "$ctx/Containerfile" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  write_archive "$MINIO_IMAGE" "$out" minio
+  log "built $MINIO_IMAGE"
+}
+
 # The runner image pip-installs this repository, so its inputs are the repository's tracked files.
 build_runner() {
   [[ -f "$REPO_ROOT/pyproject.toml" ]] || die "no pyproject.toml in $REPO_ROOT: nothing for the runner image to install"
@@ -195,13 +213,14 @@ prune_stale() {
 
 main() {
   local targets=("$@")
-  [[ ${#targets[@]} -gt 0 ]] || targets=(pause base coredns)
+  [[ ${#targets[@]} -gt 0 ]] || targets=(pause base coredns minio)
   ensure_tools
   for t in "${targets[@]}"; do
     case "$t" in
       pause) build_pause ;;
       base) build_base ;;
       coredns) build_coredns ;;
+      minio) build_minio ;;
       runner) build_runner ;;
       import) import_all ;;
       *) die "unknown image target: $t" ;;

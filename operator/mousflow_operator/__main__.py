@@ -1,7 +1,12 @@
-"""`python -m mousflow_operator` (or `mousflow operator`): run the operator with the settings from the environment."""
+"""`python -m mousflow_operator` (or `mousflow operator`): run the operator with the settings from the environment.
+
+Flags: --verbose; --liveness URL (kopf's health endpoint, overrides MOUSFLOW_LIVENESS_ENDPOINT), what the
+chart's liveness and readiness probes ask.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -12,13 +17,20 @@ def main(argv: list[str] | None = None) -> int:
     from mousflow_operator import handlers
     from mousflow_operator.settings import OperatorSettings
 
+    parser = argparse.ArgumentParser(prog="python -m mousflow_operator")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--liveness", metavar="URL", default=None,
+                        help="serve kopf's health endpoint here, e.g. http://0.0.0.0:8080/healthz")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     settings = OperatorSettings.from_env()
-    verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
-    kopf.configure(verbose=verbose)
-    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "httpx", "httpcore", "fsspec"):
+    kopf.configure(verbose=args.verbose)
+    # aiohttp.access: a line per health probe
+    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "httpx", "httpcore", "fsspec", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # standalone: one operator per installation (the chart runs one replica with the Recreate strategy), so
+    # kopf's peering (and its peering resources and RBAC) is not used.
     kopf.run(standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
-             registry=kopf.get_default_registry())
+             liveness_endpoint=args.liveness or settings.liveness_endpoint, registry=kopf.get_default_registry())
     del handlers  # imported for its handlers' registration
     return 0
 

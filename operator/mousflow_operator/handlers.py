@@ -24,6 +24,7 @@ from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
 from mousflow_operator import inputs, lifecycle
 from mousflow_operator.delivery import deliver, products_location
+from mousflow_operator.metrics import OperatorMetrics
 from mousflow_operator.progress import overall_progress, stage_status
 from mousflow_operator.queue import QueueEntry, admissible
 from mousflow_operator.runs import RunManager
@@ -48,6 +49,13 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     memo.config = OperatorSettings.from_env()
     memo.runs = RunManager(threads=memo.config.stage_threads)
     memo.admission = threading.Lock()
+    memo.metrics = OperatorMetrics(active_runs=lambda: len(memo.runs.active()))
+    if memo.config.metrics_port:
+        memo.metrics.serve(memo.config.metrics_port)
+        logger.info("Prometheus metrics on port %d", memo.config.metrics_port)
+    # Least privilege: the operator serves one resource whose CRD exists before it starts (the chart's crds/),
+    # in namespaces named exactly, so kopf need not list or watch CRDs and namespaces cluster-wide.
+    settings.scanning.disabled = True
     settings.persistence.finalizer = ANN + "finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mousflow.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -114,6 +122,7 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
     key = f"{namespace}/{name}"
     annotations = dict(meta.get("annotations", {}))
     old = _status_model(dict(body.get("status") or {}))
+    memo.metrics.observe(key, Phase(old.phase).value)
     new = old.model_copy(deep=True)
     phase = Phase(old.phase)
     now = datetime.now(UTC)
@@ -133,6 +142,7 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
             patch.metadata.annotations[A_RETRY_AFTER] = None
             _transition(body, patch, new, phase, lifecycle.Transition(
                 Phase.FULLY_OBSERVED, "RetryRequested", f"retry {token} requested"), problems, now, degraded_reason)
+            memo.metrics.transition(key, phase.value, Phase.FULLY_OBSERVED.value)
             return
     elif phase == Phase.FULLY_OBSERVED:
         check = inputs.check_execution_blocks(mous_spec)
@@ -183,6 +193,7 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
     if transition.phase not in (Phase.PROCESSING,):
         runs.forget(key)
     _transition(body, patch, new, phase, transition, problems, now, degraded_reason)
+    memo.metrics.transition(key, phase.value, transition.phase.value)
 
 
 def _age_seconds(created: str, now: datetime) -> float:
@@ -305,6 +316,8 @@ def _patch_status(patch, before: dict, new: MOUSStatus) -> None:
 @kopf.on.event(*RESOURCE)
 def mous_deleted(type, name, namespace, memo: kopf.Memo, logger, **_):
     """A deleted MOUS's flow run is cancelled here; its Jobs go with it (owner references). Products stay."""
+    if type == "DELETED" and getattr(memo, "metrics", None) is not None:
+        memo.metrics.forget(f"{namespace}/{name}")
     if type == "DELETED" and getattr(memo, "runs", None) is not None:
         handle = memo.runs.forget(f"{namespace}/{name}", cancel=True)
         if handle is not None:
@@ -345,6 +358,7 @@ def release_finalizers(namespaces: tuple[str, ...], finalizer: str) -> int:
         ops = [{"op": "test", "path": "/metadata/finalizers", "value": current},
                {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in current if f != finalizer]}]
         try:
+            # the client would send a list as a merge patch (its first JSON content type): say it is a JSON patch
             api.patch_namespaced_custom_object(GROUP, VERSION, mous["metadata"]["namespace"], PLURAL,
                                                mous["metadata"]["name"], ops,
                                                _content_type="application/json-patch+json")

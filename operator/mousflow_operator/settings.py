@@ -38,6 +38,10 @@ class OperatorSettings:
     admission_settle_seconds: float = 120.0
     """A MOUS not yet checked (FullyObserved, not Degraded) keeps its place in the queue for at most this long
     after its creation: long enough for the input checks of many MOUSs applied at once."""
+    liveness_endpoint: str | None = None
+    """kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz (answers once the operator has started)."""
+    metrics_port: int = 0
+    """Port of the Prometheus metrics endpoint (/metrics on every path); 0 serves none."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -57,4 +61,6 @@ class OperatorSettings:
             tick_seconds=float(env.get("MOUSFLOW_TICK_SECONDS", cls.tick_seconds)),
             admission_settle_seconds=float(env.get("MOUSFLOW_ADMISSION_SETTLE_SECONDS",
                                                    cls.admission_settle_seconds)),
+            liveness_endpoint=env.get("MOUSFLOW_LIVENESS_ENDPOINT") or None,
+            metrics_port=int(env.get("MOUSFLOW_METRICS_PORT") or 0),
         )

@@ -1,0 +1,48 @@
+"""The pinned helm binary for the chart tests (fast tier: `helm lint` and `helm template` need no cluster).
+
+Found as the cluster tier finds it (the test bed's cache, then PATH); on a fresh machine it is built once with
+hack/testbed/build-binaries.sh helm (Go and the Go module proxy, about two minutes), the same binary the
+cluster tier uses later. Kept in the fast tier because rendering the chart takes seconds and is where most chart
+mistakes show; only the first run on a fresh machine pays for the build.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "hack" / "testbed"
+CHART = REPO / "helm" / "mousflow"
+
+
+def _helm_version() -> str:
+    for line in (TESTBED / "versions.env").read_text().splitlines():
+        if line.startswith("HELM_VERSION="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("HELM_VERSION missing from hack/testbed/versions.env")
+
+
+def find_or_build_helm() -> str:
+    import os
+
+    cache = Path(os.environ.get("MOUSFLOW_CACHE", Path.home() / ".cache" / "mousflow"))
+    cached = cache / "bin" / f"helm-{_helm_version()}" / "helm"
+    if cached.is_file():
+        return str(cached)
+    found = shutil.which("helm")
+    if found:
+        return found
+    proc = subprocess.run([str(TESTBED / "build-binaries.sh"), "helm"], capture_output=True, text=True)
+    if proc.returncode != 0 or not cached.is_file():
+        pytest.fail(f"no helm binary and building it failed (hack/testbed/build-binaries.sh helm):\n"
+                    f"{proc.stderr[-2000:]}", pytrace=False)
+    return str(cached)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return find_or_build_helm()
