@@ -30,16 +30,6 @@ OPERATOR_NS = "mousflow-dask-operator"
 
 
 @pytest.fixture(scope="module")
-def s3_env(cluster):
-    s3 = cluster.s3
-    if not s3.get("S3_ENDPOINT_URL"):
-        pytest.fail("the test bed did not publish its S3 endpoint (s3.env)")
-    return {"MOUSFLOW_S3_ENDPOINT": s3["S3_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
-            "AWS_DEFAULT_REGION": s3.get("AWS_DEFAULT_REGION", "us-east-1")}
-
-
-@pytest.fixture(scope="module")
 def dask_namespace(cluster, runner_image, s3_env):
     """The dask operator running, and a namespace whose imaging pods may start Dask clusters."""
     ns = f"dask-{uuid.uuid4().hex[:8]}"
