@@ -116,39 +116,26 @@ build_base() {
   log "built $BASE_IMAGE"
 }
 
-build_coredns() {
-  local bin h out ctx
-  bin="$(coredns_bin_dir)/coredns"
-  [[ -x "$bin" ]] || "$HERE/build-binaries.sh" coredns
-  h="$(hash_inputs "$CONTAINERS/coredns/Containerfile" | cut -c1-6)$(echo "$COREDNS_VERSION" | sha256sum | cut -c1-6)"
-  out="$(archive_path coredns "$h")"
-  if [[ -f "$out" ]]; then log "cached image: $COREDNS_IMAGE ($out)"; ln -sfn "$(basename "$out")" "$IMAGES_DIR/coredns.current.tar"; return; fi
-  log "building $COREDNS_IMAGE"
+# build_binary_image NAME BIN_DIR IMAGE VERSION: a static binary from the cache (built if missing) on the
+# empty image containers/NAME/Containerfile describes.
+build_binary_image() {
+  local name="$1" bin="$2/$1" image="$3" version="$4" h out ctx
+  [[ -x "$bin" ]] || "$HERE/build-binaries.sh" "$name"
+  h="$(hash_inputs "$CONTAINERS/$name/Containerfile" | cut -c1-6)$(echo "$version" | sha256sum | cut -c1-6)"
+  out="$(archive_path "$name" "$h")"
+  if [[ -f "$out" ]]; then log "cached image: $image ($out)"; ln -sfn "$(basename "$out")" "$IMAGES_DIR/$name.current.tar"; return; fi
+  log "building $image"
   ctx="$(mktemp -d)"
-  cp "$bin" "$ctx/coredns"
-  cp "$CONTAINERS/coredns/Containerfile" "$ctx/"
-  "${BUILDAH[@]}" bud --quiet --pull=false --layers=false -t "$COREDNS_IMAGE" -f "$ctx/Containerfile" "$ctx" >/dev/null
+  cp "$bin" "$ctx/$name"
+  cp "$CONTAINERS/$name/Containerfile" "$ctx/"
+  "${BUILDAH[@]}" bud --quiet --pull=false --layers=false -t "$image" -f "$ctx/Containerfile" "$ctx" >/dev/null
   rm -rf "$ctx"
-  write_archive "$COREDNS_IMAGE" "$out" coredns
-  log "built $COREDNS_IMAGE"
+  write_archive "$image" "$out" "$name"
+  log "built $image"
 }
 
-build_minio() {
-  local bin h out ctx
-  bin="$(minio_bin_dir)/minio"
-  [[ -x "$bin" ]] || "$HERE/build-binaries.sh" minio
-  h="$(hash_inputs "$CONTAINERS/minio/Containerfile" | cut -c1-6)$(echo "$MINIO_VERSION" | sha256sum | cut -c1-6)"
-  out="$(archive_path minio "$h")"
-  if [[ -f "$out" ]]; then log "cached image: $MINIO_IMAGE ($out)"; ln -sfn "$(basename "$out")" "$IMAGES_DIR/minio.current.tar"; return; fi
-  log "building $MINIO_IMAGE"
-  ctx="$(mktemp -d)"
-  cp "$bin" "$ctx/minio"
-  cp "$CONTAINERS/minio/Containerfile" "$ctx/"
-  "${BUILDAH[@]}" bud --quiet --pull=false --layers=false -t "$MINIO_IMAGE" -f "$ctx/Containerfile" "$ctx" >/dev/null
-  rm -rf "$ctx"
-  write_archive "$MINIO_IMAGE" "$out" minio
-  log "built $MINIO_IMAGE"
-}
+build_coredns() { build_binary_image coredns "$(coredns_bin_dir)" "$COREDNS_IMAGE" "$COREDNS_VERSION"; }
+build_minio() { build_binary_image minio "$(minio_bin_dir)" "$MINIO_IMAGE" "$MINIO_VERSION"; }
 
 # The runner image pip-installs this repository, so its inputs are the repository's tracked files.
 build_runner() {

@@ -29,7 +29,7 @@ from mousflow.ingest.errors import ImportFailed
 from mousflow.ingest.manifest import ImportOptions, build_manifest, describe, execution_block_uid
 from mousflow.ingest.measurement_set import check_measurement_set, convert
 from mousflow.ingest.metadata import ExecutionBlockSummary, summarise
-from mousflow.storage.location import Location, StorageError
+from mousflow.storage.location import Location
 from mousflow.storage.zarr_io import finalize_processing_set, open_processing_set
 
 ProgressFn = Callable[[str], None]
@@ -64,15 +64,7 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
         raise ImportFailed("the same Measurement Set is given twice")
 
     final = Location.of(out)
-    if final.is_local:
-        parent = os.path.dirname(final.path) or "/"
-        if not os.path.isdir(parent):
-            reason = "is not a directory" if os.path.exists(parent) else "does not exist"
-            raise StorageError(f"cannot write to {final.uri}: {parent} {reason}")
-        if not os.access(parent, os.W_OK):
-            raise StorageError(f"cannot write to {final.uri}: permission denied")
-    else:
-        final.check_writable()
+    final.check_writable()
     if final.exists() and not final.is_empty() and not force:
         raise ImportFailed(f"{final.uri} already exists and is not empty (use --force to replace it)")
 

@@ -40,7 +40,7 @@ from mousflow.science.simulation.corruptions import make_bandpass, make_gain_mod
 from mousflow.science.simulation.sky import SkyComponent, SpectralLine, predict_visibilities
 from mousflow.simulate.presets import PRESETS, Preset, SpectralWindowSetup
 from mousflow.simulate.schedule import Scan, build_schedule
-from mousflow.storage.location import Location, StorageError
+from mousflow.storage.location import Location
 from mousflow.storage.msv4 import AntennaTable, FieldInfo, Partition, build_msv4_node
 from mousflow.storage.zarr_io import finalize_processing_set, write_processing_set_node, write_processing_set_root
 from mousflow.telescope import load_configuration, primary_beam_fwhm_rad
@@ -151,17 +151,11 @@ def simulate_mous(preset_name: str, out: str, seed: int = 1, *, force: bool = Fa
             raise SimulationError(f"{final.uri} already exists and is not empty (use --force to replace it)")
     started = time.perf_counter()
 
+    final.check_writable()
     if final.is_local:
-        parent = os.path.dirname(final.path) or "/"
-        if not os.path.isdir(parent):
-            reason = "is not a directory" if os.path.exists(parent) else "does not exist"
-            raise StorageError(f"cannot write to {final.uri}: {parent} {reason}")
-        if not os.access(parent, os.W_OK):
-            raise StorageError(f"cannot write to {final.uri}: permission denied")
         staging = Location.of(f"{final.path}.partial-{os.getpid()}-{int(time.time())}")
         staging.remove()
     else:
-        final.check_writable()
         if force:
             final.remove()
         staging = final

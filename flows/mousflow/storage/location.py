@@ -149,7 +149,18 @@ class Location:
         self.marker.write_json(summary)
 
     def check_writable(self) -> None:
-        """Fail early, with the reason, if nothing can be written here (missing bucket, read-only directory)."""
+        """Fail early, with the reason, if nothing can be written here (missing bucket, read-only directory).
+
+        A local location need not exist yet (it is made by renaming a staging directory into place): what must
+        exist and be writable is its parent directory."""
+        if self.is_local:
+            parent = os.path.dirname(self.path) or "/"
+            if not os.path.isdir(parent):
+                reason = "is not a directory" if os.path.exists(parent) else "does not exist"
+                raise StorageError(f"cannot write to {self.uri}: {parent} {reason}")
+            if not os.access(parent, os.W_OK):
+                raise StorageError(f"cannot write to {self.uri}: permission denied")
+            return
         probe = self.join(f".mousflow-write-probe-{os.getpid()}")
         try:
             probe.write_bytes(b"")
