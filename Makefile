@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test test-fast test-pipeline lint bench clean
+.PHONY: venv demo test test-fast test-pipeline lint bench bench-quick clean
 venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ test-pipeline: venv
 
 test: test-fast test-pipeline test-cluster
 
+# Every benchmark with the arguments of the README's figures (an hour or more), or a smoke run of each.
 bench: venv
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) bench/run_all.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
