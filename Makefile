@@ -22,14 +22,17 @@ lint: venv
 
 # Three tiers: fast (unit and stage tests, no servers), pipeline (end-to-end flows on a real local Prefect
 # server), cluster (the real Kubernetes test bed from hack/testbed.mk, built and started if needed).
+# --durations: every run says where its time went.
 test-fast: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not cluster and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster and not slow" --durations=10 $(PYTEST_ARGS)
 
 test-pipeline: venv
-	$(PY) -m pytest -m "slow and not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "slow and not cluster" --durations=10 $(PYTEST_ARGS)
 
-test: test-fast test-pipeline test-cluster
+# The test bed's binaries and images build in the background (low priority) while the first two tiers
+# run; cluster-up then waits for that build and finds them ready (hack/testbed/prebuild.sh).
+test: venv testbed-prebuild test-fast test-pipeline test-cluster
 
 # Every benchmark with the arguments of the README's figures (an hour or more), or a smoke run of each.
 bench: venv

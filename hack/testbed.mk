@@ -9,8 +9,11 @@ CHART ?= helm/mousflow
 PYTHON_FOR_CLUSTER_TESTS ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
 export TESTBED_STATE
 
-.PHONY: cluster-deps cluster-binaries images images-runner cluster-up cluster-down cluster-status test-cluster \
+.PHONY: testbed-prebuild cluster-deps cluster-binaries images images-runner cluster-up cluster-down cluster-status test-cluster \
 	testbed-chart kind-up kind-down
+
+testbed-prebuild:  ## build binaries and images in the background (make test: overlaps the first tiers)
+	$(TESTBED_DIR)/prebuild.sh start
 
 cluster-deps:  ## Debian packages: containerd, runc, CNI plugins, buildah, debootstrap, iptables, ...
 	$(TESTBED_DIR)/host-deps.sh
@@ -54,7 +57,7 @@ testbed-chart:
 test-cluster: venv
 	@was_up=0; if [ -f $(TESTBED_KUBECONFIG) ] && $(TESTBED_DIR)/cluster-status.sh >/dev/null 2>&1; then was_up=1; fi; \
 	$(TESTBED_DIR)/cluster-up.sh || exit $$?; \
-	rc=0; KUBECONFIG=$(TESTBED_KUBECONFIG) $(PYTHON_FOR_CLUSTER_TESTS) -m pytest -m cluster tests/cluster $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; KUBECONFIG=$(TESTBED_KUBECONFIG) $(PYTHON_FOR_CLUSTER_TESTS) -m pytest -m cluster tests/cluster --durations=15 $(PYTEST_ARGS) || rc=$$?; \
 	if [ "$(KEEP_CLUSTER)" != 1 ] && [ $$was_up = 0 ]; then $(TESTBED_DIR)/cluster-down.sh; fi; \
 	exit $$rc
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Build the pinned test-bed binaries from the Go module proxy into a cache outside the repository:
-#   $MOUSFLOW_CACHE/bin/kubernetes-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl}
-#   $MOUSFLOW_CACHE/bin/etcd-<v>/etcd   helm-<v>/helm   coredns-<v>/coredns   minio-<v>/minio
-# A binary already in the cache is reused; a missing one is built. Prints the wall time of the run.
-# Usage: hack/testbed/build-binaries.sh [component...]   (components: kubernetes etcd helm coredns minio)
+#   $MOUSFLOW_CACHE/bin/kubernetes-<v>/testbed-kube (+ symlinks kube-apiserver, kube-controller-manager,
+#       kube-scheduler, kubelet, kube-proxy, kubectl), testbed-cri
+#   $MOUSFLOW_CACHE/bin/etcd-<v>/etcd (symlink to testbed-kube)   helm-<v>/helm   coredns-<v>/coredns
+#   $MOUSFLOW_CACHE/bin/minio-<v>/minio
+# Binaries built from the current module sources are reused; others are built. Prints the wall time.
+# Usage: hack/testbed/build-binaries.sh [component...]   (kubernetes, etcd, helm and coredns are one build
+# of hack/gomod/testbed; minio is its own)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/testbed/lib.sh
@@ -13,6 +16,7 @@ export GOFLAGS="${TESTBED_GOFLAGS:--p=2 -buildvcs=false -trimpath}"
 export GOCACHE="${GOCACHE_TESTBED:-$MOUSFLOW_CACHE/go-build}"
 export GOTOOLCHAIN=local
 NICE=(nice -n "${TESTBED_NICE:-10}")
+take_build_lock
 command -v go >/dev/null || die "go is needed to build the test-bed binaries (Go >= 1.26)"
 
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -30,16 +34,58 @@ kube_ldflags() {
   echo "$f"
 }
 
-# build_one OUTPUT_DIR NAME CGO PACKAGE LDFLAGS [TAGS] — run from the current directory's module.
-build_one() {
-  local dir="$1" name="$2" cgo="$3" pkg="$4" ldflags="$5" tags="${6:-}"
-  if [[ -x "$dir/$name" ]]; then log "cached: $dir/$name"; return 0; fi
+# The test bed's own module (hack/gomod/testbed) builds everything but MinIO in ONE `go build` of several
+# main packages: the shared dependencies compile once, the go command schedules all of it over the cores,
+# and the Kubernetes servers, kubectl and etcd are one multi-call binary (cmd/testbed-kube), so the large
+# Kubernetes tree is linked once, not seven times. All CGO_ENABLED=0: a cgo build of `net` would make every
+# package above it compile a second time (upstream builds the kubelet with cgo; it does not need it here).
+MODULE_DIR="$TESTBED_ROOT/gomod/testbed"
+KUBE_PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+
+# A hash of the module's inputs: a binary built from other sources or versions is rebuilt.
+module_hash() {
+  (cd "$MODULE_DIR" && find go.mod go.sum tools.go cmd -type f | LC_ALL=C sort | xargs cat;
+   echo "$KUBE_VERSION"; go version) | sha256sum | cut -c1-12
+}
+
+module_binaries_current() {
+  local h="$1" d
+  for d in "$(kube_bin_dir)" "$(etcd_bin_dir)" "$(helm_bin_dir)" "$(coredns_bin_dir)"; do
+    [[ "$(cat "$d/.module-hash" 2>/dev/null)" == "$h" ]] || return 1
+  done
+}
+
+build_module() {
+  local h kdir out t0=$SECONDS
+  h="$(module_hash)"
+  if module_binaries_current "$h"; then log "cached: test bed module binaries ($h)"; return 0; fi
+  kdir="$(kube_bin_dir)"
+  out="$(mktemp -d "$MOUSFLOW_CACHE/bin/.module.XXXXXX")"
+  log "building the test bed module (Kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, Helm $HELM_VERSION, CoreDNS $COREDNS_VERSION)"
+  local minor="${KUBE_VERSION#v*.}"; minor="${minor%%.*}"
+  local ldf
+  ldf="$(kube_ldflags) -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ldf+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  ldf+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+  (cd "$MODULE_DIR" && CGO_ENABLED=0 "${NICE[@]}" go build -ldflags "$ldf" -o "$out/" \
+    ./cmd/testbed-kube ./cmd/testbed-cri ./cmd/coredns helm.sh/helm/v3/cmd/helm)
+  install_into "$kdir" "$h" "$out/testbed-kube" "$out/testbed-cri"
+  for p in "${KUBE_PROGRAMS[@]}"; do ln -sfn testbed-kube "$kdir/$p"; done
+  install_into "$(etcd_bin_dir)" "$h"
+  ln -sfn "$kdir/testbed-kube" "$(etcd_bin_dir)/etcd"
+  install_into "$(helm_bin_dir)" "$h" "$out/helm"
+  install_into "$(coredns_bin_dir)" "$h" "$out/coredns"
+  rm -rf "$out"
+  log "built the test bed module in $((SECONDS - t0)) s"
+}
+
+# install_into DIR HASH FILE... — move FILEs into DIR (created) and record the module hash there.
+install_into() {
+  local dir="$1" h="$2"; shift 2
   mkdir -p "$dir"
-  log "building $name ($pkg)"
-  local t0=$SECONDS
-  CGO_ENABLED="$cgo" "${NICE[@]}" go build ${tags:+-tags "$tags"} -ldflags "$ldflags" -o "$dir/.$name.tmp" "$pkg"
-  mv "$dir/.$name.tmp" "$dir/$name"
-  log "built $name in $((SECONDS - t0)) s"
+  local f
+  for f in "$@"; do mv -f "$f" "$dir/"; done
+  echo "$h" >"$dir/.module-hash"
 }
 
 # go_install_one OUTPUT_DIR NAME MODULE_PATH@VERSION LDFLAGS [TAGS] — for modules without replace directives.
@@ -56,39 +102,6 @@ go_install_one() {
   log "built $name in $((SECONDS - t0)) s"
 }
 
-build_kubernetes() {
-  local dir ldf
-  dir="$(kube_bin_dir)"
-  ldf="$(kube_ldflags)"
-  (
-    cd "$TESTBED_ROOT/gomod/kube"
-    # Smallest first, so a broken toolchain shows up early.
-    build_one "$dir" kubectl 0 k8s.io/kubernetes/cmd/kubectl "$ldf"
-    build_one "$dir" kube-scheduler 0 k8s.io/kubernetes/cmd/kube-scheduler "$ldf"
-    build_one "$dir" kube-proxy 0 k8s.io/kubernetes/cmd/kube-proxy "$ldf"
-    build_one "$dir" kube-controller-manager 0 k8s.io/kubernetes/cmd/kube-controller-manager "$ldf"
-    build_one "$dir" kube-apiserver 0 k8s.io/kubernetes/cmd/kube-apiserver "$ldf"
-    # The kubelet is built with cgo, as upstream does.
-    build_one "$dir" kubelet 1 k8s.io/kubernetes/cmd/kubelet "$ldf"
-    # Small CRI client of this repository (hack/gomod/kube/cmd/testbed-cri) used by cluster-down.
-    build_one "$dir" testbed-cri 0 ./cmd/testbed-cri "-s -w"
-  )
-}
-
-build_etcd() {
-  (cd "$TESTBED_ROOT/gomod/etcd" && build_one "$(etcd_bin_dir)" etcd 0 . "-s -w")
-}
-
-build_helm() {
-  local minor="${KUBE_VERSION#v*.}"; minor="${minor%%.*}"
-  go_install_one "$(helm_bin_dir)" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
-    "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
-}
-
-build_coredns() {
-  go_install_one "$(coredns_bin_dir)" coredns "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w"
-}
-
 build_minio() {
   # MinIO's own version variables: its release time (RFC 3339) and commit, from the pseudo-version.
   local ts="${MINIO_VERSION#v0.0.0-}" commit
@@ -101,11 +114,13 @@ build_minio() {
 
 main() {
   local comps=("$@")
-  [[ ${#comps[@]} -gt 0 ]] || comps=(etcd kubernetes coredns helm minio)
+  [[ ${#comps[@]} -gt 0 ]] || comps=(kubernetes minio)
   local t0=$SECONDS
+  mkdir -p "$MOUSFLOW_CACHE/bin"
   for c in "${comps[@]}"; do
     case "$c" in
-      kubernetes|etcd|helm|coredns|minio) "build_$c" ;;
+      kubernetes|etcd|helm|coredns) build_module ;;
+      minio) build_minio ;;
       *) die "unknown component: $c" ;;
     esac
   done

@@ -14,6 +14,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/testbed/lib.sh
 source "$HERE/lib.sh"
 
+take_build_lock
 IMAGES_DIR="$(images_dir)"
 BUILDAH_ROOT="$MOUSFLOW_CACHE/buildah"
 # Own storage for buildah, so nothing of the machine's /var/lib/containers is touched.

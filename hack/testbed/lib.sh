@@ -84,4 +84,18 @@ take_cluster_lock() {
   export TESTBED_LOCKED=1
 }
 
+# Serialise the builds of binaries and images (make test starts them in the background while the first
+# test tiers run; a tier that needs helm, or cluster-up, then waits here and finds them built). Children
+# inherit MOUSFLOW_BUILD_LOCKED, so a build that calls another build does not wait for itself.
+take_build_lock() {
+  [[ "${MOUSFLOW_BUILD_LOCKED:-0}" == 1 ]] && return 0
+  mkdir -p "$MOUSFLOW_CACHE"
+  exec 8>"$MOUSFLOW_CACHE/build.lock"
+  if ! flock -n 8; then
+    log "waiting for another build of the test bed's binaries or images to finish"
+    flock -w "${TESTBED_LOCK_TIMEOUT:-3600}" 8 || die "timed out waiting for the lock $MOUSFLOW_CACHE/build.lock"
+  fi
+  export MOUSFLOW_BUILD_LOCKED=1
+}
+
 require_root() { [[ $EUID -eq 0 ]] || die "the test bed runs a kubelet and containerd and needs root"; }
