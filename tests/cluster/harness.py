@@ -86,3 +86,16 @@ def operator_env(cluster, s3_env: dict[str, str], prefect_api_url: str, namespac
            "MOUSFLOW_TICK_SECONDS": "2", "MOUSFLOW_MAX_PROCESSING": "2", "PYTHONUNBUFFERED": "1"}
     env.update(overrides)
     return env
+
+
+def namespace_report(cluster, namespace: str, *, log_selector: str | None = None) -> str:
+    """What a person would look at when pods do not appear: the workload objects, the namespace's events
+    (FailedCreate, evictions, scheduling) and the last log lines of the selected pods."""
+    parts = [cluster.kubectl("get", "deployments,replicasets,jobs,pods", "-n", namespace, "-o", "wide",
+                             check=False),
+             cluster.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False)]
+    if log_selector:
+        parts.append(cluster.kubectl("logs", "-n", namespace, "-l", log_selector, "--tail=40",
+                                     "--all-containers", "--prefix", check=False))
+    return "\n".join(p.strip() for p in parts if p.strip())
+

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from harness import namespace_report
 
 from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher, build_stage_job_spec
 from mousflow.pipeline.resources import ResourceRequest
@@ -163,10 +164,18 @@ def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace
     cluster.apply(job, namespace=dask_namespace)
 
     def workers():
+        # a stage pod that failed tears its Dask cluster down at once: say so, with its log, not "no workers"
+        status = cluster.get("job", job["metadata"]["name"], dask_namespace).get("status", {})
+        if status.get("failed"):
+            pytest.fail("the imaging stage failed before its workers started:\n"
+                        + namespace_report(cluster, dask_namespace, log_selector="job-name"))
         return json.loads(cluster.kubectl("get", "pods", "-n", dask_namespace, "-l", "dask.org/component=worker",
                                           "-o", "json"))["items"]
 
-    cluster.wait_until("Dask worker pods of the stage", workers, timeout=240)
+    try:
+        cluster.wait_until("Dask worker pods of the stage", workers, timeout=240)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{namespace_report(cluster, dask_namespace, log_selector='job-name')}") from None
     cluster.kubectl("delete", "job", job["metadata"]["name"], "-n", dask_namespace, "--cascade=background")
     cluster.wait_until("the workers and the DaskCluster to go with the Job", lambda: not json.loads(cluster.kubectl(
         "get", "daskclusters,pods", "-n", dask_namespace, "-l", "dask.org/cluster-name", "-o", "json"))["items"]

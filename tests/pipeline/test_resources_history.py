@@ -144,3 +144,13 @@ def test_dask_cluster_is_owned_by_the_stage_pod_and_restricted():
         spec_from_env(1, {"MOUSFLOW_DASK_IMAGE": "img"})
     assert cluster_spec("x", image="i", s3_secret=None, s3_endpoint=None, worker_memory_bytes=MiB,
                         worker_memory_limit_bytes=MiB)["metadata"].get("ownerReferences") is None
+
+
+def test_scheduler_liveness_tolerates_a_busy_node():
+    """The kubelet must not kill a scheduler that is merely slow to answer on a loaded node (it lost the
+    stage its cluster mid-cube): a liveness probe waits seconds per try and minutes in all."""
+    spec = cluster_spec("x", image="i", s3_secret=None, s3_endpoint=None, worker_memory_bytes=MiB,
+                        worker_memory_limit_bytes=MiB)
+    probe = spec["spec"]["scheduler"]["spec"]["containers"][0]["livenessProbe"]
+    assert probe["timeoutSeconds"] >= 10
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 120

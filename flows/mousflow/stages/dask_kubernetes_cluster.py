@@ -80,8 +80,11 @@ def cluster_spec(name: str, *, image: str, s3_secret: str | None, s3_endpoint: s
                   {"name": "http-dashboard", "containerPort": 8787, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"port": "http-dashboard", "path": "/health"}, "periodSeconds": 1,
                            "timeoutSeconds": 30},
-        "livenessProbe": {"httpGet": {"port": "http-dashboard", "path": "/health"}, "initialDelaySeconds": 15,
-                          "periodSeconds": 20},
+        # Liveness only for a scheduler that is really hung: it shares a small node with the imaging pod and
+        # its workers, and under that CPU load a busy event loop can take seconds to answer. With the default
+        # 1 s timeout the kubelet killed a healthy scheduler, and the stage lost its cluster mid-cube.
+        "livenessProbe": {"httpGet": {"port": "http-dashboard", "path": "/health"}, "initialDelaySeconds": 30,
+                          "periodSeconds": 20, "timeoutSeconds": 15, "failureThreshold": 6},
     }
     metadata: dict = {"name": name, "labels": {"app.kubernetes.io/name": "mousflow",
                                                "app.kubernetes.io/component": "imaging-dask", **(labels or {})}}
