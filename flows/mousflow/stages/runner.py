@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 
 from mousflow.errors import MousflowError, describe_error
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
-from mousflow.stages.peak_memory import process_peak_memory_bytes
+from mousflow.stages.peak_memory import container_peak_memory_bytes, process_peak_memory_bytes
 from mousflow.storage.location import Location
 
 EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "Error": 1}
@@ -86,7 +85,7 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
         # the peak resident memory of this process, the stage's own footprint (not its parent's: see there)
         peak_memory_bytes=process_peak_memory_bytes(),
     )
-    cgroup_peak = _container_peak_memory_bytes()
+    cgroup_peak = container_peak_memory_bytes()
     if cgroup_peak is not None:
         outcome.metrics["cgroup_peak_memory_bytes"] = cgroup_peak
     if run_root is not None:
@@ -95,18 +94,6 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
         except Exception as exc:  # reporting must not mask the outcome
             print(f"mousflow: could not write stage status: {exc}", flush=True)
     return outcome
-
-
-def _container_peak_memory_bytes() -> int | None:
-    """The pod container's peak memory (cgroup v2 memory.peak: every process in it, page cache included),
-    what the kernel compares with the limit. Only in a pod: elsewhere the cgroup is not the stage's own."""
-    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return None
-    try:
-        with open("/sys/fs/cgroup/memory.peak") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def exit_code(outcome: StageOutcome) -> int:
