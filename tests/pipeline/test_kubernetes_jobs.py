@@ -38,6 +38,20 @@ def test_credentials_come_from_the_secret_never_from_the_mous():
     assert env["MOUSFLOW_S3_ENDPOINT"]["value"] == "http://minio:9000"
 
 
+def test_stage_pods_get_the_configured_region_and_none_unless_configured():
+    from dataclasses import replace
+
+    from mousflow.pipeline.launchers import job_settings_from_env
+
+    settings = job_settings_from_env("kubernetes?namespace=alma", {"AWS_DEFAULT_REGION": "eu-west-1"})
+    assert settings.s3_region == "eu-west-1" and job_settings_from_env("kubernetes", {}).s3_region is None
+    env = {e["name"]: e.get("value") for e in build_stage_job_spec(
+        replace(SETTINGS, s3_region="eu-west-1"), uid="uid://A001/X1/X2", stage="calibration", attempt=1,
+        manifest_uri="s3://b/m", resources=REQUEST, threads=1)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert "AWS_DEFAULT_REGION" not in {e["name"] for e in _job()["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
 def test_pods_meet_the_restricted_pod_security_profile():
     pod = _job()["spec"]["template"]["spec"]
     c = pod["containers"][0]

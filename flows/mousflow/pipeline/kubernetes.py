@@ -47,6 +47,8 @@ class JobSettings:
     s3_secret: str
     """Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
     s3_endpoint: str | None = None
+    s3_region: str | None = None
+    """AWS_DEFAULT_REGION of stage pods (and of their Dask workers): S3 clients need it to sign for AWS."""
     service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
     ttl_seconds_after_finished: int = 3600
@@ -105,6 +107,8 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     ]
     if settings.s3_endpoint:
         env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
+    if settings.s3_region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": settings.s3_region})
     scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None
     if scale_out:
         env += _dask_env(settings, worker_resources)
