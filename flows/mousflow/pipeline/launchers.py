@@ -55,10 +55,12 @@ class LocalProcessLauncher:
                             "without reporting an outcome")
 
 
-def kubernetes_launcher_kind(namespace: str, attempt: int = 1, owner: tuple[str, str] | None = None) -> str:
-    """The launcher kind string of stage Jobs in `namespace` whose Job names start at `attempt`, owned by the
-    MOUS `owner` = (name, uid) if given."""
-    kind = f"kubernetes?namespace={namespace}&attempt={attempt}"
+def kubernetes_launcher_kind(namespace: str, attempt: int = 1, owner: tuple[str, str] | None = None,
+                             run: str = "") -> str:
+    """The launcher kind string of stage Jobs in `namespace` whose Job names start at `attempt` and carry the
+    tag `run` (one run of the flow: see pipeline.kubernetes.job_name), owned by the MOUS `owner` = (name, uid)
+    if given."""
+    kind = f"kubernetes?namespace={namespace}&attempt={attempt}" + (f"&run={run}" if run else "")
     return kind + (f"&owner_name={owner[0]}&owner_uid={owner[1]}" if owner else "")
 
 
@@ -93,7 +95,7 @@ def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
 
 def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
     """Stage Jobs configured from the environment of the process running the flow (job_settings_from_env),
-    whose Job names start at the kind string's attempt number. Resources come from the MOUS's data
+    whose Job names start at the kind string's attempt number and carry its run tag. Resources come from the MOUS's data
     (`demand_of`), read when a stage is launched, refined by the history of measured peaks when
     MOUSFLOW_HISTORY names one (pipeline.history)."""
     from mousflow.model import load_manifest
@@ -119,7 +121,7 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
 
     # What to do after an out-of-memory kill: the platform's policy, from the environment of the flow's process.
     return SizedJobLauncher(settings, resources=lambda s: None, threads=threads,
-                            attempt=int(query.get("attempt", 1)),
+                            attempt=int(query.get("attempt", 1)), run=query.get("run", ""),
                             oom_memory_factor=float(os.environ.get("MOUSFLOW_OOM_MEMORY_FACTOR", 1.5)),
                             oom_max_retries=int(os.environ.get("MOUSFLOW_OOM_MAX_RETRIES", 3)),
                             memory_cap_bytes=parse_memory(os.environ.get("MOUSFLOW_OOM_MEMORY_CAP", "64Gi")))
@@ -131,4 +133,4 @@ def make_launcher(kind: str = "local", threads: int = 1) -> StageLauncher:
         return LocalProcessLauncher(threads=threads)
     if kind == "kubernetes" or kind.startswith("kubernetes?"):
         return _kubernetes_launcher(kind, threads)
-    raise ValueError(f"unknown stage launcher {kind!r}; known: local, kubernetes?namespace=NS&attempt=N")
+    raise ValueError(f"unknown stage launcher {kind!r}; known: local, kubernetes?namespace=NS&attempt=N&run=TAG")
