@@ -11,7 +11,8 @@ from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, prin
 from mousflow.stages.peak_memory import container_peak_memory_bytes, process_peak_memory_bytes
 from mousflow.storage.location import Location
 
-EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "Error": 1}
+EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "OutOfMemory": 7,
+              "Error": 1}
 
 
 def _stage_function(name: str):
