@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import status_location
+from mousflow.stages.runner import skip_if_complete, status_location
 from mousflow.storage.location import Location
 
 if TYPE_CHECKING:
@@ -26,6 +26,18 @@ LineFn = Callable[[str], None]
 
 class StageLauncher(Protocol):
     def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome: ...
+
+
+def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: str, run_root: Location,
+                           on_line: LineFn) -> StageOutcome:
+    """The stage's outcome: Skipped, with nothing started, when its checkpoint is valid (decided and reported as
+    the stage itself would: stages.runner.skip_if_complete); otherwise what the launcher reports. A whole-run
+    retry thus starts no pod for a completed stage only for it to skip itself."""
+    skipped = skip_if_complete(stage, manifest_uri)
+    if skipped is not None:
+        on_line(f"stage {stage}: valid checkpoint, nothing to do: not started")
+        return skipped
+    return launcher.launch(stage, manifest_uri, run_root, on_line)
 
 
 class LocalProcessLauncher:

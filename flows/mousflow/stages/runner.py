@@ -15,16 +15,17 @@ EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "Ima
               "Error": 1}
 
 
-def _stage_function(name: str):
+def _stage_module(name: str):
+    """The stage's module: its run(ctx) and its checkpoint_validity(ctx)."""
     if name == "calibration":
-        from mousflow.stages.calibration import run
+        from mousflow.stages import calibration as module
     elif name == "imaging":
-        from mousflow.stages.imaging import run
+        from mousflow.stages import imaging as module
     elif name == "packaging":
-        from mousflow.stages.packaging import run
+        from mousflow.stages import packaging as module
     else:
         raise ValueError(f"unknown stage {name!r}")
-    return run
+    return module
 
 
 def status_location(run_root: Location, stage: str) -> Location:
@@ -68,12 +69,9 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     started, cpu0 = time.perf_counter(), time.process_time()
     run_root = None
     try:
-        manifest_loc = Location.of(manifest_uri)
-        mous = load_manifest(manifest_loc.read_text())
-        run_root = Location.of(mous.spec.output.uri)
-        ctx = StageContext(name, mous, run_root, threads=threads)
-        ctx.progress = ProgressPublisher(progress_location(run_root, name), echo=progress)
-        state = _stage_function(name)(ctx)
+        ctx = _context(name, manifest_uri, threads=threads, progress=progress)
+        run_root = ctx.run_root
+        state = _stage_module(name).run(ctx)
         outcome = StageOutcome(name, state, metrics=ctx.metrics)
     except MousflowError as exc:
         outcome = StageOutcome(name, "Failed", exc.reason, describe_error(exc).split(": ", 1)[-1])
@@ -90,11 +88,40 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     if cgroup_peak is not None:
         outcome.metrics["cgroup_peak_memory_bytes"] = cgroup_peak
     if run_root is not None:
-        try:
-            status_location(run_root, name).write_json(outcome.to_json())
-        except Exception as exc:  # reporting must not mask the outcome
-            print(f"mousflow: could not write stage status: {exc}", flush=True)
+        _report(run_root, outcome)
     return outcome
+
+
+def skip_if_complete(name: str, manifest_uri: str) -> StageOutcome | None:
+    """Without running stage `name`: report it Skipped, in its status as the stage itself would, when its
+    checkpoint is valid (the stage's own test, checkpoint_validity). The flow asks before it starts a stage, so
+    a whole-run retry starts no pod for a stage that would only skip itself. None when the stage has work to
+    do, or when that cannot be told from here: the stage, run, then reports what stands in its way."""
+    try:
+        ctx = _context(name, manifest_uri)
+        _inputs, validity = _stage_module(name).checkpoint_validity(ctx)
+    except Exception:  # a missing input, unreadable storage: the stage meets it again and reports it classified
+        return None
+    if not validity:
+        return None
+    outcome = StageOutcome(name, "Skipped", message="valid checkpoint, nothing to do: not started")
+    _report(ctx.run_root, outcome)
+    return outcome
+
+
+def _context(name: str, manifest_uri: str, *, threads: int = 1, progress: ProgressFn | None = None) -> StageContext:
+    mous = load_manifest(Location.of(manifest_uri).read_text())
+    run_root = Location.of(mous.spec.output.uri)
+    ctx = StageContext(name, mous, run_root, threads=threads)
+    ctx.progress = ProgressPublisher(progress_location(run_root, name), echo=progress)
+    return ctx
+
+
+def _report(run_root: Location, outcome: StageOutcome) -> None:
+    try:
+        status_location(run_root, outcome.stage).write_json(outcome.to_json())
+    except Exception as exc:  # reporting must not mask the outcome
+        print(f"mousflow: could not write stage status: {exc}", flush=True)
 
 
 def exit_code(outcome: StageOutcome) -> int:
