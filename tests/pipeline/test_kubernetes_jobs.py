@@ -60,6 +60,19 @@ def test_stage_pods_get_the_configured_region_and_none_unless_configured():
     assert "AWS_DEFAULT_REGION" not in {e["name"] for e in _job()["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
+def test_the_test_only_failure_reaches_stage_pods_only_when_set():
+    from mousflow.pipeline.launchers import job_settings_from_env
+
+    def pod_env(env):
+        job = build_stage_job_spec(job_settings_from_env("kubernetes?namespace=alma", env), uid=UID, stage="imaging",
+                                   attempt=1, manifest_uri="s3://b/m", resources=REQUEST, threads=1)
+        return {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert pod_env({"MOUSFLOW_TEST_FAIL_STAGE": "imaging"})["MOUSFLOW_TEST_FAIL_STAGE"] == "imaging"
+    assert "MOUSFLOW_TEST_FAIL_STAGE" not in pod_env({}) and "MOUSFLOW_TEST_FAIL_STAGE" not in pod_env(
+        {"MOUSFLOW_TEST_FAIL_STAGE": ""})
+
+
 def test_pods_meet_the_restricted_pod_security_profile():
     pod = _job()["spec"]["template"]["spec"]
     c = pod["containers"][0]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from mousflow.model import API_VERSION, KIND
 from mousflow.pipeline.resources import ResourceRequest
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import progress_location, status_location
+from mousflow.stages.runner import TEST_FAIL_STAGE, progress_location, status_location
 from mousflow.storage.location import Location
 
 LineFn = Callable[[str], None]
@@ -72,6 +72,8 @@ class JobSettings:
     dask_min_workers: int = 1
     dask_max_workers: int = 4
     dask_worker_cpu: str = "1"
+    test_fail_stage: str | None = None
+    """TEST ONLY: passed to stage pods as MOUSFLOW_TEST_FAIL_STAGE (stages.runner: that stage fails once)."""
 
 
 def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
@@ -119,6 +121,8 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
         env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
     if settings.s3_region:
         env.append({"name": "AWS_DEFAULT_REGION", "value": settings.s3_region})
+    if settings.test_fail_stage:
+        env.append({"name": TEST_FAIL_STAGE, "value": settings.test_fail_stage})
     scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None
     if scale_out:
         env += _dask_env(settings, worker_resources)

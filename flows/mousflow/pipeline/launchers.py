@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import skip_if_complete, status_location
+from mousflow.stages.runner import TEST_FAIL_STAGE, skip_if_complete, status_location
 from mousflow.storage.location import Location
 
 if TYPE_CHECKING:
@@ -86,8 +86,8 @@ def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
     """The stage Jobs' settings from the environment of the process running the flow (the operator): runner
     image, S3 Secret, in-cluster endpoint and region (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET,
     MOUSFLOW_S3_ENDPOINT_IN_CLUSTER, AWS_DEFAULT_REGION, MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods
-    MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MAX_WORKERS, MOUSFLOW_DASK_WORKER_CPU); the kind string names
-    only the namespace and the MOUS owning the Jobs."""
+    MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MAX_WORKERS, MOUSFLOW_DASK_WORKER_CPU; for tests only
+    MOUSFLOW_TEST_FAIL_STAGE); the kind string names only the namespace and the MOUS owning the Jobs."""
     from mousflow.pipeline.kubernetes import JobSettings
 
     query = _kind_query(kind)
@@ -102,6 +102,7 @@ def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
         dask_service_account=env.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
         dask_max_workers=int(env.get("MOUSFLOW_DASK_MAX_WORKERS", "4")),
         dask_worker_cpu=env.get("MOUSFLOW_DASK_WORKER_CPU", "1"),
+        test_fail_stage=env.get(TEST_FAIL_STAGE) or None,
     )
 
 

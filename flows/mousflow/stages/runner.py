@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
-from mousflow.errors import MousflowError, describe_error
+from mousflow.errors import CalibrationFailed, ImagingFailed, InvalidInput, MousflowError, describe_error
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
 from mousflow.stages.peak_memory import container_peak_memory_bytes, process_peak_memory_bytes
@@ -13,6 +14,11 @@ from mousflow.storage.location import Location
 
 EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "OutOfMemory": 7,
               "Error": 1}
+
+
+TEST_FAIL_STAGE = "MOUSFLOW_TEST_FAIL_STAGE"
+"""TEST ONLY: the name of a stage that fails once per run root (see _fail_once_if_asked); ignored unless set."""
+TEST_FAILURES = {"calibration": CalibrationFailed, "imaging": ImagingFailed, "packaging": InvalidInput}
 
 
 def _stage_module(name: str):
@@ -71,6 +77,7 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     try:
         ctx = _context(name, manifest_uri, threads=threads, progress=progress)
         run_root = ctx.run_root
+        _fail_once_if_asked(ctx)
         state = _stage_module(name).run(ctx)
         outcome = StageOutcome(name, state, metrics=ctx.metrics)
     except MousflowError as exc:
@@ -107,6 +114,20 @@ def skip_if_complete(name: str, manifest_uri: str) -> StageOutcome | None:
     outcome = StageOutcome(name, "Skipped", message="valid checkpoint, nothing to do: not started")
     _report(ctx.run_root, outcome)
     return outcome
+
+
+def _fail_once_if_asked(ctx: StageContext) -> None:
+    """TEST ONLY, for the cluster tests of a person's retry: with MOUSFLOW_TEST_FAIL_STAGE=<this stage> the stage
+    fails, once per run root, with its classified failure (one that no automatic retry repeats), before doing
+    anything; a marker beside its status makes the next run of it go on as usual. Without the variable (never
+    set in an installation) nothing happens."""
+    if os.environ.get(TEST_FAIL_STAGE, "").strip() != ctx.name:
+        return
+    marker = ctx.run_root.join("status", f"{ctx.name}.test-failure.json")
+    if marker.exists():
+        return
+    marker.write_json({"stage": ctx.name, "variable": TEST_FAIL_STAGE, "time": time.time()})
+    raise TEST_FAILURES[ctx.name](f"failure injected by {TEST_FAIL_STAGE}={ctx.name} (test only), once")
 
 
 def _context(name: str, manifest_uri: str, *, threads: int = 1, progress: ProgressFn | None = None) -> StageContext:
