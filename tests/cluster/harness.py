@@ -86,3 +86,16 @@ def operator_env(cluster, s3_env: dict[str, str], prefect_api_url: str, namespac
            "MOUSFLOW_TICK_SECONDS": "2", "MOUSFLOW_MAX_PROCESSING": "2", "PYTHONUNBUFFERED": "1"}
     env.update(overrides)
     return env
+
+
+def wait_for_phase(cluster, operator: OperatorProcess, namespace: str, name: str, phases: tuple[str, ...],
+                   timeout: float, until=lambda mous: True) -> dict:
+    """Wait until MOUS `name` is in one of `phases` (and `until(mous)` holds); its status. A timeout fails with
+    the operator's log, where the reason usually is."""
+    def reached():
+        mous = cluster.get("mous", name, namespace)
+        return (mous.get("status") or {}).get("phase") in phases and until(mous) and mous["status"]
+    try:
+        return cluster.wait_until(f"MOUS {name} in phase {' or '.join(phases)}", reached, timeout=timeout, interval=3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail()}") from None
