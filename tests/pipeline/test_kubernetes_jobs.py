@@ -11,6 +11,7 @@ from mousflow.pipeline.kubernetes import (
     adoptable,
     build_stage_job_spec,
     classify_finished_pod,
+    classify_job_pod,
     classify_pod_termination,
     job_name,
 )
@@ -99,6 +100,21 @@ def test_oom_kill_is_recognised_with_exit_code_137_and_0():
     failed = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 5}}}]}
     assert classify_pod_termination(failed)[0] == "Error"
     assert classify_pod_termination({"reason": "Evicted", "message": "node low on memory"})[0] == "Interrupted"
+    # the kernel's verdict may sit in the container's last state
+    last = {"containerStatuses": [{"state": {"terminated": {"reason": "Completed", "exitCode": 0}},
+                                   "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 0}}}]}
+    assert classify_pod_termination(last)[0] == "OOMKilled"
+
+
+def test_a_succeeded_jobs_pod_tells_only_of_an_oom_kill():
+    oom = {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"state": {"terminated": {"reason": "OOMKilled", "exitCode": 0}}}]}}
+    assert classify_job_pod(True, oom)[0] == "OOMKilled"
+    being_deleted = {"metadata": {"name": "p", "deletionTimestamp": "2026-11-22T06:30:00Z"},
+                     "status": {"containerStatuses": [{"state": {"terminated": {"reason": "Completed",
+                                                                                "exitCode": 0}}}]}}
+    assert classify_job_pod(True, being_deleted) == ("", "") == classify_job_pod(True, None)
+    assert classify_job_pod(False, being_deleted)[0] == "Interrupted" == classify_job_pod(False, None)[0]
 
 
 def test_deleted_or_signalled_pods_are_interruptions_not_failures():

@@ -216,6 +216,16 @@ def classify_finished_pod(pod: dict | None) -> tuple[str, str]:
     return classify_pod_termination(pod.get("status", {}) if pod is not None else None)
 
 
+def classify_job_pod(job_succeeded: bool, pod: dict | None) -> tuple[str, str]:
+    """(reason, message) of a finished Job's last pod in API form (None: no pod left). A failed Job's pod says
+    why it failed (classify_finished_pod). A succeeded Job's pod says only whether the kernel killed a process
+    in it for memory (exit code 0 all the same); its being gone or deleted after the Job succeeded is no news."""
+    if not job_succeeded:
+        return classify_finished_pod(pod)
+    reason, message = classify_pod_termination((pod or {}).get("status") or {})
+    return (reason, message) if reason == "OOMKilled" else ("", "")
+
+
 def adoptable(existing: dict, spec: dict) -> bool:
     """Whether the Job found under `spec`'s name is this very attempt's (created before an operator restart),
     to be followed. A Job of another run or attempt (an earlier run's, kept by its TTL) never is: its outcome
@@ -380,9 +390,8 @@ class KubernetesJobLauncher:
         metrics = {"job": name, "requested_memory_bytes": request.memory_bytes,
                    "memory_limit_bytes": request.memory_limit_bytes}
         # The pod is examined whether its Job failed or not: the kernel may have killed a process in it (a Dask
-        # worker) while the stage went on and exited 0. A succeeded Job's pod may be gone already (adopted
-        # after a restart): then there is nothing to examine.
-        pod_reason, pod_message = ("", "") if job_succeeded and pod is None else classify_finished_pod(pod)
+        # worker) while the stage went on and exited 0.
+        pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
         report = status.read_json() if status.exists() else None
         return attempt_outcome(stage, report, pod_reason, pod_message, metrics), attempt
 
