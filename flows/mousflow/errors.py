@@ -29,6 +29,13 @@ class ImagingFailed(MousflowError):
     reason = "ImagingFailed"
 
 
+class OutOfMemory(MousflowError):
+    """The work did not fit in the memory it was given: a Dask worker died running the same chunk every time it
+    was tried. Not a fault of the data or the science: the launcher runs the stage again with more memory."""
+
+    reason = "OutOfMemory"
+
+
 def describe_error(exc: BaseException) -> str:
     """One line: the first line of the message, prefixed by the error's reason when it has one."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

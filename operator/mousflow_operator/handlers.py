@@ -18,7 +18,7 @@ import yaml
 
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
 from mousflow.model.status import ProductsStatus, StageRetry
-from mousflow.pipeline.kubernetes import retries_location
+from mousflow.pipeline.kubernetes import MEMORY_REASONS, retries_location
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
@@ -273,7 +273,7 @@ def _observe_stages(mous_spec: MOUSSpec, namespace, body, new: MOUSStatus) -> No
             st.retries = [StageRetry.model_validate(r) for r in retries_loc.read_json()]
             seen = len(new.stages[stage].retries) if stage in new.stages else 0
             for r in st.retries[seen:]:
-                more = " with more memory" if r.reason == "OOMKilled" else ""
+                more = " with more memory" if r.reason in MEMORY_REASONS else ""
                 kopf.warn(body, reason=f"Stage{r.reason}", message=f"stage {stage}: Job {r.job} (memory limit "
                           f"{r.memory_limit}): {r.message}; running it again{more}")
         if st.state.value != "Pending" or stage in new.stages:

@@ -7,12 +7,15 @@ from mousflow.model.status import ResourceAmounts, ResourceUsage, StageResources
 
 
 def _latest(jobs: list[dict]) -> dict | None:
-    def attempt(job: dict) -> int:
+    """The stage's newest Job: by creation (a retried run numbers its attempts from 1 again, while the failed
+    run's Jobs stay for their TTL), then by attempt (Jobs created within the same second)."""
+    def order(job: dict) -> tuple[str, int]:
         try:
-            return int(job["metadata"].get("annotations", {}).get("mousflow.io/attempt", 0))
+            attempt = int(job["metadata"].get("annotations", {}).get("mousflow.io/attempt", 0))
         except ValueError:
-            return 0
-    return max(jobs, key=attempt) if jobs else None
+            attempt = 0
+        return str(job["metadata"].get("creationTimestamp") or ""), attempt
+    return max(jobs, key=order) if jobs else None
 
 
 def stage_status(report: dict | None, jobs: list[dict], checkpoint_uri: str | None,

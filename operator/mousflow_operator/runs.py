@@ -11,7 +11,8 @@ Idempotency: the flow run is created through the Prefect API with a deterministi
 (MOUS uid, generation, retry token, automatic attempt), so asking again (after an operator restart, say)
 returns the same flow run, which this module then executes again in place: the stages skip what their
 checkpoints hold and adopt their Jobs by deterministic name, so a restart starts neither a second flow run
-nor a second pod.
+nor a second pod. The Job names carry a tag of that key (run_tag), so a retried run's Jobs never take the
+names of the failed run's.
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ def idempotency_key(uid: str, generation: int, retry_token: str, attempt: int) -
     return f"mousflow/{uid}/g{generation}/r{retry_token or '-'}/a{attempt}"
 
 
+def run_tag(uid: str, generation: int, retry_token: str, attempt: int) -> str:
+    """A short tag of one run (its idempotency key): in the flow run's name and in its stage Jobs' names, so a
+    retried run never takes the names of the failed run's Jobs, and a restarted operator finds its own."""
+    return hashlib.sha256(idempotency_key(uid, generation, retry_token, attempt).encode()).hexdigest()[:8]
+
+
 def flow_run_name(uid: str, generation: int, retry_token: str, attempt: int) -> str:
-    digest = hashlib.sha256(idempotency_key(uid, generation, retry_token, attempt).encode()).hexdigest()[:8]
-    return f"{uid.removeprefix('uid://').replace('/', '-')}-a{attempt}-{digest}"
+    return f"{uid.removeprefix('uid://').replace('/', '-')}-a{attempt}-{run_tag(uid, generation, retry_token, attempt)}"
 
 
 def first_job_attempt(run_attempt: int) -> int:
@@ -133,8 +139,9 @@ class RunManager:
                 return handle
             handle = RunHandle(key, flow_run_name(uid, generation, retry_token, attempt))
             self.handles[mous_key] = handle
-        parameters = {"uid": uid, "manifest_text": manifest_text,
-                      "launcher_kind": kubernetes_launcher_kind(namespace, first_job_attempt(attempt), owner),
+        kind = kubernetes_launcher_kind(namespace, first_job_attempt(attempt), owner,
+                                        run=run_tag(uid, generation, retry_token, attempt))
+        parameters = {"uid": uid, "manifest_text": manifest_text, "launcher_kind": kind,
                       "threads": self.threads}
         handle.thread = threading.Thread(target=self._execute, args=(handle, parameters, output_uri),
                                          name=f"flow-{handle.name}", daemon=True)

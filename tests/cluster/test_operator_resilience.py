@@ -15,6 +15,7 @@ import sys
 import httpx
 import pytest
 import yaml
+from harness import wait_for_phase
 
 from mousflow.storage.location import Location
 
@@ -90,12 +91,7 @@ def test_operator_kill_and_pod_deletion_resume_without_duplicates(cluster, mous_
     cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", ns, "--wait=false")
 
     # 3. The run goes on to review (automatic delivery is off), and a reviewer's decision delivers it.
-    try:
-        cluster.wait_until("phase Reviewing", lambda: _status(cluster, ns).get("phase") in ("Reviewing", "Failed"),
-                           timeout=900, interval=3)
-    except AssertionError as exc:
-        raise AssertionError(failing(str(exc))) from None
-    status = _status(cluster, ns)
+    status = wait_for_phase(cluster, operator, ns, NAME, ("Reviewing", "Failed"), timeout=900)
     assert status["phase"] == "Reviewing", failing(json.dumps(status, indent=1))
     assert status["qa2"]["verdict"] == "Pass"
 

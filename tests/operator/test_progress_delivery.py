@@ -28,6 +28,25 @@ def test_stage_status_running_then_succeeded_with_resources():
     assert str(done.finished_at.date()) == "2025-01-01"
 
 
+def test_stage_status_follows_a_retried_runs_job_not_the_failed_runs():
+    """A person's retry numbers its Jobs from attempt 1 again while the failed run's (attempts up to 21) stay
+    for their TTL: the newest Job is the one running."""
+    failed = _job(21, start="2025-01-01T00:00:00Z", end="2025-01-01T00:05:00Z")
+    failed["status"]["failed"] = 1
+    retried = _job(1, active=1, start="2025-01-01T02:00:00Z")
+    st = stage_status(None, [failed, retried], "s3://b/cp/imaging.json")
+    assert st.state == "Running" and str(st.started_at) == "2025-01-01 02:00:00+00:00" and st.attempts == 2
+
+
+def test_job_names_carry_a_tag_of_the_run():
+    """The retried run's Jobs never take the failed run's names (deterministic, so a restart finds them)."""
+    from mousflow_operator.runs import run_tag
+
+    tags = {run_tag("uid://A001/X1/X2", 1, token, 1) for token in ("", "t1", "t2")}
+    assert len(tags) == 3 and run_tag("uid://A001/X1/X2", 1, "t1", 1) == run_tag("uid://A001/X1/X2", 1, "t1", 1)
+    assert flow_run_name("uid://A001/X1/X2", 1, "t1", 1).endswith(run_tag("uid://A001/X1/X2", 1, "t1", 1))
+
+
 def test_idempotency_key_is_deterministic_and_changes_with_retry_and_attempt():
     k = idempotency_key("uid://A001/X1/X2", 1, "", 1)
     assert k == idempotency_key("uid://A001/X1/X2", 1, "", 1)

@@ -1,14 +1,23 @@
-"""Stage Job manifests, pod-termination classification and the resource model (pure functions; the real
-cluster runs them in tests/cluster/test_stage_jobs.py)."""
+"""Stage Job manifests, pod-termination classification and the resource model (pure functions), and the Job
+launcher's decisions against a scripted cluster (the real cluster runs it in tests/cluster/test_stage_jobs.py)."""
+
+from pathlib import Path
+
+import yaml
 
 from mousflow.pipeline.kubernetes import (
     JobSettings,
+    KubernetesJobLauncher,
+    adoptable,
     build_stage_job_spec,
     classify_finished_pod,
+    classify_job_pod,
     classify_pod_termination,
     job_name,
 )
 from mousflow.pipeline.resources import JobDemand, ResourceRequest, estimate_stage_resources
+from mousflow.stages.runner import status_location
+from mousflow.storage.location import Location
 
 SETTINGS = JobSettings(namespace="alma", image="localhost/mousflow/runner:dev", s3_secret="s3-creds",
                        s3_endpoint="http://minio:9000")
@@ -38,6 +47,33 @@ def test_credentials_come_from_the_secret_never_from_the_mous():
     assert env["MOUSFLOW_S3_ENDPOINT"]["value"] == "http://minio:9000"
 
 
+def test_stage_pods_get_the_configured_region_and_none_unless_configured():
+    from dataclasses import replace
+
+    from mousflow.pipeline.launchers import job_settings_from_env
+
+    settings = job_settings_from_env("kubernetes?namespace=alma", {"AWS_DEFAULT_REGION": "eu-west-1"})
+    assert settings.s3_region == "eu-west-1" and job_settings_from_env("kubernetes", {}).s3_region is None
+    env = {e["name"]: e.get("value") for e in build_stage_job_spec(
+        replace(SETTINGS, s3_region="eu-west-1"), uid="uid://A001/X1/X2", stage="calibration", attempt=1,
+        manifest_uri="s3://b/m", resources=REQUEST, threads=1)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert "AWS_DEFAULT_REGION" not in {e["name"] for e in _job()["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_test_only_failure_reaches_stage_pods_only_when_set():
+    from mousflow.pipeline.launchers import job_settings_from_env
+
+    def pod_env(env):
+        job = build_stage_job_spec(job_settings_from_env("kubernetes?namespace=alma", env), uid=UID, stage="imaging",
+                                   attempt=1, manifest_uri="s3://b/m", resources=REQUEST, threads=1)
+        return {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert pod_env({"MOUSFLOW_TEST_FAIL_STAGE": "imaging"})["MOUSFLOW_TEST_FAIL_STAGE"] == "imaging"
+    assert "MOUSFLOW_TEST_FAIL_STAGE" not in pod_env({}) and "MOUSFLOW_TEST_FAIL_STAGE" not in pod_env(
+        {"MOUSFLOW_TEST_FAIL_STAGE": ""})
+
+
 def test_pods_meet_the_restricted_pod_security_profile():
     pod = _job()["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -64,6 +100,21 @@ def test_oom_kill_is_recognised_with_exit_code_137_and_0():
     failed = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 5}}}]}
     assert classify_pod_termination(failed)[0] == "Error"
     assert classify_pod_termination({"reason": "Evicted", "message": "node low on memory"})[0] == "Interrupted"
+    # the kernel's verdict may sit in the container's last state
+    last = {"containerStatuses": [{"state": {"terminated": {"reason": "Completed", "exitCode": 0}},
+                                   "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 0}}}]}
+    assert classify_pod_termination(last)[0] == "OOMKilled"
+
+
+def test_a_succeeded_jobs_pod_tells_only_of_an_oom_kill():
+    oom = {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"state": {"terminated": {"reason": "OOMKilled", "exitCode": 0}}}]}}
+    assert classify_job_pod(True, oom)[0] == "OOMKilled"
+    being_deleted = {"metadata": {"name": "p", "deletionTimestamp": "2026-11-22T06:30:00Z"},
+                     "status": {"containerStatuses": [{"state": {"terminated": {"reason": "Completed",
+                                                                                "exitCode": 0}}}]}}
+    assert classify_job_pod(True, being_deleted) == ("", "") == classify_job_pod(True, None)
+    assert classify_job_pod(False, being_deleted)[0] == "Interrupted" == classify_job_pod(False, None)[0]
 
 
 def test_deleted_or_signalled_pods_are_interruptions_not_failures():
@@ -121,3 +172,185 @@ def test_memory_quantities_parse_and_bad_ones_say_so():
     for bad in ("", "lots", "-1Gi", "12Xi"):
         with pytest.raises(ValueError, match="not a memory quantity"):
             parse_memory(bad)
+
+
+# ------------------------------------------------------------------ the launcher against a scripted cluster
+MANIFEST = Path(__file__).parents[1] / "model" / "manifests" / "valid-minimal.yaml"
+UID = "uid://A001/X1296/X133"
+
+
+class _Obj:
+    """What the Kubernetes client returns: an object whose to_dict() is the resource (snake_case keys)."""
+
+    def __init__(self, doc: dict):
+        self.doc = doc
+
+    def to_dict(self) -> dict:
+        return self.doc
+
+
+class ScriptedCluster:
+    """BatchV1Api and CoreV1Api in one: each Job created plays the next entry of `script`, as (job succeeded?,
+    the container's termination, the stage's report or None); its pod writes the report when the launcher
+    first looks at the Job. Jobs that exist before the launcher runs are added with add_finished_job."""
+
+    def __init__(self, run_root: Location, script: list[tuple[bool, dict, dict | None]]):
+        self.run_root, self.script = run_root, list(script)
+        self.jobs: dict[str, dict] = {}
+        self.pods: dict[str, dict] = {}
+        self.reports: dict[str, dict] = {}
+        self.created: list[dict] = []
+
+    def add_finished_job(self, name: str, annotations: dict, succeeded: bool) -> None:
+        self.jobs[name] = {"metadata": {"name": name, "annotations": annotations},
+                           "status": {"succeeded": 1} if succeeded else {"failed": 1}}
+
+    def create_namespaced_job(self, ns: str, spec: dict) -> None:
+        from kubernetes.client.rest import ApiException
+
+        name = spec["metadata"]["name"]
+        if name in self.jobs:
+            raise ApiException(status=409, reason="AlreadyExists")
+        succeeded, terminated, report = self.script.pop(0)
+        self.created.append(spec)
+        self.jobs[name] = {"metadata": dict(spec["metadata"]),
+                           "status": {"succeeded": 1} if succeeded else {"failed": 1}}
+        self.pods[name] = {"metadata": {"name": f"{name}-x1", "creation_timestamp": "2026-11-22T06:30:00Z",
+                                        "deletion_timestamp": None},
+                           "status": {"container_statuses": [{"state": {"terminated": terminated},
+                                                              "last_state": {}}]}}
+        if report is not None:
+            self.reports[name] = report
+
+    def read_namespaced_job(self, name: str, ns: str) -> _Obj:
+        return _Obj(self.jobs[name])
+
+    def read_namespaced_job_status(self, name: str, ns: str) -> _Obj:
+        if name in self.reports:
+            report = self.reports.pop(name)
+            status_location(self.run_root, report["stage"]).write_json(report)
+        return _Obj(self.jobs[name])
+
+    def list_namespaced_pod(self, ns: str, label_selector: str) -> _Obj:
+        name = label_selector.removeprefix("job-name=")
+        return _Obj({"items": [self.pods[name]] if name in self.pods else []})
+
+    def read_namespaced_pod_log(self, name: str, ns: str) -> str:
+        return ""
+
+
+def _report(state: str, reason: str = "", message: str = "") -> dict:
+    return {"stage": "imaging", "state": state, "reason": reason, "message": message,
+            "metrics": {"peak_memory_bytes": 2**30}}
+
+
+OOM_EXIT_0 = {"reason": "OOMKilled", "exit_code": 0}
+OOM_EXIT_6 = {"reason": "OOMKilled", "exit_code": 6}
+COMPLETED = {"reason": "Completed", "exit_code": 0}
+
+
+def _launch(tmp_path, script, settings=SETTINGS, existing=(), **kw):
+    doc = yaml.safe_load(MANIFEST.read_text())
+    run_root = Location.of(str(tmp_path / "out"))
+    doc["spec"]["output"]["uri"] = run_root.uri
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    manifest = tmp_path / "mous.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    cluster = ScriptedCluster(run_root, script)
+    for name, annotations, succeeded in existing:
+        cluster.add_finished_job(name, annotations, succeeded)
+    sizes = {"imaging": REQUEST, "imaging-worker": ResourceRequest(1.0, 700 * 2**20, 900 * 2**20)}
+    launcher = KubernetesJobLauncher(settings, sizes.__getitem__, poll_seconds=0, batch_api=cluster,
+                                     core_api=cluster, **kw)
+    lines: list[str] = []
+    outcome = launcher.launch("imaging", str(manifest), run_root, lines.append)
+    return outcome, cluster, run_root, lines
+
+
+def _limit(job: dict) -> str:
+    return job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+
+
+def test_a_failure_in_a_pod_where_a_worker_was_oom_killed_is_retried_with_more_memory(tmp_path):
+    """Exit code 0 with OOMKilled makes the Job succeed; the stage's ImagingFailed is what it made of the
+    lost worker, not a science failure."""
+    outcome, cluster, _, lines = _launch(tmp_path, [
+        (True, OOM_EXIT_0, _report("Failed", "ImagingFailed", "a chunk's result is missing")),
+        (False, OOM_EXIT_6, _report("Failed", "ImagingFailed", "a chunk's result is missing")),
+        (True, COMPLETED, _report("Succeeded"))])
+    assert outcome.state == "Succeeded", (outcome, lines)
+    assert [_limit(j) for j in cluster.created] == ["4096Mi", "6144Mi", "9216Mi"]
+    assert outcome.metrics["oom_killed_at_limits_bytes"] == [4 * 2**30, 6 * 2**30]
+    assert any("OOMKilled; retrying with memory limit 6144Mi" in line for line in lines), lines
+
+
+def test_a_stage_that_finished_despite_an_oom_killed_worker_is_not_run_again(tmp_path):
+    outcome, cluster, _, _ = _launch(tmp_path, [(True, OOM_EXIT_0, _report("Succeeded"))])
+    assert outcome.state == "Succeeded" and len(cluster.created) == 1
+
+
+def test_out_of_memory_to_the_end_is_reported_as_such_never_as_imaging_failed(tmp_path):
+    """What the operator reads (the stage's status) says OOMKilled, a reason another run can fix."""
+    outcome, cluster, run_root, _ = _launch(tmp_path, [
+        (False, OOM_EXIT_6, _report("Failed", "ImagingFailed", "worker lost")),
+        (False, OOM_EXIT_6, _report("Failed", "ImagingFailed", "worker lost"))], oom_max_retries=1)
+    assert (outcome.state, outcome.reason) == ("Failed", "OOMKilled") and len(cluster.created) == 2
+    status = status_location(run_root, "imaging").read_json()
+    assert (status["state"], status["reason"]) == ("Failed", "OOMKilled")
+    assert "the stage reported ImagingFailed: worker lost" in status["message"]
+    # a science failure in a pod the kernel left alone stays what the stage said
+    outcome, cluster, run_root, _ = _launch(tmp_path / "science", [
+        (False, {"reason": "Error", "exit_code": 6}, _report("Failed", "ImagingFailed", "no line-free channels"))])
+    assert (outcome.reason, len(cluster.created)) == ("ImagingFailed", 1)
+    assert status_location(run_root, "imaging").read_json()["message"] == "no line-free channels"
+
+
+def test_a_dask_worker_pod_out_of_memory_grows_the_workers(tmp_path):
+    from dataclasses import replace
+
+    scale_out = replace(SETTINGS, dask_service_account="mousflow-imaging")
+    outcome, cluster, _, _ = _launch(tmp_path, [
+        (False, {"reason": "Error", "exit_code": 7}, _report("Failed", "OutOfMemory", "a Dask worker died")),
+        (True, COMPLETED, _report("Succeeded"))], settings=scale_out)
+    assert outcome.state == "Succeeded" and outcome.metrics["oom_killed_at_limits_bytes"] == [900 * 2**20]
+
+    def worker_limit(job):
+        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return int(env["MOUSFLOW_DASK_WORKER_MEMORY_LIMIT"])
+
+    assert [worker_limit(j) for j in cluster.created] == [900 * 2**20, 1350 * 2**20]
+    assert _limit(cluster.created[0]) == _limit(cluster.created[1])
+
+
+def test_a_retried_run_never_follows_an_earlier_runs_finished_job(tmp_path):
+    """The failed run's Jobs are kept for an hour by their TTL: the retried run's Jobs have names of their own,
+    and a name held by a Job of another run or attempt is left to it."""
+    earlier = job_name(UID, "imaging", 1, run="run-a")
+    taken = job_name(UID, "imaging", 1, run="run-b")
+    outcome, cluster, _, lines = _launch(tmp_path, [(True, COMPLETED, _report("Succeeded"))], run="run-b",
+                                         existing=[(earlier, {"mousflow.io/uid": UID, "mousflow.io/run": "run-a",
+                                                              "mousflow.io/attempt": "1"}, False),
+                                                   (taken, {"mousflow.io/uid": UID, "mousflow.io/attempt": "1"},
+                                                    False)])
+    assert outcome.state == "Succeeded", lines
+    (created,) = cluster.created
+    assert created["metadata"]["name"] == job_name(UID, "imaging", 2, run="run-b") not in (earlier, taken)
+    assert created["metadata"]["annotations"]["mousflow.io/run"] == "run-b"
+    assert any("belongs to another run or attempt" in line for line in lines)
+
+
+def test_a_restarted_flow_follows_its_own_running_attempt(tmp_path):
+    mine = job_name(UID, "imaging", 3, run="run-b")
+    spec = _job(uid=UID, attempt=3, run="run-b")
+    assert spec["metadata"]["name"] == mine
+    assert adoptable({"metadata": {"annotations": dict(spec["metadata"]["annotations"])}}, spec)
+    for other in ({"mousflow.io/run": "run-a"}, {"mousflow.io/attempt": "2"}, {"mousflow.io/uid": "uid://x"}):
+        assert not adoptable({"metadata": {"annotations": {**spec["metadata"]["annotations"], **other}}}, spec)
+    assert not adoptable({"metadata": {}}, spec)
+
+
+def test_job_names_are_unique_per_run_and_fit_a_label():
+    names = {job_name(UID, "calibration", 1, run=r) for r in ("", "3f9a1c2e", "77b0d4aa")}
+    assert len(names) == 3
+    assert job_name(UID, "calibration", 21, run="3f9a1c2e") == job_name(UID, "calibration", 21, run="3f9a1c2e")
+    assert all(len(n) <= 63 and n == n.lower() for n in names)

@@ -154,3 +154,17 @@ def test_scheduler_liveness_tolerates_a_busy_node():
     probe = spec["spec"]["scheduler"]["spec"]["containers"][0]["livenessProbe"]
     assert probe["timeoutSeconds"] >= 10
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 120
+
+
+def test_dask_worker_pods_get_the_stage_pods_region():
+    from dataclasses import replace
+
+    pod = _pod("imaging", replace(SETTINGS, s3_region="eu-west-1"))
+    # what the stage pod's process sees: the values, with the downward API's fields filled in
+    seen = {e["name"]: e.get("value", "filled-in") for e in pod["containers"][0]["env"]}
+    spec, _ = spec_from_env(1, seen)
+    worker_env = {e["name"]: e.get("value") for e in spec["spec"]["worker"]["spec"]["containers"][0]["env"]}
+    assert worker_env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert "AWS_DEFAULT_REGION" not in {e["name"] for e in cluster_spec(
+        "x", image="i", s3_secret=None, s3_endpoint=None, worker_memory_bytes=MiB,
+        worker_memory_limit_bytes=MiB)["spec"]["worker"]["spec"]["containers"][0]["env"]}

@@ -36,6 +36,30 @@ def test_settings_from_environment_reject_bad_values():
         ScaleOutSettings.from_env({"MOUSFLOW_DASK_MAX_WORKERS": "0"})
 
 
+def test_a_chunk_whose_worker_is_killed_every_time_is_reported_out_of_memory():
+    """The kernel's OOM killer ends a worker with SIGKILL; its nanny starts another, which dies the same way.
+    The stage reports OutOfMemory (exit code 7), which the launcher answers with more memory, not ImagingFailed
+    or an Error for a person to look at."""
+    import os
+    import signal
+
+    import dask
+
+    from mousflow.errors import OutOfMemory
+    from mousflow.stages.context import StageOutcome
+    from mousflow.stages.imaging_scaleout import run_chunks
+    from mousflow.stages.runner import exit_code
+
+    def killed_by_the_kernel():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            pytest.raises(OutOfMemory, match="killed for its memory"):
+        run_chunks([("c0", killed_by_the_kernel, ())], ScaleOutSettings(mode="local", max_workers=1),
+                   lambda key, result: None)
+    assert exit_code(StageOutcome("imaging", "Failed", "OutOfMemory")) == 7
+
+
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory, tiny_mous):
     """The tiny MOUS calibrated once, with 4-channel chunks (12 chunks over its two windows)."""

@@ -89,3 +89,17 @@ def test_imaging_without_calibration_checkpoint(make_run):
     outcome = run_stage("imaging", str(make_run()))
     assert (outcome.state, outcome.reason) == ("Failed", "InputMissing")
     assert "run calibration first" in outcome.message
+
+
+def test_the_test_only_failure_fails_the_named_stage_once(make_run, monkeypatch):
+    """MOUSFLOW_TEST_FAIL_STAGE (test only) makes that stage fail once with its classified failure, so the
+    cluster tests can show a person's retry resuming there; other stages, and the next run, go on as usual."""
+    manifest = make_run()
+    monkeypatch.setenv("MOUSFLOW_TEST_FAIL_STAGE", "packaging")
+    assert run_stage("imaging", str(manifest)).reason == "InputMissing"  # not the named stage: as usual
+    first = run_stage("packaging", str(manifest))
+    assert (first.state, first.reason) == ("Failed", "InvalidInput") and "test only" in first.message
+    assert _status(manifest, "packaging")["reason"] == "InvalidInput"
+    assert run_stage("packaging", str(manifest)).reason == "InputMissing"  # once: now it runs, and finds no input
+    monkeypatch.setenv("MOUSFLOW_TEST_FAIL_STAGE", "")
+    assert run_stage("packaging", str(make_run())).reason == "InputMissing"

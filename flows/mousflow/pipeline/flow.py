@@ -1,8 +1,9 @@
 """The Prefect flow that processes one MOUS: calibration, imaging, packaging.
 
 Each stage is a Prefect task that launches the stage's entry point (see launchers) and waits for its outcome.
-Stages skip themselves when their checkpoint is valid, so running the flow again after a failure or a kill
-resumes from the last completed stage, and imaging from its last completed channel chunk.
+A stage whose checkpoint is valid is not even launched (it is reported Skipped), and a stage skips the work
+its checkpoints hold, so running the flow again after a failure or a kill resumes from the last completed
+stage, and imaging from its last completed channel chunk.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 
 from mousflow.model import load_manifest
-from mousflow.pipeline.launchers import make_launcher
+from mousflow.pipeline.launchers import launch_unless_complete, make_launcher
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.context import StageOutcome
 from mousflow.storage.location import Location
@@ -55,7 +56,7 @@ def publish_manifest(manifest_text: str) -> tuple[str, Location]:
 def run_stage_task(stage: str, manifest_uri: str, run_root_uri: str, launcher_kind: str, threads: int) -> dict:
     logger = get_run_logger()
     launcher = make_launcher(launcher_kind, threads)
-    outcome = launcher.launch(stage, manifest_uri, Location(run_root_uri), lambda line: logger.info(line))
+    outcome = launch_unless_complete(launcher, stage, manifest_uri, Location(run_root_uri), logger.info)
     logger.info("stage %s: %s %s", stage, outcome.state, outcome.message)
     if outcome.state == "Succeeded":
         _record_history(stage, manifest_uri, outcome, logger)

@@ -3,8 +3,10 @@
 The flow launches each stage itself (rather than through a Prefect work pool) because it must size every
 pod from the MOUS's data, watch for out-of-memory kills and relaunch with more memory, and adopt a Job that
 is already running after a restart; a work pool's per-run job variables could size the pod but would hide
-the pod's fate behind the worker. Job names are deterministic (MOUS, stage, attempt), so launching twice
-adopts the first Job instead of starting a second pod.
+the pod's fate behind the worker. Job names are deterministic (MOUS, run, stage, attempt), so launching twice
+adopts the first Job instead of starting a second pod; the run (a tag of the operator's flow run: its retry
+token and automatic attempt) keeps a retried run from taking the names, and the outcomes, of the failed run's
+Jobs, which their TTL keeps for an hour.
 
 Pods run as the restricted Pod Security profile demands: non-root, read-only root filesystem (with an
 emptyDir for /tmp), no privilege escalation, all capabilities dropped, RuntimeDefault seccomp. S3
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from mousflow.model import API_VERSION, KIND
 from mousflow.pipeline.resources import ResourceRequest
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import progress_location, status_location
+from mousflow.stages.runner import TEST_FAIL_STAGE, progress_location, status_location
 from mousflow.storage.location import Location
 
 LineFn = Callable[[str], None]
@@ -34,10 +36,18 @@ def retries_location(run_root: Location, stage: str) -> Location:
     return run_root.join("status", f"{stage}.retries.json")
 
 
-def job_name(uid: str, stage: str, attempt: int) -> str:
-    """A DNS-1123 name, stable for (MOUS, stage, attempt)."""
+MEMORY_REASONS = ("OOMKilled", "OutOfMemory")
+"""Failures that more memory can fix: the kernel killed the stage's container (or a process in it), or the
+stage saw its Dask worker die of memory."""
+RUN_TAG_CHARS = 8
+
+
+def job_name(uid: str, stage: str, attempt: int, run: str = "") -> str:
+    """A DNS-1123 name, stable for (MOUS, run, stage, attempt), short enough for the job-name label of its pods
+    (63 characters at most: "mousflow-" + 10 + run tag 8 + "calibration" + attempt stays under 50)."""
     digest = hashlib.sha256(uid.encode()).hexdigest()[:10]
-    return f"mousflow-{digest}-{stage}-{attempt}"
+    return f"mousflow-{digest}-{run[:RUN_TAG_CHARS]}-{stage}-{attempt}" if run else \
+        f"mousflow-{digest}-{stage}-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,8 @@ class JobSettings:
     s3_secret: str
     """Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
     s3_endpoint: str | None = None
+    s3_region: str | None = None
+    """AWS_DEFAULT_REGION of stage pods (and of their Dask workers): S3 clients need it to sign for AWS."""
     service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
     ttl_seconds_after_finished: int = 3600
@@ -60,6 +72,8 @@ class JobSettings:
     dask_min_workers: int = 1
     dask_max_workers: int = 4
     dask_worker_cpu: str = "1"
+    test_fail_stage: str | None = None
+    """TEST ONLY: passed to stage pods as MOUSFLOW_TEST_FAIL_STAGE (stages.runner: that stage fails once)."""
 
 
 def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
@@ -86,12 +100,12 @@ def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
 
 def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt: int, manifest_uri: str,
                          resources: ResourceRequest, threads: int,
-                         worker_resources: ResourceRequest | None = None) -> dict:
-    """The Job manifest of one stage attempt (a pure function of its arguments).
+                         worker_resources: ResourceRequest | None = None, run: str = "") -> dict:
+    """The Job manifest of one stage attempt of run `run` (a pure function of its arguments).
 
     With settings.dask_service_account and worker_resources, the imaging stage's pod starts Dask workers
     sized by worker_resources (one channel chunk each) and may use the Kubernetes API for that alone."""
-    name = job_name(uid, stage, attempt)
+    name = job_name(uid, stage, attempt, run)
     labels = {"app.kubernetes.io/name": "mousflow", "app.kubernetes.io/component": "stage",
               LABEL_MOUS: hashlib.sha256(uid.encode()).hexdigest()[:10], LABEL_STAGE: stage}
     env = [
@@ -105,6 +119,10 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     ]
     if settings.s3_endpoint:
         env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
+    if settings.s3_region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": settings.s3_region})
+    if settings.test_fail_stage:
+        env.append({"name": TEST_FAIL_STAGE, "value": settings.test_fail_stage})
     scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None
     if scale_out:
         env += _dask_env(settings, worker_resources)
@@ -133,7 +151,7 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
     metadata = {"name": name, "namespace": settings.namespace, "labels": labels,
-                "annotations": {"mousflow.io/uid": uid, "mousflow.io/attempt": str(attempt)}}
+                "annotations": {"mousflow.io/uid": uid, "mousflow.io/run": run, "mousflow.io/attempt": str(attempt)}}
     if settings.owner is not None:
         metadata["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": KIND, "name": settings.owner[0],
                                         "uid": settings.owner[1], "controller": False,
@@ -157,7 +175,8 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
 def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
     """(reason, message) of a finished stage pod from its status (None: the pod is gone).
 
-    An out-of-memory kill is recognised by the container's termination reason, whatever its exit code:
+    An out-of-memory kill is recognised by the container's termination reason (its current or last state),
+    whatever its exit code:
     Kubernetes reports reason OOMKilled with exit code 137 when the main process was killed, and with exit
     code 0 when the kernel killed a child and the main process still exited normally. A pod that was
     deleted, evicted or killed by a signal (exit 143 = SIGTERM, 137 = SIGKILL) was interrupted from outside:
@@ -168,12 +187,18 @@ def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
     if pod_status.get("reason") == "Evicted":
         return "Interrupted", f"stage pod evicted: {pod_status.get('message', '')}".rstrip(": ")
     for cs in pod_status.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
-        if not term:
+        terminations = [t for t in ((cs.get("state") or {}).get("terminated"),
+                                    (cs.get("lastState") or {}).get("terminated")) if t]
+        for term in terminations:
+            if term.get("reason") == "OOMKilled" and term.get("exitCode") == 0:
+                return "OOMKilled", ("a process in the stage container (a Dask worker, say) was killed for "
+                                     "exceeding the container's memory limit (the stage exited with code 0)")
+            if term.get("reason") == "OOMKilled":
+                return "OOMKilled", ("stage container killed for exceeding its memory limit "
+                                     f"(exit code {term.get('exitCode')})")
+        if not terminations:
             continue
-        reason, code = term.get("reason", ""), term.get("exitCode")
-        if reason == "OOMKilled":
-            return "OOMKilled", f"stage container killed for exceeding its memory limit (exit code {code})"
+        reason, code = terminations[0].get("reason", ""), terminations[0].get("exitCode")
         if code in (137, 143):
             signame = "SIGKILL" if code == 137 else "SIGTERM"
             return "Interrupted", f"stage container killed by {signame} (exit code {code}) before it finished"
@@ -184,41 +209,90 @@ def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
 
 
 def classify_finished_pod(pod: dict | None) -> tuple[str, str]:
-    """(reason, message) of a failed Job's pod in API form (None: no pod left). A pod with a deletion
+    """(reason, message) of a finished Job's pod in API form (None: no pod left). A pod with a deletion
     timestamp was deleted from outside (by a person, a drain or the node going away): an interruption."""
     if pod is not None and (pod.get("metadata") or {}).get("deletionTimestamp"):
         return "Interrupted", "the stage pod was deleted before it finished"
     return classify_pod_termination(pod.get("status", {}) if pod is not None else None)
 
 
+def classify_job_pod(job_succeeded: bool, pod: dict | None) -> tuple[str, str]:
+    """(reason, message) of a finished Job's last pod in API form (None: no pod left). A failed Job's pod says
+    why it failed (classify_finished_pod). A succeeded Job's pod says only whether the kernel killed a process
+    in it for memory (exit code 0 all the same); its being gone or deleted after the Job succeeded is no news."""
+    if not job_succeeded:
+        return classify_finished_pod(pod)
+    reason, message = classify_pod_termination((pod or {}).get("status") or {})
+    return (reason, message) if reason == "OOMKilled" else ("", "")
+
+
+def adoptable(existing: dict, spec: dict) -> bool:
+    """Whether the Job found under `spec`'s name is this very attempt's (created before an operator restart),
+    to be followed. A Job of another run or attempt (an earlier run's, kept by its TTL) never is: its outcome
+    is not this attempt's, and following it would report that old outcome again."""
+    want = spec["metadata"]["annotations"]
+    have = (existing.get("metadata") or {}).get("annotations") or {}
+    return all(have.get(key, "") == want[key] for key in ("mousflow.io/uid", "mousflow.io/run", "mousflow.io/attempt"))
+
+
+def attempt_outcome(stage: str, report: dict | None, pod_reason: str, pod_message: str,
+                    metrics: dict) -> StageOutcome:
+    """The outcome of one stage attempt, from the stage's report (its status in storage, None if it wrote
+    none) and its pod's fate (classify_finished_pod), with the launcher's `metrics` added.
+
+    A stage that reported Succeeded or Skipped finished and checkpointed its work, even if the kernel killed
+    one of its processes on the way (a Dask worker, replaced by its nanny). A failure in a pod where the kernel
+    killed a process for memory is an out-of-memory failure, whatever the stage made of the work it lost (a
+    worker gone in the middle of a chunk can surface as any error): more memory is the cure, not a person."""
+    reported = (report or {}).get("metrics", {})
+    if report is not None and pod_reason != "Interrupted" and report.get("state") in ("Succeeded", "Skipped"):
+        return StageOutcome(report["stage"], report["state"], report.get("reason", ""), report.get("message", ""),
+                            {**reported, **metrics})
+    if report is None or pod_reason in ("OOMKilled", "Interrupted"):
+        said = f"; the stage reported {report.get('reason')}: {report.get('message', '')}" if report else ""
+        return StageOutcome(stage, "Failed", pod_reason or "Error",
+                            (pod_message or "the stage pod ended without reporting an outcome") + said,
+                            {**reported, **metrics})
+    return StageOutcome(report["stage"], report["state"], report.get("reason", ""), report.get("message", ""),
+                        {**reported, **metrics})
+
+
 class KubernetesJobLauncher:
-    """Runs each stage as a Kubernetes Job and reports its outcome (from the stage's status in storage)."""
+    """Runs each stage as a Kubernetes Job and reports its outcome (from the stage's status in storage and the
+    fate of its pod).
+
+    `run` tags the Job names of one run of the flow (see job_name); `batch_api` and `core_api` are the
+    Kubernetes clients (BatchV1Api, CoreV1Api), made from the in-cluster or local configuration when not given.
+    """
 
     def __init__(self, settings: JobSettings, resources: Callable[[str], ResourceRequest], threads: int = 1,
                  poll_seconds: float = 2.0, timeout_seconds: float = 3600.0, attempt: int = 1,
                  oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30,
-                 interruption_retries: int = 2):
-        from kubernetes import client, config
+                 interruption_retries: int = 2, run: str = "", batch_api=None, core_api=None):
+        if batch_api is None or core_api is None:
+            from kubernetes import client, config
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        self.batch = client.BatchV1Api()
-        self.core = client.CoreV1Api()
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            batch_api, core_api = client.BatchV1Api(), client.CoreV1Api()
+        self.batch = batch_api
+        self.core = core_api
         self.settings = settings
         self.resources = resources
         self.threads = threads
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
         self.attempt = attempt
+        self.run = run
         self.oom_memory_factor = oom_memory_factor
         self.oom_max_retries = oom_max_retries
         self.memory_cap_bytes = memory_cap_bytes
         self.interruption_retries = interruption_retries
 
     def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome:
-        """Run the stage; after an out-of-memory kill run it again with more memory (up to the cap and the
+        """Run the stage; after running out of memory run it again with more memory (up to the cap and the
         retry limit), after an interruption (pod deleted, evicted, killed by a signal) run it again as it was.
         The stage resumes from its checkpoints, so a retry repeats only unfinished work. Every retry is a new
         Job (the next attempt number), so a Job name never hides two different pods."""
@@ -226,20 +300,28 @@ class KubernetesJobLauncher:
 
         uid = load_manifest(Location.of(manifest_uri).read_text()).spec.uid
         request = self.resources(stage)
+        worker = self.resources("imaging-worker") if stage == "imaging" and self.settings.dask_service_account \
+            else None
         oom_kills: list[int] = []
         interruptions: list[str] = []
         attempt = self.attempt
         while True:
-            outcome = self._launch_once(uid, stage, manifest_uri, run_root, on_line, request, attempt)
+            outcome, attempt = self._launch_once(uid, stage, manifest_uri, run_root, on_line, request, worker,
+                                                 attempt)
             attempt += 1
-            if outcome.reason in ("OOMKilled", "Interrupted"):
-                self._record_retry(run_root, stage, outcome, request)
-            if outcome.reason == "OOMKilled" and len(oom_kills) < self.oom_max_retries and \
-                    request.memory_limit_bytes < self.memory_cap_bytes:
-                oom_kills.append(request.memory_limit_bytes)
-                request = request.scaled(self.oom_memory_factor, self.memory_cap_bytes)
-                on_line(f"stage {stage} was OOMKilled; retrying with memory limit "
-                        f"{request.memory_limit_bytes // 2**20}Mi")
+            # What ran out: a worker pod's memory when the stage saw its worker die, else the stage pod's (which
+            # holds the local Dask workers when there are no worker pods).
+            grow_worker = outcome.reason == "OutOfMemory" and worker is not None
+            exceeded = worker if grow_worker else request
+            if outcome.reason in (*MEMORY_REASONS, "Interrupted"):
+                self._record_retry(run_root, stage, outcome, exceeded)
+            if outcome.reason in MEMORY_REASONS and len(oom_kills) < self.oom_max_retries and \
+                    exceeded.memory_limit_bytes < self.memory_cap_bytes:
+                oom_kills.append(exceeded.memory_limit_bytes)
+                grown = exceeded.scaled(self.oom_memory_factor, self.memory_cap_bytes)
+                worker, request = (grown, request) if grow_worker else (worker, grown)
+                on_line(f"stage {stage}: {outcome.reason}; retrying with {'worker ' if grow_worker else ''}"
+                        f"memory limit {grown.memory_limit_bytes // 2**20}Mi")
                 continue
             if outcome.reason == "Interrupted" and len(interruptions) < self.interruption_retries:
                 interruptions.append(outcome.message)
@@ -248,7 +330,20 @@ class KubernetesJobLauncher:
             break
         outcome.metrics["oom_killed_at_limits_bytes"] = oom_kills
         outcome.metrics["interruptions"] = interruptions
+        self._report_failure(run_root, outcome)
         return outcome
+
+    @staticmethod
+    def _report_failure(run_root: Location, outcome: StageOutcome) -> None:
+        """Put a failure the launcher classified from the pod (out of memory, interrupted, no report) where the
+        operator reads the stage's outcome, in place of what the stage said (or did not say) about it.
+
+        Only the final outcome: an attempt that failed and was run again is recorded in retries_location, and
+        a status written per attempt could pass for a later attempt's when a restarted flow follows its Jobs."""
+        status = status_location(run_root, outcome.stage)
+        report = status.read_json() if status.exists() else None
+        if outcome.state == "Failed" and (report is None or report.get("reason") != outcome.reason):
+            status.write_json(outcome.to_json())
 
     @staticmethod
     def _record_retry(run_root: Location, stage: str, outcome: StageOutcome, request: ResourceRequest) -> None:
@@ -262,36 +357,43 @@ class KubernetesJobLauncher:
         loc.write_json(record)
 
     def _launch_once(self, uid: str, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn,
-                     request: ResourceRequest, attempt: int) -> StageOutcome:
+                     request: ResourceRequest, worker: ResourceRequest | None,
+                     attempt: int) -> tuple[StageOutcome, int]:
+        """Create the attempt's Job (or follow it, if this attempt created it before a restart) and wait for its
+        outcome: (outcome, the attempt number its Job has). A name held by a Job of another run or attempt is
+        left to it, and the next attempt number taken."""
         from kubernetes.client.rest import ApiException
 
-        worker = self.resources("imaging-worker") if stage == "imaging" and self.settings.dask_service_account \
-            else None
-        spec = build_stage_job_spec(self.settings, uid=uid, stage=stage, attempt=attempt,
-                                    manifest_uri=manifest_uri, resources=request, threads=self.threads,
-                                    worker_resources=worker)
-        name, ns = spec["metadata"]["name"], self.settings.namespace
+        ns = self.settings.namespace
         status = status_location(run_root, stage)
-        try:
-            self.batch.create_namespaced_job(ns, spec)
+        while True:
+            spec = build_stage_job_spec(self.settings, uid=uid, stage=stage, attempt=attempt,
+                                        manifest_uri=manifest_uri, resources=request, threads=self.threads,
+                                        worker_resources=worker, run=self.run)
+            name = spec["metadata"]["name"]
+            try:
+                self.batch.create_namespaced_job(ns, spec)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                if adoptable(self.batch.read_namespaced_job(name, ns).to_dict(), spec):
+                    on_line(f"Job {ns}/{name} exists already: following it")
+                    break
+                on_line(f"Job {ns}/{name} belongs to another run or attempt: leaving it, taking the next name")
+                attempt += 1
+                continue
             on_line(f"created Job {ns}/{name} (requests {request.kubernetes()['requests']})")
             status.remove()
             progress_location(run_root, stage).remove()
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            on_line(f"Job {ns}/{name} exists already: following it")
+            break
         job_succeeded, pod = self._wait(name, ns, on_line)
         metrics = {"job": name, "requested_memory_bytes": request.memory_bytes,
                    "memory_limit_bytes": request.memory_limit_bytes}
-        # A succeeded Job's pod may be gone already (adopted after a restart): only a failed one is examined.
-        reason, message = ("", "") if job_succeeded else classify_finished_pod(pod)
-        if reason in ("OOMKilled", "Interrupted") or not status.exists():
-            return StageOutcome(stage, "Failed", reason or "Error",
-                                message or "the stage pod ended without reporting an outcome", metrics)
-        doc = status.read_json()
-        return StageOutcome(doc["stage"], doc["state"], doc.get("reason", ""), doc.get("message", ""),
-                            {**doc.get("metrics", {}), **metrics})
+        # The pod is examined whether its Job failed or not: the kernel may have killed a process in it (a Dask
+        # worker) while the stage went on and exited 0.
+        pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
+        report = status.read_json() if status.exists() else None
+        return attempt_outcome(stage, report, pod_reason, pod_message, metrics), attempt
 
     def _wait(self, name: str, ns: str, on_line: LineFn) -> tuple[bool, dict | None]:
         """Wait for the Job to finish: (whether it succeeded, its last pod in API form or None).

@@ -11,18 +11,33 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import status_location
+from mousflow.stages.runner import TEST_FAIL_STAGE, skip_if_complete, status_location
 from mousflow.storage.location import Location
+
+if TYPE_CHECKING:
+    from mousflow.pipeline.kubernetes import JobSettings
 
 LineFn = Callable[[str], None]
 
 
 class StageLauncher(Protocol):
     def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome: ...
+
+
+def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: str, run_root: Location,
+                           on_line: LineFn) -> StageOutcome:
+    """The stage's outcome: Skipped, with nothing started, when its checkpoint is valid (decided and reported as
+    the stage itself would: stages.runner.skip_if_complete); otherwise what the launcher reports. A whole-run
+    retry thus starts no pod for a completed stage only for it to skip itself."""
+    skipped = skip_if_complete(stage, manifest_uri)
+    if skipped is not None:
+        on_line(f"stage {stage}: valid checkpoint, nothing to do: not started")
+        return skipped
+    return launcher.launch(stage, manifest_uri, run_root, on_line)
 
 
 class LocalProcessLauncher:
@@ -52,40 +67,58 @@ class LocalProcessLauncher:
                             "without reporting an outcome")
 
 
-def kubernetes_launcher_kind(namespace: str, attempt: int = 1, owner: tuple[str, str] | None = None) -> str:
-    """The launcher kind string of stage Jobs in `namespace` whose Job names start at `attempt`, owned by the
-    MOUS `owner` = (name, uid) if given."""
-    kind = f"kubernetes?namespace={namespace}&attempt={attempt}"
+def kubernetes_launcher_kind(namespace: str, attempt: int = 1, owner: tuple[str, str] | None = None,
+                             run: str = "") -> str:
+    """The launcher kind string of stage Jobs in `namespace` whose Job names start at `attempt` and carry the
+    tag `run` (one run of the flow: see pipeline.kubernetes.job_name), owned by the MOUS `owner` = (name, uid)
+    if given."""
+    kind = f"kubernetes?namespace={namespace}&attempt={attempt}" + (f"&run={run}" if run else "")
     return kind + (f"&owner_name={owner[0]}&owner_uid={owner[1]}" if owner else "")
 
 
-def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
-    """Stage Jobs configured from the environment of the process running the flow (the operator): runner image,
-    S3 Secret and in-cluster endpoint (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET, MOUSFLOW_S3_ENDPOINT_IN_CLUSTER,
-    MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MAX_WORKERS,
-    MOUSFLOW_DASK_WORKER_CPU); the kind string names only the namespace and the first attempt number.
-    Resources come from the MOUS's data (`demand_of`), read when a stage is launched, refined by the history
-    of measured peaks when MOUSFLOW_HISTORY names one (pipeline.history)."""
+def _kind_query(kind: str) -> dict[str, str]:
     from urllib.parse import parse_qs, urlsplit
 
+    return {k: v[-1] for k, v in parse_qs(urlsplit(kind).query).items()}
+
+
+def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
+    """The stage Jobs' settings from the environment of the process running the flow (the operator): runner
+    image, S3 Secret, in-cluster endpoint and region (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET,
+    MOUSFLOW_S3_ENDPOINT_IN_CLUSTER, AWS_DEFAULT_REGION, MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods
+    MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MAX_WORKERS, MOUSFLOW_DASK_WORKER_CPU; for tests only
+    MOUSFLOW_TEST_FAIL_STAGE); the kind string names only the namespace and the MOUS owning the Jobs."""
+    from mousflow.pipeline.kubernetes import JobSettings
+
+    query = _kind_query(kind)
+    return JobSettings(
+        namespace=query.get("namespace") or env.get("MOUSFLOW_JOB_NAMESPACE", "default"),
+        image=env.get("MOUSFLOW_RUNNER_IMAGE", "mousflow-runner:dev"),
+        s3_secret=env.get("MOUSFLOW_S3_SECRET", "mousflow-s3"),
+        s3_endpoint=env.get("MOUSFLOW_S3_ENDPOINT_IN_CLUSTER") or None,
+        s3_region=env.get("AWS_DEFAULT_REGION") or None,
+        image_pull_policy=env.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
+        owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
+        dask_service_account=env.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
+        dask_max_workers=int(env.get("MOUSFLOW_DASK_MAX_WORKERS", "4")),
+        dask_worker_cpu=env.get("MOUSFLOW_DASK_WORKER_CPU", "1"),
+        test_fail_stage=env.get(TEST_FAIL_STAGE) or None,
+    )
+
+
+def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
+    """Stage Jobs configured from the environment of the process running the flow (job_settings_from_env),
+    whose Job names start at the kind string's attempt number and carry its run tag. Resources come from the MOUS's data
+    (`demand_of`), read when a stage is launched, refined by the history of measured peaks when
+    MOUSFLOW_HISTORY names one (pipeline.history)."""
     from mousflow.model import load_manifest
     from mousflow.pipeline.demand import demand_of
     from mousflow.pipeline.history import History
-    from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher
+    from mousflow.pipeline.kubernetes import KubernetesJobLauncher
     from mousflow.pipeline.resources import estimate_stage_resources, parse_memory
 
-    query = {k: v[-1] for k, v in parse_qs(urlsplit(kind).query).items()}
-    settings = JobSettings(
-        namespace=query.get("namespace") or os.environ.get("MOUSFLOW_JOB_NAMESPACE", "default"),
-        image=os.environ.get("MOUSFLOW_RUNNER_IMAGE", "mousflow-runner:dev"),
-        s3_secret=os.environ.get("MOUSFLOW_S3_SECRET", "mousflow-s3"),
-        s3_endpoint=os.environ.get("MOUSFLOW_S3_ENDPOINT_IN_CLUSTER") or None,
-        image_pull_policy=os.environ.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
-        owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
-        dask_service_account=os.environ.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
-        dask_max_workers=int(os.environ.get("MOUSFLOW_DASK_MAX_WORKERS", "4")),
-        dask_worker_cpu=os.environ.get("MOUSFLOW_DASK_WORKER_CPU", "1"),
-    )
+    query = _kind_query(kind)
+    settings = job_settings_from_env(kind, os.environ)
 
     history = History.from_env()
 
@@ -101,7 +134,7 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
 
     # What to do after an out-of-memory kill: the platform's policy, from the environment of the flow's process.
     return SizedJobLauncher(settings, resources=lambda s: None, threads=threads,
-                            attempt=int(query.get("attempt", 1)),
+                            attempt=int(query.get("attempt", 1)), run=query.get("run", ""),
                             oom_memory_factor=float(os.environ.get("MOUSFLOW_OOM_MEMORY_FACTOR", 1.5)),
                             oom_max_retries=int(os.environ.get("MOUSFLOW_OOM_MAX_RETRIES", 3)),
                             memory_cap_bytes=parse_memory(os.environ.get("MOUSFLOW_OOM_MEMORY_CAP", "64Gi")))
@@ -113,4 +146,4 @@ def make_launcher(kind: str = "local", threads: int = 1) -> StageLauncher:
         return LocalProcessLauncher(threads=threads)
     if kind == "kubernetes" or kind.startswith("kubernetes?"):
         return _kubernetes_launcher(kind, threads)
-    raise ValueError(f"unknown stage launcher {kind!r}; known: local, kubernetes?namespace=NS&attempt=N")
+    raise ValueError(f"unknown stage launcher {kind!r}; known: local, kubernetes?namespace=NS&attempt=N&run=TAG")

@@ -20,7 +20,7 @@ from mousflow.model import Recipe
 from mousflow.science.calibration import apply_to_target, calibrate_window
 from mousflow.stages.context import StageContext
 from mousflow.stages.versioning import code_version
-from mousflow.storage.checkpoints import content_digest, hash_inputs
+from mousflow.storage.checkpoints import Validity, content_digest, hash_inputs
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import (
     InvalidProcessingSet,
@@ -131,11 +131,17 @@ def _choose_flux_role(ctx: StageContext, roles: dict[str, PartitionArrays | None
                        f"no flux density for its calibrators ({named}): add one to set the flux scale")
 
 
+def checkpoint_validity(ctx: StageContext) -> tuple[str, Validity]:
+    """(the hash of the stage's inputs, whether its checkpoint holds the work for them): what decides that the
+    stage has nothing to do, here and before the flow would start it (stages.runner.skip_if_complete)."""
+    inputs = input_hash(ctx)
+    return inputs, ctx.checkpoints.validate(STAGE, inputs, code_version(STAGE))
+
+
 def run(ctx: StageContext) -> str:
     spec = ctx.mous.spec
     version = code_version(STAGE)
-    inputs = input_hash(ctx)
-    validity = ctx.checkpoints.validate(STAGE, inputs, version)
+    inputs, validity = checkpoint_validity(ctx)
     if validity:
         ctx.progress("calibration: valid checkpoint, nothing to do", 100.0)
         return "Skipped"

@@ -10,7 +10,8 @@ The stage pod (see pipeline.kubernetes.build_stage_job_spec) gets its settings a
   the owner reference covers a stage pod that was killed.
 - MOUSFLOW_DASK_WORKER_MEMORY / MOUSFLOW_DASK_WORKER_MEMORY_LIMIT (bytes) and MOUSFLOW_DASK_WORKER_CPU: each
   worker's requests and limit, computed from one channel chunk (pipeline.resources), not the whole cube;
-- MOUSFLOW_S3_SECRET and MOUSFLOW_S3_ENDPOINT: workers read and write S3 with the same Secret as stage pods.
+- MOUSFLOW_S3_SECRET, MOUSFLOW_S3_ENDPOINT and AWS_DEFAULT_REGION: workers read and write S3 with the same
+  Secret, endpoint and region as stage pods.
 
 Worker and scheduler pods meet the restricted Pod Security profile like the stage pods.
 """
@@ -49,7 +50,8 @@ def _pod(container: dict) -> dict:
 
 
 def cluster_spec(name: str, *, image: str, s3_secret: str | None, s3_endpoint: str | None,
-                 worker_memory_bytes: int, worker_memory_limit_bytes: int, worker_cpu: str = "1",
+                 s3_region: str | None = None, worker_memory_bytes: int, worker_memory_limit_bytes: int,
+                 worker_cpu: str = "1",
                  worker_threads: int = 1, owner: dict | None = None, pull_policy: str = "IfNotPresent",
                  labels: dict | None = None) -> dict:
     """The DaskCluster resource (a pure function of its arguments)."""
@@ -60,6 +62,8 @@ def cluster_spec(name: str, *, image: str, s3_secret: str | None, s3_endpoint: s
                 for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
     if s3_endpoint:
         env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": s3_endpoint})
+    if s3_region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": s3_region})
     worker = {
         "name": "worker", "image": image, "imagePullPolicy": pull_policy,
         # The worker's own memory manager pauses and spills before the kernel's limit is reached.
@@ -125,7 +129,8 @@ def spec_from_env(worker_threads: int, env: dict[str, str] | None = None) -> tup
     if env.get("MOUSFLOW_POD_UID"):
         owner = {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": env["MOUSFLOW_POD_UID"]}
     spec = cluster_spec(cluster_name(pod_name), image=image, s3_secret=env.get("MOUSFLOW_S3_SECRET"),
-                        s3_endpoint=env.get("MOUSFLOW_S3_ENDPOINT"), worker_memory_bytes=memory,
+                        s3_endpoint=env.get("MOUSFLOW_S3_ENDPOINT"), s3_region=env.get("AWS_DEFAULT_REGION"),
+                        worker_memory_bytes=memory,
                         worker_memory_limit_bytes=limit, worker_cpu=env.get("MOUSFLOW_DASK_WORKER_CPU") or "1",
                         worker_threads=worker_threads, owner=owner,
                         pull_policy=env.get("MOUSFLOW_IMAGE_PULL_POLICY") or "IfNotPresent",

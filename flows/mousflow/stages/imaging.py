@@ -44,7 +44,7 @@ from mousflow.stages.imaging_scaleout import (
 )
 from mousflow.stages.peak_memory import process_peak_memory_bytes
 from mousflow.stages.versioning import code_version
-from mousflow.storage.checkpoints import CheckpointStore, hash_inputs
+from mousflow.storage.checkpoints import CheckpointManifest, CheckpointStore, Validity, hash_inputs
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import load_partition, open_checked, partition_infos
 
@@ -193,17 +193,33 @@ def _plan_from_dict(d: dict) -> ImagingPlan:
     return ImagingPlan(**d)
 
 
-def run(ctx: StageContext) -> str:
-    spec = ctx.mous.spec
-    version = code_version(STAGE)
+def _calibration_checkpoint(ctx: StageContext) -> CheckpointManifest:
     upstream = ctx.checkpoints.read("calibration")
     if upstream is None:
         raise InputMissing("imaging needs the calibration checkpoint, which does not exist: run calibration first")
+    return upstream
+
+
+def _robust_and_chunk(ctx: StageContext) -> tuple[float, int]:
+    spec = ctx.mous.spec
     robust = spec.imaging.robust if spec.imaging else 0.5
     chunk = (spec.imaging.channel_chunk if spec.imaging and spec.imaging.channel_chunk else None) or \
         DEFAULT_CHANNEL_CHUNK
-    inputs = hash_inputs(upstream.outputs, robust, chunk)
-    validity = ctx.checkpoints.validate(STAGE, inputs, version)
+    return robust, chunk
+
+
+def checkpoint_validity(ctx: StageContext) -> tuple[str, Validity]:
+    """(the hash of the stage's inputs, whether its checkpoint holds the work for them): what decides that the
+    stage has nothing to do, here and before the flow would start it (stages.runner.skip_if_complete)."""
+    inputs = hash_inputs(_calibration_checkpoint(ctx).outputs, *_robust_and_chunk(ctx))
+    return inputs, ctx.checkpoints.validate(STAGE, inputs, code_version(STAGE))
+
+
+def run(ctx: StageContext) -> str:
+    version = code_version(STAGE)
+    inputs, validity = checkpoint_validity(ctx)
+    upstream = _calibration_checkpoint(ctx)
+    robust, chunk = _robust_and_chunk(ctx)
     if validity:
         ctx.progress("imaging: valid checkpoint, nothing to do", 100.0)
         return "Skipped"

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mousflow.errors import OutOfMemory
+
 MODES = ("local", "kubernetes", "inline")
 
 
@@ -137,7 +139,7 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
             _record(key, fn(*[shared[a] if isinstance(a, SharedArg) else a for a in args]))
         return ChunkRun(results, 1, 1, 1, max(peaks.values(), default=0), time.perf_counter() - started)
 
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     with chunk_client(settings, minimum, maximum) as client:
         scattered = {name: client.scatter(value, broadcast=False, hash=False) for name, value in shared.items()}
@@ -146,8 +148,15 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
             resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
             # pure=False: a retried task must run again, not be taken from the scheduler's memory.
             futures[client.submit(fn, *resolved, pure=False, retries=1, key=f"chunk-{_key_text(key)}")] = key
-        for fut in as_completed(futures):
-            _record(futures[fut], fut.result())
+        try:
+            for fut in as_completed(futures):
+                _record(futures[fut], fut.result())
+        except KilledWorker as exc:
+            # A worker dies under a chunk when the chunk does not fit in its memory: the kernel's OOM killer
+            # (local workers share the stage pod's limit) or the nanny at a worker pod's memory limit kills it,
+            # and the nanny or the autoscaler replaces it. The kernels do not otherwise kill their process.
+            raise OutOfMemory(f"{exc.task}: every Dask worker that ran it died ({exc.allowed_failures + 1} in a row), "
+                              "killed for its memory: the chunk needs more memory than a worker has") from exc
     return ChunkRun(results, len(peaks), maximum, minimum, max(peaks.values(), default=0),
                     time.perf_counter() - started)
 

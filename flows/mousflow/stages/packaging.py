@@ -24,7 +24,7 @@ from mousflow.stages.context import StageContext
 from mousflow.stages.image_store import ImageStore, attrs_to_header
 from mousflow.stages.versioning import code_version
 from mousflow.stages.weblog import write_weblog
-from mousflow.storage.checkpoints import hash_inputs, sha256_of_object
+from mousflow.storage.checkpoints import Validity, hash_inputs, sha256_of_object
 from mousflow.storage.location import Location
 
 STAGE = "packaging"
@@ -35,16 +35,23 @@ def product_prefix(uid: str, field: str) -> str:
     return f"member.{uid.replace('://', '___').replace('/', '_')}.{field}_sci"
 
 
-def run(ctx: StageContext) -> str:
+def checkpoint_validity(ctx: StageContext) -> tuple[str, Validity]:
+    """(the hash of the stage's inputs, whether its checkpoint holds the work for them): what decides that the
+    stage has nothing to do, here and before the flow would start it (stages.runner.skip_if_complete)."""
     spec = ctx.mous.spec
-    version = code_version(STAGE)
     imaging_cp = ctx.checkpoints.read("imaging")
     calibration_cp = ctx.checkpoints.read("calibration")
     if imaging_cp is None or calibration_cp is None:
         raise InputMissing("packaging needs the calibration and imaging checkpoints: run those stages first")
     goals = [g.to_wire() for g in spec.science_goals]
     inputs = hash_inputs(imaging_cp.outputs, calibration_cp.outputs, goals, spec.band, spec.uid)
-    validity = ctx.checkpoints.validate(STAGE, inputs, version)
+    return inputs, ctx.checkpoints.validate(STAGE, inputs, code_version(STAGE))
+
+
+def run(ctx: StageContext) -> str:
+    spec = ctx.mous.spec
+    version = code_version(STAGE)
+    inputs, validity = checkpoint_validity(ctx)
     if validity:
         ctx.progress("packaging: valid checkpoint, nothing to do", 100.0)
         return "Skipped"

@@ -1,8 +1,15 @@
-"""The peak resident memory of the current process, as a stage or a Dask worker reports it."""
+"""Peak memory as a stage or a Dask worker reports it: the process's own, and its pod container's."""
 
 from __future__ import annotations
 
+import os
 import resource
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Where a container's peak memory is, by cgroup version: v2's unified hierarchy (memory.peak, Linux 5.19+),
+# v1's memory controller (memory.max_usage_in_bytes; the test bed's nodes are still on v1).
+CGROUP_PEAK_FILES = ("memory.peak", "memory/memory.max_usage_in_bytes")
 
 
 def process_peak_memory_bytes() -> int:
@@ -19,3 +26,16 @@ def process_peak_memory_bytes() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def container_peak_memory_bytes(cgroup_root: Path = CGROUP_ROOT) -> int | None:
+    """The pod container's peak memory (every process in it, page cache included), what the kernel compares
+    with the limit; None where it cannot be read. Only in a pod: elsewhere the cgroup is not the stage's own."""
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    for rel in CGROUP_PEAK_FILES:
+        try:
+            return int((cgroup_root / rel).read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return None

@@ -6,25 +6,32 @@ import os
 import time
 import traceback
 
-from mousflow.errors import MousflowError, describe_error
+from mousflow.errors import CalibrationFailed, ImagingFailed, InvalidInput, MousflowError, describe_error
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
-from mousflow.stages.peak_memory import process_peak_memory_bytes
+from mousflow.stages.peak_memory import container_peak_memory_bytes, process_peak_memory_bytes
 from mousflow.storage.location import Location
 
-EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "Error": 1}
+EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "OutOfMemory": 7,
+              "Error": 1}
 
 
-def _stage_function(name: str):
+TEST_FAIL_STAGE = "MOUSFLOW_TEST_FAIL_STAGE"
+"""TEST ONLY: the name of a stage that fails once per run root (see _fail_once_if_asked); ignored unless set."""
+TEST_FAILURES = {"calibration": CalibrationFailed, "imaging": ImagingFailed, "packaging": InvalidInput}
+
+
+def _stage_module(name: str):
+    """The stage's module: its run(ctx) and its checkpoint_validity(ctx)."""
     if name == "calibration":
-        from mousflow.stages.calibration import run
+        from mousflow.stages import calibration as module
     elif name == "imaging":
-        from mousflow.stages.imaging import run
+        from mousflow.stages import imaging as module
     elif name == "packaging":
-        from mousflow.stages.packaging import run
+        from mousflow.stages import packaging as module
     else:
         raise ValueError(f"unknown stage {name!r}")
-    return run
+    return module
 
 
 def status_location(run_root: Location, stage: str) -> Location:
@@ -68,12 +75,10 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     started, cpu0 = time.perf_counter(), time.process_time()
     run_root = None
     try:
-        manifest_loc = Location.of(manifest_uri)
-        mous = load_manifest(manifest_loc.read_text())
-        run_root = Location.of(mous.spec.output.uri)
-        ctx = StageContext(name, mous, run_root, threads=threads)
-        ctx.progress = ProgressPublisher(progress_location(run_root, name), echo=progress)
-        state = _stage_function(name)(ctx)
+        ctx = _context(name, manifest_uri, threads=threads, progress=progress)
+        run_root = ctx.run_root
+        _fail_once_if_asked(ctx)
+        state = _stage_module(name).run(ctx)
         outcome = StageOutcome(name, state, metrics=ctx.metrics)
     except MousflowError as exc:
         outcome = StageOutcome(name, "Failed", exc.reason, describe_error(exc).split(": ", 1)[-1])
@@ -86,27 +91,58 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
         # the peak resident memory of this process, the stage's own footprint (not its parent's: see there)
         peak_memory_bytes=process_peak_memory_bytes(),
     )
-    cgroup_peak = _container_peak_memory_bytes()
+    cgroup_peak = container_peak_memory_bytes()
     if cgroup_peak is not None:
         outcome.metrics["cgroup_peak_memory_bytes"] = cgroup_peak
     if run_root is not None:
-        try:
-            status_location(run_root, name).write_json(outcome.to_json())
-        except Exception as exc:  # reporting must not mask the outcome
-            print(f"mousflow: could not write stage status: {exc}", flush=True)
+        _report(run_root, outcome)
     return outcome
 
 
-def _container_peak_memory_bytes() -> int | None:
-    """The pod container's peak memory (cgroup v2 memory.peak: every process in it, page cache included),
-    what the kernel compares with the limit. Only in a pod: elsewhere the cgroup is not the stage's own."""
-    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return None
+def skip_if_complete(name: str, manifest_uri: str) -> StageOutcome | None:
+    """Without running stage `name`: report it Skipped, in its status as the stage itself would, when its
+    checkpoint is valid (the stage's own test, checkpoint_validity). The flow asks before it starts a stage, so
+    a whole-run retry starts no pod for a stage that would only skip itself. None when the stage has work to
+    do, or when that cannot be told from here: the stage, run, then reports what stands in its way."""
     try:
-        with open("/sys/fs/cgroup/memory.peak") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
+        ctx = _context(name, manifest_uri)
+        _inputs, validity = _stage_module(name).checkpoint_validity(ctx)
+    except Exception:  # a missing input, unreadable storage: the stage meets it again and reports it classified
         return None
+    if not validity:
+        return None
+    outcome = StageOutcome(name, "Skipped", message="valid checkpoint, nothing to do: not started")
+    _report(ctx.run_root, outcome)
+    return outcome
+
+
+def _fail_once_if_asked(ctx: StageContext) -> None:
+    """TEST ONLY, for the cluster tests of a person's retry: with MOUSFLOW_TEST_FAIL_STAGE=<this stage> the stage
+    fails, once per run root, with its classified failure (one that no automatic retry repeats), before doing
+    anything; a marker beside its status makes the next run of it go on as usual. Without the variable (never
+    set in an installation) nothing happens."""
+    if os.environ.get(TEST_FAIL_STAGE, "").strip() != ctx.name:
+        return
+    marker = ctx.run_root.join("status", f"{ctx.name}.test-failure.json")
+    if marker.exists():
+        return
+    marker.write_json({"stage": ctx.name, "variable": TEST_FAIL_STAGE, "time": time.time()})
+    raise TEST_FAILURES[ctx.name](f"failure injected by {TEST_FAIL_STAGE}={ctx.name} (test only), once")
+
+
+def _context(name: str, manifest_uri: str, *, threads: int = 1, progress: ProgressFn | None = None) -> StageContext:
+    mous = load_manifest(Location.of(manifest_uri).read_text())
+    run_root = Location.of(mous.spec.output.uri)
+    ctx = StageContext(name, mous, run_root, threads=threads)
+    ctx.progress = ProgressPublisher(progress_location(run_root, name), echo=progress)
+    return ctx
+
+
+def _report(run_root: Location, outcome: StageOutcome) -> None:
+    try:
+        status_location(run_root, outcome.stage).write_json(outcome.to_json())
+    except Exception as exc:  # reporting must not mask the outcome
+        print(f"mousflow: could not write stage status: {exc}", flush=True)
 
 
 def exit_code(outcome: StageOutcome) -> int:

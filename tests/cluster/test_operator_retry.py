@@ -1,0 +1,101 @@
+"""A person's retry resumes at the stage that failed, on the real test bed: with the test-only
+MOUSFLOW_TEST_FAIL_STAGE=imaging the imaging stage fails once with its classified reason (ImagingFailed), so the
+MOUS is Failed with no automatic retry; `mousflow retry` then runs it again. Calibration is untouched (its
+checkpoint is valid: no Job, no pod, reported Skipped), imaging runs in a Job of the new run's own name (the
+failed run's Job, kept by its TTL, is neither followed nor taken), and the MOUS is Delivered.
+
+The operator (a process on this machine) decides that calibration is complete with the code it runs, the
+stage pods with the runner image's: the session's conftest rebuilds that image from the same tree."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from harness import wait_for_phase
+
+from mousflow.storage.location import Location
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+NAMESPACE_PREFIX = "retry"
+OPERATOR_ENV = {"MOUSFLOW_TEST_FAIL_STAGE": "imaging"}
+UID = "uid://A001/X1001/X7e"
+NAME = "retried"
+TOKEN = "after-imaging-failed"
+
+
+def _status(cluster, ns) -> dict:
+    return cluster.get("mous", NAME, ns).get("status") or {}
+
+
+def _stage_items(cluster, ns, kind: str, stage: str) -> list[dict]:
+    label = hashlib.sha256(UID.encode()).hexdigest()[:10]
+    out = cluster.kubectl("get", kind, "-n", ns, "-l", f"mousflow.io/mous={label},mousflow.io/stage={stage}",
+                          "-o", "json")
+    return json.loads(out)["items"]
+
+
+def _names(items: list[dict]) -> set[str]:
+    return {i["metadata"]["name"] for i in items}
+
+
+def test_retry_after_a_stage_failure_resumes_at_that_stage(cluster, mous_namespace, tiny_s3_mous, operator):
+    ns = mous_namespace
+    doc = yaml.safe_load(Location(f"{tiny_s3_mous}/mous.yaml").read_text())
+    doc["metadata"] = {"name": NAME}
+    doc["spec"]["uid"] = UID  # Jobs are named after the uid: one of its own
+    doc["spec"]["output"]["uri"] = f"{tiny_s3_mous}/runs/{NAME}"
+    doc["spec"]["delivery"] = {"uri": f"{tiny_s3_mous}/delivered/{NAME}", "automatic": True}
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+    run_root = Location(doc["spec"]["output"]["uri"])
+
+    def failing(what):
+        return f"{what}\noperator log:\n{operator.log_tail()}"
+
+    # 1. The run fails at imaging with its classified reason, once: no automatic retry.
+    status = wait_for_phase(cluster, operator, ns, NAME, ("Failed", "Delivered"), timeout=900)
+    assert status["phase"] == "Failed", failing(json.dumps(status, indent=1))
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert degraded["reason"] == "ImagingFailed" and "test only" in degraded["message"], degraded
+    assert status["stages"]["calibration"]["state"] == "Succeeded"
+    assert status["stages"]["imaging"]["state"] == "Failed"
+    time.sleep(10)  # several reconciliations (ticks of 2 s) later: still Failed, no second imaging Job
+    assert _status(cluster, ns)["phase"] == "Failed"
+    calibration_jobs = _names(_stage_items(cluster, ns, "jobs", "calibration"))
+    failed_imaging_jobs = _names(_stage_items(cluster, ns, "jobs", "imaging"))
+    assert len(calibration_jobs) == 1 and len(failed_imaging_jobs) == 1
+    assert len(_stage_items(cluster, ns, "pods", "calibration")) == 1
+    calibration_checkpoint = run_root.join("checkpoints", "calibration.json").read_text()
+
+    # 2. A person asks for a retry; the failed run's Jobs are still there (their TTL is an hour).
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "retry", NAME, "-n", ns, "--token", TOKEN],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = wait_for_phase(cluster, operator, ns, NAME, ("Delivered", "Failed", "QA2Fail"), timeout=900,
+                            until=lambda m: m["metadata"]["annotations"].get("mousflow.io/retry-handled") == TOKEN)
+    assert status["phase"] == "Delivered", failing(json.dumps(status, indent=1))
+    assert status["qa2"]["verdict"] == "Pass"
+
+    # calibration untouched: no new Job or pod, the same checkpoint, reported Skipped
+    assert _names(_stage_items(cluster, ns, "jobs", "calibration")) == calibration_jobs
+    assert len(_stage_items(cluster, ns, "pods", "calibration")) == 1
+    assert run_root.join("checkpoints", "calibration.json").read_text() == calibration_checkpoint
+    assert status["stages"]["calibration"]["state"] == "Skipped"
+    assert run_root.join("status", "calibration.json").read_json()["state"] == "Skipped"
+    # imaging: the failed run's Job left as it was, and one more of the retried run's own name, which succeeded
+    imaging_jobs = {j["metadata"]["name"]: j for j in _stage_items(cluster, ns, "jobs", "imaging")}
+    assert failed_imaging_jobs < set(imaging_jobs), imaging_jobs.keys()
+    (new,) = [imaging_jobs[n] for n in set(imaging_jobs) - failed_imaging_jobs]
+    (old,) = [imaging_jobs[n] for n in failed_imaging_jobs]
+    assert new["metadata"]["annotations"]["mousflow.io/run"] != old["metadata"]["annotations"]["mousflow.io/run"]
+    assert new["status"].get("succeeded") == 1 and old["status"].get("failed") == 1
+    assert status["stages"]["imaging"]["state"] == "Succeeded"
+    assert run_root.join("status", "imaging.json").read_json()["state"] == "Succeeded"
+    assert len(_stage_items(cluster, ns, "jobs", "packaging")) == 1
