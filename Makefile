@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test test-fast test-pipeline lint bench clean
+.PHONY: venv demo test test-fast test-pipeline browser-deps lint bench clean
 venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ test-fast: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not cluster and not slow" $(PYTEST_ARGS)
 
-test-pipeline: venv
+# The headless browser the weblog test opens the weblog in (Debian's chromium; installed only if missing).
+browser-deps:
+	hack/testbed/browser-deps.sh
+
+test-pipeline: venv browser-deps
 	$(PY) -m pytest -m "slow and not cluster" $(PYTEST_ARGS)
 
 test: test-fast test-pipeline test-cluster
