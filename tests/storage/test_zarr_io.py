@@ -147,13 +147,17 @@ def test_writing_streams_chunk_by_chunk(tmp_path):
     assert 0 < LargestResult.largest <= one_chunk < whole
 
 
-def test_a_table_opened_lazily_is_rewritten_in_our_chunks(where):
-    """A calibration table with inherited chunks and Dask chunks of its own, written to another store."""
+@pytest.mark.parametrize("dask_chunks", [700, None], ids=["dask", "lazily indexed"])
+def test_a_table_opened_lazily_is_rewritten_in_our_chunks(where, dask_chunks):
+    """A calibration table with inherited chunks, and Dask chunks of its own or none (opened without Dask),
+    written to another store."""
     n_time = 2000
     table = xr.Dataset({"GAIN": (("gain_time", "antenna_name"), np.ones((n_time, 4), np.complex64))},
                        coords={"gain_time": np.arange(n_time, dtype=float), "antenna_name": NAMES})
     write_dataset_group(where.join("a.zarr"), table.chunk({"gain_time": 300}), "spw0")
-    opened = open_zarr_tree(where.join("a.zarr"))["spw0"].to_dataset().chunk({"gain_time": 700})
+    opened = open_zarr_tree(where.join("a.zarr"))["spw0"].to_dataset()
+    if dask_chunks:
+        opened = opened.chunk({"gain_time": dask_chunks})
     write_dataset_group(where.join("b.zarr"), opened, "spw0")
     group = zarr.open_group(zarr_io._zarr_target(where.join("b.zarr")), mode="r")["spw0"]
     rows = zarr_io.TARGET_CHUNK_BYTES // (4 * 8)

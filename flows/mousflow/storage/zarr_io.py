@@ -85,18 +85,21 @@ def laid_out_for_storage(ds: xr.Dataset, compressors: dict[str, list | None] | N
     A dataset read from Zarr carries the chunking of the store it came from (encoding `chunks`,
     `preferred_chunks`), and its Dask chunks follow that store, or whatever a selection left of them. Neither
     says anything about the store we write: here the inherited layout is dropped, our chunks are set, and every
-    array is made a Dask array of exactly those chunks (each task then writes whole Zarr chunks, never one
-    shared with another task). Lazy arrays stay lazy (a rechunk, or a lazily indexed store array wrapped
-    without reading it), in-memory ones are wrapped without a copy: writing streams chunk by chunk.
+    lazy array is made a Dask array of exactly those chunks (each task then writes whole Zarr chunks, never one
+    shared with another task), without reading it: writing streams it chunk by chunk.
     """
     chunks = storage_chunks(ds)
     compressors = compressors or {}
     variables = {}
     for name, var in ds.variables.items():
         encoding = {k: v for k, v in var.encoding.items() if k not in INHERITED_LAYOUT_KEYS}
+        # Dask arrays, and arrays read lazily from a store (their encoding names the store's chunks), become
+        # Dask arrays of our chunks; arrays made in memory are written as they are (wrapping them would only
+        # cost CPU and memory). An index is always in memory.
+        lazy = var.chunks is not None or "preferred_chunks" in var.encoding
         if name in chunks:
             encoding["chunks"] = chunks[name]
-            if name not in ds.xindexes:  # an index is in memory already, and cannot be chunked
+            if lazy and name not in ds.xindexes:
                 var = var.chunk(dict(zip(var.dims, chunks[name], strict=True)))
         if name in compressors:
             encoding["compressors"] = compressors[name]
