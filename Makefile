@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test test-fast test-pipeline lint bench bench-quick clean
+.PHONY: venv demo test test-fast test-pipeline browser-deps lint bench bench-quick clean
 venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ test-fast: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not cluster and not slow" --durations=10 $(PYTEST_ARGS)
 
-test-pipeline: venv
+# The headless browser the weblog test opens the weblog in (Debian's chromium; installed only if missing).
+browser-deps:
+	hack/testbed/browser-deps.sh
+
+test-pipeline: venv browser-deps
 	$(PY) -m pytest -m "slow and not cluster" --durations=10 $(PYTEST_ARGS)
 
 # The test bed's binaries and images build in the background (low priority) while the first two tiers

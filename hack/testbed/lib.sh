@@ -99,3 +99,27 @@ take_build_lock() {
 }
 
 require_root() { [[ $EUID -eq 0 ]] || die "the test bed runs a kubelet and containerd and needs root"; }
+
+# Install those of the given Debian packages that are missing (idempotent: nothing to do, no root needed).
+install_debian_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "Debian packages present: $*"
+    return 0
+  fi
+  [[ $EUID -eq 0 ]] || die "installing the Debian packages ${missing[*]} needs root"
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Refresh the package lists when they are missing or older than a day (lz4-compressed or not).
+  # make test installs the test bed's packages in the background while the browser's are installed in the
+  # foreground: one apt at a time (our lock first, then apt's own, waited for rather than failed on).
+  local apt=(flock -w 900 /var/lock/mousflow-apt.lock apt-get -o DPkg::Lock::Timeout=600)
+  if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mtime -1 2>/dev/null | head -1)" ]]; then
+    "${apt[@]}" update -qq
+  fi
+  "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log "Debian packages installed"
+}

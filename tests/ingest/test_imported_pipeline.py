@@ -3,12 +3,15 @@ the known sky must come back (fluxes within 5 %, positions within 0.1 beam)."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pytest
-from imported_sky import GOAL_ARGS, measure_sources, run_stages
+import zarr
+from imported_sky import FLUX_CALIBRATOR_ARGS, GOAL_ARGS, measure_sources, run_stages
 
+from mousflow.storage import zarr_io
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import load_partition, open_checked, partition_infos
 
@@ -24,17 +27,50 @@ def _phase_calibrator_fluxes(summary: dict) -> list[tuple[float, float]]:
             for eb in summary["execution_blocks"] for w in eb["windows"].values()]
 
 
-def test_imported_ms_calibrates_and_images_to_the_known_sky(imported, casa_ms):
-    run_stages(imported / "mous.yaml", "calibration", "imaging")
-    root = imported / "output"
-    phase = casa_ms["calibrators"]["phase"]
+def _assert_the_known_sky(root, truth: dict) -> None:
+    """The phase calibrator's derived flux density within 2 %, both point sources within 5 % and 0.1 beam."""
+    phase = truth["calibrators"]["phase"]
     for flux, freq in _phase_calibrator_fluxes(_calibration(root)):
         assert flux == pytest.approx(phase["flux_jy"] * (freq / phase["reference_hz"]) ** phase["alpha"], rel=0.02)
-    results = measure_sources(root, casa_ms)
+    results = measure_sources(root, truth)
     assert len(results) == 2
     for name, ratio, offset_beams in results:
         assert ratio == pytest.approx(1.0, abs=0.05), name
         assert offset_beams < 0.1, name
+
+
+def test_imported_ms_calibrates_and_images_to_the_known_sky(imported, casa_ms):
+    run_stages(imported / "mous.yaml", "calibration", "imaging")
+    _assert_the_known_sky(imported / "output", casa_ms)
+
+
+def test_converter_chunks_other_than_ours(import_ms, casa_ms, tmp_path, monkeypatch):
+    """Issue 12: an execution block the converter wrote in chunks of its own (here 7 integrations x 3
+    channels; a large MS gets ~128 MiB time chunks by default) is calibrated and imaged, the calibrated
+    partitions written in our chunks (scaled down to 2 channels and 16 KiB, so both layouts have several
+    chunks and straddle each other)."""
+    from xradio import measurement_set as xradio_ms
+
+    theirs = {"time": 7, "frequency": 3}
+    monkeypatch.setattr(xradio_ms, "convert_msv2_to_processing_set",
+                        functools.partial(xradio_ms.convert_msv2_to_processing_set, main_chunksize=theirs))
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 16 * 2**10)
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_CHUNK", 2)
+    monkeypatch.setenv("MOUSFLOW_DASK", "inline")  # the patched chunking is this process's
+    out = tmp_path / "mous"
+    code, _, err = import_ms(casa_ms["ms"], "--out", str(out), *GOAL_ARGS, *FLUX_CALIBRATOR_ARGS)
+    assert code == 0, err
+    ps = open_checked(Location.of(next((out / "eb").glob("*.ps.zarr"))))
+    (target, *_) = [i for i in partition_infos(ps) if "OBSERVE_TARGET#ON_SOURCE" in i.intents]
+    assert ps[target.name]["VISIBILITY"].encoding["chunks"][::2] == (theirs["time"], theirs["frequency"])
+    assert target.n_time > theirs["time"]
+
+    run_stages(out / "mous.yaml", "calibration", "imaging")
+    calibrated = next((out / "output" / "calibration").glob("*/calibrated.ps.zarr"))
+    ours = zarr.open_group(str(calibrated / target.name), mode="r")
+    t, n_bl, c, _ = ours["VISIBILITY"].chunks
+    assert c == 2 and t not in (theirs["time"], target.n_time) and ours["UVW"].chunks == (t, n_bl, 3)
+    _assert_the_known_sky(out / "output", casa_ms)
 
 
 def test_circular_feeds_no_flux_calibrator_and_padded_baselines(import_ms, casa_ms_circular, tmp_path):

@@ -44,7 +44,7 @@ def test_mixed_partitions_calibrate_and_image_to_the_known_sky(casa_ms, tmp_path
     for prefix in ("by_scan", "target"):
         part = open_processing_set(Location.of(tmp_path / f"{prefix}.ps.zarr"))
         for name, node in part.children.items():
-            write_processing_set_node(mixed, f"{prefix}_{name}", node.copy().load())
+            write_processing_set_node(mixed, f"{prefix}_{name}", node.copy())  # lazy, in the converter's chunks
     finalize_processing_set(mixed)
     ps = open_checked(mixed)
     assert not check_datatree(ps)

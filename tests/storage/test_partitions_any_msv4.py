@@ -5,33 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from msv4_samples import sample_partition
 
 from mousflow.stages.calibration import has_role, same_field
-from mousflow.storage.msv4 import AntennaTable, FieldInfo, Partition, build_msv4_node
+from mousflow.storage.msv4 import build_msv4_node
 from mousflow.storage.partitions import InvalidProcessingSet, concatenate_partitions, load_partition
-
-NAMES = ["DA41", "DA42", "DA43", "DA44"]
-
-
-def _partition(correlations=("XX", "XY", "YX", "YY"), times=(0.0, 10.0), pairs=((0, 1), (0, 2), (1, 2), (2, 3)),
-               dish=12.0) -> Partition:
-    rng = np.random.default_rng(3)
-    a1, a2 = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    shape = (len(times), len(pairs), 3, len(correlations))
-    vis = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
-    uvw = rng.standard_normal((len(times), len(pairs), 3)) * 100
-    antennas = AntennaTable(NAMES, ["A1", "A2", "A3", "A4"], np.zeros((4, 3)), np.full(4, dish))
-    return Partition(
-        time_unix_s=np.array(times), integration_s=10.0, scan_names=np.array(["1"] * len(times)), antenna1=a1,
-        antenna2=a2, antennas=antennas, frequency_hz=np.array([100e9, 100.1e9, 100.2e9]), channel_width_hz=1e8,
-        spw_name="spw0", correlations=tuple(correlations), field=FieldInfo("J0329-2357_2", "J0329-2357", 0.9, -0.4),
-        intents=["CALIBRATE_PHASE#ON_SOURCE"], vis=vis, flag=np.zeros(shape, bool),
-        weight=np.full(shape, 2.0, np.float32), uvw_m=uvw, execution_block_uid="uid://A002/X1/X1",
-        project_uid="2026.1.00001.S", creation_date="2026-01-01T00:00:00.000")
 
 
 def test_parallel_hands_kept_nan_padding_flagged_and_zeroed_uvw_sign_restored():
-    p = _partition()
+    p = sample_partition()
     p.vis[1, 2] = np.nan  # a baseline the converter padded for one integration
     p.uvw_m[1, 2] = np.nan
     node = build_msv4_node(p)
@@ -47,14 +29,14 @@ def test_parallel_hands_kept_nan_padding_flagged_and_zeroed_uvw_sign_restored():
 
 
 def test_circular_feeds_and_a_partition_without_parallel_hands():
-    assert load_partition(build_msv4_node(_partition(("RR", "RL", "LR", "LL")))).correlations == ["RR", "LL"]
+    assert load_partition(build_msv4_node(sample_partition(("RR", "RL", "LR", "LL")))).correlations == ["RR", "LL"]
     with pytest.raises(InvalidProcessingSet, match="no parallel-hand correlations"):
-        load_partition(build_msv4_node(_partition(("XY", "YX"))))
+        load_partition(build_msv4_node(sample_partition(("XY", "YX"))))
 
 
 def test_scans_in_separate_partitions_are_joined_on_the_union_of_their_baselines():
-    early = load_partition(build_msv4_node(_partition(times=(0.0, 10.0), pairs=((0, 1), (0, 2)))), "scan1")
-    late = load_partition(build_msv4_node(_partition(times=(600.0,), pairs=((0, 2), (2, 3)))), "scan2")
+    early = load_partition(build_msv4_node(sample_partition(times=(0.0, 10.0), pairs=((0, 1), (0, 2)))), "scan1")
+    late = load_partition(build_msv4_node(sample_partition(times=(600.0,), pairs=((0, 2), (2, 3)))), "scan2")
     joined = concatenate_partitions([late, early])
     assert joined.time_s.tolist() == [0.0, 10.0, 600.0]
     assert list(zip(joined.antenna1, joined.antenna2, strict=True)) == [(0, 1), (0, 2), (2, 3)]
@@ -87,7 +69,7 @@ def test_imaging_takes_the_dish_diameter_from_antenna_xds(tmp_path):
     for dish in (12.0, 7.0):
         loc = Location.of(tmp_path / f"d{dish:.0f}" / "calibrated.ps.zarr")
         write_processing_set_root(loc)
-        p = _partition(correlations=("XX", "YY"), dish=dish)
+        p = sample_partition(correlations=("XX", "YY"), dish=dish)
         p.intents = ["OBSERVE_TARGET#ON_SOURCE"]
         write_processing_set_node(loc, "target", build_msv4_node(p))
         finalize_processing_set(loc)

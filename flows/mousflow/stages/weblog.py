@@ -3,13 +3,20 @@
 Plots: gain phases and amplitudes against time, bandpasses, the uv coverage, the continuum image with its
 beam, and the spectrum at the line peak of each cube with a line. Everything is drawn with matplotlib's Agg
 backend into PNG files next to index.html, so the weblog works from object storage or a local disk.
+
+Names that come from the data (execution blocks, spectral windows, antennas) are never trusted in the page:
+plot files get URL-safe names (`plot_file_name`), every URL is percent-encoded and every text HTML-escaped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
+import json
 import math
+import re
+from urllib.parse import quote
 
 import matplotlib
 
@@ -26,6 +33,18 @@ from mousflow.storage.partitions import load_partition, open_checked, partition_
 from mousflow.storage.zarr_io import open_zarr_tree
 
 COLOUR_HEX = {"green": "#2e7d32", "blue": "#1565c0", "yellow": "#f9a825", "red": "#c62828"}
+
+
+def plot_file_name(kind: str, *names: str) -> str:
+    """The PNG file of plot `kind` for `names` (execution block, spectral window), safe in a URL and a store key.
+
+    ALMA window names hold '#' (ALMA_RB_06#BB_1#SW-01#FULL_RES), which a browser takes for the start of a
+    fragment: every character but letters, digits, '.', '_' and '-' becomes '-', and a short hash of the exact
+    names keeps apart two windows whose names differ only in such characters.
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(names)).strip("-.")
+    digest = hashlib.sha256(json.dumps([kind, *names]).encode()).hexdigest()[:8]
+    return f"{kind}_{slug}_{digest}.png"
 
 
 def _save(fig, loc: Location) -> None:
@@ -60,7 +79,7 @@ def _gain_plots(ctx, out: Location, calibration: dict) -> list[tuple[str, str]]:
             a2.set_ylabel("amplitude")
             a2.set_xlabel("minutes since first solution")
             a1.set_title(f"{eb['label']} {spw}: gains (XX) on the phase calibrator, every antenna")
-            name = f"gains_{eb['label']}_{spw}.png"
+            name = plot_file_name("gains", eb["label"], spw)
             _save(fig, out.join(name))
             figures.append((name, f"Gains {eb['label']} {spw}"))
             b = ds["BANDPASS"].values
@@ -76,7 +95,7 @@ def _gain_plots(ctx, out: Location, calibration: dict) -> list[tuple[str, str]]:
             a2.set_ylabel("phase (deg)")
             a2.set_xlabel("frequency (GHz)")
             a1.set_title(f"{eb['label']} {spw}: bandpass (XX), every antenna")
-            name = f"bandpass_{eb['label']}_{spw}.png"
+            name = plot_file_name("bandpass", eb["label"], spw)
             _save(fig, out.join(name))
             figures.append((name, f"Bandpass {eb['label']} {spw}"))
     return figures
@@ -149,7 +168,7 @@ def _spectrum_plots(ctx, out: Location, imaging: dict) -> list[tuple[str, str]]:
         ax.set_ylabel("mJy/beam")
         ax.set_title(f"{spw}: spectrum at the line peak (pixel {x}, {y})")
         ax.legend()
-        name = f"spectrum_{spw}.png"
+        name = plot_file_name("spectrum", spw)
         _save(fig, out.join(name))
         figures.append((name, f"Spectrum {spw}"))
     return figures
@@ -162,7 +181,8 @@ def _qa_table(qa: dict) -> str:
         rows.append(
             f"<tr><td>{html.escape(g['goal'])}</td><td>{g['beam_arcsec']:.3f}\"</td><td>{lo:.3f}-{hi:.3f}\"</td>"
             f"<td>{g['rms_at_goal_bandwidth_jy'] * 1e3:.4g}</td><td>{g['requested_sensitivity_jy'] * 1e3:.4g}</td>"
-            f"<td>{g['rms_ratio']:.2f} (≤ {1 + g['rms_tolerance']:.2f})</td><td><b>{g['verdict']}</b></td></tr>")
+            f"<td>{g['rms_ratio']:.2f} (≤ {1 + g['rms_tolerance']:.2f})</td><td><b>{html.escape(g['verdict'])}</b></td>"
+            "</tr>")
     return ("<table><tr><th>goal</th><th>beam</th><th>requested</th><th>rms (mJy/beam)</th>"
             "<th>requested rms</th><th>ratio</th><th>verdict</th></tr>" + "".join(rows) + "</table>")
 
@@ -171,7 +191,7 @@ def _scores_table(qa: dict) -> str:
     cells = []
     for stage, s in qa["stage_scores"].items():
         colour = s["colour"]
-        cells.append(f"<tr><td>{stage}</td><td style='background:{COLOUR_HEX[colour]};color:white'>"
+        cells.append(f"<tr><td>{html.escape(stage)}</td><td style='background:{COLOUR_HEX[colour]};color:white'>"
                      f"{s['score']:.2f} ({colour})</td></tr>")
     return "<table><tr><th>stage</th><th>score</th></tr>" + "".join(cells) + "</table>"
 
@@ -179,10 +199,11 @@ def _scores_table(qa: dict) -> str:
 def _calibration_table(calibration: dict) -> str:
     rows = []
     for eb in calibration["execution_blocks"]:
+        label = html.escape(eb["label"])
         for spw, w in eb["windows"].items():
             if not w.get("calibrated"):
-                rows.append(f"<tr><td>{eb['label']}</td><td>{spw}</td><td colspan=5>not calibrated (image-only)"
-                            "</td></tr>")
+                rows.append(f"<tr><td>{label}</td><td>{html.escape(spw)}</td><td colspan=5>not calibrated "
+                            "(image-only)</td></tr>")
                 continue
             sc = w["scores"]
 
@@ -193,12 +214,17 @@ def _calibration_table(calibration: dict) -> str:
                 return (f"<td style='color:{COLOUR_HEX[score_colour(s['score'])]}'>"
                         f"{format(s['value'], fmt)}</td>")
 
-            rows.append(f"<tr><td>{eb['label']}</td><td>{spw}</td><td>{w['phase_calibrator_flux_jy']:.4f} ± "
+            rows.append(f"<tr><td>{label}</td><td>{html.escape(spw)}</td><td>{w['phase_calibrator_flux_jy']:.4f} ± "
                         f"{w['phase_calibrator_flux_error_jy']:.4f} Jy</td>{cell('fraction_flagged', '.1%')}"
                         f"{cell('gain_snr', '.0f')}{cell('phase_rms', '.1f')}"
-                        f"<td>{', '.join(w['bad_antennas']) or '-'}</td></tr>")
+                        f"<td>{html.escape(', '.join(w['bad_antennas']) or '-')}</td></tr>")
     return ("<table><tr><th>execution block</th><th>window</th><th>phase calibrator flux</th><th>flagged</th>"
             "<th>gain SNR</th><th>phase rms (deg)</th><th>bad antennas</th></tr>" + "".join(rows) + "</table>")
+
+
+def _figure(file_name: str, title: str) -> str:
+    return (f'<figure><img src="{html.escape(quote(file_name))}" alt="{html.escape(title)}">'
+            f"<figcaption>{html.escape(title)}</figcaption></figure>")
 
 
 def write_weblog(ctx, out: Location, qa: dict, calibration: dict, imaging: dict, prefix: str) -> list[str]:
@@ -224,7 +250,7 @@ figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }} img {{ m
 <h1>MOUS {html.escape(ctx.uid)}</h1>
 <p>Project {html.escape(ctx.mous.spec.project_code)}, band {ctx.mous.spec.band},
 {len(ctx.mous.spec.execution_blocks)} execution block(s). Products: <code>{html.escape(prefix)}.*</code></p>
-<h2>QA2 <span class="verdict">{verdict}</span></h2>
+<h2>QA2 <span class="verdict">{html.escape(verdict)}</span></h2>
 <ul>{reasons}</ul>
 {_qa_table(qa)}
 <h2>Stage scores</h2>
@@ -237,10 +263,9 @@ figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }} img {{ m
 CLEAN {cont['n_components']} components in {cont['n_major']} major cycles ({html.escape(cont['stop_reason'])}),
 image {cont['npix']} px of {cont['cell_arcsec']:.3f}".</p>
 {"".join(f'<p><b>Warning:</b> {html.escape(w)}</p>' for w in cont.get('warnings', []))}
-<p>Cubes: {", ".join(f"{spw}: {c['n_chan']} channels, line channels {c['line_channels'] or 'none'}"
-                     for spw, c in imaging['cubes'].items())}.</p>
-{"".join(f'<figure><img src="{n}" alt="{html.escape(t)}"><figcaption>{html.escape(t)}</figcaption></figure>'
-         for n, t in figures)}
+<p>Cubes: {html.escape(", ".join(f"{spw}: {c['n_chan']} channels, line channels {c['line_channels'] or 'none'}"
+                                 for spw, c in imaging['cubes'].items()))}.</p>
+{"".join(_figure(n, t) for n, t in figures)}
 </body></html>
 """
     out.join("index.html").write_text(body)

@@ -20,6 +20,14 @@ from mousflow.storage.location import Location
 CHANNELS_PER_CHUNK = 256
 TARGET_CHUNK_BYTES = 16 * 2**20
 FAST_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+# Thermal-noise-dominated visibilities do not compress: stored raw to save the CPU. Flags and weights are nearly
+# constant: the fastest codec already shrinks them ~100-fold. Other variables keep the codecs they came with.
+MSV4_COMPRESSORS = {"VISIBILITY": None, "FLAG": [FAST_CODEC], "WEIGHT": [FAST_CODEC]}
+# The dimensions every row-data variable of an MSv4 dataset has (and only those have both).
+ROW_DIMS = ("time", "baseline_id")
+# Encoding keys describing how the store a dataset was read from is laid out; meaningless for the store it is
+# written to, and a stale one makes xarray refuse the write (or, with safe_chunks off, corrupt it).
+INHERITED_LAYOUT_KEYS = ("chunks", "preferred_chunks", "shards")
 
 
 @contextmanager
@@ -45,40 +53,86 @@ def visibility_chunks(shape: tuple[int, int, int, int], itemsize: int = 8) -> tu
     return (t, n_bl, c, n_p)
 
 
+def storage_chunks(ds: xr.Dataset) -> dict[str, tuple[int, ...]]:
+    """The Zarr chunks each variable of `ds` is written with: our layout, whatever chunks it was read with.
+
+    Row data (every variable over time and baseline: visibilities, flags, weights, UVW, ...) is chunked like
+    the visibilities along time and frequency, so one time range or one channel slab is a set of whole chunks
+    in every such array. Everything else (coordinates, antenna and field tables, calibration tables) is one
+    chunk, or slices along its first dimension of at most TARGET_CHUNK_BYTES when it is larger.
+    """
+    plan: dict[str, int] = {}
+    if "VISIBILITY" in ds.data_vars and ds["VISIBILITY"].ndim == 4:
+        vis = ds["VISIBILITY"]
+        t, _, c, _ = visibility_chunks(vis.shape, vis.dtype.itemsize)
+        plan = {"time": t, "frequency": c}
+    chunks = {}
+    for name, var in ds.variables.items():
+        if var.ndim == 0:
+            continue
+        if plan and set(ROW_DIMS) <= set(var.dims):
+            sizes = [min(plan.get(d, n), n) for d, n in var.sizes.items()]
+        else:
+            row_bytes = var.nbytes // max(1, var.shape[0])
+            sizes = [min(var.shape[0], TARGET_CHUNK_BYTES // max(1, row_bytes)), *var.shape[1:]]
+        chunks[name] = tuple(max(1, n) for n in sizes)  # Zarr has no zero-length chunk, even for an empty axis
+    return chunks
+
+
+def laid_out_for_storage(ds: xr.Dataset, compressors: dict[str, list | None] | None = None) -> xr.Dataset:
+    """`ds` with every variable's encoding set to our chunks (and codecs) and its Dask chunks made to match.
+
+    A dataset read from Zarr carries the chunking of the store it came from (encoding `chunks`,
+    `preferred_chunks`), and its Dask chunks follow that store, or whatever a selection left of them. Neither
+    says anything about the store we write: here the inherited layout is dropped, our chunks are set, and every
+    lazy array is made a Dask array of exactly those chunks (each task then writes whole Zarr chunks, never one
+    shared with another task), without reading it: writing streams it chunk by chunk.
+    """
+    chunks = storage_chunks(ds)
+    compressors = compressors or {}
+    variables = {}
+    for name, var in ds.variables.items():
+        encoding = {k: v for k, v in var.encoding.items() if k not in INHERITED_LAYOUT_KEYS}
+        # Dask arrays, and arrays read lazily from a store (their encoding names the store's chunks), become
+        # Dask arrays of our chunks; arrays made in memory are written as they are (wrapping them would only
+        # cost CPU and memory). An index is always in memory.
+        lazy = var.chunks is not None or "preferred_chunks" in var.encoding
+        if name in chunks:
+            encoding["chunks"] = chunks[name]
+            if lazy and name not in ds.xindexes:
+                var = var.chunk(dict(zip(var.dims, chunks[name], strict=True)))
+        if name in compressors:
+            encoding["compressors"] = compressors[name]
+        var = var.copy(deep=False)
+        var.encoding = encoding
+        variables[name] = var
+    return xr.Dataset({n: variables[n] for n in ds.data_vars}, coords={n: variables[n] for n in ds.coords},
+                      attrs=ds.attrs)
+
+
 def write_processing_set_root(loc: Location) -> None:
     root = zarr.open_group(_zarr_target(loc), mode="w", zarr_format=3)
     root.attrs["type"] = "processing_set"
 
 
 def write_processing_set_node(loc: Location, name: str, node: xr.DataTree) -> None:
-    """Write one MSv4 node (and its sub-datasets) under the processing set at `loc`."""
+    """Write one MSv4 node (and its sub-datasets) under the processing set at `loc`, in our chunks whatever the
+    node's own (lazy arrays stay lazy)."""
+    # As DataTree.to_zarr does: the node written as the root keeps the coordinates it inherits, its children
+    # only their own.
+    tree = xr.DataTree.from_dict({
+        path: laid_out_for_storage(n.to_dataset(inherit=n is node), MSV4_COMPRESSORS)
+        for path, n in node.subtree_with_keys
+    })
     with _quiet_zarr():
-        _write_node(loc, name, node)
-
-
-def _write_node(loc: Location, name: str, node: xr.DataTree) -> None:
-    ds = node.dataset
-    chunks = visibility_chunks(ds["VISIBILITY"].shape)
-    encoding = {"/": {}}
-    for var in ("VISIBILITY", "FLAG", "WEIGHT"):
-        if var in ds:
-            encoding["/"][var] = {"chunks": chunks}
-    if "UVW" in ds:
-        encoding["/"]["UVW"] = {"chunks": (chunks[0], chunks[1], 3)}
-    # Thermal-noise-dominated visibilities do not compress: store them raw and save the CPU. Flags and weights
-    # are nearly constant: the fastest codec already shrinks them ~100-fold.
-    encoding["/"].setdefault("VISIBILITY", {})["compressors"] = None
-    for var in ("FLAG", "WEIGHT"):
-        if var in encoding["/"]:
-            encoding["/"][var]["compressors"] = [FAST_CODEC]
-    node.to_zarr(_zarr_target(loc.join(name)), mode="w", encoding=encoding, consolidated=False, zarr_format=3)
+        tree.to_zarr(_zarr_target(loc.join(name)), mode="w", consolidated=False, zarr_format=3)
 
 
 def write_dataset_group(loc: Location, ds: xr.Dataset, group: str) -> None:
     """Write a plain xarray Dataset (e.g. a calibration table) as group `group` of the Zarr store at loc."""
     with _quiet_zarr():
-        ds.to_zarr(_zarr_target(loc), group=group, mode="a" if loc.exists() else "w", consolidated=False,
-                   zarr_format=3)
+        laid_out_for_storage(ds).to_zarr(_zarr_target(loc), group=group, mode="a" if loc.exists() else "w",
+                                         consolidated=False, zarr_format=3)
 
 
 def finalize_processing_set(loc: Location) -> None:
@@ -102,6 +156,6 @@ def open_processing_set(loc: Location) -> xr.DataTree:
         return xr.open_datatree(_zarr_target(loc), engine="zarr", chunks={})
 
 
-__all__ = ["finalize_processing_set", "open_processing_set", "open_zarr_tree", "visibility_chunks",
-           "write_processing_set_node",
+__all__ = ["finalize_processing_set", "laid_out_for_storage", "open_processing_set", "open_zarr_tree",
+           "storage_chunks", "visibility_chunks", "write_dataset_group", "write_processing_set_node",
            "write_processing_set_root"]

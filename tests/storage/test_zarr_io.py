@@ -1,0 +1,174 @@
+"""Writing processing sets and tables whatever the Dask chunks and the encoding the data arrives with: on disk
+always in our chunks, every value intact, nothing loaded whole, on a local disk and through fsspec."""
+
+from __future__ import annotations
+
+import uuid
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from dask.callbacks import Callback
+from msv4_samples import NAMES, sample_partition
+
+from mousflow.storage import zarr_io
+from mousflow.storage.location import Location
+from mousflow.storage.msv4 import build_msv4_node
+from mousflow.storage.zarr_io import (
+    finalize_processing_set,
+    open_processing_set,
+    open_zarr_tree,
+    storage_chunks,
+    write_dataset_group,
+    write_processing_set_node,
+    write_processing_set_root,
+)
+
+N_TIME, N_CHAN = 23, 5
+# Ours (see the fixture): 5 integrations x 2 channels with 2 correlations (2 x 2 with 4). A producer's: 7 x 3.
+# Neither divides the other, so some of our chunks straddle two of theirs.
+OURS = {"time": 5, "frequency": 2}
+THEIRS = {"time": 7, "frequency": 3}
+ROW_DATA = ("VISIBILITY", "FLAG", "WEIGHT", "UVW")
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Our chunking policy scaled down so a small partition (4 baselines, 2 correlations) has several chunks."""
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", OURS["time"] * 4 * OURS["frequency"] * 2 * 8)
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_CHUNK", OURS["frequency"])
+
+
+@pytest.fixture(params=["local", "fsspec"])
+def where(request, tmp_path):
+    """A directory on the local disk, or one of fsspec's in-memory filesystem (the code path of s3://)."""
+    if request.param == "local":
+        yield Location.of(tmp_path)
+        return
+    loc = Location.of(f"memory://mousflow-test-{uuid.uuid4().hex[:8]}")
+    yield loc
+    loc.fs.rm(loc.path, recursive=True)
+
+
+def _source_partition(correlations=("XX", "YY")):
+    return sample_partition(correlations=correlations, times=tuple(10.0 * np.arange(N_TIME)), n_chan=N_CHAN)
+
+
+def _their_store(where: Location, correlations=("XX", "YY")) -> xr.DataTree:
+    """The partition as another producer (xradio's MSv2 converter) writes it, in chunks of its own, opened
+    again as the stages open it: Dask chunks and encoding (`chunks`, `preferred_chunks`) from that store."""
+    node = build_msv4_node(_source_partition(correlations))
+    node.dataset = node.to_dataset().chunk(THEIRS)
+    loc = where.join("theirs.ps.zarr")
+    write_processing_set_root(loc)
+    with zarr_io._quiet_zarr():
+        node.to_zarr(zarr_io._zarr_target(loc.join("p")), mode="w", consolidated=False, zarr_format=3)
+    finalize_processing_set(loc)
+    ps = open_processing_set(loc)
+    assert ps["p"]["UVW"].encoding["chunks"] == (THEIRS["time"], 4, 3)
+    assert ps["p"]["VISIBILITY"].chunks[0][0] == THEIRS["time"]
+    return ps["p"]
+
+
+def _write_and_reopen(where: Location, node: xr.DataTree) -> tuple[xr.DataTree, zarr.Group]:
+    loc = where.join("ours.ps.zarr")
+    write_processing_set_root(loc)
+    write_processing_set_node(loc, "p", node)
+    finalize_processing_set(loc)
+    return open_processing_set(loc)["p"], zarr.open_group(zarr_io._zarr_target(loc.join("p")), mode="r")
+
+
+def _assert_our_chunks(group: zarr.Group, n_time: int = N_TIME, n_corr: int = 2) -> None:
+    # 5 integrations of 2 correlations (2 of 4) fill the byte budget of a chunk
+    t, c = min(OURS["time"] * 2 // n_corr, n_time), OURS["frequency"]
+    for var in ("VISIBILITY", "FLAG", "WEIGHT"):
+        assert group[var].chunks == (t, 4, c, n_corr), var
+    assert group["UVW"].chunks == (t, 4, 3)
+    assert group["time"].chunks == (n_time,)  # a coordinate: one chunk
+
+
+def test_dask_chunks_straddling_ours_are_written_in_ours(where):
+    source = build_msv4_node(_source_partition())
+    lazy = source.copy()
+    lazy.dataset = lazy.to_dataset().chunk(THEIRS)
+    got, group = _write_and_reopen(where, lazy)
+    _assert_our_chunks(group)
+    xr.testing.assert_identical(got.to_dataset()[list(ROW_DATA)].compute(),
+                                source.to_dataset()[list(ROW_DATA)])
+
+
+@pytest.mark.parametrize("change", ["copied as it is", "calibrated", "a time range"])
+def test_a_store_of_other_chunks_is_rewritten_in_ours(where, change):
+    """What the stages write from a converted execution block: the whole node (the image-only recipe), the
+    node with new visibilities, flags and weights in memory and the parallel hands only (calibration), or a
+    time range, which leaves irregular Dask chunks."""
+    node = _their_store(where, ("XX", "XY", "YX", "YY")).copy()
+    expected = node.to_dataset().compute()
+    n_time, n_corr = N_TIME, 4
+    if change == "calibrated":
+        ds = node.to_dataset(inherit=False).isel(polarization=[0, 3])
+        shape = ds["VISIBILITY"].shape
+        rng = np.random.default_rng(5)
+        ds["VISIBILITY"] = (ds["VISIBILITY"].dims, (rng.standard_normal(shape) + 0j).astype(np.complex64))
+        ds["FLAG"] = (ds["FLAG"].dims, np.zeros(shape, bool))
+        ds["WEIGHT"] = (ds["WEIGHT"].dims, np.ones(shape, np.float32))
+        node.dataset = ds
+        expected = ds.compute()
+        n_corr = 2
+    elif change == "a time range":
+        node.dataset = node.to_dataset(inherit=False).isel(time=slice(2, None))
+        assert len(set(node["VISIBILITY"].chunks[0][:-1])) > 1  # irregular, as Zarr cannot store them
+        expected = node.to_dataset().compute()
+        n_time = N_TIME - 2
+    got, group = _write_and_reopen(where, node)
+    _assert_our_chunks(group, n_time, n_corr)
+    xr.testing.assert_identical(got.to_dataset().compute(), expected)
+    assert group["antenna_xds"]["ANTENNA_POSITION"].chunks == (4, 3)
+
+
+def test_writing_streams_chunk_by_chunk(tmp_path):
+    """No task of the write holds more than one of their chunks or one of ours: the partition is never
+    loaded whole (with an execution block of 100 GB this is what keeps a stage in its memory)."""
+    node = _their_store(Location.of(tmp_path)).copy()
+
+    class LargestResult(Callback):
+        largest = 0
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, np.ndarray):
+                LargestResult.largest = max(LargestResult.largest, result.nbytes)
+
+    with LargestResult(), dask.config.set(scheduler="threads"):
+        _write_and_reopen(Location.of(tmp_path), node)
+    whole = N_TIME * 4 * N_CHAN * 2 * 8
+    one_chunk = 8 * 4 * 2 * max(THEIRS["time"] * THEIRS["frequency"], OURS["time"] * OURS["frequency"])
+    assert 0 < LargestResult.largest <= one_chunk < whole
+
+
+@pytest.mark.parametrize("dask_chunks", [700, None], ids=["dask", "lazily indexed"])
+def test_a_table_opened_lazily_is_rewritten_in_our_chunks(where, dask_chunks):
+    """A calibration table with inherited chunks, and Dask chunks of its own or none (opened without Dask),
+    written to another store."""
+    n_time = 2000
+    table = xr.Dataset({"GAIN": (("gain_time", "antenna_name"), np.ones((n_time, 4), np.complex64))},
+                       coords={"gain_time": np.arange(n_time, dtype=float), "antenna_name": NAMES})
+    write_dataset_group(where.join("a.zarr"), table.chunk({"gain_time": 300}), "spw0")
+    opened = open_zarr_tree(where.join("a.zarr"))["spw0"].to_dataset()
+    if dask_chunks:
+        opened = opened.chunk({"gain_time": dask_chunks})
+    write_dataset_group(where.join("b.zarr"), opened, "spw0")
+    group = zarr.open_group(zarr_io._zarr_target(where.join("b.zarr")), mode="r")["spw0"]
+    rows = zarr_io.TARGET_CHUNK_BYTES // (4 * 8)
+    assert group["GAIN"].chunks == (rows, 4) and rows < n_time  # larger than one chunk: split by rows
+    xr.testing.assert_identical(open_zarr_tree(where.join("b.zarr"))["spw0"].to_dataset().compute(), table)
+
+
+def test_row_data_share_the_visibilities_chunks_and_the_rest_is_whole():
+    ds = build_msv4_node(_source_partition()).to_dataset()
+    chunks = storage_chunks(ds)
+    assert chunks["VISIBILITY"] == chunks["FLAG"] == chunks["WEIGHT"] == (OURS["time"], 4, OURS["frequency"], 2)
+    assert chunks["UVW"] == (OURS["time"], 4, 3)
+    assert chunks["time"] == (N_TIME,) and chunks["frequency"] == (N_CHAN,)
+    assert chunks["baseline_antenna1_name"] == (4,)
