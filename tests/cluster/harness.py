@@ -88,7 +88,6 @@ def operator_env(cluster, s3_env: dict[str, str], prefect_api_url: str, namespac
     return env
 
 
-<<<<<<< HEAD
 def namespace_report(cluster, namespace: str, *, log_selector: str | None = None) -> str:
     """What a person would look at when pods do not appear: the workload objects, the namespace's events
     (FailedCreate, evictions, scheduling) and the last log lines of the selected pods."""
@@ -100,7 +99,8 @@ def namespace_report(cluster, namespace: str, *, log_selector: str | None = None
                                      "--all-containers", "--prefix", check=False))
     return "\n".join(p.strip() for p in parts if p.strip())
 
-=======
+
+
 def wait_for_phase(cluster, operator: OperatorProcess, namespace: str, name: str, phases: tuple[str, ...],
                    timeout: float, until=lambda mous: True) -> dict:
     """Wait until MOUS `name` is in one of `phases` (and `until(mous)` holds); its status. A timeout fails with
@@ -112,4 +112,3 @@ def wait_for_phase(cluster, operator: OperatorProcess, namespace: str, name: str
         return cluster.wait_until(f"MOUS {name} in phase {' or '.join(phases)}", reached, timeout=timeout, interval=3)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail()}") from None
->>>>>>> issue13-retry
