@@ -36,7 +36,7 @@ test-pipeline: venv browser-deps
 
 # The test bed's binaries and images build in the background (low priority) while the first two tiers
 # run; cluster-up then waits for that build and finds them ready (hack/testbed/prebuild.sh).
-test: venv testbed-prebuild test-fast test-pipeline test-cluster
+test: testbed-prebuild venv test-fast test-pipeline test-cluster
 
 # Every benchmark with the arguments of the README's figures (an hour or more), or a smoke run of each.
 bench: venv

@@ -13,6 +13,12 @@ import pytest
 from mousflow.simulate import simulate_mous
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Chart tests run last: on a fresh machine `make test` is still building their helm binary in the
+    background (hack/testbed/prebuild.sh) when this session starts, and nothing else needs to wait for it."""
+    items.sort(key=lambda item: "helm" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def tiny_mous(tmp_path_factory):
     """A `tiny` MOUS (seed 1): the simulation result; its files must not be modified by tests."""

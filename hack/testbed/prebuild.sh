@@ -3,7 +3,8 @@
 # its first tiers meanwhile: the pipeline tier runs its stages on one thread and leaves a core idle, and
 # the image builds mostly wait on the network and the disk. The builds hold the build lock
 # (lib.sh: take_build_lock), so cluster-up or a test that needs helm waits for them and then finds
-# everything cached; if the background build failed, cluster-up builds again and shows the error.
+# everything cached; if the background build failed, cluster-up builds again and shows the error. Each
+# build takes the lock for itself, so a tier that needs helm waits for the Go build only, not the images.
 #   hack/testbed/prebuild.sh start    start it (returns at once); log in $MOUSFLOW_CACHE/prebuild.log
 #   hack/testbed/prebuild.sh run      the same in the foreground
 set -euo pipefail
@@ -14,7 +15,6 @@ source "$HERE/lib.sh"
 run() {
   local t0=$SECONDS images=(pause base coredns minio)
   [[ "${TESTBED_RUNNER:-1}" == 1 && -f "$REPO_ROOT/pyproject.toml" ]] && images+=(runner)
-  take_build_lock
   "$HERE/host-deps.sh"
   "$HERE/build-binaries.sh"
   "$HERE/images.sh" "${images[@]}"

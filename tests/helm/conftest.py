@@ -1,9 +1,11 @@
 """The pinned helm binary for the chart tests (fast tier: `helm lint` and `helm template` need no cluster).
 
 Found as the cluster tier finds it (the test bed's cache, then PATH); on a fresh machine it is built once with
-hack/testbed/build-binaries.sh helm (Go and the Go module proxy, about two minutes), the same binary the
-cluster tier uses later. Kept in the fast tier because rendering the chart takes seconds and is where most chart
-mistakes show; only the first run on a fresh machine pays for the build.
+hack/testbed/build-binaries.sh helm (Go and the Go module proxy: the test bed's one Go build, several minutes;
+under `make test` it is already under way in the background and this waits for it), the same binary the
+cluster tier uses later. These tests run last in their session (tests/conftest.py), so nothing waits with them.
+Kept in the fast tier because rendering the chart takes seconds and is where most chart mistakes show; only
+the first run on a fresh machine pays for the build.
 """
 
 from __future__ import annotations
