@@ -14,7 +14,11 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from mousflow.model import MOUSStatus
+
 TARGET_FRACTION = 0.9
+DEADLINE_DAYS = 30
+MANUAL_DEADLINE_DAYS = 45
 DAY_SECONDS = 86400.0
 WINDOW_DAYS = 30
 """The rolling window of deliveries the within-deadline fraction is taken over."""
@@ -25,6 +29,11 @@ WAITING = frozenset({"FullyObserved", "ReadyForProcessing"})
 """Phases of a MOUS in the queue (not yet processing)."""
 DAYS_TO_DEADLINE_BOUNDS = (0, 7, 14, 30)
 """Queue depth is counted cumulatively below these bounds (days left; <= 0 is overdue), then +Inf."""
+
+
+def deadline(fully_observed_at: datetime, manual_work: bool = False) -> datetime:
+    """Delivery deadline: 30 days after the MOUS became Fully Observed, 45 when its recipe needs manual work."""
+    return fully_observed_at + timedelta(days=MANUAL_DEADLINE_DAYS if manual_work else DEADLINE_DAYS)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,22 @@ class MOUSFacts:
         """Owed, not yet overdue, and predicted to finish after its deadline."""
         return (self.open and self.delivered_at is None and now <= self.deadline
                 and self.predicted_completion is not None and self.predicted_completion > self.deadline)
+
+
+def delivered_at(status: MOUSStatus) -> datetime | None:
+    """When a Delivered MOUS was delivered: its Ready condition turned True then (the operator's conditions)."""
+    if status.phase != DELIVERED:
+        return None
+    ready = next((c for c in status.conditions if c.type == "Ready" and c.status == "True"), None)
+    return ready.last_transition_time if ready else None
+
+
+def facts_from_status(key: str, fully_observed_at: datetime, status: MOUSStatus,
+                      manual_work: bool = False) -> MOUSFacts:
+    """A MOUS's KPI facts from its status (the deadline from the rule when the operator has not set it yet)."""
+    return MOUSFacts(key, str(status.phase), fully_observed_at,
+                     status.deadline or deadline(fully_observed_at, manual_work), delivered_at(status),
+                     status.predicted_completion)
 
 
 def delivered_within_deadline_fraction(facts: Iterable[MOUSFacts], now: datetime,

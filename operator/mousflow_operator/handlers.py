@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import kopf
 import yaml
 
+from mousflow.kpi import deadline, delivered_at
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
 from mousflow.model.status import ProductsStatus, StageRetry
 from mousflow.pipeline.history import DeliveryRecord, History
@@ -72,7 +73,7 @@ def _fully_observed_at(spec: dict) -> datetime:
 
 
 def _deadline(spec: dict, annotations: dict) -> datetime:
-    return lifecycle.deadline(_fully_observed_at(spec), manual_work=annotations.get(A_MANUAL) == "true")
+    return deadline(_fully_observed_at(spec), manual_work=annotations.get(A_MANUAL) == "true")
 
 
 @kopf.index(*RESOURCE)
@@ -287,7 +288,7 @@ def _predicted_completion(mous_queue: kopf.Index, runs: RunManager, key: str, ne
 def _record_delivery(key: str, mous_spec: MOUSSpec, fully_observed_at: datetime, new: MOUSStatus, logger) -> None:
     """A delivered MOUS into the history store (MOUSFLOW_HISTORY), for `mousflow report --history`."""
     history = History.from_env()
-    delivered = kpi.delivered_at(new)
+    delivered = delivered_at(new)
     if history is None or delivered is None or new.deadline is None:
         return
     try:

@@ -10,30 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from mousflow.kpi import MOUSFacts
+from mousflow.kpi import MOUSFacts, facts_from_status
 from mousflow.model import MOUSStatus, Phase
 from mousflow.model.status import StageState
 from mousflow.pipeline.resources import parse_memory
 
 
-def delivered_at(status: MOUSStatus) -> datetime | None:
-    """When a Delivered MOUS was delivered: its Ready condition turned True then (lifecycle.conditions_for)."""
-    if status.phase != Phase.DELIVERED:
-        return None
-    ready = next((c for c in status.conditions if c.type == "Ready" and c.status == "True"), None)
-    return ready.last_transition_time if ready else None
-
-
 def mous_facts(key: str, fully_observed_at: datetime, status: MOUSStatus) -> MOUSFacts | None:
-    if status.deadline is None:
-        return None
-    return MOUSFacts(key, Phase(status.phase).value, fully_observed_at, status.deadline, delivered_at(status),
-                     status.predicted_completion)
-
-
-def processing_started(status: MOUSStatus) -> datetime | None:
-    starts = [s.started_at for s in status.stages.values() if s.started_at is not None]
-    return min(starts) if starts else None
+    """None until the operator has set the MOUS's deadline (it does on the first reconciliation)."""
+    return None if status.deadline is None else facts_from_status(key, fully_observed_at, status)
 
 
 @dataclass(frozen=True)
