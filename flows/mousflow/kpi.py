@@ -31,6 +31,11 @@ DAYS_TO_DEADLINE_BOUNDS = (0, 7, 14, 30)
 """Queue depth is counted cumulatively below these bounds (days left; <= 0 is overdue), then +Inf."""
 
 
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time as Kubernetes writes it ("...Z")."""
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
 def deadline(fully_observed_at: datetime, manual_work: bool = False) -> datetime:
     """Delivery deadline: 30 days after the MOUS became Fully Observed, 45 when its recipe needs manual work."""
     return fully_observed_at + timedelta(days=MANUAL_DEADLINE_DAYS if manual_work else DEADLINE_DAYS)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import kopf
 import yaml
 
-from mousflow.kpi import deadline, delivered_at
+from mousflow.kpi import deadline, delivered_at, parse_time
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
 from mousflow.model.status import ProductsStatus, StageRetry
 from mousflow.pipeline.history import DeliveryRecord, History
@@ -69,7 +69,7 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
 
 
 def _fully_observed_at(spec: dict) -> datetime:
-    return _time(spec["fullyObservedAt"])
+    return parse_time(spec["fullyObservedAt"])
 
 
 def _deadline(spec: dict, annotations: dict) -> datetime:
@@ -86,19 +86,14 @@ def mous_queue(name, namespace, spec, status, meta, **_):
                                     QueueEntry(f"{namespace}/{name}", _deadline(spec, meta.get("annotations", {})),
                                                int(spec.get("priority", 50)), str(meta.get("creationTimestamp")),
                                                None if seconds is None else float(seconds),
-                                               _time(min(starts)) if starts else None))}
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+                                               parse_time(min(starts)) if starts else None))}
 
 
 _STATUS_KEYS = frozenset(f.alias or n for n, f in MOUSStatus.model_fields.items())
 
 
 def _status_model(raw: dict) -> MOUSStatus:
-    known = {k: v for k, v in raw.items() if k in _STATUS_KEYS}
-    return MOUSStatus.model_validate(known)
+    return MOUSStatus.from_stored(raw)
 
 
 def _mous_label(uid: str) -> str:

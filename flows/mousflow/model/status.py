@@ -135,3 +135,9 @@ class MOUSStatus(CRModel):
     """The MOUS's own processing time as predicted before it started (kept, to measure the prediction's error)."""
     message: Annotated[str, Field(max_length=4096)] = ""
     observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+    @classmethod
+    def from_stored(cls, raw: dict) -> MOUSStatus:
+        """The status as stored on a MOUS resource, without the keys this model does not know (kopf's own)."""
+        known = {f.alias or n for n, f in cls.model_fields.items()}
+        return cls.model_validate({k: v for k, v in raw.items() if k in known})
