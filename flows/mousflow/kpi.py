@@ -27,6 +27,8 @@ CLOSED = frozenset({DELIVERED, "QA2Fail"})
 """Phases after which nothing more is owed: delivered, or rejected by QA2 (the MOUS goes back to observing)."""
 WAITING = frozenset({"FullyObserved", "ReadyForProcessing"})
 """Phases of a MOUS in the queue (not yet processing)."""
+PREDICTED = WAITING | {"Processing"}
+"""Phases whose predicted completion (of processing) is still ahead."""
 DAYS_TO_DEADLINE_BOUNDS = (0, 7, 14, 30)
 """Queue depth is counted cumulatively below these bounds (days left; <= 0 is overdue), then +Inf."""
 
@@ -77,8 +79,9 @@ class MOUSFacts:
         return self.open and now > self.deadline
 
     def at_risk(self, now: datetime) -> bool:
-        """Owed, not yet overdue, and predicted to finish after its deadline."""
-        return (self.open and self.delivered_at is None and now <= self.deadline
+        """Waiting or processing, not yet overdue, and predicted to finish processing after its deadline (once
+        processed, the prediction is history: what remains is review and delivery)."""
+        return (self.phase in PREDICTED and now <= self.deadline
                 and self.predicted_completion is not None and self.predicted_completion > self.deadline)
 
 

@@ -415,6 +415,8 @@ def mous_deleted(type, name, namespace, memo: kopf.Memo, logger, **_):
     """A deleted MOUS's flow run is cancelled here; its Jobs go with it (owner references). Products stay."""
     if type == "DELETED" and getattr(memo, "metrics", None) is not None:
         memo.metrics.forget(f"{namespace}/{name}")
+    if type == "DELETED" and getattr(memo, "own_predictions", None) is not None:
+        memo.own_predictions.pop(f"{namespace}/{name}", None)
     if type == "DELETED" and getattr(memo, "runs", None) is not None:
         handle = memo.runs.forget(f"{namespace}/{name}", cancel=True)
         if handle is not None:

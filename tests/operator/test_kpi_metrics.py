@@ -42,6 +42,7 @@ FLEET = [
     _facts("ns/at-risk", "ReadyForProcessing", 25, predicted_in_days=10),
     _facts("ns/fine", "FullyObserved", 2, predicted_in_days=1),
     _facts("ns/processing", "Processing", 20, predicted_in_days=20),      # at risk too
+    _facts("ns/in-review", "Reviewing", 20, predicted_in_days=20),        # processed: not at risk any more
 ]
 
 
