@@ -25,7 +25,7 @@ from mousflow.pipeline.kubernetes import retries_location
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
-from mousflow_operator import inputs, kpi, lifecycle
+from mousflow_operator import inputs, kpi_events, lifecycle
 from mousflow_operator.delivery import deliver, products_location
 from mousflow_operator.metrics import OperatorMetrics
 from mousflow_operator.progress import overall_progress, stage_status
@@ -210,7 +210,7 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
     _transition(body, patch, new, phase, transition, problems, now, degraded_reason)
     memo.metrics.transition(key, phase.value, transition.phase.value)
     memo.metrics.record_changes(key, fully_observed_at, old, new)
-    if kpi.just_delivered(old, new):
+    if kpi_events.just_delivered(old, new):
         _record_delivery(key, mous_spec, fully_observed_at, new, logger)
 
 

@@ -4,7 +4,7 @@ Served by prometheus_client's own HTTP server (a daemon thread) on MOUSFLOW_METR
 Service and optional ServiceMonitor point at it. Gauges are computed at scrape time from what the reconcile
 timer last saw of each MOUS in this process (mousflow.kpi), so they describe what this operator is handling,
 not a cluster-wide census. Counters and histograms are observed once per event the operator sees
-(mousflow_operator.kpi): a stage finishing, a retry, a QA2 verdict, a delivery. No label names a MOUS.
+(mousflow_operator.kpi_events): a stage finishing, a retry, a QA2 verdict, a delivery. No label names a MOUS.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from mousflow import kpi
 from mousflow.model import MOUSStatus, Phase
-from mousflow_operator import kpi as changes
+from mousflow_operator import kpi_events
 
 DAY = kpi.DAY_SECONDS
 DELIVERY_BUCKETS_DAYS = (1, 2, 5, 7, 10, 14, 20, 25, 30, 35, 40, 45, 50, 60)
@@ -82,7 +82,7 @@ class OperatorMetrics(Collector):
 
     def record_changes(self, key: str, fully_observed_at: datetime, old: MOUSStatus, new: MOUSStatus) -> None:
         """Observe what one reconciliation changed (old -> new status) and keep the MOUS's KPI facts."""
-        for st in changes.finished_stages(old, new):
+        for st in kpi_events.finished_stages(old, new):
             self.stage_duration.labels(stage=st.stage).observe(st.wall_seconds)
             if st.peak_memory_bytes:
                 self.stage_peak.labels(stage=st.stage).observe(st.peak_memory_bytes)
@@ -90,16 +90,16 @@ class OperatorMetrics(Collector):
                 self.stage_requested.labels(stage=st.stage).observe(st.requested_memory_bytes)
             if st.peak_memory_bytes and st.requested_memory_bytes:
                 self.request_to_peak.labels(stage=st.stage).observe(st.requested_memory_bytes / st.peak_memory_bytes)
-        for reason in changes.new_retry_reasons(old, new):
+        for reason in kpi_events.new_retry_reasons(old, new):
             self.retries.labels(reason=reason).inc()
-        if changes.run_finished(old, new):
+        if kpi_events.run_finished(old, new):
             if new.qa2 is not None:
                 self.qa2.labels(verdict=new.qa2.verdict.value).inc()
-            error = changes.prediction_error(new)
+            error = kpi_events.prediction_error(new)
             if error is not None:
                 self.eta_error.observe(error)
-        facts = changes.mous_facts(key, fully_observed_at, new)
-        if changes.just_delivered(old, new) and facts is not None and facts.delivered_at is not None:
+        facts = kpi_events.mous_facts(key, fully_observed_at, new)
+        if kpi_events.just_delivered(old, new) and facts is not None and facts.delivered_at is not None:
             self.delivery.observe((facts.delivered_at - fully_observed_at).total_seconds())
         self.observe(key, Phase(new.phase).value, facts)
 

@@ -1,5 +1,5 @@
 """The KPI (mousflow.kpi) and the operator's KPI metrics: gauges from the MOUSs' statuses, counters and histograms
-observed once per event (mousflow_operator.kpi), read back from the exposition prometheus_client generates."""
+observed once per event (mousflow_operator.kpi_events), read back from the exposition prometheus_client generates."""
 
 from __future__ import annotations
 
