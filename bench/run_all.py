@@ -26,6 +26,8 @@ SUITES: dict[str, tuple[list[list[str]], list[list[str]]]] = {
     "stages": ([["--preset", "small"], ["--preset", "medium"]], [["--preset", "tiny"]]),
     "resources": ([["--preset", "tiny", "--preset", "small", "--preset", "marginal"]],
                   [["--preset", "tiny", "--preset", "marginal"]]),
+    "eta": ([["--preset", "tiny", "--preset", "small", "--preset", "marginal"]],
+            [["--preset", "tiny", "--preset", "marginal"]]),
     "imaging_scaleout": ([["--part", "walltime", "--preset", "tiny", "--chunk", "4"],
                           ["--part", "memory", "--chunks", "16"]],
                          [["--part", "memory", "--chunks", "2"]]),

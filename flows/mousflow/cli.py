@@ -144,14 +144,12 @@ def cmd_operator(args: argparse.Namespace) -> int:
                          + (["--liveness", args.liveness] if args.liveness else []))
 
 
-def _annotate_mous(namespace: str, name: str, annotations: dict[str, str], expect_phases: tuple[str, ...]) -> str:
-    """Set annotations on a MOUS (what `kubectl annotate` does); returns its phase. A missing MOUS or one in a
-    phase where the annotation means nothing is a one-line error, and nothing is changed."""
+def _custom_objects_api():
+    """The Kubernetes API of custom resources, from the pod's service account or KUBECONFIG (a one-line error
+    without either)."""
     from kubernetes import client, config
-    from kubernetes.client.rest import ApiException
 
     from mousflow.errors import InvalidInput
-    from mousflow.model import GROUP, PLURAL, VERSION
 
     try:
         config.load_incluster_config()
@@ -160,7 +158,18 @@ def _annotate_mous(namespace: str, name: str, annotations: dict[str, str], expec
             config.load_kube_config()
         except config.ConfigException as exc:
             raise InvalidInput(f"no Kubernetes cluster configured (set KUBECONFIG): {exc}") from None
-    api = client.CustomObjectsApi()
+    return client.CustomObjectsApi()
+
+
+def _annotate_mous(namespace: str, name: str, annotations: dict[str, str], expect_phases: tuple[str, ...]) -> str:
+    """Set annotations on a MOUS (what `kubectl annotate` does); returns its phase. A missing MOUS or one in a
+    phase where the annotation means nothing is a one-line error, and nothing is changed."""
+    from kubernetes.client.rest import ApiException
+
+    from mousflow.errors import InvalidInput
+    from mousflow.model import GROUP, PLURAL, VERSION
+
+    api = _custom_objects_api()
     try:
         mous = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as exc:
@@ -190,6 +199,50 @@ def cmd_retry(args: argparse.Namespace) -> int:
     token = args.token or time.strftime("%Y%m%dT%H%M%S")
     _annotate_mous(args.namespace, args.name, {"mousflow.io/retry": token}, ("Failed",))
     print(f"mous {args.namespace}/{args.name}: retry {token} requested")
+    return 0
+
+
+def _cluster_mouses(namespace: str | None) -> list[dict]:
+    """Every MOUS of one namespace (None: all), read once; an unreachable or refusing cluster is one line."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from mousflow.errors import InvalidInput
+    from mousflow.model import GROUP, PLURAL, VERSION
+
+    api = _custom_objects_api()
+    where = f"namespace {namespace}" if namespace else "the cluster"
+    try:
+        if namespace:
+            doc = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _request_timeout=20)
+        else:
+            doc = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=20)
+    except ApiException as exc:
+        raise InvalidInput(f"cannot list MOUSs in {where}: {exc.status} {exc.reason}") from None
+    except HTTPError as exc:
+        why = str(getattr(exc, "reason", None) or type(exc).__name__).split(": ")[-1]
+        raise InvalidInput(f"cannot reach the Kubernetes API at {api.api_client.configuration.host}: {why}") from None
+    return doc.get("items", [])
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The KPI per month (HTML and PNG plots) from the cluster's MOUSs or the history store's deliveries."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from mousflow import report
+
+    if args.history:
+        from mousflow.pipeline.history import History
+        from mousflow.storage.location import Location
+
+        facts = report.facts_from_deliveries(History(Location.of(args.history)).deliveries())
+        source = f"history store {args.history} (delivered MOUSs only)"
+    else:
+        facts = report.facts_from_resources(_cluster_mouses(None if args.all_namespaces else args.namespace))
+        source = "all namespaces" if args.all_namespaces else f"namespace {args.namespace}"
+    page = report.write_report(facts, Path(args.out), datetime.now(UTC), source)
+    print(f"KPI report of {len(facts)} MOUSs ({source}): {page}")
     return 0
 
 
@@ -260,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="a new word for each request (default: the current time)")
     p.add_argument("-n", "--namespace", default="default")
     p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("report", help="the processing KPI per month (HTML with PNG plots) from the cluster's "
+                                      "MOUSs or the history store")
+    p.add_argument("--out", required=True, help="directory for index.html and the plots")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("--history", metavar="URI", help="read the history store's delivery records (a path or s3:// "
+                   "prefix, as MOUSFLOW_HISTORY) instead of the cluster")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="simulate a MOUS and process it locally, end to end")
     p.add_argument("--workdir", default=None, help="where to work (default: a new temporary directory)")

@@ -11,22 +11,25 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import kopf
 import yaml
 
+from mousflow.kpi import deadline, delivered_at, parse_time
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
 from mousflow.model.status import ProductsStatus, StageRetry
+from mousflow.pipeline.history import DeliveryRecord, History
 from mousflow.pipeline.kubernetes import MEMORY_REASONS, retries_location
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
-from mousflow_operator import inputs, lifecycle
+from mousflow_operator import inputs, kpi_events, lifecycle
 from mousflow_operator.delivery import deliver, products_location
 from mousflow_operator.metrics import OperatorMetrics
 from mousflow_operator.progress import overall_progress, stage_status
-from mousflow_operator.queue import QueueEntry, admissible
+from mousflow_operator.queue import QueueEntry, admissible, predicted_completions
 from mousflow_operator.runs import RunManager
 from mousflow_operator.settings import OperatorSettings
 
@@ -49,6 +52,7 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     memo.config = OperatorSettings.from_env()
     memo.runs = RunManager(threads=memo.config.stage_threads)
     memo.admission = threading.Lock()
+    memo.own_predictions = {}
     memo.metrics = OperatorMetrics(active_runs=lambda: len(memo.runs.active()))
     if memo.config.metrics_port:
         memo.metrics.serve(memo.config.metrics_port)
@@ -64,26 +68,32 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     logger.info("mousflow operator: %s", memo.config)
 
 
+def _fully_observed_at(spec: dict) -> datetime:
+    return parse_time(spec["fullyObservedAt"])
+
+
 def _deadline(spec: dict, annotations: dict) -> datetime:
-    fully_observed = datetime.fromisoformat(str(spec["fullyObservedAt"]).replace("Z", "+00:00"))
-    return lifecycle.deadline(fully_observed, manual_work=annotations.get(A_MANUAL) == "true")
+    return deadline(_fully_observed_at(spec), manual_work=annotations.get(A_MANUAL) == "true")
 
 
 @kopf.index(*RESOURCE)
 def mous_queue(name, namespace, spec, status, meta, **_):
     """Every MOUS's phase and queue position, for admission (kopf keeps it current from the watch)."""
     degraded = any(c.get("type") == "Degraded" and c.get("status") == "True" for c in status.get("conditions", []))
+    seconds = status.get("predictedProcessingSeconds")
+    starts = [s["startedAt"] for s in (status.get("stages") or {}).values() if s.get("startedAt")]
     return {f"{namespace}/{name}": (status.get("phase", Phase.FULLY_OBSERVED.value), degraded,
                                     QueueEntry(f"{namespace}/{name}", _deadline(spec, meta.get("annotations", {})),
-                                               int(spec.get("priority", 50)), str(meta.get("creationTimestamp"))))}
+                                               int(spec.get("priority", 50)), str(meta.get("creationTimestamp")),
+                                               None if seconds is None else float(seconds),
+                                               parse_time(min(starts)) if starts else None))}
 
 
 _STATUS_KEYS = frozenset(f.alias or n for n, f in MOUSStatus.model_fields.items())
 
 
 def _status_model(raw: dict) -> MOUSStatus:
-    known = {k: v for k, v in raw.items() if k in _STATUS_KEYS}
-    return MOUSStatus.model_validate(known)
+    return MOUSStatus.from_stored(raw)
 
 
 def _mous_label(uid: str) -> str:
@@ -153,14 +163,9 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
             facts.update(inputs=check.state, inputs_message=check.message)
     elif phase == Phase.READY_FOR_PROCESSING:
         with memo.admission:
-            # a kopf index maps each key to a store of values: here one (phase, QueueEntry) per MOUS
-            entries = [(k, p, d, e) for k, store in mous_queue.items() for (p, d, e) in store]
-            processing = {k for k, p, _d, _e in entries if p == Phase.PROCESSING.value} | runs.active()
-            waiting = [e for k, p, _d, e in entries if p == Phase.READY_FOR_PROCESSING.value and k not in processing]
-            # not yet checked (neither ready nor Degraded): keeps its place, for a while at most
-            arriving = [e for k, p, d, e in entries if p == Phase.FULLY_OBSERVED.value and not d and
-                        _age_seconds(e.created, now) < cfg.admission_settle_seconds]
-            if key in admissible(waiting, len(processing), cfg.max_processing, arriving):
+            queue = _queue_state(mous_queue, runs, now, cfg.admission_settle_seconds)
+            if key in admissible(queue.waiting, len(queue.processing), cfg.max_processing, queue.arriving,
+                                 queue.running, now):
                 facts["admitted"] = True
                 new.observed_generation = int(meta.get("generation", 1))
                 _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation, annotations)
@@ -183,17 +188,109 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
         except Exception as exc:
             facts.update(delivered=False, delivery_message=f"delivery failed: {exc}")
 
+    if not problems and (phase == Phase.READY_FOR_PROCESSING or facts.get("inputs") == "ok"):
+        # waiting: predict its own processing time (kept once it starts, to measure the prediction's error)
+        seconds, why = _own_prediction(memo, key, namespace, body, mous_spec, cfg)
+        new.predicted_processing_seconds = seconds
+        new.predicted_completion_reason = why
+    if not problems and phase in (Phase.FULLY_OBSERVED, Phase.READY_FOR_PROCESSING, Phase.PROCESSING):
+        new.predicted_completion = _predicted_completion(mous_queue, runs, key, new, now, cfg)
+
     transition = lifecycle.next_transition(phase, lifecycle.Facts(**facts))
+    fully_observed_at = _fully_observed_at(spec)
     if transition is None:
         new.conditions = lifecycle.conditions_for(old.conditions, phase, _last_reason(old), old.message, problems,
                                                   now, degraded_reason)
         _post_degraded(body, old, new)
         _patch_status(patch, dict(body.get("status") or {}), new)
+        memo.metrics.record_changes(key, fully_observed_at, old, new)
         return
     if transition.phase not in (Phase.PROCESSING,):
         runs.forget(key)
     _transition(body, patch, new, phase, transition, problems, now, degraded_reason)
     memo.metrics.transition(key, phase.value, transition.phase.value)
+    memo.metrics.record_changes(key, fully_observed_at, old, new)
+    if kpi_events.just_delivered(old, new):
+        _record_delivery(key, mous_spec, fully_observed_at, new, logger)
+
+
+@dataclass(frozen=True)
+class _QueueState:
+    """The queue as the index shows it, with the predictions the statuses hold."""
+
+    waiting: list[QueueEntry]
+    """ReadyForProcessing, not processing"""
+    arriving: list[QueueEntry]
+    """FullyObserved, not Degraded, created less than the settle time ago (keep their place in admission)"""
+    checking: list[QueueEntry]
+    """FullyObserved, not Degraded (all of them: they are ahead of a later deadline in the predictions)"""
+    running: list[QueueEntry]
+    processing: set[str]
+
+
+def _queue_state(mous_queue: kopf.Index, runs: RunManager, now: datetime, settle_seconds: float) -> _QueueState:
+    # a kopf index maps each key to a store of values: here one (phase, degraded, QueueEntry) per MOUS
+    entries = [(k, p, d, e) for k, store in mous_queue.items() for (p, d, e) in store]
+    processing = {k for k, p, _d, _e in entries if p == Phase.PROCESSING.value} | runs.active()
+    waiting = [e for k, p, _d, e in entries if p == Phase.READY_FOR_PROCESSING.value and k not in processing]
+    checking = [e for k, p, d, e in entries if p == Phase.FULLY_OBSERVED.value and not d]
+    # not yet checked (neither ready nor Degraded): keeps its place in admission, for a while at most
+    arriving = [e for e in checking if _age_seconds(e.created, now) < settle_seconds]
+    running = [e for k, _p, _d, e in entries if k in processing]
+    return _QueueState(waiting, arriving, checking, running, processing)
+
+
+def _own_prediction(memo: kopf.Memo, key: str, namespace: str, body, mous_spec: MOUSSpec,
+                    cfg: OperatorSettings) -> tuple[float | None, str]:
+    """This MOUS's processing time from the history (History.predict_processing_seconds), and the reason
+    (Predicted, NoHistory, PredictionFailed); reused for cfg.eta_refresh_seconds (it reads the MOUS's
+    metadata from storage)."""
+    cached = memo.own_predictions.get(key)
+    if cached is not None and time.monotonic() - cached[0] < cfg.eta_refresh_seconds:
+        return cached[1], cached[2]
+    history = History.from_env()
+    if history is None:
+        result = (None, "NoHistory")
+    else:
+        from mousflow.pipeline.demand import demand_of
+
+        try:
+            resource = MOUSResource.model_validate({"metadata": {"name": body["metadata"]["name"],
+                                                                 "namespace": namespace}, "spec": dict(body["spec"])})
+            seconds, _missing_stages = history.predict_processing_seconds(demand_of(resource))
+            result = (seconds, "Predicted") if seconds is not None else (None, "NoHistory")
+        except Exception:  # a prediction is advice: unreadable metadata or history never stops a MOUS
+            result = (None, "PredictionFailed")
+    memo.own_predictions[key] = (time.monotonic(), *result)
+    return result
+
+
+def _predicted_completion(mous_queue: kopf.Index, runs: RunManager, key: str, new: MOUSStatus, now: datetime,
+                          cfg: OperatorSettings) -> datetime | None:
+    """When this MOUS is predicted to finish processing, the queue ahead of it and the slots included."""
+    if new.predicted_processing_seconds is None:
+        return None
+    queue = _queue_state(mous_queue, runs, now, cfg.admission_settle_seconds)
+    running = list(queue.running)
+    queued = [*queue.waiting, *queue.checking]
+    for entries in (running, queued):
+        for i, e in enumerate(entries):
+            if e.key == key:  # the index shows the status as stored: use this tick's prediction
+                entries[i] = replace(e, seconds=new.predicted_processing_seconds)
+    return predicted_completions(queued, running, cfg.max_processing, now).get(key)
+
+
+def _record_delivery(key: str, mous_spec: MOUSSpec, fully_observed_at: datetime, new: MOUSStatus, logger) -> None:
+    """A delivered MOUS into the history store (MOUSFLOW_HISTORY), for `mousflow report --history`."""
+    history = History.from_env()
+    delivered = delivered_at(new)
+    if history is None or delivered is None or new.deadline is None:
+        return
+    try:
+        history.add_delivery(DeliveryRecord(mous_spec.uid, key, fully_observed_at.isoformat(),
+                                            new.deadline.isoformat(), delivered.isoformat()))
+    except Exception as exc:  # the history is advice, never a reason to fail a delivery
+        logger.warning("could not record the delivery of %s in the history: %s", key, exc)
 
 
 def _age_seconds(created: str, now: datetime) -> float:
@@ -318,6 +415,8 @@ def mous_deleted(type, name, namespace, memo: kopf.Memo, logger, **_):
     """A deleted MOUS's flow run is cancelled here; its Jobs go with it (owner references). Products stay."""
     if type == "DELETED" and getattr(memo, "metrics", None) is not None:
         memo.metrics.forget(f"{namespace}/{name}")
+    if type == "DELETED" and getattr(memo, "own_predictions", None) is not None:
+        memo.own_predictions.pop(f"{namespace}/{name}", None)
     if type == "DELETED" and getattr(memo, "runs", None) is not None:
         handle = memo.runs.forget(f"{namespace}/{name}", cancel=True)
         if handle is not None:

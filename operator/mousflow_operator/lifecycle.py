@@ -1,4 +1,5 @@
-"""The MOUS state machine, its conditions and its deadline: pure functions of the status and observed facts.
+"""The MOUS state machine and its conditions: pure functions of the status and observed facts (the deadline
+rule is mousflow.kpi.deadline, with the KPI it serves).
 
 The handlers gather facts (spec checks, inputs in storage, queue admission, the flow run's outcome, the QA2
 verdict, a reviewer's decision, the delivery) and ask `next_transition` what to do; they never decide here.
@@ -7,22 +8,15 @@ verdict, a reviewer's decision, the delivery) and ask `next_transition` what to 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from mousflow.model import Condition, Phase
 from mousflow.model.status import ConditionStatus
 
-DEADLINE_DAYS = 30
-MANUAL_DEADLINE_DAYS = 45
 TERMINAL = frozenset({Phase.DELIVERED, Phase.QA2_FAIL, Phase.FAILED})
 PROGRESSING = frozenset({Phase.FULLY_OBSERVED, Phase.READY_FOR_PROCESSING, Phase.PROCESSING, Phase.READY_FOR_REVIEW,
                          Phase.DELIVERY_IN_PROGRESS})
 REVIEW_DECISIONS = ("pass", "semipass", "fail")
-
-
-def deadline(fully_observed_at: datetime, manual_work: bool = False) -> datetime:
-    """Delivery deadline: 30 days after the MOUS became Fully Observed, 45 when its recipe needs manual work."""
-    return fully_observed_at + timedelta(days=MANUAL_DEADLINE_DAYS if manual_work else DEADLINE_DAYS)
 
 
 @dataclass(frozen=True)

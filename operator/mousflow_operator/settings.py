@@ -38,6 +38,9 @@ class OperatorSettings:
     admission_settle_seconds: float = 120.0
     """A MOUS not yet checked (FullyObserved, not Degraded) keeps its place in the queue for at most this long
     after its creation: long enough for the input checks of many MOUSs applied at once."""
+    eta_refresh_seconds: float = 600.0
+    """How long a waiting MOUS's predicted processing time (history x its data's size) is reused before it is
+    computed again: the history grows as stages finish, and computing it reads the MOUS's metadata."""
     liveness_endpoint: str | None = None
     """kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz (answers once the operator has started)."""
     metrics_port: int = 0
@@ -61,6 +64,7 @@ class OperatorSettings:
             tick_seconds=float(env.get("MOUSFLOW_TICK_SECONDS", cls.tick_seconds)),
             admission_settle_seconds=float(env.get("MOUSFLOW_ADMISSION_SETTLE_SECONDS",
                                                    cls.admission_settle_seconds)),
+            eta_refresh_seconds=float(env.get("MOUSFLOW_ETA_REFRESH_SECONDS", cls.eta_refresh_seconds)),
             liveness_endpoint=env.get("MOUSFLOW_LIVENESS_ENDPOINT") or None,
             metrics_port=int(env.get("MOUSFLOW_METRICS_PORT") or 0),
         )

@@ -190,4 +190,4 @@ def test_crd_identity():
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
-    assert columns == ["Phase", "Stage", "QA2", "Age"]
+    assert columns == ["Phase", "Stage", "QA2", "Age", "ETA"]

@@ -2,8 +2,9 @@
 
 from datetime import UTC, datetime, timedelta
 
+from mousflow.kpi import deadline
 from mousflow.model import Phase
-from mousflow_operator.lifecycle import Facts, conditions_for, deadline, next_transition
+from mousflow_operator.lifecycle import Facts, conditions_for, next_transition
 from mousflow_operator.queue import QueueEntry, admissible
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -125,5 +125,19 @@ class MOUSStatus(CRModel):
     conditions: list[Condition] = []
     flow_run_id: str | None = None
     deadline: AwareDatetime | None = None
+    predicted_completion: AwareDatetime | None = None
+    """When processing is predicted to end (queue ahead included; review and delivery not), from the history
+    of measured stage durations. Absent with predicted_completion_reason saying why."""
+    predicted_completion_reason: Annotated[str, Field(max_length=128)] = ""
+    """Predicted (from the history), or why there is no prediction: NoHistory (a stage has no measured
+    duration to predict from, or no history store is configured)."""
+    predicted_processing_seconds: Annotated[float | None, Field(ge=0)] = None
+    """The MOUS's own processing time as predicted before it started (kept, to measure the prediction's error)."""
     message: Annotated[str, Field(max_length=4096)] = ""
     observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+    @classmethod
+    def from_stored(cls, raw: dict) -> MOUSStatus:
+        """The status as stored on a MOUS resource, without the keys this model does not know (kopf's own)."""
+        known = {f.alias or n for n, f in cls.model_fields.items()}
+        return cls.model_validate({k: v for k, v in raw.items() if k in known})

@@ -9,7 +9,12 @@ and the wall/CPU time.
 Refinement (History.memory_factor): the largest measured / modelled peak over the stage's last RECENT records.
 The largest, not the mean: a request below one stage's peak is an OOM kill, one above it only idle memory.
 Durations are predicted from the history as seconds per unit of work (rows x channels x correlations,
-plus pixels^2 x channels for imaging), the median of the recent records (History.predict_seconds).
+plus pixels^2 x channels for imaging), the median of the recent records (History.predict_seconds); a whole
+MOUS's processing time is the sum over its stages (History.predict_processing_seconds), what the operator's
+predicted completion (status.predictedCompletion) is made of.
+
+Deliveries: the operator adds one record per delivered MOUS under ``<history>/deliveries/`` (when it became
+Fully Observed, its deadline, when it was delivered), which `mousflow report --history` reads.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from mousflow.pipeline.resources import JobDemand, model_peak_bytes
 from mousflow.storage.location import Location
 
 RECENT = 20
+PROCESSING_STAGES = ("calibration", "imaging", "packaging")
+"""The stages a MOUS's processing time is the sum of (every recipe runs all three; STAGE_ORDER of the stages)."""
+DELIVERIES = "deliveries"
 
 
 def work_units(stage: str, demand: JobDemand) -> float:
@@ -77,15 +85,19 @@ class History:
         return loc
 
     def records(self, stage: str, limit: int = RECENT) -> list[StageRecord]:
-        folder = self.root.join(stage)
+        return self._read(stage, StageRecord, limit)
+
+    def _read(self, folder_name: str, record_type: type, limit: int | None) -> list:
+        """The newest `limit` (None: all) records of one folder, newest first."""
+        folder = self.root.join(folder_name)
         if not folder.exists():
             return []
-        names = sorted(p for p in folder.fs.ls(folder.path, detail=False) if p.endswith(".json"))[-limit:]
+        names = sorted(p for p in folder.fs.ls(folder.path, detail=False) if p.endswith(".json"))
         out = []
-        for name in reversed(names):
+        for name in reversed(names[-limit:] if limit else names):
             try:
                 doc = json.loads(folder.fs.cat_file(name))
-                out.append(StageRecord(**doc))
+                out.append(record_type(**doc))
             except (ValueError, TypeError, KeyError):
                 continue  # a damaged record is no record
         return out
@@ -99,6 +111,33 @@ class History:
         rates = [r.wall_seconds / units for r in self.records(stage)
                  if (units := work_units(stage, JobDemand(**r.demand))) > 0 and r.wall_seconds > 0]
         return statistics.median(rates) * work_units(stage, demand) if rates else None
+
+    def predict_processing_seconds(self, demand: JobDemand) -> tuple[float | None, list[str]]:
+        """Predicted seconds of all a MOUS's stages, and the stages without history (then no prediction)."""
+        predictions = {stage: self.predict_seconds(stage, demand) for stage in PROCESSING_STAGES}
+        missing = [stage for stage, seconds in predictions.items() if seconds is None]
+        return (None if missing else sum(predictions.values())), missing
+
+    def add_delivery(self, record: DeliveryRecord) -> Location:
+        uid = hashlib.sha256(record.uid.encode()).hexdigest()[:10]
+        loc = self.root.join(DELIVERIES, f"{record.delivered_at.replace(':', '')}-{uid}.json")
+        loc.write_json(asdict(record))
+        return loc
+
+    def deliveries(self) -> list[DeliveryRecord]:
+        return self._read(DELIVERIES, DeliveryRecord, None)
+
+
+@dataclass
+class DeliveryRecord:
+    """One delivered MOUS (RFC 3339 times), for the KPI report."""
+
+    uid: str
+    key: str
+    """namespace/name of the MOUS resource."""
+    fully_observed_at: str
+    deadline: str
+    delivered_at: str
 
 
 def record_outcome(history: History, stage: str, uid: str, demand: JobDemand, metrics: dict,
