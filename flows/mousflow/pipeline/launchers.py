@@ -62,8 +62,9 @@ def kubernetes_launcher_kind(namespace: str, attempt: int = 1, owner: tuple[str,
 def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
     """Stage Jobs configured from the environment of the process running the flow (the operator): runner image,
     S3 Secret and in-cluster endpoint (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET, MOUSFLOW_S3_ENDPOINT_IN_CLUSTER,
-    MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MAX_WORKERS,
-    MOUSFLOW_DASK_WORKER_CPU); the kind string names only the namespace and the first attempt number.
+    MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MIN_WORKERS,
+    MOUSFLOW_DASK_MAX_WORKERS, MOUSFLOW_DASK_WORKER_CPU); the kind string names only the namespace and the
+    first attempt number.
     Resources come from the MOUS's data (`demand_of`), read when a stage is launched, refined by the history
     of measured peaks when MOUSFLOW_HISTORY names one (pipeline.history)."""
     from urllib.parse import parse_qs, urlsplit
@@ -83,6 +84,7 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
         image_pull_policy=os.environ.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
         owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
         dask_service_account=os.environ.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
+        dask_min_workers=int(os.environ.get("MOUSFLOW_DASK_MIN_WORKERS", "1")),
         dask_max_workers=int(os.environ.get("MOUSFLOW_DASK_MAX_WORKERS", "4")),
         dask_worker_cpu=os.environ.get("MOUSFLOW_DASK_WORKER_CPU", "1"),
     )
