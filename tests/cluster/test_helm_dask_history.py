@@ -132,7 +132,8 @@ def test_imaging_runs_over_dask_worker_pods_sized_per_chunk(cluster, release, ti
     for resources in workers.values():
         assert resources["requests"]["memory"] == f"{per_chunk.memory_bytes // MiB}Mi", (resources, per_chunk)
     summary = Location(f"{doc['spec']['output']['uri']}/imaging/summary.json").read_json()
-    assert summary["scaleout"]["mode"] == "kubernetes" and summary["scaleout"]["workers_used"] == 2, summary
+    # (>= 2: a second, cluster-wide controller on a shared cluster may add workers of its own)
+    assert summary["scaleout"]["mode"] == "kubernetes" and summary["scaleout"]["workers_used"] >= 2, summary
     # gone afterwards: no DaskCluster, no scheduler or worker pod
     cluster.wait_until("the Dask cluster to be gone", lambda: not json.loads(cluster.kubectl(
         "get", "daskclusters,pods", "-n", NS, "-l", "dask.org/cluster-name", "-o", "json"))["items"], timeout=120)
