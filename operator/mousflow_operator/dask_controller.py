@@ -34,9 +34,12 @@ def scheduler_reachable(service: dict) -> bool:
     return bool(service.get("status", {}).get("loadBalancer", {}).get("ingress"))
 
 
-@kopf.on.field("daskcluster.kubernetes.dask.org", field="status.phase", new="Pending")
+@kopf.timer("daskcluster.kubernetes.dask.org", interval=2.0, initial_delay=2.0,
+            when=lambda status, **_: status.get("phase") == "Pending")
 async def running_once_its_scheduler_service_is(name: str | None, namespace: str | None, patch: kopf.Patch,
                                                 logger: kopf.Logger, **_) -> None:
+    # a timer, not a handler of the phase's change: kopf can count the creating handler's own Pending as
+    # already handled, and this must run whatever wrote the phase last
     try:
         service = await Service.get(f"{name}-scheduler", namespace=namespace)
     except kr8s.NotFoundError:

@@ -10,9 +10,10 @@ from mousflow_operator import dask_controller
 
 def test_the_module_registers_upstreams_handlers_and_ours():
     registry = kopf.get_default_registry()
-    names = {h.id for h in registry._changing.get_all_handlers()}
-    assert any(name.startswith("daskcluster_create_components") for name in names), names
-    assert any(name.startswith("running_once_its_scheduler_service_is") for name in names), names
+    changing = {h.id for h in registry._changing.get_all_handlers()}
+    assert any(name.startswith("daskcluster_create_components") for name in changing), changing
+    timers = {h.id for h in registry._spawning.get_all_handlers()}
+    assert "running_once_its_scheduler_service_is" in timers, timers
     assert "namespaced_rbac_suffices" in {h.id for h in registry._activities.get_all_handlers()}
 
 
