@@ -40,17 +40,23 @@ cluster-status:
 # Install the project's chart on the running local test bed with the locally built runner image
 # (MOUSFLOW_RUNNER_IMAGE, default localhost/mousflow/runner:dev). The test bed has no registry (so no MinIO
 # image) and no volume provisioner: the chart uses the test bed's MinIO as its external S3 (Secret
-# mousflow-system/minio-credentials) and keeps Prefect's SQLite in an emptyDir.
+# mousflow-system/minio-credentials) and keeps Prefect's SQLite in an emptyDir. The stage history goes to a
+# bucket of that MinIO, made here if missing (the chart makes buckets only in its own MinIO).
 TESTBED_CHART_IMAGE ?= $(or $(MOUSFLOW_RUNNER_IMAGE),localhost/mousflow/runner:dev)
+TESTBED_HISTORY_BUCKET ?= mousflow
 testbed-chart:
 	@test -f $(CHART)/Chart.yaml || { echo "no chart at $(CHART)"; exit 1; }
-	eval "$$($(TESTBED_DIR)/env.sh)" && helm upgrade --install mousflow $(CHART) \
+	eval "$$($(TESTBED_DIR)/env.sh)" && $(PYTHON_FOR_CLUSTER_TESTS) -c 'import os, s3fs; \
+	  fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["S3_ENDPOINT_URL"]}); \
+	  fs.exists("$(TESTBED_HISTORY_BUCKET)") or fs.mkdir("$(TESTBED_HISTORY_BUCKET)")' && \
+	helm upgrade --install mousflow $(CHART) \
 	  --namespace mousflow-system --create-namespace --wait --timeout 5m \
 	  --set image.repository=$(firstword $(subst :, ,$(TESTBED_CHART_IMAGE))) \
 	  --set image.tag=$(lastword $(subst :, ,$(TESTBED_CHART_IMAGE))) --set image.pullPolicy=Never \
 	  --set s3.existingSecret=minio-credentials \
 	  --set s3.endpoint=http://minio.mousflow-system.svc.cluster.local:9000 \
-	  --set prefect.database.sqlite.persistence.enabled=false
+	  --set prefect.database.sqlite.persistence.enabled=false \
+	  --set history.uri=s3://$(TESTBED_HISTORY_BUCKET)/history
 
 # Bring the cluster up (building what is missing), run the cluster tier, then bring it down again unless
 # KEEP_CLUSTER=1 or it was already running before.

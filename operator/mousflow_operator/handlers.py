@@ -27,6 +27,7 @@ from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
 from mousflow_operator import inputs, kpi_events, lifecycle
 from mousflow_operator.delivery import deliver, products_location
+from mousflow_operator.finalizers import FINALIZER, release_finalizers
 from mousflow_operator.metrics import OperatorMetrics
 from mousflow_operator.progress import overall_progress, stage_status
 from mousflow_operator.queue import QueueEntry, admissible, predicted_completions
@@ -60,7 +61,7 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     # Least privilege: the operator serves one resource whose CRD exists before it starts (the chart's crds/),
     # in namespaces named exactly, so kopf need not list or watch CRDs and namespaces cluster-wide.
     settings.scanning.disabled = True
-    settings.persistence.finalizer = ANN + "finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mousflow.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="mousflow.io", key="last-handled-configuration")
@@ -435,34 +436,5 @@ def mous_cleanup(memo: kopf.Memo, logger, **_):
     cfg: OperatorSettings | None = getattr(memo, "config", None)
     if cfg is None:
         return
-    released = release_finalizers(cfg.namespaces, ANN + "finalizer")
+    released = release_finalizers(cfg.namespaces, FINALIZER)
     logger.info("released the finalizer of %d MOUS(s) on shutdown", released)
-
-
-def release_finalizers(namespaces: tuple[str, ...], finalizer: str) -> int:
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    api = client.CustomObjectsApi()
-    if namespaces:
-        items = [m for ns in namespaces for m in api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]]
-    else:
-        items = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-    released = 0
-    for mous in items:
-        current = mous["metadata"].get("finalizers") or []
-        if finalizer not in current:
-            continue
-        # test-and-replace: a concurrent change to the list makes this patch fail rather than drop others' entries
-        ops = [{"op": "test", "path": "/metadata/finalizers", "value": current},
-               {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in current if f != finalizer]}]
-        try:
-            # the client would send a list as a merge patch (its first JSON content type): say it is a JSON patch
-            api.patch_namespaced_custom_object(GROUP, VERSION, mous["metadata"]["namespace"], PLURAL,
-                                               mous["metadata"]["name"], ops,
-                                               _content_type="application/json-patch+json")
-            released += 1
-        except ApiException as exc:
-            if exc.status not in (404, 409, 422):
-                raise
-    return released

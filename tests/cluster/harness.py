@@ -3,7 +3,9 @@ a module of its own because two conftest.py files cannot both be imported by nam
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -112,3 +114,77 @@ def wait_for_phase(cluster, operator: OperatorProcess, namespace: str, name: str
         return cluster.wait_until(f"MOUS {name} in phase {' or '.join(phases)}", reached, timeout=timeout, interval=3)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail()}") from None
+
+
+# ---------------------------------------------------------------- MOUSs driven by an operator in the cluster
+def pods_of(cluster, namespace: str, component: str) -> list[dict]:
+    """The pods of one component of a chart release (app.kubernetes.io/component)."""
+    return json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l",
+                                      f"app.kubernetes.io/component={component}", "-o", "json"))["items"]
+
+
+def mous_phase(cluster, namespace: str, name: str) -> str:
+    return (cluster.get("mous", name, namespace).get("status") or {}).get("phase", "")
+
+
+def apply_mous(cluster, namespace: str, sim: str, name: str, uid_suffix: str, **spec: dict) -> dict:
+    """Apply the simulated MOUS at `sim` as `name`, with an archive uid of its own (stage Job names derive from
+    it), its outputs under sim/runs/name, automatic delivery to sim/delivered/name, and `spec` keys replaced."""
+    import yaml
+
+    from mousflow.storage.location import Location
+
+    doc = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())
+    doc["metadata"] = {"name": name}
+    doc["spec"]["uid"] = re.sub(r"/X[0-9a-fA-F]+$", f"/X{uid_suffix}", doc["spec"]["uid"])
+    doc["spec"]["output"]["uri"] = f"{sim}/runs/{name}"
+    doc["spec"]["delivery"] = {"uri": f"{sim}/delivered/{name}", "automatic": True}
+    doc["spec"].update(spec)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+    return doc
+
+
+def wait_delivered(cluster, namespace: str, name: str, operator_deployment: str, timeout: float = 900) -> dict:
+    """Wait for the MOUS to be Delivered (failing at once if it Failed); its status."""
+    def operator_log() -> str:
+        return cluster.kubectl("logs", "-n", namespace, f"deployment/{operator_deployment}", "--tail=40",
+                               check=False)
+
+    try:
+        cluster.wait_until(f"MOUS {name} Delivered",
+                           lambda: mous_phase(cluster, namespace, name) in ("Delivered", "Failed"),
+                           timeout=timeout, interval=3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\noperator log:\n{operator_log()}") from None
+    status = cluster.get("mous", name, namespace)["status"]
+    assert status["phase"] == "Delivered", (status, operator_log())
+    return status
+
+
+def assert_delivered_products(doc: dict) -> None:
+    from mousflow.storage.location import Location
+
+    delivered = Location(doc["spec"]["delivery"]["uri"])
+    manifest = delivered.join("manifest.json").read_json()
+    assert manifest["qa2"] == "Pass" and any(p["name"].endswith(".fits") for p in manifest["products"])
+    assert all(delivered.join(p["name"]).exists() for p in manifest["products"])
+
+
+def stage_jobs(cluster, namespace: str, uid: str) -> dict[str, list[dict]]:
+    """The stage Jobs of the MOUS with archive uid `uid`, by stage, in the order of their names (attempts)."""
+    out: dict[str, list[dict]] = {}
+    for job in json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]:
+        if job["metadata"].get("annotations", {}).get("mousflow.io/uid") == uid:
+            out.setdefault(job["metadata"]["labels"]["mousflow.io/stage"], []).append(job)
+    return {stage: sorted(jobs, key=lambda j: j["metadata"]["name"]) for stage, jobs in out.items()}
+
+
+def jobs_by_stage(cluster, namespace: str, uid: str) -> dict[str, list[str]]:
+    return {stage: [j["metadata"]["name"] for j in jobs] for stage, jobs in stage_jobs(cluster, namespace, uid).items()}
+
+
+def assert_dask_rbac_was_enough(cluster, namespace: str, controller: str) -> None:
+    """Least privilege, but enough: the chart's Dask controller never hit a refusal (kopf logs and retries)."""
+    log = cluster.kubectl("logs", "-n", namespace, f"deployment/{controller}", "--tail=-1")
+    for refusal in ("Forbidden", "forbidden", "Not enough permissions"):
+        assert refusal not in log, [line for line in log.splitlines() if refusal in line][:5]

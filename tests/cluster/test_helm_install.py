@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-import yaml
+from harness import apply_mous, assert_delivered_products, jobs_by_stage, pods_of, wait_delivered
 
 from mousflow.storage.location import Location
 from mousflow_operator.crd import crd_text
@@ -23,6 +22,7 @@ from mousflow_operator.crd import crd_text
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
 CHART = Path(__file__).resolve().parents[2] / "helm" / "mousflow"
 RELEASE = "mf"
+OPERATOR = f"{RELEASE}-mousflow-operator"
 SUFFIX = uuid.uuid4().hex[:8]
 
 
@@ -81,69 +81,18 @@ def release(cluster, s3_env, runner_image):
         shutil.rmtree(host_dir, ignore_errors=True)
 
 
-def _pods(cluster, ns, component) -> list[dict]:
-    return json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", f"app.kubernetes.io/component={component}",
-                                      "-o", "json"))["items"]
-
-
-def _phase(cluster, ns, name) -> str:
-    return (cluster.get("mous", name, ns).get("status") or {}).get("phase", "")
-
-
-def _apply_mous(cluster, ns, sim, name, uid_suffix: str) -> dict:
-    doc = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())
-    doc["metadata"] = {"name": name}
-    # each MOUS its own archive uid: stage Job names derive from it
-    doc["spec"]["uid"] = re.sub(r"/X[0-9a-fA-F]+$", f"/X{uid_suffix}", doc["spec"]["uid"])
-    doc["spec"]["output"]["uri"] = f"{sim}/runs/{name}"
-    doc["spec"]["delivery"] = {"uri": f"{sim}/delivered/{name}", "automatic": True}
-    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
-    return doc
-
-
-def _operator_log(cluster, ns) -> str:
-    return cluster.kubectl("logs", "-n", ns, f"deployment/{RELEASE}-mousflow-operator", "--tail=40", check=False)
-
-
-def _wait_delivered(cluster, ns, name, timeout=900) -> dict:
-    try:
-        cluster.wait_until(f"MOUS {name} Delivered", lambda: _phase(cluster, ns, name) in ("Delivered", "Failed"),
-                           timeout=timeout, interval=3)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\noperator log:\n{_operator_log(cluster, ns)}") from None
-    status = cluster.get("mous", name, ns)["status"]
-    assert status["phase"] == "Delivered", (status, _operator_log(cluster, ns))
-    return status
-
-
-def _assert_delivered_products(doc: dict) -> None:
-    delivered = Location(doc["spec"]["delivery"]["uri"])
-    manifest = delivered.join("manifest.json").read_json()
-    assert manifest["qa2"] == "Pass" and any(p["name"].endswith(".fits") for p in manifest["products"])
-    assert all(delivered.join(p["name"]).exists() for p in manifest["products"])
-
-
-def _jobs_by_stage(cluster, ns, uid) -> dict[str, list[str]]:
-    jobs = json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json"))["items"]
-    out: dict[str, list[str]] = {}
-    for j in jobs:
-        if j["metadata"]["annotations"].get("mousflow.io/uid") == uid:
-            out.setdefault(j["metadata"]["labels"]["mousflow.io/stage"], []).append(j["metadata"]["name"])
-    return out
-
-
 def test_install_runs_locked_down_and_healthy(cluster, release):
     ns = release["ns"]
     labels = cluster.get("namespace", ns)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     for component in ("operator", "prefect-server"):
-        pods = _pods(cluster, ns, component)
+        pods = pods_of(cluster, ns, component)
         assert len(pods) == 1, component
         spec, st = pods[0]["spec"], pods[0]["status"]
         assert all(c["ready"] for c in st["containerStatuses"]), (component, st)
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
-    assert not _pods(cluster, ns, "minio")  # the external S3 Secret turned the chart's MinIO off
+    assert not pods_of(cluster, ns, "minio")  # the external S3 Secret turned the chart's MinIO off
     # Prefect's SQLite on the claim bound to our volume
     pvc = cluster.get("pvc", f"{RELEASE}-mousflow-prefect", ns)
     assert pvc["status"]["phase"] == "Bound"
@@ -151,7 +100,7 @@ def test_install_runs_locked_down_and_healthy(cluster, release):
     metrics = cluster.kubectl("get", "--raw",
                               f"/api/v1/namespaces/{ns}/services/{RELEASE}-mousflow-metrics:metrics/proxy/metrics")
     assert "mousflow_flow_runs_active 0.0" in metrics and 'mousflow_mous{phase="Delivered"}' in metrics
-    operator_pod = _pods(cluster, ns, "operator")[0]["metadata"]["name"]
+    operator_pod = pods_of(cluster, ns, "operator")[0]["metadata"]["name"]
     health = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{operator_pod}:8080/proxy/healthz")
     assert json.loads(health) == {}
     # the operator's service account can do what it needs and nothing cluster-wide
@@ -173,13 +122,13 @@ def test_install_runs_locked_down_and_healthy(cluster, release):
 
 def test_tiny_mous_goes_from_apply_to_delivered(cluster, release, sim):
     ns = release["ns"]
-    doc = _apply_mous(cluster, ns, sim, "helm-a", "a1")
-    status = _wait_delivered(cluster, ns, "helm-a")
+    doc = apply_mous(cluster, ns, sim, "helm-a", "a1")
+    status = wait_delivered(cluster, ns, "helm-a", OPERATOR)
     assert status["qa2"]["verdict"] == "Pass"
     assert all(status["stages"][s]["state"] == "Succeeded" for s in ("calibration", "imaging", "packaging"))
-    _assert_delivered_products(doc)
+    assert_delivered_products(doc)
     # the stage pods ran under the restricted profile (the namespace admits nothing else), from the chart's image
-    assert sorted(_jobs_by_stage(cluster, ns, doc["spec"]["uid"])) == ["calibration", "imaging", "packaging"]
+    assert sorted(jobs_by_stage(cluster, ns, doc["spec"]["uid"])) == ["calibration", "imaging", "packaging"]
     # the flow run was recorded by the chart's Prefect server
     assert status.get("flowRunId")
     metrics = cluster.kubectl("get", "--raw",
@@ -197,45 +146,42 @@ def _assert_rbac_was_enough(cluster, ns) -> None:
 
 def test_upgrade_with_a_mous_in_flight_lets_it_finish(cluster, release, sim):
     ns = release["ns"]
-    doc = _apply_mous(cluster, ns, sim, "helm-b", "b2")
+    doc = apply_mous(cluster, ns, sim, "helm-b", "b2")
     uid = doc["spec"]["uid"]
-    cluster.wait_until("the calibration Job of helm-b", lambda: "calibration" in _jobs_by_stage(cluster, ns, uid),
+    cluster.wait_until("the calibration Job of helm-b", lambda: "calibration" in jobs_by_stage(cluster, ns, uid),
                        timeout=180)
-    old_pod = _pods(cluster, ns, "operator")[0]["metadata"]["uid"]
+    old_pod = pods_of(cluster, ns, "operator")[0]["metadata"]["uid"]
     before = cluster.get("mous", "helm-b", ns)["status"]
     assert before["phase"] == "Processing", before
     assert (before.get("stages", {}).get("packaging") or {}).get("state") != "Succeeded"
     # a changed operator setting rolls the operator (Recreate: the old pod goes before the new one starts)
     cluster.helm("upgrade", RELEASE, str(CHART), "-n", ns, *release["args"], "--set", "operator.maxProcessing=3",
                  "--wait", "--timeout", "5m", timeout=330)
-    new_pods = _pods(cluster, ns, "operator")
+    new_pods = pods_of(cluster, ns, "operator")
     assert [p["metadata"]["uid"] for p in new_pods] != [old_pod]
     env = {e["name"]: e.get("value") for e in new_pods[0]["spec"]["containers"][0]["env"]}
     assert env["MOUSFLOW_MAX_PROCESSING"] == "3"
-    status = _wait_delivered(cluster, ns, "helm-b")
+    status = wait_delivered(cluster, ns, "helm-b", OPERATOR)
     assert status["qa2"]["verdict"] == "Pass"
-    _assert_delivered_products(doc)
+    assert_delivered_products(doc)
     # the new operator adopted the running work: still one Job per stage, none started twice
-    assert {s: len(j) for s, j in _jobs_by_stage(cluster, ns, uid).items()} == \
+    assert {s: len(j) for s, j in jobs_by_stage(cluster, ns, uid).items()} == \
         {"calibration": 1, "imaging": 1, "packaging": 1}
     _assert_rbac_was_enough(cluster, ns)
 
 
 def test_uninstall_leaves_delivered_data_in_place(cluster, release, sim):
     ns = release["ns"]
-    # as the README says: stop the operator first, so it releases its finalizers while its Role still exists
-    # (helm uninstall removes the Role and the operator at the same time, and the cleanup would be refused)
-    cluster.kubectl("scale", "-n", ns, f"deployment/{RELEASE}-mousflow-operator", "--replicas=0")
-    cluster.wait_until("the operator to stop", lambda: not _pods(cluster, ns, "operator"), timeout=120)
-    cluster.helm("uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "2m", timeout=150)
+    # as the README says, nothing before it: the chart's pre-delete hook stops the operator while its Role exists
+    cluster.helm("uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "4m", timeout=270)
     release["installed"] = False
-    cluster.wait_until("the operator and Prefect pods to go", lambda: not _pods(cluster, ns, "operator")
-                       and not _pods(cluster, ns, "prefect-server"), timeout=120)
+    cluster.wait_until("the operator and Prefect pods to go", lambda: not pods_of(cluster, ns, "operator")
+                       and not pods_of(cluster, ns, "prefect-server"), timeout=120)
     for name in ("helm-a", "helm-b"):
-        _assert_delivered_products({"spec": {"delivery": {"uri": f"{sim}/delivered/{name}"}}})
+        assert_delivered_products({"spec": {"delivery": {"uri": f"{sim}/delivered/{name}"}}})
         mous = cluster.get("mous", name, ns)
         assert mous["status"]["phase"] == "Delivered"  # the CRD (crds/) and the MOUSs stay
-        # the stopping operator took its finalizer off: the MOUS can still be deleted without it
+        # the stopped operator (or the hook) took its finalizer off: the MOUS can still be deleted without it
         assert "mousflow.io/finalizer" not in (mous["metadata"].get("finalizers") or [])
     assert Location(f"{sim}/runs/helm-a/products/manifest.json").exists()
     # Prefect's flow-run history is kept too (helm.sh/resource-policy: keep)
@@ -275,7 +221,7 @@ def test_the_charts_own_minio_with_generated_credentials(cluster, runner_image, 
         cluster.helm("install", "mm", str(CHART), "-n", ns, *args, "--wait", "--timeout", "5m", timeout=330)
         secret = cluster.get("secret", "mm-mousflow-s3", ns)["data"]
         assert len(secret["AWS_SECRET_ACCESS_KEY"]) > 40  # 32 random characters, base64
-        minio = _pods(cluster, ns, "minio")
+        minio = pods_of(cluster, ns, "minio")
         assert len(minio) == 1 and minio[0]["status"]["containerStatuses"][0]["ready"]
         code = ("import os, s3fs; fs = s3fs.S3FileSystem(client_kwargs={'endpoint_url': "
                 "os.environ['MOUSFLOW_S3_ENDPOINT']}); fs.pipe('mousflow/probe', b'ok'); "

@@ -1,7 +1,9 @@
-"""Cube imaging scaled out over Dask worker pods on the real test bed: the dask-kubernetes operator (its CRDs
-and kopf controller, run from our runner image by hack/dask-operator/manifests.py), an imaging stage Job that
+"""Cube imaging scaled out over Dask worker pods on the real test bed: the dask-kubernetes operator as the Helm
+chart renders it (its CRDs from the chart's dask-kubernetes-crds subchart, its kopf controller from our runner
+image, watching this test's namespace, and the imaging service account with its Role), an imaging stage Job that
 starts its own DaskCluster (owned by the stage pod), workers sized per chunk reading and writing MinIO with
-the stage Secret, and the cluster gone afterwards, also when the stage Job is deleted mid-run."""
+the stage Secret, and the cluster gone afterwards, also when the stage Job is deleted mid-run. The stage Jobs
+are launched directly (no mousflow operator): tests/cluster/test_helm_install.py runs the whole chart."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from harness import namespace_report
+from harness import assert_dask_rbac_was_enough, namespace_report
 
 from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher, build_stage_job_spec
 from mousflow.pipeline.resources import ResourceRequest
@@ -27,22 +29,36 @@ from mousflow.storage.location import Location
 pytestmark = pytest.mark.cluster
 MiB = 2**20
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_NS = "mousflow-dask-operator"
+CHART = REPO / "helm" / "mousflow"
+RELEASE = "imaging-dask"
+
+
+def apply_dask_crds(cluster) -> None:
+    """The chart's copy of the dask-kubernetes CRDs (server-side: they are too big for kubectl's
+    last-applied annotation; another test's `helm install` may have created them already)."""
+    for crd in sorted((CHART / "charts" / "dask-kubernetes-crds" / "crds").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+
+
+def chart_dask_objects(cluster, namespace: str, runner_image: str) -> str:
+    """The chart's Dask controller (Deployment, its account and Role) and imaging account (with its Role) for a
+    release in `namespace` watching only that namespace, as `helm template` renders them."""
+    repository, tag = runner_image.rsplit(":", 1)
+    return cluster.helm("template", RELEASE, str(CHART), "-n", namespace,
+                        "--show-only", "templates/dask-controller.yaml", "--show-only", "templates/dask-imaging.yaml",
+                        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                        "--set", "image.pullPolicy=Never", "--set", "s3.existingSecret=mousflow-s3")
 
 
 @pytest.fixture(scope="module")
 def dask_namespace(cluster, runner_image, s3_env):
-    """The dask operator running, and a namespace whose imaging pods may start Dask clusters."""
+    """The chart's dask operator running, and a namespace whose imaging pods may start Dask clusters."""
     ns = f"dask-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", ns)
-    rendered = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "dask-operator" / "manifests.py"), "--image", runner_image,
-         "--namespace", OPERATOR_NS, "--pull-policy", "Never", "--client-namespace", ns],
-        capture_output=True, text=True, check=True).stdout
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
-    # a changed runner image must reach the controller too
-    cluster.kubectl("rollout", "restart", "deployment/dask-kubernetes-operator", "-n", OPERATOR_NS)
-    cluster.kubectl("rollout", "status", "deployment/dask-kubernetes-operator", "-n", OPERATOR_NS,
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    apply_dask_crds(cluster)
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=chart_dask_objects(cluster, ns, runner_image))
+    cluster.kubectl("rollout", "status", f"deployment/{RELEASE}-mousflow-dask-controller", "-n", ns,
                     "--timeout=180s", timeout=200)
     cluster.kubectl("create", "secret", "generic", "mousflow-s3", "-n", ns,
                     f"--from-literal=AWS_ACCESS_KEY_ID={s3_env['AWS_ACCESS_KEY_ID']}",
@@ -154,6 +170,7 @@ def test_imaging_scales_out_over_dask_worker_pods(cluster, dask_namespace, runne
         image = ImageStore(Location(f"s3://{bucket}/pods/imaging/cube_{spw}.zarr")).read("image")
         imaged = np.isfinite(image).any(axis=(1, 2))
         assert imaged.sum() >= 0.8 * imaged.size, (spw, imaged)  # a flagged channel (the spur) has no image
+    assert_dask_rbac_was_enough(cluster, dask_namespace, f"{RELEASE}-mousflow-dask-controller")
 
 def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace, runner_image, calibrated):
     _bucket, runs = calibrated

@@ -13,7 +13,9 @@ from mousflow_operator.crd import CRD_FILE, crd_text
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "mousflow"
+DASK_CRDS_CHART = CHART / "charts" / "dask-kubernetes-crds"
 NS = "mf-test"
+HOOK = "helm.sh/hook"
 
 
 def _run(helm: str, *args: str) -> subprocess.CompletedProcess:
@@ -45,6 +47,19 @@ def env_of(container) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
 
+def rules_of(role) -> dict:
+    return {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+
+
+def release_objects(docs):
+    """What the release itself holds (helm template also prints the hooks)."""
+    return [d for d in docs if HOOK not in d["metadata"].get("annotations", {})]
+
+
+def operator_env(docs) -> dict:
+    return env_of(one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0])
+
+
 def pod_specs(docs):
     for d in docs:
         if d["kind"] in ("Deployment", "Job"):
@@ -59,11 +74,49 @@ def test_crd_in_the_chart_is_byte_identical_to_the_operators():
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_FILE]
 
 
-def test_helm_installs_that_crd(helm):
-    proc = _run(helm, "template", "rel", str(CHART), "--include-crds")
+def _package_dask_crds() -> Path:
+    import dask_kubernetes
+
+    return Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / "dask-kubernetes-operator" / \
+        "crds"
+
+
+def test_dask_crds_in_the_chart_are_the_pinned_packages():
+    """The dask-kubernetes CRDs come from the pinned package (the controller runs that package's code): a copy
+    in the subchart, byte for byte, named after the version it came from."""
+    from importlib.metadata import version
+
+    package = _package_dask_crds()
+    copied = sorted(p.name for p in (DASK_CRDS_CHART / "crds").iterdir())
+    assert copied == sorted(p.name for p in package.glob("*.yaml")) == \
+        ["daskautoscaler.yaml", "daskcluster.yaml", "daskjob.yaml", "daskworkergroup.yaml"]
+    for name in copied:
+        assert (DASK_CRDS_CHART / "crds" / name).read_bytes() == (package / name).read_bytes(), \
+            f"cp {package}/*.yaml {DASK_CRDS_CHART / 'crds'}/"
+    pinned = version("dask-kubernetes")
+    assert yaml.safe_load((DASK_CRDS_CHART / "Chart.yaml").read_text())["version"] == pinned
+    dependency = yaml.safe_load((CHART / "Chart.yaml").read_text())["dependencies"]
+    assert dependency == [{"name": "dask-kubernetes-crds", "version": pinned, "condition": "dask.operator.enabled"}]
+
+
+def _crds(helm, *sets):
+    args = ["template", "rel", str(CHART), "--include-crds"]
+    for s in sets:
+        args += ["--set", s]
+    proc = _run(helm, *args)
     assert proc.returncode == 0, proc.stderr
-    crds = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "CustomResourceDefinition"]
-    assert crds == [yaml.safe_load(crd_text())]
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(proc.stdout)
+            if d and d["kind"] == "CustomResourceDefinition"}
+
+
+def test_helm_installs_those_crds_and_the_dask_ones_only_with_the_dask_operator(helm):
+    mous = yaml.safe_load(crd_text())
+    crds = _crds(helm)
+    assert crds.pop(mous["metadata"]["name"]) == mous
+    assert crds == {yaml.safe_load(p.read_text())["metadata"]["name"]: yaml.safe_load(p.read_text())
+                    for p in _package_dask_crds().glob("*.yaml")}
+    # a cluster that already runs the dask-kubernetes controller has its CRDs: the chart leaves them alone
+    assert list(_crds(helm, "dask.operator.enabled=false")) == [mous["metadata"]["name"]]
 
 
 def test_chart_lints(helm):
@@ -94,12 +147,15 @@ def test_default_install(helm):
     assert env["MOUSFLOW_METRICS_PORT"] == "9090"
     assert (env["MOUSFLOW_OOM_MEMORY_FACTOR"], env["MOUSFLOW_OOM_MAX_RETRIES"], env["MOUSFLOW_OOM_MEMORY_CAP"]) == \
         ("1.5", "3", "64Gi")
+    # imaging over Dask worker pods, and a history of measured peaks in the chart's MinIO bucket
+    assert (env["MOUSFLOW_DASK_SERVICE_ACCOUNT"], env["MOUSFLOW_DASK_MIN_WORKERS"], env["MOUSFLOW_DASK_MAX_WORKERS"],
+            env["MOUSFLOW_DASK_WORKER_CPU"]) == ("mousflow-imaging", "1", "4", "1")
+    assert env["MOUSFLOW_HISTORY"] == "s3://mousflow/history"
     # namespaced RBAC only, nothing cluster-wide, no Secrets, no deletes
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     role = one(docs, "Role", "-operator")
     assert role["metadata"]["namespace"] == NS
-    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
-             for r in rule["resources"]}
+    rules = rules_of(role)
     assert rules == {("mousflow.io", "mouses"): {"list", "watch", "patch"},
                      ("mousflow.io", "mouses/status"): {"patch"}, ("", "events"): {"create"},
                      ("batch", "jobs"): {"create", "list", "patch"}, ("batch", "jobs/status"): {"get"},
@@ -134,7 +190,7 @@ def test_default_install(helm):
 
 
 @pytest.mark.parametrize("sets", [
-    (), ("minio.enabled=false", "s3.existingSecret=ext"),
+    (), ("minio.enabled=false", "s3.existingSecret=ext"), ("dask.operator.enabled=false",),
     ("prefect.database.type=postgresql", "prefect.database.postgresql.existingSecret=pg")])
 def test_every_pod_meets_the_restricted_profile_with_resources(helm, sets):
     docs = render(helm, *sets)
@@ -153,7 +209,8 @@ def test_every_pod_meets_the_restricted_profile_with_resources(helm, sets):
             assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], name
         for v in spec.get("volumes", []):
             assert set(v) - {"name"} <= {"emptyDir", "persistentVolumeClaim", "secret", "configMap"}, v
-        if not name.endswith("-operator"):
+        # only the pods that talk to the Kubernetes API get a token
+        if not name.endswith(("-operator", "-dask-controller", "-uninstall")):
             assert spec["automountServiceAccountToken"] is False, name
 
 
@@ -176,22 +233,40 @@ def test_aws_s3_needs_no_endpoint(helm):
 
 def test_all_namespaces_gets_a_cluster_role_and_nothing_namespaced(helm):
     docs = render(helm, "operator.watchAllNamespaces=true")
-    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
-    role = by_kind(docs, "ClusterRole")[0]
-    binding = by_kind(docs, "ClusterRoleBinding")[0]
+    installed = release_objects(docs)
+    assert not by_kind(installed, "Role") and not by_kind(installed, "RoleBinding")
+    role = one(installed, "ClusterRole", f"-{NS}-operator")
+    binding = one(installed, "ClusterRoleBinding", f"-{NS}-operator")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "rel-mousflow-operator", "namespace": NS}
     ns_rule = [r for r in role["rules"] if r["resources"] == ["namespaces"]]
     assert ns_rule == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
     env = env_of(one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0])
     assert env["MOUSFLOW_NAMESPACES"] == ""
+    # the Dask controller watches all namespaces too; the imaging account is made per namespace (NOTES)
+    controller = one(installed, "Deployment", "-dask-controller")["spec"]["template"]["spec"]["containers"][0]
+    assert controller["command"][-1] == "--all-namespaces"
+    assert one(installed, "ClusterRoleBinding", f"-dask-controller-{NS}")["roleRef"]["name"] == \
+        one(installed, "ClusterRole", f"-dask-controller-{NS}")["metadata"]["name"]
+    assert one(installed, "ClusterRole", f"-dask-client-{NS}")
+    assert not [s for s in by_kind(installed, "ServiceAccount") if s["metadata"]["name"] == "mousflow-imaging"]
+    # the uninstall hook releases finalizers everywhere, so it is granted that cluster-wide (and only for the hook)
+    hook_role = one(docs, "ClusterRole", f"-uninstall-{NS}")
+    assert hook_role["metadata"]["annotations"][HOOK] == "pre-delete"
+    assert rules_of(hook_role) == {("mousflow.io", "mouses"): {"list", "patch"},
+                                   ("kubernetes.dask.org", "daskclusters"): {"list", "patch"},
+                                   ("kubernetes.dask.org", "daskautoscalers"): {"list", "patch"}}
 
 
 def test_named_namespaces_get_a_role_each(helm):
     docs = render(helm, "operator.watchNamespaces={alma,alma-test}")
-    roles = {r["metadata"]["namespace"] for r in by_kind(docs, "Role")}
-    bindings = {r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")}
-    assert roles == bindings == {"alma", "alma-test"}
+    installed = release_objects(docs)
+    for suffix in ("-operator", "-dask-controller", "-dask-client"):
+        roles, bindings = ({r["metadata"]["namespace"] for r in by_kind(installed, kind)
+                            if r["metadata"]["name"].endswith(suffix)} for kind in ("Role", "RoleBinding"))
+        assert roles == bindings == {"alma", "alma-test"}, suffix
+    assert {s["metadata"]["namespace"] for s in by_kind(installed, "ServiceAccount")
+            if s["metadata"]["name"] == "mousflow-imaging"} == {"alma", "alma-test"}
     assert not by_kind(docs, "ClusterRole")
     env = env_of(one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0])
     assert env["MOUSFLOW_NAMESPACES"] == "alma,alma-test"
@@ -223,6 +298,115 @@ def test_metrics_off_means_no_service_and_no_port(helm):
     assert "MOUSFLOW_METRICS_PORT" not in env_of(c) and all(p["name"] != "metrics" for p in c["ports"])
 
 
+def test_the_dask_controller_runs_from_the_mousflow_image_on_namespaced_rbac(helm):
+    docs = render(helm, "image.repository=registry.example/mousflow", "image.tag=1.2.3")
+    controller = one(docs, "Deployment", "-dask-controller")
+    spec = controller["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["image"] == "registry.example/mousflow:1.2.3" == operator_env(docs)["MOUSFLOW_RUNNER_IMAGE"]
+    assert c["command"] == ["kopf", "run", "--standalone", "--liveness=http://0.0.0.0:8080/healthz",
+                            "-m", "mousflow_operator.dask_controller", f"--namespace={NS}"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert controller["spec"]["replicas"] == 1 and controller["spec"]["strategy"]["type"] == "Recreate"
+    assert spec["serviceAccountName"] == "rel-mousflow-dask-controller"
+    # its Role in the watched namespace: the Dask resources, the pods, services and deployments it makes, Events;
+    # nothing cluster-wide (no peering, no CRD or namespace watch), no Secrets, no webhooks
+    role = one(docs, "Role", "-dask-controller")
+    assert role["metadata"]["namespace"] == NS
+    assert rules_of(role) == {
+        ("kubernetes.dask.org", "daskclusters"): {"get", "list", "watch", "patch", "create", "delete"},
+        ("kubernetes.dask.org", "daskworkergroups"): {"get", "list", "watch", "patch", "create"},
+        ("kubernetes.dask.org", "daskautoscalers"): {"get", "list", "watch", "patch"},
+        ("kubernetes.dask.org", "daskjobs"): {"get", "list", "watch", "patch"},
+        ("kubernetes.dask.org", "daskjobs/status"): {"patch"},
+        ("apps", "deployments"): {"get", "list", "create", "delete"},
+        ("", "services"): {"get", "list", "watch", "patch", "create"},
+        ("", "pods"): {"get", "list", "watch", "patch", "create"}, ("", "events"): {"create"}}
+    assert one(docs, "RoleBinding", "-dask-controller")["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-mousflow-dask-controller", "namespace": NS}]
+    # the imaging pods' account: what a Dask client does with its own cluster, bound in the watched namespace
+    account = one(docs, "ServiceAccount", "mousflow-imaging")
+    assert account["metadata"]["namespace"] == NS
+    client = one(docs, "Role", "-dask-client")
+    assert rules_of(client) == {
+        ("kubernetes.dask.org", "daskclusters"): {"get", "list", "watch", "create", "delete"},
+        ("kubernetes.dask.org", "daskautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("kubernetes.dask.org", "daskworkergroups"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch"}, ("", "services"): {"get", "list", "watch"}, ("", "pods/log"): {"get"}}
+    assert one(docs, "RoleBinding", "-dask-client")["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mousflow-imaging", "namespace": NS}]
+
+
+def test_a_cluster_that_runs_the_dask_controller_already(helm):
+    docs = render(helm, "dask.operator.enabled=false")
+    assert not [d for d in docs if "dask-controller" in d["metadata"]["name"]]
+    # imaging pods still start worker pods, through the cluster's own controller
+    assert operator_env(docs)["MOUSFLOW_DASK_SERVICE_ACCOUNT"] == "mousflow-imaging"
+    assert one(docs, "ServiceAccount", "mousflow-imaging") and one(docs, "Role", "-dask-client")
+    job = one(docs, "Job", "-uninstall")["spec"]["template"]["spec"]["containers"][0]
+    assert "--dask" not in job["command"]
+    assert rules_of(one(docs, "Role", "-uninstall-release")) == {("mousflow.io", "mouses"): {"list", "patch"}}
+
+
+def test_dask_worker_pods_off_means_imaging_inside_its_own_pod(helm):
+    docs = render(helm, "dask.workerPods=false", "dask.operator.enabled=false")
+    assert not [d for d in docs if "dask" in d["metadata"]["name"] or d["metadata"]["name"] == "mousflow-imaging"]
+    assert not [k for k in operator_env(docs) if k.startswith("MOUSFLOW_DASK")]
+
+
+def test_history_is_on_by_default_and_off_when_empty(helm):
+    assert operator_env(render(helm))["MOUSFLOW_HISTORY"] == "s3://mousflow/history"
+    assert operator_env(render(helm, "minio.buckets={data,mousflow-history}",
+                               "history.uri=s3://mousflow-history/peaks"))["MOUSFLOW_HISTORY"] == \
+        "s3://mousflow-history/peaks"
+    # with your own S3 the chart cannot know the buckets: any s3:// prefix
+    assert operator_env(render(helm, "s3.existingSecret=ext", "history.uri=s3://archive/mousflow/history"))[
+        "MOUSFLOW_HISTORY"] == "s3://archive/mousflow/history"
+    assert "MOUSFLOW_HISTORY" not in operator_env(render(helm, "history.uri="))
+
+
+def test_uninstall_hook_stops_the_operator_and_leaves_nothing(helm):
+    docs = render(helm, "operator.watchNamespaces={alma,alma-test}")
+    hooks = [d for d in docs if HOOK in d["metadata"].get("annotations", {})]
+    minio_hook = [d for d in hooks if d["metadata"]["name"].endswith("-minio-buckets")]
+    uninstall = [d for d in hooks if d not in minio_hook]
+    assert sorted((d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in uninstall) == [
+        ("Job", NS, "rel-mousflow-uninstall"),
+        ("Role", "alma", "rel-mousflow-uninstall-release"), ("Role", "alma-test", "rel-mousflow-uninstall-release"),
+        ("Role", NS, "rel-mousflow-uninstall-stop"),
+        ("RoleBinding", "alma", "rel-mousflow-uninstall-release"),
+        ("RoleBinding", "alma-test", "rel-mousflow-uninstall-release"),
+        ("RoleBinding", NS, "rel-mousflow-uninstall-stop"),
+        ("ServiceAccount", NS, "rel-mousflow-uninstall")]
+    for d in uninstall:
+        annotations = d["metadata"]["annotations"]
+        assert annotations[HOOK] == "pre-delete", d["metadata"]["name"]
+        policy = set(annotations["helm.sh/hook-delete-policy"].split(","))
+        if d["kind"] == "Job":  # kept only after a failure, for its log, until its TTL
+            assert policy == {"before-hook-creation", "hook-succeeded"} and d["spec"]["ttlSecondsAfterFinished"]
+            assert int(annotations["helm.sh/hook-weight"]) == 0
+        else:  # made before the Job, gone after it whatever its outcome
+            assert policy == {"before-hook-creation", "hook-succeeded", "hook-failed"}, d["metadata"]["name"]
+            assert int(annotations["helm.sh/hook-weight"]) < 0
+    stop = one(uninstall, "Role", "-uninstall-stop")
+    deployments = ["rel-mousflow-operator", "rel-mousflow-dask-controller"]
+    assert stop["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": deployments, "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": deployments, "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    for release_role in [d for d in uninstall if d["kind"] == "Role" and d["metadata"]["name"].endswith("-release")]:
+        assert rules_of(release_role) == {
+            ("mousflow.io", "mouses"): {"list", "patch"}, ("kubernetes.dask.org", "daskclusters"): {"list", "patch"},
+            ("kubernetes.dask.org", "daskautoscalers"): {"list", "patch"}}
+    for binding in by_kind(uninstall, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-mousflow-uninstall", "namespace": NS}]
+    job = one(uninstall, "Job", "-uninstall")["spec"]["template"]["spec"]
+    assert job["serviceAccountName"] == "rel-mousflow-uninstall" and job["restartPolicy"] == "Never"
+    assert job["containers"][0]["command"] == [
+        "python", "-m", "mousflow_operator.uninstall", f"--namespace={NS}", "--deployment=rel-mousflow-operator",
+        "--deployment=rel-mousflow-dask-controller", "--dask", "--watch-namespaces=alma,alma-test"]
+
+
 @pytest.mark.parametrize("sets, message", [
     (("image.tag=latest",), "image.tag and minio.image.tag must name a version, not latest"),
     (("image.tag=v 1",), "/image/tag"),
@@ -237,6 +421,18 @@ def test_metrics_off_means_no_service_and_no_port(helm):
     (("s3.endpoint=http://s3.example:9000",), "s3.endpoint is set but s3.existingSecret is not"),
     (("prefect.database.type=postgresql",), "needs prefect.database.postgresql.existingSecret"),
     (("operator.watchAllNamespaces=true", "operator.watchNamespaces={a}"), "are exclusive"),
+    # values that would leave stage pods or the Dask controller without an image, S3 or an account
+    (("image.repository=",), "/image/repository"),
+    (("minio.enabled=false", "s3.existingSecret="), "minio.enabled=false needs an external S3"),
+    (("dask.imagingServiceAccount=Imaging_Pods",), "/dask/imagingServiceAccount"),
+    (("dask.imagingServiceAccount=",), "/dask/imagingServiceAccount"),
+    (("dask.imagingServiceAccount=rel-mousflow-operator",), "must not be the operator's service account"),
+    (("dask.minWorkers=5",), "dask.minWorkers=5 is above dask.maxWorkers=4"),
+    (("dask.maxWorkers=0",), "/dask/maxWorkers"),
+    (("dask.workerCpu=fast",), "/dask/workerCpu"),
+    (("dask.operator.enabled=yes",), "/dask/operator/enabled"),
+    (("history.uri=/tmp/history",), "/history/uri"),
+    (("history.uri=s3://other-bucket/history",), "history.uri is in bucket other-bucket, which the chart's MinIO"),
 ])
 def test_bad_values_are_rejected_with_a_clear_message(helm, sets, message):
     proc = render(helm, *sets, expect_ok=False)

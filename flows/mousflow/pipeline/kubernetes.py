@@ -67,7 +67,7 @@ class JobSettings:
     removes them with the MOUS, and removes at once a Job created after the MOUS was deleted."""
     dask_service_account: str | None = None
     """Set: the imaging stage scales its cube out over Dask worker pods (dask-kubernetes), running as this
-    service account (bound to the mousflow-dask-client ClusterRole, hack/dask-operator). None: its chunks
+    service account (the chart makes it, with a Role for exactly that: templates/dask-imaging.yaml). None: its chunks
     run on a local Dask cluster inside the stage pod."""
     dask_min_workers: int = 1
     dask_max_workers: int = 4

@@ -86,7 +86,8 @@ def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
     """The stage Jobs' settings from the environment of the process running the flow (the operator): runner
     image, S3 Secret, in-cluster endpoint and region (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET,
     MOUSFLOW_S3_ENDPOINT_IN_CLUSTER, AWS_DEFAULT_REGION, MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods
-    MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MAX_WORKERS, MOUSFLOW_DASK_WORKER_CPU; for tests only
+    MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MIN_WORKERS, MOUSFLOW_DASK_MAX_WORKERS,
+    MOUSFLOW_DASK_WORKER_CPU; for tests only
     MOUSFLOW_TEST_FAIL_STAGE); the kind string names only the namespace and the MOUS owning the Jobs."""
     from mousflow.pipeline.kubernetes import JobSettings
 
@@ -100,6 +101,7 @@ def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
         image_pull_policy=env.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
         owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
         dask_service_account=env.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
+        dask_min_workers=int(env.get("MOUSFLOW_DASK_MIN_WORKERS", "1")),
         dask_max_workers=int(env.get("MOUSFLOW_DASK_MAX_WORKERS", "4")),
         dask_worker_cpu=env.get("MOUSFLOW_DASK_WORKER_CPU", "1"),
         test_fail_stage=env.get(TEST_FAIL_STAGE) or None,

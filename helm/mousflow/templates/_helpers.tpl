@@ -68,6 +68,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* Extra settings of stage pods and the chart's own Dask controller: the controller's name, and the kopf
+arguments that point a controller at the watched namespaces (a Role in each) or at all of them. */}}
+{{- define "mousflow.dask.controller" -}}
+{{- printf "%s-dask-controller" (include "mousflow.fullname" .) -}}
+{{- end -}}
+
+{{- define "mousflow.kopfNamespaceArgs" -}}
+{{- $args := list "--all-namespaces" -}}
+{{- if not .Values.operator.watchAllNamespaces -}}
+{{- $args = list -}}
+{{- range include "mousflow.watchNamespaces" . | fromJsonArray -}}
+{{- $args = append $args (printf "--namespace=%s" .) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $args -}}
+{{- end -}}
+
 {{/* The restricted Pod Security profile, for every pod of the chart. */}}
 {{- define "mousflow.podSecurityContext" -}}
 runAsNonRoot: true
@@ -101,5 +118,17 @@ capabilities:
 {{- end -}}
 {{- if and .Values.operator.watchAllNamespaces .Values.operator.watchNamespaces -}}
 {{- fail "operator.watchAllNamespaces=true and operator.watchNamespaces are exclusive: choose one" -}}
+{{- end -}}
+{{- if and .Values.dask.workerPods (gt (int .Values.dask.minWorkers) (int .Values.dask.maxWorkers)) -}}
+{{- fail (printf "dask.minWorkers=%v is above dask.maxWorkers=%v: an imaging stage could never start its workers" .Values.dask.minWorkers .Values.dask.maxWorkers) -}}
+{{- end -}}
+{{- if and .Values.dask.workerPods (eq .Values.dask.imagingServiceAccount (printf "%s-operator" (include "mousflow.fullname" .))) -}}
+{{- fail "dask.imagingServiceAccount must not be the operator's service account: imaging pods get only what a Dask client needs" -}}
+{{- end -}}
+{{- with .Values.history.uri -}}
+{{- $bucket := index (splitList "/" (trimPrefix "s3://" .)) 0 -}}
+{{- if and (include "mousflow.minio.enabled" $) (not (has $bucket $.Values.minio.buckets)) -}}
+{{- fail (printf "history.uri is in bucket %s, which the chart's MinIO does not make (minio.buckets: %s): add it there or set history.uri in one of them" $bucket (join ", " $.Values.minio.buckets)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
