@@ -56,7 +56,8 @@ testbed-chart:
 	  --set s3.existingSecret=minio-credentials \
 	  --set s3.endpoint=http://minio.mousflow-system.svc.cluster.local:9000 \
 	  --set prefect.database.sqlite.persistence.enabled=false \
-	  --set history.uri=s3://$(TESTBED_HISTORY_BUCKET)/history
+	  --set history.uri=s3://$(TESTBED_HISTORY_BUCKET)/history \
+	  --set dask.workerCpu=100m
 
 # Bring the cluster up (building what is missing), run the cluster tier, then bring it down again unless
 # KEEP_CLUSTER=1 or it was already running before.

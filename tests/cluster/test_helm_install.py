@@ -38,7 +38,10 @@ def _set_args(runner_image: str, storage_class: str, s3_in_cluster: str) -> list
     sets = {"image.repository": repository, "image.tag": tag, "image.pullPolicy": "Never",
             "s3.existingSecret": "helm-s3", "s3.endpoint": s3_in_cluster,
             "prefect.database.sqlite.persistence.storageClassName": storage_class,
-            "operator.autoDelivery": "true", "operator.tickSeconds": "2"}
+            "operator.autoDelivery": "true", "operator.tickSeconds": "2",
+            # the test bed is one 2-core node: a worker requesting a whole core is never scheduled next to the
+            # imaging pod, which then ends with "No valid workers found" (make testbed-chart sets the same)
+            "dask.workerCpu": "100m"}
     return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 

@@ -47,7 +47,7 @@ def test_kubectl_get_mous_shows_the_printer_columns(cluster, namespace, mous_crd
                                                                   "qa2": {"verdict": "Pass"}}}))
     table = cluster.kubectl("get", "mous", "-n", namespace)
     header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
-    assert header == ["NAME", "PHASE", "STAGE", "QA2", "AGE"]
+    assert header == ["NAME", "PHASE", "STAGE", "QA2", "AGE", "ETA"]
     assert row[:4] == [doc["metadata"]["name"], "Processing", "imaging", "Pass"]
     # the status subresource: a spec update does not touch the status, and vice versa
     got = cluster.get("mous", doc["metadata"]["name"], namespace)
