@@ -31,6 +31,7 @@ SUITES: dict[str, tuple[list[list[str]], list[list[str]]]] = {
     "imaging_scaleout": ([["--part", "walltime", "--preset", "tiny", "--chunk", "4"],
                           ["--part", "memory", "--chunks", "16"]],
                          [["--part", "memory", "--chunks", "2"]]),
+    "control_plane": ([["--n", "1000"]], [["--n", "50", "--window", "30"]]),
     "import_ms": ([["--antennas", "43", "--channels", "128", "--target-minutes", "10"]],
                   [["--antennas", "16", "--channels", "16", "--target-minutes", "2"]]),
 }

@@ -13,6 +13,11 @@ import pytest
 from mousflow.simulate import simulate_mous
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "full: the full-size version of a test that `make test` runs at a reduced "
+                            "size (`make test-full`); also marked slow")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Chart tests run last: on a fresh machine `make test` is still building their helm binary in the
     background (hack/testbed/prebuild.sh) when this session starts, and nothing else needs to wait for it."""
@@ -53,6 +58,14 @@ def casa_ms(tmp_path_factory):
     """An ALMA-like MS from CASA's simulator: XX/YY, bandpass, flux and phase calibrators, two point sources."""
     return make_casa_ms(tmp_path_factory.mktemp("casa-ms"), seed=1, n_antennas=10, correlations="XX YY",
                         flux_calibrator=True)
+
+
+@pytest.fixture(scope="session")
+def casa_mosaic_ms(tmp_path_factory):
+    """A 3-pointing mosaic from CASA's simulator, every pointing a field named like the target (as ALMA names
+    them); small (6 antennas, 4 channels): the tests refusing it read its metadata only."""
+    return make_casa_ms(tmp_path_factory.mktemp("casa-mosaic"), seed=3, n_antennas=6, n_chan=4, target_scan_s=90,
+                        mosaic_pointings=3)
 
 
 @pytest.fixture(scope="session")

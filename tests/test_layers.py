@@ -1,5 +1,6 @@
 """Dependencies point one way: operator -> pipeline (flows) -> stages -> science kernels, with storage a layer
-the stages use. Checked on the source (every import statement, including those inside functions)."""
+the stages use; the CLI, the entry point of everything, sits on top. Checked on the source (every import
+statement, including those inside functions), for the `mousflow` package and the operator package."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "flows" / "mousflow"
+OPERATOR = ROOT / "operator" / "mousflow_operator"
 
 # layer -> modules it must never import (prefixes)
 FORBIDDEN = {
@@ -45,6 +47,24 @@ def test_layer_imports_point_down_only(layer):
     assert files, layer
     violations = [f"{f.relative_to(ROOT)} imports {name}" for f in files for name in sorted(_imports(f))
                   if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[layer])]
+    assert not violations, "\n".join(violations)
+
+
+def test_the_operator_uses_the_flows_and_nothing_above_or_beside_it():
+    """The operator drives flows and reads their records; it neither computes science nor calls the CLI."""
+    bad = ["mousflow.cli", "mousflow.science", "mousflow.simulate", "mousflow.ingest", "prefect.cli"]
+    files = sorted(OPERATOR.rglob("*.py"))
+    assert files
+    violations = [f"{f.relative_to(ROOT)} imports {name}" for f in files for name in sorted(_imports(f))
+                  if any(name == b or name.startswith(b + ".") for b in bad)]
+    assert not violations, "\n".join(violations)
+
+
+def test_nothing_below_the_operator_imports_it():
+    """Only the CLI (the entry point: `mousflow operator`, `mousflow crd`) may import the operator package."""
+    files = [f for f in sorted(PACKAGE.rglob("*.py")) if f.name != "cli.py"]
+    violations = [f"{f.relative_to(ROOT)} imports {name}" for f in files for name in sorted(_imports(f))
+                  if name == "mousflow_operator" or name.startswith("mousflow_operator.")]
     assert not violations, "\n".join(violations)
 
 

@@ -1,5 +1,5 @@
 """`mousflow report`: the KPI table and per-month histograms from synthetic MOUSs (as the API returns them, and
-as the history's delivery records), the page's images exist, and bad input is one line and exit code 2."""
+as the history's delivery records), the page's images exist, and bad input is one line with its classified exit code."""
 
 from __future__ import annotations
 
@@ -93,8 +93,8 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
                           env=environ, timeout=120)
 
 
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
-    assert main(["report", "--history", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+def test_bad_input_is_one_line_with_its_exit_code(tmp_path, capsys):
+    assert main(["report", "--history", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 4   # InvalidInput
     assert "no MOUSs to report on" in _one_line_error(capsys.readouterr().err)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("""apiVersion: v1
@@ -105,8 +105,8 @@ current-context: c
 users: [{name: u, user: {token: x}}]
 """)
     proc = _cli("report", "-A", "--out", str(tmp_path / "o"), KUBECONFIG=str(kubeconfig))
-    assert proc.returncode == 2
+    assert proc.returncode == 7   # Unavailable
     assert "cannot reach the Kubernetes API at https://127.0.0.1:1" in _one_line_error(proc.stderr)
     proc = _cli("report", "--out", str(tmp_path / "o"), KUBECONFIG=str(tmp_path / "none"))
-    assert proc.returncode == 2 and "no Kubernetes cluster configured" in _one_line_error(proc.stderr)
+    assert proc.returncode == 4 and "cannot use the Kubernetes configuration" in _one_line_error(proc.stderr)
     assert not Path(tmp_path / "o" / "index.html").exists()

@@ -14,7 +14,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     import kopf
 
-    from mousflow_operator import handlers
+    from mousflow_operator import campaign, handlers
+    from mousflow_operator.cluster import check_cluster_reachable
     from mousflow_operator.settings import OperatorSettings
 
     parser = argparse.ArgumentParser(prog="python -m mousflow_operator")
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve kopf's health endpoint here, e.g. http://0.0.0.0:8080/healthz")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     settings = OperatorSettings.from_env()
+    # kopf would log a traceback per failed attempt and keep retrying: an unusable cluster is one line, now.
+    check_cluster_reachable()
     kopf.configure(verbose=args.verbose)
     # aiohttp.access: a line per health probe
     for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "httpx", "httpcore", "fsspec", "aiohttp.access"):
@@ -31,9 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     # kopf's peering (and its peering resources and RBAC) is not used.
     kopf.run(standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
              liveness_endpoint=args.liveness or settings.liveness_endpoint, registry=kopf.get_default_registry())
-    del handlers  # imported for its handlers' registration
+    del handlers, campaign  # imported for their handlers' registration
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mousflow.errors import describe_error, exit_code_of
+    from mousflow.storage.location import classify_failure
+
+    try:
+        sys.exit(main())
+    except Exception as exc:
+        failure = classify_failure(exc)
+        print(f"mousflow-operator: error: {describe_error(failure)}", file=sys.stderr)
+        sys.exit(exit_code_of(failure.reason))

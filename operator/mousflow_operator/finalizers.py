@@ -1,6 +1,6 @@
 """Taking a controller's finalizer off the objects it watches, for when that controller is going away.
 
-kopf puts a finalizer on every object that has a timer (the operator's reconcile timer on each MOUS; the Dask
+kopf puts a finalizer on every object that has a timer (the operator's resync timer on each MOUS; the Dask
 controller's timers on each DaskCluster and DaskAutoscaler); while the controller is away nothing would remove
 it, and an object deleted meanwhile would hang in Terminating. Used by the operator on its way out and by the
 chart's pre-delete hook (mousflow_operator.uninstall).
@@ -15,6 +15,7 @@ FINALIZER = "mousflow.io/finalizer"
 KOPF_DEFAULT_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 """kopf's finalizer, which the dask-kubernetes controller keeps (it sets no finalizer of its own)."""
 MOUS_RESOURCE = (GROUP, VERSION, PLURAL)
+CAMPAIGN_RESOURCE = (GROUP, VERSION, "mouscampaigns")
 
 
 def release_finalizers(namespaces: tuple[str, ...], finalizer: str,

@@ -1,9 +1,29 @@
-"""kopf handlers for MOUS resources: gather facts, ask `lifecycle` what to do, patch the status, post Events.
+"""kopf handlers for MOUS resources: thin. Each gathers facts, asks `lifecycle` what to do (pure), and patches
+the status and posts Events; nothing here decides.
 
-Every MOUS is reconciled by one timer (`mous_reconcile`): the facts it needs are in storage (stage reports,
-checkpoints, products), in Kubernetes (Jobs, annotations) and in this process (flow runs), none of which
-produce watch events on the MOUS itself. Handlers are synchronous: kopf runs them in its thread pool, and
-they block on S3 and the Kubernetes API.
+Event-driven, not polled (why: bench/control_plane.py, figures in the README). A MOUS is reconciled
+(`reconcile`) when something about it happens:
+
+  * its own watch events (`mous_event`): created, edited, annotated by a person (review, retry), its status
+    patched, and the initial listing when the operator starts;
+  * a wake (wake.Waker touching the annotation mousflow.io/wake), sent when a fact arrives elsewhere: one of its
+    stage Jobs changed (`stage_job_event`, a watch on Jobs labelled mousflow.io/mous), its flow run reported a
+    stage outcome or retry or ended (flows run in threads of this process: runs.RunManager, pipeline.reports),
+    a processing slot it may take was freed (a MOUS left Processing, was deleted or turned Degraded), or a
+    retry's backoff ended;
+  * a slow timer (`mous_resync`, MOUSFLOW_RESYNC_SECONDS, 60 s) as the safety net for a lost wake and for what
+    only time changes (the admission settle time, an input that was unreadable); it reads nothing from S3 for a
+    MOUS whose facts are in memory;
+  * a progress timer (`mous_progress`, MOUSFLOW_PROGRESS_SECONDS, 10 s), only on MOUSs in Processing: the one
+    S3 read per running stage per interval, its progress document.
+
+The facts of a running MOUS come from memory (facts.FactStore), not from S3 per tick; S3 is read once per
+MOUS for its inputs (FullyObserved), once per finished stage the operator did not hear about (after a
+restart), and for the QA2 verdict and delivery. Handler invocations of one MOUS from its events are serialised
+by kopf; a timer may run beside them, so a reconciliation that finds the resourceVersion its own last patch
+was computed from (the patch not yet seen back) does nothing (`_in_flight`).
+
+Handlers are synchronous: kopf runs them in its thread pool, and they block on S3 and the Kubernetes API.
 """
 
 from __future__ import annotations
@@ -20,40 +40,54 @@ import yaml
 from mousflow.kpi import deadline, delivered_at, parse_time
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
 from mousflow.model.status import ProductsStatus, StageRetry
+from mousflow.pipeline import reports
 from mousflow.pipeline.history import DeliveryRecord, History
-from mousflow.pipeline.kubernetes import MEMORY_REASONS, retries_location
+from mousflow.pipeline.kubernetes import LABEL_MOUS, MEMORY_REASONS, RESIZED
 from mousflow.stages import STAGE_ORDER
-from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
 from mousflow_operator import inputs, kpi_events, lifecycle
+from mousflow_operator.cluster import load_cluster_config
 from mousflow_operator.delivery import deliver, products_location
+from mousflow_operator.facts import FactStore
 from mousflow_operator.finalizers import FINALIZER, release_finalizers
 from mousflow_operator.metrics import OperatorMetrics
 from mousflow_operator.progress import overall_progress, stage_status
-from mousflow_operator.queue import QueueEntry, admissible, predicted_completions
+from mousflow_operator.queue import QueueEntry, admissible, predicted_completions, settled_eta
 from mousflow_operator.runs import RunManager
 from mousflow_operator.settings import OperatorSettings
+from mousflow_operator.status_patch import patch_changed_status
+from mousflow_operator.wake import Waker
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 ANN = "mousflow.io/"
 A_REVIEW, A_RETRY = ANN + "review", ANN + "retry"
 A_RETRY_HANDLED, A_ATTEMPT, A_RETRY_AFTER = ANN + "retry-handled", ANN + "run-attempt", ANN + "retry-after"
 A_MANUAL, A_AUTO_DELIVERY = ANN + "manual-work", ANN + "auto-delivery"
-TICK_SECONDS = OperatorSettings.from_env().tick_seconds
+_SETTINGS = OperatorSettings.from_env()  # the timers' intervals are fixed when the handlers are registered
+RESYNC_SECONDS, PROGRESS_SECONDS = _SETTINGS.resync_seconds, _SETTINGS.progress_seconds
 
 
 @kopf.on.startup()
 def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
-    from kubernetes import config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+    load_cluster_config()
     memo.config = OperatorSettings.from_env()
-    memo.runs = RunManager(threads=memo.config.stage_threads)
+    memo.facts = FactStore()
+    memo.waker = Waker(_wake_patch).start()
+    memo.runs = RunManager(threads=memo.config.stage_threads, job_config=memo.config.stage_jobs.to_json(),
+                           on_finished=memo.waker.wake, on_new_run=memo.facts.new_run)
     memo.admission = threading.Lock()
     memo.own_predictions = {}
+    memo.in_flight = {}
+    memo.queue_seen = {}
+    memo.locks = {}
+    memo.owner_bodies = {}
+
+    def on_report(uid: str, event: dict) -> None:  # from a flow thread: into memory, then wake its MOUS
+        memo.facts.flow_report(uid, event)
+        memo.waker.wake(memo.facts.key_of(uid))
+
+    memo.on_report = on_report
+    reports.subscribe(on_report)
     memo.metrics = OperatorMetrics(active_runs=lambda: len(memo.runs.active()))
     if memo.config.metrics_port:
         memo.metrics.serve(memo.config.metrics_port)
@@ -101,21 +135,15 @@ def _mous_label(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:10]
 
 
-def _jobs(namespace: str, uid: str, owner: dict) -> dict[str, list[dict]]:
-    """The MOUS's stage Jobs by stage (API form); each gets the MOUS as owner, so the garbage collector removes
-    them with the MOUS even when the operator is not running."""
+def _wake_patch(namespace: str, name: str, body: dict) -> None:
     from kubernetes import client
 
-    batch = client.BatchV1Api()
-    items = batch.list_namespaced_job(namespace, label_selector=f"mousflow.io/mous={_mous_label(uid)}").items
-    out: dict[str, list[dict]] = {}
-    for job in items:
-        doc = client.ApiClient().sanitize_for_serialization(job)
-        if not doc["metadata"].get("ownerReferences"):
-            batch.patch_namespaced_job(doc["metadata"]["name"], namespace,
-                                       {"metadata": {"ownerReferences": [owner]}})
-        out.setdefault(doc["metadata"]["labels"].get("mousflow.io/stage", "?"), []).append(doc)
-    return out
+    client.CustomObjectsApi().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+
+
+def _owner(body) -> dict:
+    return {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": body["metadata"]["name"],
+            "uid": body["metadata"]["uid"], "controller": False, "blockOwnerDeletion": False}
 
 
 def _namespace_auto_delivery(namespace: str) -> bool | None:
@@ -125,9 +153,128 @@ def _namespace_auto_delivery(namespace: str) -> bool | None:
     return None if value is None else value.lower() == "true"
 
 
-@kopf.timer(*RESOURCE, interval=TICK_SECONDS, initial_delay=0)
-def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_queue: kopf.Index, logger,
-                   **_):
+@kopf.on.event(*RESOURCE)
+def mous_event(type, body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_queue: kopf.Index, logger,
+               **_):
+    """Every watch event of a MOUS (its initial listing too): reconcile it; when it was deleted, cancel its flow
+    run (its Jobs go with it through owner references; products stay)."""
+    key = f"{namespace}/{name}"
+    if getattr(memo, "config", None) is None:
+        return
+    if type == "DELETED":
+        _forget(memo, key, spec, logger)
+        _wake_admissible(memo, mous_queue, key)
+        return
+    if meta.get("deletionTimestamp"):
+        return
+    _queue_changed(memo, mous_queue, key, body)
+    reconcile(body, spec, meta, name, namespace, patch, memo, mous_queue, logger)
+
+
+@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def mous_resync(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_queue: kopf.Index, logger, **_):
+    """The safety net: a wake lost with a crash, and what only time changes (the admission settle time, an input
+    that could not be read, a retry's backoff)."""
+    reconcile(body, spec, meta, name, namespace, patch, memo, mous_queue, logger)
+
+
+def _processing_now(status, **_) -> bool:
+    return (status or {}).get("phase") == Phase.PROCESSING.value
+
+
+@kopf.timer(*RESOURCE, interval=PROGRESS_SECONDS, initial_delay=PROGRESS_SECONDS, when=_processing_now)
+def mous_progress(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_queue: kopf.Index, logger,
+                  **_):
+    """A running stage's progress (published by its pod in storage): the one periodic read, Processing only."""
+    reconcile(body, spec, meta, name, namespace, patch, memo, mous_queue, logger, refresh_progress=True)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MOUS: kopf.PRESENT})
+def stage_job_event(type, body, namespace, memo: kopf.Memo, logger, **_):
+    """A stage Job created, started, finished or gone: into memory, and its MOUS woken if its status changed.
+    A Job without an owner (made by an older operator) gets its MOUS as owner, so it goes with the MOUS."""
+    facts: FactStore | None = getattr(memo, "facts", None)
+    if facts is None:
+        return
+    doc = dict(body)
+    if not facts.job_event(type, doc):
+        return
+    label = (doc["metadata"].get("labels") or {}).get(LABEL_MOUS, "")
+    owners = [o for o in doc["metadata"].get("ownerReferences") or [] if o.get("kind") == "MOUS"]
+    key = f"{namespace}/{owners[0]['name']}" if owners else facts.key_of(label)
+    if not owners and key and type != "DELETED" and key in memo.owner_bodies:
+        from kubernetes import client
+
+        client.BatchV1Api().patch_namespaced_job(doc["metadata"]["name"], namespace,
+                                                 {"metadata": {"ownerReferences": [memo.owner_bodies[key]]}})
+    memo.waker.wake(key)
+
+
+def _forget(memo: kopf.Memo, key: str, spec, logger) -> None:
+    if getattr(memo, "metrics", None) is not None:
+        memo.metrics.forget(key)
+    memo.own_predictions.pop(key, None)
+    memo.in_flight.pop(key, None)
+    memo.queue_seen.pop(key, None)
+    memo.owner_bodies.pop(key, None)
+    memo.locks.pop(key, None)
+    uid = (spec or {}).get("uid", "")
+    if uid:
+        memo.facts.forget(uid, _mous_label(uid))
+    handle = memo.runs.forget(key, cancel=True)
+    if handle is not None:
+        logger.info("cancelled flow run %s of deleted MOUS %s", handle.name, key)
+
+
+def _queue_changed(memo: kopf.Memo, mous_queue: kopf.Index, key: str, body) -> None:
+    """When this MOUS's place in the queue changed as stored (its phase, or Degraded), the MOUSs that may now
+    start are woken: the index already holds the change, so they see the freed slot."""
+    status = body.get("status") or {}
+    seen = (status.get("phase"), any(c.get("type") == "Degraded" and c.get("status") == "True"
+                                     for c in status.get("conditions", [])))
+    if memo.queue_seen.get(key) == seen:
+        return
+    first = key not in memo.queue_seen
+    memo.queue_seen[key] = seen
+    if not first or seen[0] not in (None, Phase.FULLY_OBSERVED.value):
+        _wake_admissible(memo, mous_queue, key)
+
+
+def _wake_admissible(memo: kopf.Memo, mous_queue: kopf.Index, but: str) -> None:
+    cfg: OperatorSettings = memo.config
+    now = datetime.now(UTC)
+    with memo.admission:
+        queue = _queue_state(mous_queue, memo.runs, now, cfg.admission_settle_seconds)
+        if len(queue.processing) >= cfg.max_processing or not queue.waiting:
+            return
+        keys = admissible(queue.waiting, len(queue.processing), cfg.max_processing, queue.arriving, queue.running,
+                          now)
+    for k in keys:
+        if k != but:
+            memo.waker.wake(k)
+
+
+def _in_flight(memo: kopf.Memo, key: str, body) -> bool:
+    """Whether this MOUS's last patch was computed from the version in hand and has not been seen back yet (a
+    timer running beside an event): then deciding again would decide the same thing twice."""
+    rv = (body.get("metadata") or {}).get("resourceVersion")
+    seen = memo.in_flight.get(key)
+    return seen is not None and seen[0] == rv and time.monotonic() - seen[1] < 30
+
+
+def reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_queue: kopf.Index, logger,
+              refresh_progress: bool = False) -> None:
+    key = f"{namespace}/{name}"
+    with memo.locks.setdefault(key, threading.Lock()):
+        if _in_flight(memo, key, body):
+            return
+        _reconcile(body, spec, meta, name, namespace, patch, memo, mous_queue, logger, refresh_progress)
+        if patch:
+            memo.in_flight[key] = ((body.get("metadata") or {}).get("resourceVersion"), time.monotonic())
+
+
+def _reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_queue: kopf.Index, logger,
+               refresh_progress: bool) -> None:
     cfg: OperatorSettings = memo.config
     runs: RunManager = memo.runs
     key = f"{namespace}/{name}"
@@ -138,9 +285,14 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
     phase = Phase(old.phase)
     now = datetime.now(UTC)
     mous_spec = MOUSSpec.model_validate(dict(spec))
+    memo.facts.bind(mous_spec.uid, _mous_label(mous_spec.uid), key)
+    memo.owner_bodies[key] = _owner(body)
     new.deadline = _deadline(spec, annotations)
     problems = inputs.spec_problems(mous_spec)
     degraded_reason = "InvalidSpec"
+    refused = cfg.storage_policy.problems(namespace, mous_spec)
+    if refused:  # before any check reads an input or any Job writes: the locations are not this namespace's
+        problems, degraded_reason = problems + refused, "StoragePolicy"
     facts: dict = {"spec_problems": problems}
 
     if problems:
@@ -171,7 +323,8 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
                 new.observed_generation = int(meta.get("generation", 1))
                 _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation, annotations)
     elif phase == Phase.PROCESSING:
-        facts.update(_processing(runs, key, mous_spec, namespace, body, meta, new, annotations, patch, cfg, logger))
+        facts.update(_processing(memo, key, mous_spec, namespace, body, meta, new, annotations, patch,
+                                 refresh_progress))
     elif phase == Phase.READY_FOR_REVIEW:
         auto = mous_spec.delivery.automatic if mous_spec.delivery else None
         if auto is None:
@@ -195,13 +348,14 @@ def mous_reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mo
         new.predicted_processing_seconds = seconds
         new.predicted_completion_reason = why
     if not problems and phase in (Phase.FULLY_OBSERVED, Phase.READY_FOR_PROCESSING, Phase.PROCESSING):
-        new.predicted_completion = _predicted_completion(mous_queue, runs, key, new, now, cfg)
+        new.predicted_completion = settled_eta(old.predicted_completion,
+                                               _predicted_completion(mous_queue, runs, key, new, now, cfg), now)
 
     transition = lifecycle.next_transition(phase, lifecycle.Facts(**facts))
     fully_observed_at = _fully_observed_at(spec)
     if transition is None:
         new.conditions = lifecycle.conditions_for(old.conditions, phase, _last_reason(old), old.message, problems,
-                                                  now, degraded_reason)
+                                                  now, degraded_reason, new.stages)
         _post_degraded(body, old, new)
         _patch_status(patch, dict(body.get("status") or {}), new)
         memo.metrics.record_changes(key, fully_observed_at, old, new)
@@ -319,8 +473,10 @@ def _ensure_run(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, gen
                        owner=(body["metadata"]["name"], body["metadata"]["uid"]))
 
 
-def _processing(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, meta, new: MOUSStatus, annotations,
-                patch, cfg: OperatorSettings, logger) -> dict:
+def _processing(memo: kopf.Memo, key, mous_spec: MOUSSpec, namespace, body, meta, new: MOUSStatus, annotations,
+                patch, refresh_progress: bool) -> dict:
+    cfg: OperatorSettings = memo.config
+    runs: RunManager = memo.runs
     retry_after = float(annotations.get(A_RETRY_AFTER) or 0)
     handle = runs.get(key)
     if handle is None or handle.outcome is None:
@@ -328,7 +484,9 @@ def _processing(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, met
             handle = _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation or
                                  int(meta.get("generation", 1)), annotations)
             new.flow_run_id = handle.flow_run_id or new.flow_run_id
-    _observe_stages(mous_spec, namespace, body, new)
+        else:
+            memo.waker.wake_at(key, retry_after)
+    _observe_stages(memo.facts, mous_spec, body, new, refresh_progress)
     if handle is None or handle.outcome is None:
         return {}
     outcome = handle.outcome
@@ -347,6 +505,7 @@ def _processing(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, met
         patch.metadata.annotations[A_ATTEMPT] = str(attempt + 1)
         patch.metadata.annotations[A_RETRY_AFTER] = f"{time.time() + delay:.0f}"
         runs.forget(key)
+        memo.waker.wake_at(key, time.time() + delay + 1)
         new.message = f"attempt {attempt} failed ({outcome.reason}: {outcome.message}); retrying in {delay:.0f} s"
         kopf.warn(body, reason="RetryScheduled", message=new.message)
         return {}
@@ -354,26 +513,34 @@ def _processing(runs: RunManager, key, mous_spec: MOUSSpec, namespace, body, met
     return {"run": "failed", "run_reason": outcome.reason, "run_message": outcome.message}
 
 
-def _observe_stages(mous_spec: MOUSSpec, namespace, body, new: MOUSStatus) -> None:
-    owner = {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": body["metadata"]["name"],
-             "uid": body["metadata"]["uid"], "controller": False, "blockOwnerDeletion": False}
-    jobs = _jobs(namespace, mous_spec.uid, owner)
+def _observe_stages(store: FactStore, mous_spec: MOUSSpec, body, new: MOUSStatus, refresh_progress: bool) -> None:
+    """status.stages from the facts in memory (Jobs from the watch, outcomes from the flow), storage only where
+    facts.FactStore says (progress on the progress timer; a finished stage not heard of, once)."""
+    jobs = store.jobs_of(_mous_label(mous_spec.uid))
     run_root = Location.of(mous_spec.output.uri)
     for stage in STAGE_ORDER:
-        report_loc = status_location(run_root, stage)
-        report = report_loc.read_json() if report_loc.exists() else None
+        stage_jobs = jobs.get(stage, [])
+        report = store.report(mous_spec.uid, run_root, stage, stage_jobs)
+        if report is None and not stage_jobs and stage in new.stages:
+            continue  # nothing heard of it in this process yet (a restart): the status keeps what it had
+        running = any((j.get("status") or {}).get("active") for j in stage_jobs)
+        progress = store.progress(mous_spec.uid, run_root, stage, refresh_progress) if running and report is None \
+            else None
         cp = run_root.join("checkpoints", f"{stage}.json")
-        progress_loc = progress_location(run_root, stage)
-        progress = progress_loc.read_json() if report is None and progress_loc.exists() else None
-        st = stage_status(report, jobs.get(stage, []), cp.uri, progress)
-        retries_loc = retries_location(run_root, stage)
-        if retries_loc.exists():
-            st.retries = [StageRetry.model_validate(r) for r in retries_loc.read_json()]
+        st = stage_status(report, stage_jobs, cp.uri, progress)
+        retries = store.retries(mous_spec.uid, run_root, stage, stage_jobs)
+        if retries:
+            st.retries = [StageRetry.model_validate(r) for r in retries]
             seen = len(new.stages[stage].retries) if stage in new.stages else 0
             for r in st.retries[seen:]:
+                if r.reason == RESIZED:  # the pod went on, with a higher limit
+                    kopf.info(body, reason=f"Stage{r.reason}", message=f"stage {stage}: Job {r.job}: {r.message}")
+                    continue
                 more = " with more memory" if r.reason in MEMORY_REASONS else ""
                 kopf.warn(body, reason=f"Stage{r.reason}", message=f"stage {stage}: Job {r.job} (memory limit "
                           f"{r.memory_limit}): {r.message}; running it again{more}")
+        elif stage in new.stages and new.stages[stage].retries and stage_jobs:
+            st.retries = new.stages[stage].retries
         if st.state.value != "Pending" or stage in new.stages:
             new.stages[stage] = st
         if st.state.value == "Running":
@@ -387,7 +554,7 @@ def _transition(body, patch, new: MOUSStatus, old_phase: Phase, t: lifecycle.Tra
     new.phase = t.phase
     new.message = t.message
     new.conditions = lifecycle.conditions_for(new.conditions, t.phase, t.reason, t.message, problems, now,
-                                              degraded_reason)
+                                              degraded_reason, new.stages)
     _patch_status(patch, dict(body.get("status") or {}), new)
     (kopf.warn if t.warning else kopf.info)(body, reason=t.reason, message=f"{old_phase} -> {t.phase}: {t.message}")
 
@@ -403,32 +570,14 @@ def _patch_status(patch, before: dict, new: MOUSStatus) -> None:
     """Merge-patch the fields that differ from the stored status (`before`, as stored), nulling removed ones."""
     after = new.to_wire()
     after.setdefault("phase", new.phase.value)
-    for k, v in after.items():
-        if before.get(k) != v:
-            patch.status[k] = v
-    for k in before:
-        if k not in after and k in _STATUS_KEYS:
-            patch.status[k] = None
-
-
-@kopf.on.event(*RESOURCE)
-def mous_deleted(type, name, namespace, memo: kopf.Memo, logger, **_):
-    """A deleted MOUS's flow run is cancelled here; its Jobs go with it (owner references). Products stay."""
-    if type == "DELETED" and getattr(memo, "metrics", None) is not None:
-        memo.metrics.forget(f"{namespace}/{name}")
-    if type == "DELETED" and getattr(memo, "own_predictions", None) is not None:
-        memo.own_predictions.pop(f"{namespace}/{name}", None)
-    if type == "DELETED" and getattr(memo, "runs", None) is not None:
-        handle = memo.runs.forget(f"{namespace}/{name}", cancel=True)
-        if handle is not None:
-            logger.info("cancelled flow run %s of deleted MOUS %s/%s", handle.name, namespace, name)
+    patch_changed_status(patch, before, after, _STATUS_KEYS)
 
 
 @kopf.on.cleanup()
 def mous_cleanup(memo: kopf.Memo, logger, **_):
     """On the way out, take this operator's finalizer off every MOUS it watches.
 
-    kopf puts a finalizer on each MOUS because of the reconcile timer; while the operator is away nothing
+    kopf puts a finalizer on each MOUS because of its timers (resync, progress); while the operator is away nothing
     would remove it, and a MOUS deleted meanwhile would hang in Terminating. Nothing of a MOUS needs the
     operator at deletion: its Jobs are owned by it (the garbage collector removes them) and its products stay.
     Cleanup runs after kopf's watchers have stopped, so the finalizers are not put back until the next start.
@@ -436,5 +585,7 @@ def mous_cleanup(memo: kopf.Memo, logger, **_):
     cfg: OperatorSettings | None = getattr(memo, "config", None)
     if cfg is None:
         return
+    memo.waker.stop()
+    reports.unsubscribe(memo.on_report)
     released = release_finalizers(cfg.namespaces, FINALIZER)
     logger.info("released the finalizer of %d MOUS(s) on shutdown", released)

@@ -7,11 +7,12 @@ verdict, a reviewer's decision, the delivery) and ask `next_transition` what to 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from mousflow.model import Condition, Phase
-from mousflow.model.status import ConditionStatus
+from mousflow.model.status import ConditionStatus, StageStatus
 
 TERMINAL = frozenset({Phase.DELIVERED, Phase.QA2_FAIL, Phase.FAILED})
 PROGRESSING = frozenset({Phase.FULLY_OBSERVED, Phase.READY_FOR_PROCESSING, Phase.PROCESSING, Phase.READY_FOR_REVIEW,
@@ -25,7 +26,7 @@ class Facts:
 
     spec_problems: tuple[str, ...] = ()
     inputs: str | None = None
-    """None: not checked; "ok"; "missing" (an execution block absent or not a processing set)."""
+    """None: not checked; "ok"; "missing" (an execution block absent); "invalid" (one there but unusable)."""
     inputs_message: str = ""
     admitted: bool = False
     run: str | None = None
@@ -57,6 +58,8 @@ def next_transition(phase: Phase, facts: Facts) -> Transition | None:
             return Transition(Phase.READY_FOR_PROCESSING, "InputsPresent", "every execution block is present and valid")
         if facts.inputs == "missing":
             return Transition(Phase.FAILED, "InputMissing", facts.inputs_message, warning=True)
+        if facts.inputs == "invalid":
+            return Transition(Phase.FAILED, "InvalidInput", facts.inputs_message, warning=True)
     elif phase == Phase.READY_FOR_PROCESSING:
         if facts.admitted:
             return Transition(Phase.PROCESSING, "Admitted", "processing started")
@@ -104,11 +107,28 @@ class ConditionSet:
                                     last_transition_time=now))
 
 
+STAGE_NOTE_CONDITIONS = ("WorkersUnschedulable",)
+"""Notes a stage puts in its outcome message as `<Type>: why` when it went on in a lesser way than asked (the
+imaging stage imaging its chunks itself because no node could take its Dask worker pods). Each becomes a MOUS
+condition of that type, so `kubectl wait`/`describe` show it without reading every stage's message."""
+
+
 def conditions_for(existing: list[Condition], phase: Phase, reason: str, message: str,
                    spec_problems: tuple[str, ...], now: datetime,
-                   degraded_reason: str = "InvalidSpec") -> list[Condition]:
-    """Ready, Progressing and Degraded for a MOUS in `phase`; lastTransitionTime moves only when a status does."""
+                   degraded_reason: str = "InvalidSpec",
+                   stages: Mapping[str, StageStatus] | None = None) -> list[Condition]:
+    """Ready, Progressing and Degraded for a MOUS in `phase`, and a STAGE_NOTE_CONDITIONS condition once a stage
+    has noted one (False again when no stage's message carries it any more); lastTransitionTime moves only when
+    a status does."""
     cs = ConditionSet([c.model_copy() for c in existing])
+    for type_ in STAGE_NOTE_CONDITIONS:
+        # the note runs to the end of the message: its own reason may hold "; " (the scheduler's, ours)
+        notes = [f"{name}: {st.message[st.message.find(type_):]}" for name, st in (stages or {}).items()
+                 if st.message.startswith(f"{type_}: ") or f"; {type_}: " in st.message]
+        if notes:
+            cs.set(type_, True, type_, "; ".join(notes), now)
+        elif any(c.type == type_ for c in cs.items):
+            cs.set(type_, False, "AsExpected", "", now)
     cs.set("Ready", phase == Phase.DELIVERED, reason or str(phase), message, now)
     progressing = phase in PROGRESSING and not spec_problems
     cs.set("Progressing", progressing, reason or str(phase), message, now)

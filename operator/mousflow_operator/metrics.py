@@ -1,8 +1,8 @@
 """The operator's Prometheus metrics: MOUSs by phase, phase transitions, flow runs under way, and the KPI.
 
 Served by prometheus_client's own HTTP server (a daemon thread) on MOUSFLOW_METRICS_PORT; the chart's metrics
-Service and optional ServiceMonitor point at it. Gauges are computed at scrape time from what the reconcile
-timer last saw of each MOUS in this process (mousflow.kpi), so they describe what this operator is handling,
+Service and optional ServiceMonitor point at it. Gauges are computed at scrape time from what the
+reconciliation last saw of each MOUS in this process (mousflow.kpi), so they describe what this operator is handling,
 not a cluster-wide census. Counters and histograms are observed once per event the operator sees
 (mousflow_operator.kpi_events): a stage finishing, a retry, a QA2 verdict, a delivery. No label names a MOUS.
 """
@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from mousflow import kpi
 from mousflow.model import MOUSStatus, Phase
+from mousflow.pipeline.kubernetes import RESIZED
 from mousflow_operator import kpi_events
 
 DAY = kpi.DAY_SECONDS
@@ -59,6 +60,8 @@ class OperatorMetrics(Collector):
                                          ["stage"], buckets=REQUEST_TO_PEAK_BUCKETS, registry=r)
         self.retries = Counter("mousflow_stage_retries", "Stage attempts run again, by reason (OOMKilled, "
                                "Interrupted)", ["reason"], registry=r)
+        self.resizes = Counter("mousflow_stage_resizes_in_place", "Running stage pods whose memory limit was raised "
+                               "in place (the resize subresource) instead of an out-of-memory kill", registry=r)
         self.qa2 = Counter("mousflow_qa2_verdicts", "QA2 verdicts of finished flow runs", ["verdict"], registry=r)
         self.eta_error = Histogram("mousflow_eta_error_ratio", "|actual - predicted| / actual processing time of "
                                    "a finished MOUS (prediction made before it started)",
@@ -91,7 +94,10 @@ class OperatorMetrics(Collector):
             if st.peak_memory_bytes and st.requested_memory_bytes:
                 self.request_to_peak.labels(stage=st.stage).observe(st.requested_memory_bytes / st.peak_memory_bytes)
         for reason in kpi_events.new_retry_reasons(old, new):
-            self.retries.labels(reason=reason).inc()
+            if reason == RESIZED:
+                self.resizes.inc()
+            else:
+                self.retries.labels(reason=reason).inc()
         if kpi_events.run_finished(old, new):
             if new.qa2 is not None:
                 self.qa2.labels(verdict=new.qa2.verdict.value).inc()

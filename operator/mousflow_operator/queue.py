@@ -108,3 +108,19 @@ def admissible(waiting: Iterable[QueueEntry], processing: int, limit: int,
     queued = [*waiting, *arriving]
     first = admission_order(queued, running, limit, now or datetime.now(UTC))[:free]
     return [e.key for e in first if e.key in waiting_keys]
+
+
+ETA_TOLERANCE = 0.1
+ETA_TOLERANCE_FLOOR = timedelta(minutes=10)
+
+
+def settled_eta(stored: datetime | None, fresh: datetime | None, now: datetime) -> datetime | None:
+    """The predicted completion to store: the stored one unless the fresh one moved by more than a tenth of the
+    time left (10 minutes at least). Every queued MOUS's prediction moves a little whenever a MOUS ahead of it
+    does; storing each move would patch every queued MOUS's status about once a minute (N requests a minute for
+    a number nobody reads to the second)."""
+    if stored is None or fresh is None:
+        return fresh
+    if abs(fresh - stored) <= max(ETA_TOLERANCE_FLOOR, (max(fresh, now) - now) * ETA_TOLERANCE):
+        return stored
+    return fresh

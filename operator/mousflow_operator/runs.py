@@ -7,6 +7,10 @@ are answered with more memory, and an existing Job is adopted instead of duplica
 pods, and its per-run job variables would size only the flow-run pod, not each stage's; the flow run is the
 bookkeeping, the pods are the work.
 
+The flow thread reports each stage's outcome and retries into the operator's memory as they happen
+(mousflow.pipeline.reports; the operator subscribes at start-up) and `on_finished` announces the run's end, so
+the operator learns a run's progress without polling storage (handlers, facts).
+
 Idempotency: the flow run is created through the Prefect API with a deterministic idempotency key derived from
 (MOUS uid, generation, retry token, automatic attempt), so asking again (after an operator restart, say)
 returns the same flow run, which this module then executes again in place: the stages skip what their
@@ -21,6 +25,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mousflow.pipeline.launchers import kubernetes_launcher_kind
@@ -115,8 +120,16 @@ def cancel_flow_run(flow_run_id: str) -> None:
 class RunManager:
     """The flow runs this operator process is executing, by MOUS (namespace/name)."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, job_config: dict | None = None,
+                 on_finished: Callable[[str], None] = lambda key: None,
+                 on_new_run: Callable[[str], None] = lambda uid: None):
+        """`job_config`: the operator's settings of stage Jobs (launchers.StageJobConfig as JSON), handed to each
+        flow run; `on_finished(mous key)` is called in the run's thread when a run ends (the operator wakes the
+        MOUS), `on_new_run(uid)` when a run thread starts (the operator forgets the previous run's reports)."""
         self.threads = threads
+        self.job_config = job_config
+        self.on_finished = on_finished
+        self.on_new_run = on_new_run
         self.lock = threading.Lock()
         self.handles: dict[str, RunHandle] = {}
 
@@ -142,8 +155,9 @@ class RunManager:
         kind = kubernetes_launcher_kind(namespace, first_job_attempt(attempt), owner,
                                         run=run_tag(uid, generation, retry_token, attempt))
         parameters = {"uid": uid, "manifest_text": manifest_text, "launcher_kind": kind,
-                      "threads": self.threads}
-        handle.thread = threading.Thread(target=self._execute, args=(handle, parameters, output_uri),
+                      "threads": self.threads, "job_config": self.job_config}
+        self.on_new_run(uid)
+        handle.thread = threading.Thread(target=self._execute, args=(handle, parameters, output_uri, mous_key),
                                          name=f"flow-{handle.name}", daemon=True)
         handle.thread.start()
         return handle
@@ -160,7 +174,7 @@ class RunManager:
                     log.warning("could not cancel flow run %s: %s", handle.flow_run_id, exc)
         return handle
 
-    def _execute(self, handle: RunHandle, parameters: dict, output_uri: str) -> None:
+    def _execute(self, handle: RunHandle, parameters: dict, output_uri: str, mous_key: str = "") -> None:
         from prefect.flow_engine import run_flow_sync
 
         from mousflow.pipeline.flow import process_mous_flow
@@ -176,6 +190,10 @@ class RunManager:
             outcome = RunOutcome("failed", "Error", f"{type(exc).__name__}: {exc}")
         handle.finished_at = time.monotonic()
         handle.outcome = outcome
+        try:
+            self.on_finished(mous_key)
+        except Exception:  # the resync timer comes back to it
+            log.exception("could not announce the end of flow run %s", handle.name)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import argparse
 import sys
 import time
 
-from mousflow_operator.finalizers import FINALIZER, KOPF_DEFAULT_FINALIZER, release_finalizers
+from mousflow_operator.finalizers import CAMPAIGN_RESOURCE, FINALIZER, KOPF_DEFAULT_FINALIZER, release_finalizers
 
 DASK_RESOURCES = (("kubernetes.dask.org", "v1", "daskclusters"), ("kubernetes.dask.org", "v1", "daskautoscalers"))
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for the pods to go (the operator's grace period is 60 s)")
     args = parser.parse_args(argv)
     from kubernetes import config
+    from kubernetes.client.rest import ApiException
 
     try:
         config.load_incluster_config()
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"still terminating after {args.timeout:.0f}s: {', '.join(remaining)}")
     namespaces = tuple(n for n in args.watch_namespaces.replace(",", " ").split() if n)
     print(f"finalizer {FINALIZER} taken off {release_finalizers(namespaces, FINALIZER)} MOUS(s)")
+    try:  # a cluster whose MOUSCampaign CRD was never installed has no campaign to release
+        released = release_finalizers(namespaces, FINALIZER, CAMPAIGN_RESOURCE)
+        print(f"finalizer {FINALIZER} taken off {released} MOUSCampaign(s)")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
     if args.dask:
         for resource in DASK_RESOURCES:
             released = release_finalizers(namespaces, KOPF_DEFAULT_FINALIZER, resource)

@@ -24,11 +24,12 @@ def make_bucket(s3_env: dict[str, str], prefix: str) -> str:
 def create_mous_namespace(cluster, s3_env: dict[str, str], prefix: str) -> str:
     """A namespace for MOUSs: the CRD established, the default service account there and the S3 Secret that
     stage pods read their credentials from."""
-    from mousflow_operator.crd import crd_text
+    from mousflow_operator.crd import all_crds_text
 
-    cluster.kubectl("apply", "-f", "-", input=crd_text())
-    cluster.wait_until("the MOUS CRD to be established", lambda: "True" in cluster.kubectl(
-        "get", "crd", "mouses.mousflow.io", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"))
+    cluster.kubectl("apply", "-f", "-", input=all_crds_text())
+    for crd in ("mouses.mousflow.io", "mouscampaigns.mousflow.io"):
+        cluster.wait_until(f"the CRD {crd} to be established", lambda crd=crd: "True" in cluster.kubectl(
+            "get", "crd", crd, "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"))
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     cluster.wait_until("the default service account", lambda: cluster.kubectl(
@@ -85,7 +86,7 @@ def operator_env(cluster, s3_env: dict[str, str], prefect_api_url: str, namespac
            "MOUSFLOW_NAMESPACES": namespace, "MOUSFLOW_RUNNER_IMAGE": runner_image,
            "MOUSFLOW_IMAGE_PULL_POLICY": "Never", "MOUSFLOW_S3_SECRET": "mousflow-s3",
            "MOUSFLOW_S3_ENDPOINT_IN_CLUSTER": cluster.s3["S3_ENDPOINT_URL_IN_CLUSTER"],
-           "MOUSFLOW_TICK_SECONDS": "2", "MOUSFLOW_MAX_PROCESSING": "2", "PYTHONUNBUFFERED": "1"}
+           "MOUSFLOW_MAX_PROCESSING": "2", "PYTHONUNBUFFERED": "1"}
     env.update(overrides)
     return env
 

@@ -1,28 +1,27 @@
-"""Cube imaging scaled out over Dask worker pods on the real test bed: the dask-kubernetes operator as the Helm
-chart renders it (its CRDs from the chart's dask-kubernetes-crds subchart, its kopf controller from our runner
-image, watching this test's namespace, and the imaging service account with its Role), an imaging stage Job that
-starts its own DaskCluster (owned by the stage pod), workers sized per chunk reading and writing MinIO with
-the stage Secret, and the cluster gone afterwards, also when the stage Job is deleted mid-run. The stage Jobs
-are launched directly (no mousflow operator): tests/cluster/test_helm_install.py runs the whole chart."""
+"""Dask worker pods on the real test bed, at the level of one imaging stage Job (no mousflow operator): the
+dask-kubernetes operator as the Helm chart renders it (its CRDs from the chart's dask-kubernetes-crds subchart,
+its kopf controller from our runner image, watching this test's namespace, and the imaging service account with
+its Role), an imaging stage Job that starts its own DaskCluster (owned by the stage pod), and the DaskCluster with
+its scheduler and workers gone when the stage Job is deleted mid-run; workers no node can take leave the cube to
+the stage pod.
+
+A whole cube imaged over worker pods (workers sized per chunk, the DaskCluster owned by the stage pod and gone
+afterwards, the cubes they wrote) is shown once, on the chart's own install with the operator driving it:
+tests/cluster/test_helm_release.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import subprocess
-import sys
-import threading
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from harness import assert_dask_rbac_was_enough, namespace_report
 
 from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher, build_stage_job_spec
 from mousflow.pipeline.resources import ResourceRequest
-from mousflow.stages.image_store import ImageStore
 from mousflow.stages.runner import run_stage
 from mousflow.storage.location import Location
 
@@ -67,40 +66,42 @@ def dask_namespace(cluster, runner_image, s3_env):
                        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).strip(),
                        timeout=60)
     yield ns
+    # The controller takes kopf's finalizer off the Dask objects it is done with, but deleting the namespace takes
+    # the controller away too: an object it had not finished with (seen: the DaskAutoscaler of the deleted stage
+    # Job's cluster, marked for deletion with its finalizer still on) would keep the namespace Terminating for
+    # ever. Take those finalizers off first, as the chart's uninstall hook does.
+    for kind in ("daskautoscalers", "daskclusters", "daskworkergroups", "daskjobs"):
+        for name in cluster.kubectl("get", f"{kind}.kubernetes.dask.org", "-n", ns, "-o", "name",
+                                    check=False).split():
+            cluster.kubectl("patch", name, "-n", ns, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}',
+                            check=False)
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
-def calibrated(s3_env):
-    """The tiny MOUS in a fresh MinIO bucket, calibrated on the host, with 4-channel chunks (12 chunks)."""
-    env = {**os.environ, **s3_env}
-    bucket = f"mousflow-dask-{uuid.uuid4().hex[:8]}"
-    code = ("import s3fs, os; s3fs.S3FileSystem(client_kwargs={'endpoint_url': os.environ['MOUSFLOW_S3_ENDPOINT']})"
-            f".mkdir({bucket!r})")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
-    sim = f"s3://{bucket}/tiny"
-    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", "tiny", "--out", sim],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    mp = pytest.MonkeyPatch()
-    for k, v in s3_env.items():
-        mp.setenv(k, v)
-    doc = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())
-    doc["spec"]["imaging"] = {"channelChunk": 4}
-    runs = {}
-    for name in ("pods", "deleted"):
-        d = json.loads(json.dumps(doc))
-        d["spec"]["output"]["uri"] = f"s3://{bucket}/{name}"
-        loc = Location(f"s3://{bucket}/{name}/mous.yaml")
-        if runs:  # calibrate once; the other run starts from a copy of its outputs and checkpoint
-            loc.fs.copy(f"{bucket}/pods/", f"{bucket}/{name}/", recursive=True)
-        loc.write_text(yaml.safe_dump(d, sort_keys=False))
-        if not runs:
-            outcome = run_stage("calibration", loc.uri)
-            assert outcome.state == "Succeeded", outcome
-        runs[name] = loc.uri
-    yield bucket, runs
-    mp.undo()
+def calibrated(s3_env, tiny_s3_mous) -> dict[str, str]:
+    """The session's tiny MOUS (in MinIO) calibrated on the host into a run of this module's own, with 4-channel
+    chunks (12), and a copy of that run made at once (before any test images into the first): the manifests of
+    the runs ("deleted", "unschedulable") whose imaging the tests start as Jobs."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in s3_env.items():
+            mp.setenv(k, v)
+        doc = yaml.safe_load(Location(f"{tiny_s3_mous}/mous.yaml").read_text())
+        doc["spec"]["imaging"] = {"channelChunk": 4}
+        runs: dict[str, str] = {}
+        for name in ("deleted", "unschedulable"):
+            first = runs.get("deleted")
+            root = Location(f"{tiny_s3_mous}/runs/dask-{name}-{uuid.uuid4().hex[:8]}")
+            doc["spec"]["output"]["uri"] = root.uri
+            loc = root.join("mous.yaml")
+            if first:  # calibrated once: the copy starts from the first run's outputs and checkpoint
+                root.fs.copy(first.rsplit("/", 1)[0].split("://", 1)[1] + "/", root.path + "/", recursive=True)
+            loc.write_text(yaml.safe_dump(doc, sort_keys=False))
+            if not first:
+                outcome = run_stage("calibration", loc.uri)
+                assert outcome.state == "Succeeded", outcome
+            runs[name] = loc.uri
+        return runs
 
 
 SIZES = {"imaging": ResourceRequest(cpu=0.2, memory_bytes=900 * MiB, memory_limit_bytes=1400 * MiB),
@@ -114,69 +115,12 @@ def _settings(cluster, namespace, runner_image) -> JobSettings:
                        dask_worker_cpu="100m")
 
 
-def test_imaging_scales_out_over_dask_worker_pods(cluster, dask_namespace, runner_image, calibrated, s3_env,
-                                                   monkeypatch):
-    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
-    bucket, runs = calibrated
-    settings = _settings(cluster, dask_namespace, runner_image)
-    sizes = SIZES
-    launcher = KubernetesJobLauncher(settings, sizes.__getitem__, threads=1, poll_seconds=1.0, timeout_seconds=600)
-
-    seen: dict = {"owners": None, "workers": set()}
-    done = threading.Event()
-
-    def watch():  # what the operator made while the stage ran
-        while not done.is_set():
-            out = cluster.kubectl("get", "daskclusters,pods", "-n", dask_namespace, "-o", "json", check=False)
-            for item in (json.loads(out)["items"] if out.strip() else []):
-                if item["kind"] == "DaskCluster" and item["metadata"].get("ownerReferences"):
-                    seen["owners"] = item["metadata"]["ownerReferences"]
-                labels = item["metadata"].get("labels", {})
-                if item["kind"] == "Pod" and labels.get("dask.org/component") == "worker":
-                    seen["workers"].add(item["metadata"]["name"])
-                    seen["worker_resources"] = item["spec"]["containers"][0]["resources"]
-            done.wait(2.0)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    lines: list[str] = []
-    try:
-        outcome = launcher.launch("imaging", runs["pods"], Location(f"s3://{bucket}/pods"), lines.append)
-    finally:
-        done.set()
-        watcher.join(10)
-    print("\n".join(lines))  # the stage pod's log, shown if an assertion below fails
-    assert outcome.state == "Succeeded", outcome
-    m = outcome.metrics
-    assert m["workers_used"] == 2 and m["chunks_computed"] == 12, m
-    # the DaskCluster belonged to the stage pod; the workers were sized per chunk
-    assert seen["owners"] and seen["owners"][0]["kind"] == "Pod", seen
-    assert seen["owners"][0]["name"].startswith(outcome.metrics["job"])
-    assert len(seen["workers"]) >= 2
-    assert seen["worker_resources"]["limits"]["memory"] == "900Mi"
-    # torn down after the stage: no DaskCluster and no worker pod left
-    cluster.wait_until("the Dask cluster to be deleted", lambda: not json.loads(cluster.kubectl(
-        "get", "daskclusters,pods", "-n", dask_namespace, "-l", "dask.org/cluster-name", "-o", "json"))["items"],
-        timeout=120)
-
-    # the cubes the worker pods wrote: every channel imaged, the simulated line found (that 1 and N workers
-    # make the same cubes is shown on a local Dask cluster: tests/stages/test_imaging_scaleout.py)
-    for k, v in s3_env.items():
-        monkeypatch.setenv(k, v)
-    summary = json.loads(Location(f"s3://{bucket}/pods/imaging/summary.json").read_text())
-    assert summary["scaleout"]["mode"] == "kubernetes" and summary["scaleout"]["workers_used"] == 2
-    assert summary["cubes"]["spw1"]["line_channels"], summary["cubes"]
-    for spw in ("spw0", "spw1"):
-        image = ImageStore(Location(f"s3://{bucket}/pods/imaging/cube_{spw}.zarr")).read("image")
-        imaged = np.isfinite(image).any(axis=(1, 2))
-        assert imaged.sum() >= 0.8 * imaged.size, (spw, imaged)  # a flagged channel (the spur) has no image
-    assert_dask_rbac_was_enough(cluster, dask_namespace, f"{RELEASE}-mousflow-dask-controller")
-
-def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace, runner_image, calibrated):
-    _bucket, runs = calibrated
-    uid = yaml.safe_load(Location(runs["deleted"]).read_text())["spec"]["uid"]
+def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace, runner_image, calibrated,
+                                                        host_s3):
+    manifest = calibrated["deleted"]
+    uid = yaml.safe_load(Location(manifest).read_text())["spec"]["uid"]
     job = build_stage_job_spec(_settings(cluster, dask_namespace, runner_image), uid=uid, stage="imaging",
-                               attempt=7, manifest_uri=runs["deleted"], resources=SIZES["imaging"], threads=1,
+                               attempt=7, manifest_uri=manifest, resources=SIZES["imaging"], threads=1,
                                worker_resources=SIZES["imaging-worker"])
     cluster.apply(job, namespace=dask_namespace)
 
@@ -198,3 +142,33 @@ def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace
         "get", "daskclusters,pods", "-n", dask_namespace, "-l", "dask.org/cluster-name", "-o", "json"))["items"]
         and not json.loads(cluster.kubectl("get", "daskclusters", "-n", dask_namespace, "-o", "json"))["items"],
         timeout=180)
+    # the cluster's autoscaler goes with it (owned by the DaskCluster): gone, or being deleted
+    autoscalers = json.loads(cluster.kubectl("get", "daskautoscalers", "-n", dask_namespace, "-o", "json"))["items"]
+    assert all(a["metadata"].get("deletionTimestamp") for a in autoscalers), autoscalers
+    assert_dask_rbac_was_enough(cluster, dask_namespace, f"{RELEASE}-mousflow-dask-controller")
+
+
+def test_worker_pods_no_node_can_take_leave_the_cube_to_the_stage_pod(cluster, dask_namespace, runner_image,
+                                                                      calibrated, monkeypatch, host_s3):
+    """Workers asking for more CPU than the node has stay Pending (Unschedulable): the stage stops waiting for
+    them after its grace period, images the chunks itself, says why in its outcome (the MOUS's
+    status.stages.imaging.message), and its Dask cluster is deleted."""
+    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
+    manifest = calibrated["unschedulable"]
+    run_root = Location(manifest.rsplit("/", 1)[0])
+    settings = dataclasses.replace(_settings(cluster, dask_namespace, runner_image), dask_worker_cpu="64",
+                                   dask_unschedulable_seconds=15)
+    launcher = KubernetesJobLauncher(settings, SIZES.__getitem__, threads=1, poll_seconds=1.0, timeout_seconds=600)
+    lines: list[str] = []
+    outcome = launcher.launch("imaging", manifest, run_root, lines.append)
+    print("\n".join(lines))
+    assert outcome.state == "Succeeded", outcome
+    assert outcome.message.startswith("WorkersUnschedulable: the Dask worker pods could not be scheduled"), outcome
+    assert "Insufficient cpu" in outcome.message, outcome.message
+    assert outcome.metrics["chunks_computed"] == 12 and outcome.metrics["workers_used"] == 1, outcome.metrics
+    summary = json.loads(run_root.join("imaging", "summary.json").read_text())
+    assert "imaged in the stage pod" in summary["scaleout"]["fallback"]
+    assert summary["cubes"]["spw1"]["line_channels"], summary["cubes"]
+    cluster.wait_until("the Dask cluster to be deleted", lambda: not json.loads(cluster.kubectl(
+        "get", "daskclusters,pods", "-n", dask_namespace, "-l", "dask.org/cluster-name", "-o", "json"))["items"],
+        timeout=120)

@@ -54,7 +54,8 @@ def test_an_unwritable_s3_destination_is_refused(s3_env, casa_ms, problem):
     proc = _mousflow(env, "import-ms", casa_ms["ms"], "--out", f"s3://{bucket}/mous", *GOAL_ARGS)
     assert proc.returncode != 0
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"mousflow: error: InputMissing: cannot write to s3://{bucket}/mous"), line
+    reason = "InputMissing" if problem == "missing bucket" else "Unavailable"
+    assert line.startswith(f"mousflow: error: {reason}: cannot write to s3://{bucket}/mous"), line
     assert "converting" not in proc.stdout
     fs = _fs(s3_env)
     if problem == "missing bucket":

@@ -44,11 +44,13 @@ def test_kubectl_get_mous_shows_the_printer_columns(cluster, namespace, mous_crd
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
     cluster.kubectl("patch", "mous", doc["metadata"]["name"], "-n", namespace, "--subresource=status",
                     "--type=merge", "-p", json.dumps({"status": {"phase": "Processing", "stage": "imaging",
-                                                                  "qa2": {"verdict": "Pass"}}}))
+                                                                  "qa2": {"verdict": "Pass"},
+                                                                  "predictedCompletion": "2030-01-01T00:00:00Z"}}))
     table = cluster.kubectl("get", "mous", "-n", namespace)
     header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
     assert header == ["NAME", "PHASE", "STAGE", "QA2", "AGE", "ETA"]
     assert row[:4] == [doc["metadata"]["name"], "Processing", "imaging", "Pass"]
+    assert row[5] == "2030-01-01T00:00:00Z"  # a future moment, not `<invalid>` (a `date` column's view of it)
     # the status subresource: a spec update does not touch the status, and vice versa
     got = cluster.get("mous", doc["metadata"]["name"], namespace)
     assert got["status"]["phase"] == "Processing" and got["spec"]["band"] == 3

@@ -99,7 +99,7 @@ def test_retry_command_runs_a_failed_mous_again(cluster, mous_namespace, tiny_s3
     # a second request while it is not Failed is refused with a clear message, and changes nothing
     proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "retry", name, "-n", mous_namespace], env=env,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "applies to Failed" in proc.stderr, proc.stderr
+    assert proc.returncode == 4 and "applies to Failed" in proc.stderr, proc.stderr
     cluster.kubectl("delete", "mous", name, "-n", mous_namespace, "--timeout=60s")
 
 

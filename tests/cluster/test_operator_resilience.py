@@ -121,5 +121,5 @@ def test_operator_kill_and_pod_deletion_resume_without_duplicates(cluster, mous_
     # a decision on a MOUS that is no longer in review is refused, and changes nothing
     proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "review", NAME, "fail", "-n", ns], env=env,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "is Delivered" in proc.stderr, proc.stderr
+    assert proc.returncode == 4 and "is Delivered" in proc.stderr, proc.stderr
     assert _status(cluster, ns)["phase"] == "Delivered"

@@ -4,6 +4,11 @@ MOUS is Failed with no automatic retry; `mousflow retry` then runs it again. Cal
 checkpoint is valid: no Job, no pod, reported Skipped), imaging runs in a Job of the new run's own name (the
 failed run's Job, kept by its TTL, is neither followed nor taken), and the MOUS is Delivered.
 
+In the same run, calibration grows in place: with the test-only MOUSFLOW_TEST_GROW_MEMORY=calibration:1.15 the
+calibration pod first takes memory until its working set is 1.15 x its limit, at a stage's pace; the operator's
+launcher sees the working set near the limit (the stage publishes it) and raises the pod's limit through the
+`resize` subresource, so the stage goes on in its one pod instead of being OOM-killed and run again.
+
 The operator (a process on this machine) decides that calibration is complete with the code it runs, the
 stage pods with the runner image's: the session's conftest rebuilds that image from the same tree."""
 
@@ -24,7 +29,7 @@ from mousflow.storage.location import Location
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
 NAMESPACE_PREFIX = "retry"
-OPERATOR_ENV = {"MOUSFLOW_TEST_FAIL_STAGE": "imaging"}
+OPERATOR_ENV = {"MOUSFLOW_TEST_FAIL_STAGE": "imaging", "MOUSFLOW_TEST_GROW_MEMORY": "calibration:1.15"}
 UID = "uid://A001/X1001/X7e"
 NAME = "retried"
 TOKEN = "after-imaging-failed"
@@ -99,3 +104,27 @@ def test_retry_after_a_stage_failure_resumes_at_that_stage(cluster, mous_namespa
     assert status["stages"]["imaging"]["state"] == "Succeeded"
     assert run_root.join("status", "imaging.json").read_json()["state"] == "Succeeded"
     assert len(_stage_items(cluster, ns, "jobs", "packaging")) == 1
+
+
+def test_a_stage_outgrowing_its_limit_was_grown_in_place_not_killed(cluster, mous_namespace, operator):
+    """The first run's calibration (above): one Job, one pod never restarted or OOM-killed, whose memory limit
+    was raised in place above its Job's, recorded in status and as an Event."""
+    ns = mous_namespace
+    status = _status(cluster, ns)
+    records = status["stages"]["calibration"].get("retries", [])
+    assert records and {r["reason"] for r in records} == {"ResizedInPlace"}, records
+    assert "memory limit raised in place to" in records[0]["message"]
+    (job,) = _stage_items(cluster, ns, "jobs", "calibration")
+    (pod,) = _stage_items(cluster, ns, "pods", "calibration")
+    from mousflow.pipeline.resources import parse_memory
+
+    planned = parse_memory(job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"])
+    raised = parse_memory(pod["spec"]["containers"][0]["resources"]["limits"]["memory"])
+    applied = parse_memory(pod["status"]["containerStatuses"][0]["resources"]["limits"]["memory"])
+    assert raised == applied > planned, (planned, raised, applied)
+    state = pod["status"]["containerStatuses"][0]
+    assert state["restartCount"] == 0 and state["state"]["terminated"]["reason"] == "Completed", state
+    events = json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json",
+                                        "--field-selector", f"involvedObject.name={NAME}"))["items"]
+    assert any(e["reason"] == "StageResizedInPlace" and e["type"] == "Normal" for e in events)
+    assert not any(e["reason"] == "StageOOMKilled" for e in events)

@@ -90,8 +90,10 @@ def test_oom_killed_stage_comes_back_with_more_memory(cluster, stage_namespace, 
     manifest = _manifest_with_output(s3_mous, output)
     too_small = ResourceRequest(cpu=1.0, memory_bytes=160 * MiB, memory_limit_bytes=160 * MiB)
     lines: list[str] = []
+    # the fallback itself: with in-place growth on, the launcher would first raise the limit of the running pod
+    # (shown in test_operator_retry.py) and the kill would come, if at all, at the raised limit
     launcher = _launcher(cluster, stage_namespace, runner_image, lambda _stage: too_small, attempt=10,
-                         oom_memory_factor=3.0, oom_max_retries=2)
+                         oom_memory_factor=3.0, oom_max_retries=2, resize_in_place=False)
     outcome = launcher.launch("calibration", manifest, Location(output), lines.append)
     assert outcome.metrics["oom_killed_at_limits_bytes"][0] == 160 * MiB, lines[-10:]
     assert any("OOMKilled; retrying" in line for line in lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mousflow_operator.crd import CRD_FILE, crd_text
+from mousflow_operator.crd import CRD_FILES, crd_text
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "mousflow"
@@ -69,9 +69,10 @@ def pod_specs(docs):
 def test_crd_in_the_chart_is_byte_identical_to_the_operators():
     """The chart ships a copy (crds/ must be a real file for `helm package`/`helm pull` users); this keeps the
     single source, operator/mousflow_operator/crds/, and the copy from drifting apart."""
-    assert (CHART / "crds" / CRD_FILE).read_text() == crd_text(), \
-        f"cp operator/mousflow_operator/crds/{CRD_FILE} helm/mousflow/crds/"
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_FILE]
+    for file in CRD_FILES:
+        assert (CHART / "crds" / file).read_text() == crd_text(file), \
+            f"cp operator/mousflow_operator/crds/{file} helm/mousflow/crds/"
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(CRD_FILES)
 
 
 def _package_dask_crds() -> Path:
@@ -110,13 +111,14 @@ def _crds(helm, *sets):
 
 
 def test_helm_installs_those_crds_and_the_dask_ones_only_with_the_dask_operator(helm):
-    mous = yaml.safe_load(crd_text())
+    ours = [yaml.safe_load(crd_text(f)) for f in CRD_FILES]  # the MOUS and the MOUSCampaign
     crds = _crds(helm)
-    assert crds.pop(mous["metadata"]["name"]) == mous
+    for crd in ours:
+        assert crds.pop(crd["metadata"]["name"]) == crd
     assert crds == {yaml.safe_load(p.read_text())["metadata"]["name"]: yaml.safe_load(p.read_text())
                     for p in _package_dask_crds().glob("*.yaml")}
     # a cluster that already runs the dask-kubernetes controller has its CRDs: the chart leaves them alone
-    assert list(_crds(helm, "dask.operator.enabled=false")) == [mous["metadata"]["name"]]
+    assert sorted(_crds(helm, "dask.operator.enabled=false")) == sorted(c["metadata"]["name"] for c in ours)
 
 
 def test_chart_lints(helm):
@@ -149,17 +151,21 @@ def test_default_install(helm):
         ("1.5", "3", "64Gi")
     # imaging over Dask worker pods, and a history of measured peaks in the chart's MinIO bucket
     assert (env["MOUSFLOW_DASK_SERVICE_ACCOUNT"], env["MOUSFLOW_DASK_MIN_WORKERS"], env["MOUSFLOW_DASK_MAX_WORKERS"],
-            env["MOUSFLOW_DASK_WORKER_CPU"]) == ("mousflow-imaging", "1", "4", "1")
+            env["MOUSFLOW_DASK_WORKER_CPU"], env["MOUSFLOW_DASK_UNSCHEDULABLE_SECONDS"]) == \
+        ("mousflow-imaging", "1", "4", "1", "120")
     assert env["MOUSFLOW_HISTORY"] == "s3://mousflow/history"
     # namespaced RBAC only, nothing cluster-wide, no Secrets, no deletes
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     role = one(docs, "Role", "-operator")
     assert role["metadata"]["namespace"] == NS
     rules = rules_of(role)
-    assert rules == {("mousflow.io", "mouses"): {"list", "watch", "patch"},
+    assert rules == {("mousflow.io", "mouses"): {"list", "watch", "patch", "create"},
                      ("mousflow.io", "mouses/status"): {"patch"}, ("", "events"): {"create"},
-                     ("batch", "jobs"): {"create", "list", "patch"}, ("batch", "jobs/status"): {"get"},
-                     ("", "pods"): {"get", "list"}, ("", "pods/log"): {"get"}, ("", "namespaces"): {"get"}}
+                     ("mousflow.io", "mouscampaigns"): {"list", "watch", "patch"},
+                     ("mousflow.io", "mouscampaigns/status"): {"patch"},
+                     ("batch", "jobs"): {"create", "list", "watch", "patch"}, ("batch", "jobs/status"): {"get"},
+                     ("", "pods"): {"get", "list"}, ("", "pods/log"): {"get"}, ("", "pods/resize"): {"patch"},
+                     ("", "namespaces"): {"get"}}
     assert [r["resourceNames"] for r in role["rules"] if r["resources"] == ["namespaces"]] == [[NS]]
     binding = one(docs, "RoleBinding", "-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-mousflow-operator", "namespace": NS}]
@@ -254,6 +260,7 @@ def test_all_namespaces_gets_a_cluster_role_and_nothing_namespaced(helm):
     hook_role = one(docs, "ClusterRole", f"-uninstall-{NS}")
     assert hook_role["metadata"]["annotations"][HOOK] == "pre-delete"
     assert rules_of(hook_role) == {("mousflow.io", "mouses"): {"list", "patch"},
+                                   ("mousflow.io", "mouscampaigns"): {"list", "patch"},
                                    ("kubernetes.dask.org", "daskclusters"): {"list", "patch"},
                                    ("kubernetes.dask.org", "daskautoscalers"): {"list", "patch"}}
 
@@ -345,13 +352,27 @@ def test_a_cluster_that_runs_the_dask_controller_already(helm):
     assert one(docs, "ServiceAccount", "mousflow-imaging") and one(docs, "Role", "-dask-client")
     job = one(docs, "Job", "-uninstall")["spec"]["template"]["spec"]["containers"][0]
     assert "--dask" not in job["command"]
-    assert rules_of(one(docs, "Role", "-uninstall-release")) == {("mousflow.io", "mouses"): {"list", "patch"}}
+    assert rules_of(one(docs, "Role", "-uninstall-release")) == {("mousflow.io", "mouses"): {"list", "patch"},
+                                                                 ("mousflow.io", "mouscampaigns"): {"list", "patch"}}
 
 
 def test_dask_worker_pods_off_means_imaging_inside_its_own_pod(helm):
     docs = render(helm, "dask.workerPods=false", "dask.operator.enabled=false")
     assert not [d for d in docs if "dask" in d["metadata"]["name"] or d["metadata"]["name"] == "mousflow-imaging"]
     assert not [k for k in operator_env(docs) if k.startswith("MOUSFLOW_DASK")]
+
+
+def test_the_storage_policy_reaches_the_operator_and_is_off_by_default(helm):
+    import json
+
+    from mousflow_operator.tenancy import Access, StoragePolicy
+
+    assert "MOUSFLOW_STORAGE_POLICY" not in operator_env(render(helm))
+    env = operator_env(render(helm, "tenancy.storagePolicy.alma-a.read={s3://archive/}",
+                              "tenancy.storagePolicy.alma-a.write={s3://products/alma-a/,s3://scratch/alma-a/}"))
+    policy = StoragePolicy.from_json(env["MOUSFLOW_STORAGE_POLICY"])
+    assert policy.namespaces == {"alma-a": Access(("s3://archive/",), ("s3://products/alma-a/", "s3://scratch/alma-a/"))}
+    assert json.loads(env["MOUSFLOW_STORAGE_POLICY"])["alma-a"]["read"] == ["s3://archive/"]
 
 
 def test_history_is_on_by_default_and_off_when_empty(helm):
@@ -396,7 +417,8 @@ def test_uninstall_hook_stops_the_operator_and_leaves_nothing(helm):
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
     for release_role in [d for d in uninstall if d["kind"] == "Role" and d["metadata"]["name"].endswith("-release")]:
         assert rules_of(release_role) == {
-            ("mousflow.io", "mouses"): {"list", "patch"}, ("kubernetes.dask.org", "daskclusters"): {"list", "patch"},
+            ("mousflow.io", "mouses"): {"list", "patch"}, ("mousflow.io", "mouscampaigns"): {"list", "patch"},
+            ("kubernetes.dask.org", "daskclusters"): {"list", "patch"},
             ("kubernetes.dask.org", "daskautoscalers"): {"list", "patch"}}
     for binding in by_kind(uninstall, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-mousflow-uninstall", "namespace": NS}]
@@ -430,6 +452,9 @@ def test_uninstall_hook_stops_the_operator_and_leaves_nothing(helm):
     (("dask.minWorkers=5",), "dask.minWorkers=5 is above dask.maxWorkers=4"),
     (("dask.maxWorkers=0",), "/dask/maxWorkers"),
     (("dask.workerCpu=fast",), "/dask/workerCpu"),
+    (("dask.unschedulableSeconds=-1",), "/dask/unschedulableSeconds"),
+    (("tenancy.storagePolicy.alma-a.write={/data/alma-a}",), "/tenancy/storagePolicy/alma-a/write/0"),
+    (("tenancy.storagePolicy.alma-a.delete={s3://x/}",), "/tenancy/storagePolicy/alma-a"),
     (("dask.operator.enabled=yes",), "/dask/operator/enabled"),
     (("history.uri=/tmp/history",), "/history/uri"),
     (("history.uri=s3://other-bucket/history",), "history.uri is in bucket other-bucket, which the chart's MinIO"),

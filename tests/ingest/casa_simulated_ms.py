@@ -13,7 +13,9 @@ replacing OLD with NEW (e.g. to make an MS without science target scans).
 SPEC keys: out (path of the MS), seed, n_antennas, n_chan (per window, default 8), target_scan_s (default 300),
 correlations ("XX YY", "RR LL", or all four), flux_calibrator (bool), sigma_jy (noise of one visibility's real
 and imaginary part), drop_baseline_rows (bool: remove some rows of one baseline, which the MSv4 converter then
-pads with NaN). The known sky is printed as JSON on stdout.
+pads with NaN), mosaic_pointings (N > 1: the target observed at N pointings of a hexagonal mosaic, 25" apart,
+each a field of its own named like the target, as ALMA names a mosaic's fields). The known sky is printed as
+JSON on stdout.
 """
 
 from __future__ import annotations
@@ -68,6 +70,20 @@ def _antennas(n: int):
     return xyz[pick], [float(rows[i][3]) for i in pick], [rows[i][4] for i in pick]
 
 
+def _mosaic(n: int) -> list[tuple]:
+    """The target's pointings: its centre, then up to six around it on a hexagon of 25" (Nyquist-like spacing
+    for a 12 m dish near 100 GHz), each a field of its own."""
+    if n <= 1:
+        return [TARGET]
+    out = [(f"{TARGET[0]}_0", TARGET[1], TARGET[2])]
+    for k in range(1, n):
+        angle = np.radians(60.0 * (k - 1))
+        dra, ddec = 25.0 * np.cos(angle), 25.0 * np.sin(angle)
+        out.append((f"{TARGET[0]}_{k}", TARGET[1] + dra / 3600.0 / np.cos(np.radians(TARGET[2])),
+                    TARGET[2] + ddec / 3600.0))
+    return out
+
+
 def _direction(me, ra_deg: float, dec_deg: float):
     return me.direction("J2000", f"{ra_deg}deg", f"{dec_deg}deg")
 
@@ -96,7 +112,8 @@ def main(spec: dict) -> dict:
                        freqresolution=f"{CHANNEL_WIDTH_HZ}Hz", nchannels=n_chan, stokes=corr)
     sm.setfeed(mode=f"perfect {feeds}", pol=[""])
     sm.setauto(autocorrwt=0.0)
-    fields = [TARGET, BANDPASS, PHASE] + ([FLUX] if spec.get("flux_calibrator", True) else [])
+    pointings = _mosaic(int(spec.get("mosaic_pointings", 1)))
+    fields = pointings + [BANDPASS, PHASE] + ([FLUX] if spec.get("flux_calibrator", True) else [])
     for f in fields:
         sm.setfield(sourcename=f[0], sourcedirection=_direction(me, f[1], f[2]))
     sm.setlimits(shadowlimit=0.001, elevationlimit="8.0deg")
@@ -106,8 +123,9 @@ def main(spec: dict) -> dict:
     schedule = [(BANDPASS, 120, "CALIBRATE_BANDPASS#ON_SOURCE")]
     if spec.get("flux_calibrator", True):
         schedule.append((FLUX, 120, "CALIBRATE_FLUX#ON_SOURCE"))
-    schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, target_s, "OBSERVE_TARGET#ON_SOURCE"),
-                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), (TARGET, target_s, "OBSERVE_TARGET#ON_SOURCE"),
+    on_target = [(p, target_s / len(pointings), "OBSERVE_TARGET#ON_SOURCE") for p in pointings]
+    schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target,
+                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target,
                  (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE")]
     t = -1800.0
     for f, dur, intent in schedule:
@@ -119,7 +137,7 @@ def main(spec: dict) -> dict:
     # The sky, predicted by CASA field by field (a field's component list holds only its own sources).
     for k, f in enumerate(fields):
         path = os.path.join(workdir, f"{f[0]}.cl")
-        if f is TARGET:
+        if f in pointings:
             sources = []
             for name, dra, ddec, flux, alpha in TARGET_SOURCES:
                 ra = f[1] + dra / 3600.0 / np.cos(np.radians(f[2]))
@@ -135,10 +153,13 @@ def main(spec: dict) -> dict:
         cl.close()
         sm.setdata(spwid=list(range(len(SPWS))), fieldid=[k])
         sm.predict(complist=path)
-        f_sources = sources
-        if f is TARGET:
-            target_sources = f_sources
+        if f in pointings:
+            target_sources = sources
     sm.close()
+    if len(pointings) > 1:  # ALMA gives every pointing of a mosaic the target's name
+        tb.open(os.path.join(out, "FIELD"), nomodify=False)
+        tb.putcol("NAME", [TARGET[0] if n.startswith(TARGET[0]) else n for n in tb.getcol("NAME")])
+        tb.close()
 
     # Corruptions: g_p(t) B_p(nu) V_pq conj(g_q(t) B_q(nu)) + noise, weights 1 / (sigma |g_p g_q B_p B_q|)^2.
     sigma = float(spec.get("sigma_jy", 0.05))
@@ -194,6 +215,7 @@ def main(spec: dict) -> dict:
         tb.close()
     return {
         "target": {"name": TARGET[0], "ra_deg": TARGET[1], "dec_deg": TARGET[2]},
+        "pointings": [{"ra_deg": p[1], "dec_deg": p[2]} for p in pointings],
         "sources": target_sources,
         "calibrators": {role: {"name": f[0], "flux_jy": f[3], "alpha": f[4], "reference_hz": REFERENCE_HZ}
                         for role, f in (("bandpass", BANDPASS), ("flux", FLUX), ("phase", PHASE))},

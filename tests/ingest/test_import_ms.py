@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from imported_sky import GOAL_ARGS
 
 from mousflow.ingest.manifest import ImportOptions, build_manifest
 from mousflow.ingest.metadata import summarise
@@ -104,9 +105,10 @@ def test_a_path_that_is_not_a_measurement_set_is_refused(import_ms, tmp_path, ki
         (bad / "table.info").write_text("Type = Calibration\nSubType = G Jones\n")
     out = tmp_path / "mous"
     code, _, err = import_ms(str(bad), "--out", str(out))
-    assert code != 0
+    reason, expected_code = ("InputMissing", 3) if kind == "missing" else ("InvalidInput", 4)
+    assert code == expected_code
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mousflow: error: InvalidInput: "), err
+    assert len(lines) == 1 and lines[0].startswith(f"mousflow: error: {reason}: "), err
     assert str(bad) in lines[0]
     assert ("no such Measurement Set" if kind == "missing" else "not a Measurement Set") in lines[0]
     _nothing_written(out)
@@ -124,6 +126,37 @@ def test_a_measurement_set_without_target_scans_is_refused(import_ms, casa_ms, c
     (line,) = err.strip().splitlines()
     assert "no science target (no OBSERVE_TARGET scans" in line and str(ms) in line, line
     _nothing_written(out)
+
+
+
+def test_a_mosaic_is_refused_by_import_with_its_pointings(import_ms, casa_mosaic_ms, tmp_path):
+    out = tmp_path / "mous"
+    code, _, err = import_ms(casa_mosaic_ms["ms"], "--out", str(out), *GOAL_ARGS)
+    assert code == 4, err  # bad input
+    (line,) = err.strip().splitlines()
+    assert "the science target is observed at 3 pointings up to 25.0 arcsec apart" in line, line
+    assert "mosaics are not imaged yet" in line and casa_mosaic_ms["ms"] in line, line
+    _nothing_written(out)
+
+
+def test_a_mosaic_processing_set_is_refused_by_every_input_check(casa_mosaic_ms, imported, tmp_path, capsys):
+    """One converted without import-ms (xradio's converter alone): validate (and so run, the operator and the
+    calibration stage, which share its checks) refuses it before anything is processed."""
+    from mousflow.cli import main as mousflow_main
+    from mousflow.ingest.measurement_set import convert
+
+    ps = tmp_path / "mosaic.ps.zarr"
+    convert(casa_mosaic_ms["ms"], str(ps))
+    doc = yaml.safe_load((imported / "mous.yaml").read_text())
+    doc["spec"]["executionBlocks"][0]["uri"] = str(ps)
+    doc["spec"]["output"]["uri"] = str(tmp_path / "out")
+    (tmp_path / "mous.yaml").write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    code = mousflow_main(["validate", str(tmp_path / "mous.yaml")])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    (line,) = err.strip().splitlines()
+    assert "observed at 3 pointings up to 25.0 arcsec apart" in line and "mosaics are not imaged yet" in line, line
 
 
 def test_an_unwritable_destination_is_refused_before_any_conversion(import_ms, casa_ms, tmp_path):

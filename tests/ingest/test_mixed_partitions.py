@@ -13,7 +13,7 @@ from imported_sky import measure_sources, run_stages
 from mousflow.ingest.manifest import ImportOptions, build_manifest
 from mousflow.ingest.metadata import summarise
 from mousflow.model import CalibratorFlux
-from mousflow.stages.calibration import has_role
+from mousflow.stages.intents import has_role
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import open_checked, partition_infos
 from mousflow.storage.zarr_io import (

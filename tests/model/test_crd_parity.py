@@ -191,3 +191,11 @@ def test_crd_identity():
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
     assert columns == ["Phase", "Stage", "QA2", "Age", "ETA"]
+
+
+def test_future_timestamps_are_not_date_columns():
+    # kubectl prints a `date` column as the time elapsed since it: `<invalid>` for every future ETA
+    version = crd_document()["spec"]["versions"][0]
+    types = {c["name"]: c["type"] for c in version["additionalPrinterColumns"]}
+    assert types["ETA"] == types["Deadline"] == "string"
+    assert types["Age"] == "date"

@@ -72,3 +72,15 @@ def test_mouss_with_time_to_spare_keep_deadline_order_behind_those_at_risk():
     # two slots: nobody is at risk, deadline order stands
     assert [e.key for e in admission_order([spare2, risky, spare1], [], 2, NOW)] == \
         ["ns/spare1", "ns/spare2", "ns/risky"]
+
+
+def test_a_stored_eta_moves_only_when_the_prediction_moved_by_a_tenth_of_the_time_left():
+    from mousflow_operator.queue import settled_eta
+
+    stored = NOW + timedelta(hours=10)
+    assert settled_eta(stored, NOW + timedelta(hours=10, minutes=50), NOW) == stored  # 50 min of 10 h: kept
+    assert settled_eta(stored, NOW + timedelta(hours=11, minutes=30), NOW) == NOW + timedelta(hours=11, minutes=30)
+    near = NOW + timedelta(minutes=20)
+    assert settled_eta(near, near + timedelta(minutes=9), NOW) == near  # the 10-minute floor
+    assert settled_eta(near, near + timedelta(minutes=11), NOW) == near + timedelta(minutes=11)
+    assert settled_eta(None, near, NOW) == near and settled_eta(near, None, NOW) is None

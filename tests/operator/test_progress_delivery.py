@@ -76,3 +76,40 @@ def test_delivery_refuses_a_product_that_does_not_match_its_checksum(tmp_path):
     (products / "a.fits").write_bytes(b"corrupted")
     with pytest.raises(DeliveryError, match="differs from the manifest"):
         deliver(str(tmp_path / "out"), str(tmp_path / "delivered"))
+
+
+def test_delivery_within_one_object_store_copies_there_and_never_holds_a_product(monkeypatch):
+    """memory:// stands for S3 here: one filesystem, whose own copy the delivery uses (CopyObject on S3)."""
+    import fsspec
+
+    from mousflow.storage.location import Location
+
+    fs = fsspec.filesystem("memory")
+    data = bytes(range(256)) * 40_000  # 10 MB: more than one read block
+    fs.pipe("/mous/out/products/cube.fits", data)
+    entries = [{"name": "cube.fits", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
+    fs.pipe("/mous/out/products/manifest.json", json.dumps({"products": entries}).encode())
+    copies = []
+    monkeypatch.setattr(type(fs), "copy", lambda self, a, b, **kw: (copies.append((a, b)), self.cp_file(a, b)))
+
+    def whole_object_read(self):
+        raise AssertionError(f"{self.uri} read whole into memory")
+
+    monkeypatch.setattr(Location, "read_bytes", whole_object_read)
+    where, n = deliver("memory://mous/out", "memory://mous/delivered")
+    assert (where, n) == ("memory://mous/delivered", 1)
+    assert fs.cat("/mous/delivered/cube.fits") == data
+    assert ("mous/out/products/cube.fits", "mous/delivered/cube.fits") in [(a.lstrip("/"), b.lstrip("/"))
+                                                                          for a, b in copies]
+
+
+def test_a_copy_between_stores_is_streamed_in_blocks(tmp_path):
+    import fsspec
+
+    from mousflow.storage.location import Location
+
+    data = b"x" * (3 << 20) + b"end"
+    fsspec.filesystem("memory").pipe("/stream/cube.fits", data)
+    how = Location.of("memory://stream/cube.fits").copy_to(Location.of(tmp_path / "d" / "cube.fits"), 1 << 20)
+    assert how == "streamed" and (tmp_path / "d" / "cube.fits").read_bytes() == data
+    assert not list((tmp_path / "d").glob("*.tmp-*"))

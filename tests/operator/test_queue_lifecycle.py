@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from mousflow.kpi import deadline
 from mousflow.model import Phase
+from mousflow.model.status import StageStatus
 from mousflow_operator.lifecycle import Facts, conditions_for, next_transition
 from mousflow_operator.queue import QueueEntry, admissible
 
@@ -42,6 +43,8 @@ def test_review_is_needed_without_automatic_delivery_or_without_a_pass():
 def test_missing_input_fails_with_its_reason_and_a_bad_spec_never_moves():
     t = next_transition(Phase.FULLY_OBSERVED, Facts(inputs="missing", inputs_message="s3://b/eb: no such set"))
     assert (t.phase, t.reason, t.message) == (Phase.FAILED, "InputMissing", "s3://b/eb: no such set")
+    t = next_transition(Phase.FULLY_OBSERVED, Facts(inputs="invalid", inputs_message="eb: the same data as eb2"))
+    assert (t.phase, t.reason, t.message) == (Phase.FAILED, "InvalidInput", "eb: the same data as eb2")
     assert next_transition(Phase.FULLY_OBSERVED, Facts(spec_problems=("band",), inputs="ok")) is None
     assert next_transition(Phase.READY_FOR_PROCESSING, Facts()) is None
     t = next_transition(Phase.PROCESSING, Facts(run="failed", run_reason="CalibrationFailed", run_message="x"))
@@ -59,6 +62,25 @@ def test_conditions_keep_their_transition_time_while_unchanged():
     c3 = {c.type: c for c in conditions_for([], Phase.FULLY_OBSERVED, "", "", ("spec.band: wrong",), T0)}
     assert c3["Degraded"].status == "True" and c3["Degraded"].reason == "InvalidSpec"
     assert "spec.band: wrong" in c3["Degraded"].message and c3["Progressing"].status == "False"
+
+
+def test_a_stage_note_becomes_a_condition_and_clears_when_the_stage_no_longer_carries_it():
+    note = ("WorkersUnschedulable: the Dask worker pods could not be scheduled for 121 s: 0/1 nodes are "
+            "available: 1 Insufficient cpu.; the cube chunks were imaged in the stage pod")
+    imaging = StageStatus(state="Succeeded", message=f"checkpoint kept; {note}")
+    plain = conditions_for([], Phase.PROCESSING, "Admitted", "go", (), T0, stages={"calibration": StageStatus()})
+    assert "WorkersUnschedulable" not in {c.type for c in plain}  # never raised: not shown at all
+    c1 = {c.type: c for c in conditions_for(plain, Phase.PROCESSING, "Admitted", "go", (), T0,
+                                            stages={"imaging": imaging})}
+    got = c1["WorkersUnschedulable"]
+    assert (got.status, got.reason) == ("True", "WorkersUnschedulable")
+    assert got.message == f"imaging: {note}"
+    # the MOUS is not degraded by it: it went on, in a lesser way
+    assert c1["Degraded"].status == "False" and c1["Progressing"].status == "True"
+    later = T0 + timedelta(minutes=5)
+    c2 = {c.type: c for c in conditions_for(list(c1.values()), Phase.PROCESSING, "Admitted", "go", (), later,
+                                            stages={"imaging": StageStatus(state="Succeeded")})}
+    assert (c2["WorkersUnschedulable"].status, c2["WorkersUnschedulable"].last_transition_time) == ("False", later)
 
 
 def test_queue_admits_earliest_deadline_then_highest_priority():

@@ -14,6 +14,7 @@ from mousflow.pipeline.kubernetes import (
     classify_job_pod,
     classify_pod_termination,
     job_name,
+    retries_location,
 )
 from mousflow.pipeline.resources import JobDemand, ResourceRequest, estimate_stage_resources
 from mousflow.stages.runner import status_location
@@ -310,7 +311,7 @@ def test_a_dask_worker_pod_out_of_memory_grows_the_workers(tmp_path):
 
     scale_out = replace(SETTINGS, dask_service_account="mousflow-imaging")
     outcome, cluster, _, _ = _launch(tmp_path, [
-        (False, {"reason": "Error", "exit_code": 7}, _report("Failed", "OutOfMemory", "a Dask worker died")),
+        (False, {"reason": "Error", "exit_code": 9}, _report("Failed", "OutOfMemory", "a Dask worker died")),
         (True, COMPLETED, _report("Succeeded"))], settings=scale_out)
     assert outcome.state == "Succeeded" and outcome.metrics["oom_killed_at_limits_bytes"] == [900 * 2**20]
 
@@ -320,6 +321,39 @@ def test_a_dask_worker_pod_out_of_memory_grows_the_workers(tmp_path):
 
     assert [worker_limit(j) for j in cluster.created] == [900 * 2**20, 1350 * 2**20]
     assert _limit(cluster.created[0]) == _limit(cluster.created[1])
+
+
+def test_a_stage_killed_for_memory_in_an_earlier_run_starts_above_that_limit(tmp_path):
+    """A retried run (a person's or a campaign's) reads the retries record the earlier run left in the output
+    location and starts the stage at the factor above the largest limit it was killed at, not at the model's
+    size again; a record of interruptions only, or of kills below today's size, changes nothing."""
+    run_root = Location.of(str(tmp_path / "out"))
+    retries_location(run_root, "imaging").write_json([
+        {"job": "j1", "reason": "OOMKilled", "memoryLimit": "4096Mi"},
+        {"job": "j2", "reason": "OOMKilled", "memoryLimit": "6144Mi"},
+        {"job": "j3", "reason": "Interrupted", "memoryLimit": "9216Mi"}])
+    outcome, cluster, _, lines = _launch(tmp_path, [(True, COMPLETED, _report("Succeeded"))])
+    assert outcome.state == "Succeeded" and [_limit(j) for j in cluster.created] == ["9216Mi"]
+    assert any("ran out of memory before at 6144Mi" in line for line in lines), lines
+    # capped
+    outcome, cluster, _, _ = _launch(tmp_path, [(True, COMPLETED, _report("Succeeded"))],
+                                     memory_cap_bytes=8 * 2**30)
+    assert [_limit(j) for j in cluster.created] == ["8192Mi"]
+    # interruptions only: the model's size
+    retries_location(run_root, "imaging").write_json([{"job": "j", "reason": "Interrupted", "memoryLimit": "1Mi"}])
+    outcome, cluster, _, _ = _launch(tmp_path, [(True, COMPLETED, _report("Succeeded"))])
+    assert [_limit(j) for j in cluster.created] == ["4096Mi"]
+
+
+def test_a_dask_worker_out_of_memory_in_an_earlier_run_starts_bigger_workers(tmp_path):
+    from dataclasses import replace
+
+    run_root = Location.of(str(tmp_path / "out"))
+    retries_location(run_root, "imaging").write_json([{"job": "j", "reason": "OutOfMemory", "memoryLimit": "900Mi"}])
+    _, cluster, _, _ = _launch(tmp_path, [(True, COMPLETED, _report("Succeeded"))],
+                               settings=replace(SETTINGS, dask_service_account="mousflow-imaging"))
+    env = {e["name"]: e.get("value") for e in cluster.created[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert int(env["MOUSFLOW_DASK_WORKER_MEMORY_LIMIT"]) == 1350 * 2**20 and _limit(cluster.created[0]) == "4096Mi"
 
 
 def test_a_retried_run_never_follows_an_earlier_runs_finished_job(tmp_path):

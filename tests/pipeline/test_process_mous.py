@@ -43,10 +43,25 @@ def _run(manifest: Path):
     return process_mous(manifest.read_text(), threads=1)
 
 
+# Cube chunks of the module's tiny runs: 16 // 8 + 32 // 8 = 6 over tiny's two windows, so a run killed after two
+# chunks still has most of its cube to image.
+CHANNEL_CHUNK = 8
+
+
+def _with_chunks(doc: dict, chunk: int) -> dict:
+    doc = json.loads(json.dumps(doc))
+    doc["spec"]["imaging"] = {**(doc["spec"].get("imaging") or {}), "channelChunk": chunk}
+    return doc
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, prefect_api):
+    """The tiny MOUS through the whole flow, uninterrupted: the science tests check it, and the SIGKILL test
+    compares its resumed run's products with these."""
     sim = simulate_mous("tiny", str(tmp_path_factory.mktemp("pipeline") / "tiny"), seed=1)
-    result = _run(Path(sim.manifest.path))
+    manifest = Path(sim.manifest.path)
+    manifest.write_text(yaml.safe_dump(_with_chunks(yaml.safe_load(manifest.read_text()), CHANNEL_CHUNK)))
+    result = _run(manifest)
     return sim, result
 
 
@@ -192,18 +207,15 @@ def _chunk_checkpoints(run_root: Path) -> dict[str, tuple[bytes, float]]:
             for p in sorted((run_root / "checkpoints" / "imaging").rglob("chunk-*.json"))}
 
 
-def test_sigkill_during_imaging_resumes_from_the_next_chunk(tmp_path, prefect_api):
-    sim = simulate_mous("tiny", str(tmp_path / "tiny"), seed=1)
-    doc = yaml.safe_load(Path(sim.manifest.path).read_text())
-    doc["spec"]["imaging"] = {"channelChunk": 4}
-    manifests = {}
-    for name in ("killed", "reference"):
-        d = json.loads(json.dumps(doc))
-        d["spec"]["output"]["uri"] = str(tmp_path / name)
-        manifests[name] = tmp_path / f"{name}.yaml"
-        manifests[name].write_text(yaml.safe_dump(d))
-    run_root = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "mousflow.cli", "run", "--manifest", str(manifests["killed"]), "--threads", "1"]
+def _sigkill_and_resume(doc: dict, run_root: Path, prefect_api: str, total_chunks: int) -> dict:
+    """Run the flow on `doc` with its outputs in `run_root` as a process (`mousflow run`), SIGKILL it (and its stage
+    and Dask worker processes) once imaging has finished two chunks, run it again: check that it resumed at the
+    next chunk without recomputing calibration or the finished chunks; the products' manifest."""
+    d = json.loads(json.dumps(doc))
+    d["spec"]["output"]["uri"] = str(run_root)
+    manifest = run_root.parent / f"{run_root.name}.yaml"
+    manifest.write_text(yaml.safe_dump(d))
+    cmd = [sys.executable, "-m", "mousflow.cli", "run", "--manifest", str(manifest), "--threads", "1"]
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -217,7 +229,7 @@ def test_sigkill_during_imaging_resumes_from_the_next_chunk(tmp_path, prefect_ap
     assert not (run_root / "checkpoints" / "imaging.json").exists(), "killed too late: imaging had finished"
     calibration_cp = (run_root / "checkpoints" / "calibration.json").read_bytes()
     done = _chunk_checkpoints(run_root)
-    total_chunks = 16 // 4 + 32 // 4
+    assert len(done) < total_chunks, "killed too late: every chunk had finished"
 
     subprocess.run(cmd, env=env, check=True, timeout=900, capture_output=True)
     status = {s: json.loads((run_root / "status" / f"{s}.json").read_text()) for s in ("calibration", "imaging")}
@@ -228,11 +240,37 @@ def test_sigkill_during_imaging_resumes_from_the_next_chunk(tmp_path, prefect_ap
     after = _chunk_checkpoints(run_root)
     for key, (content, mtime) in done.items():
         assert after[key] == (content, mtime), f"{key} was recomputed"
+    return json.loads((run_root / "products" / "manifest.json").read_text())
 
-    reference = _run(manifests["reference"])
-    assert reference.succeeded
-    ours = json.loads((run_root / "products" / "manifest.json").read_text())
-    theirs = json.loads((tmp_path / "reference" / "products" / "manifest.json").read_text())
+
+def _assert_same_products(ours: dict, theirs: dict) -> None:
     fits_products = {p["name"]: p["sha256"] for p in ours["products"] if p["name"].endswith(".fits")}
+    assert fits_products
     assert fits_products == {p["name"]: p["sha256"] for p in theirs["products"] if p["name"].endswith(".fits")}
     assert ours["qa2"] == theirs["qa2"]
+
+
+def test_sigkill_during_imaging_resumes_from_the_next_chunk(tiny_run, tmp_path, prefect_api):
+    """The tiny MOUS in 8-channel chunks (6), killed after two; the uninterrupted run to compare with is the
+    module's tiny_run (the same data and manifest but for the output)."""
+    sim, reference = tiny_run
+    assert reference.succeeded
+    doc = yaml.safe_load(Path(sim.manifest.path).read_text())
+    assert doc["spec"]["imaging"]["channelChunk"] == CHANNEL_CHUNK
+    ours = _sigkill_and_resume(doc, tmp_path / "killed", prefect_api, 16 // CHANNEL_CHUNK + 32 // CHANNEL_CHUNK)
+    _assert_same_products(ours, json.loads((_products(sim) / "manifest.json").read_text()))
+
+
+@pytest.mark.full
+def test_sigkill_during_imaging_resumes_from_the_next_chunk_full_size(tmp_path, prefect_api):
+    """`make test-full`: the same in 4-channel chunks (12), on a MOUS simulated for it, against an uninterrupted
+    run of its own."""
+    sim = simulate_mous("tiny", str(tmp_path / "tiny"), seed=1)
+    doc = _with_chunks(yaml.safe_load(Path(sim.manifest.path).read_text()), 4)
+    ours = _sigkill_and_resume(doc, tmp_path / "killed", prefect_api, 16 // 4 + 32 // 4)
+    reference = tmp_path / "reference.yaml"
+    d = json.loads(json.dumps(doc))
+    d["spec"]["output"]["uri"] = str(tmp_path / "reference")
+    reference.write_text(yaml.safe_dump(d))
+    assert _run(reference).succeeded
+    _assert_same_products(ours, json.loads((tmp_path / "reference" / "products" / "manifest.json").read_text()))

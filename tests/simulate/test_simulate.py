@@ -160,7 +160,7 @@ def test_marginal_differs_from_tiny_only_in_noise_level(tmp_path, tiny_mous):
 @pytest.mark.parametrize("argv,message", [
     (["--preset", "enormous", "--out", "{tmp}/x"], "unknown preset 'enormous'"),
     (["--preset", "tiny", "--out", "/nonexistent-root-dir/x/y"], "does not exist"),
-    (["--preset", "tiny", "--out", "{tmp}/x", "--seed", "-3"], "seed must be"),
+    (["--preset", "tiny", "--out", "{tmp}/x", "--seed", "-3"], "argument --seed: a whole number from 0"),
 ])
 def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]

@@ -38,7 +38,7 @@ def test_settings_from_environment_reject_bad_values():
 
 def test_a_chunk_whose_worker_is_killed_every_time_is_reported_out_of_memory():
     """The kernel's OOM killer ends a worker with SIGKILL; its nanny starts another, which dies the same way.
-    The stage reports OutOfMemory (exit code 7), which the launcher answers with more memory, not ImagingFailed
+    The stage reports OutOfMemory (exit code 9), which the launcher answers with more memory, not ImagingFailed
     or an Error for a person to look at."""
     import os
     import signal
@@ -57,7 +57,7 @@ def test_a_chunk_whose_worker_is_killed_every_time_is_reported_out_of_memory():
             pytest.raises(OutOfMemory, match="killed for its memory"):
         run_chunks([("c0", killed_by_the_kernel, ())], ScaleOutSettings(mode="local", max_workers=1),
                    lambda key, result: None)
-    assert exit_code(StageOutcome("imaging", "Failed", "OutOfMemory")) == 7
+    assert exit_code(StageOutcome("imaging", "Failed", "OutOfMemory")) == 9
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,20 @@ def _image_with(calibrated_run, name: str, monkeypatch, **env) -> tuple[Path, di
     return out, outcome.metrics
 
 
+@pytest.fixture(scope="module")
+def two_workers(calibrated_run) -> tuple[Path, dict]:
+    """The calibrated run imaged once on a local Dask cluster of two workers (both tests below use it; the
+    resume test works on a copy)."""
+    with pytest.MonkeyPatch.context() as mp:
+        return _image_with(calibrated_run, "two", mp, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MIN_WORKERS="2",
+                           MOUSFLOW_DASK_MAX_WORKERS="2")
+
+
 @pytest.mark.slow
-def test_one_worker_and_two_workers_make_the_same_cubes(calibrated_run, monkeypatch):
+def test_one_worker_and_two_workers_make_the_same_cubes(calibrated_run, two_workers, monkeypatch):
     one, m1 = _image_with(calibrated_run, "one", monkeypatch, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MIN_WORKERS="1",
                           MOUSFLOW_DASK_MAX_WORKERS="1")
-    two, m2 = _image_with(calibrated_run, "two", monkeypatch, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MIN_WORKERS="2",
-                          MOUSFLOW_DASK_MAX_WORKERS="2")
+    two, m2 = two_workers
     assert m1["workers_used"] == 1 and m1["chunks_computed"] == 12
     assert m2["workers_used"] == 2 and m2["chunks_computed"] == 12
     assert m2["worker_peak_memory_bytes"] > 50 * 2**20
@@ -116,13 +124,29 @@ def test_one_worker_and_two_workers_make_the_same_cubes(calibrated_run, monkeypa
 
 
 @pytest.mark.slow
-def test_a_resumed_cube_images_only_the_chunks_without_a_checkpoint(calibrated_run, monkeypatch):
-    out, _ = _image_with(calibrated_run, "resume", monkeypatch, MOUSFLOW_DASK="local", MOUSFLOW_DASK_MAX_WORKERS="2")
+def test_a_resumed_cube_images_only_the_chunks_without_a_checkpoint(calibrated_run, two_workers, monkeypatch):
+    root, doc = calibrated_run
+    two, _ = two_workers
+    out = root / "resume"
+    shutil.copytree(two, out)
+    d = json.loads(json.dumps(doc))
+    d["spec"]["output"] = {"uri": str(out)}
+    manifest = root / "resume.yaml"
+    manifest.write_text(yaml.safe_dump(d, sort_keys=False))
     # lose three chunks' checkpoints and the stage's own: the next run images those three only
     chunks = sorted((out / "checkpoints" / "imaging").rglob("chunk-*.json"))
     for p in chunks[:3]:
         p.unlink()
     (out / "checkpoints" / "imaging.json").unlink()
-    outcome = run_stage("imaging", str(out.parent / "resume.yaml"))
+    monkeypatch.setenv("MOUSFLOW_DASK", "local")
+    monkeypatch.setenv("MOUSFLOW_DASK_MAX_WORKERS", "2")
+    outcome = run_stage("imaging", str(manifest))
     assert outcome.state == "Succeeded", outcome
     assert (outcome.metrics["chunks_computed"], outcome.metrics["chunks_skipped"]) == (3, 9)
+    # the chunks imaged again are the ones that were lost, and come out as they were
+    assert sorted((out / "checkpoints" / "imaging").rglob("chunk-*.json")) == chunks
+    for spw in ("spw0", "spw1"):
+        before = ImageStore(Location.of(two / "imaging" / f"cube_{spw}.zarr")).read("image")
+        after = ImageStore(Location.of(out / "imaging" / f"cube_{spw}.zarr")).read("image")
+        np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(before)),
+                                   equal_nan=True)

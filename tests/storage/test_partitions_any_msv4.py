@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from msv4_samples import sample_partition
 
-from mousflow.stages.calibration import has_role, same_field
+from mousflow.stages.calibration import same_field
+from mousflow.stages.intents import has_role
 from mousflow.storage.msv4 import build_msv4_node
 from mousflow.storage.partitions import InvalidProcessingSet, concatenate_partitions, load_partition
 

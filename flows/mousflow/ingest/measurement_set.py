@@ -12,7 +12,7 @@ import logging
 import os
 import warnings
 
-from mousflow.ingest.errors import ImportFailed
+from mousflow.ingest.errors import ImportFailed, MeasurementSetMissing
 
 REQUIRED_SUBTABLES = ("ANTENNA", "FIELD", "SPECTRAL_WINDOW", "DATA_DESCRIPTION", "POLARIZATION")
 # One MSv4 partition per field (and, as the converter always does, per spectral window, polarisation setup and
@@ -23,7 +23,7 @@ PARTITION_SCHEME = ["FIELD_ID"]
 def check_measurement_set(path: str) -> None:
     """Raise ImportFailed, saying why, unless `path` is a readable CASA Measurement Set."""
     if not os.path.exists(path):
-        raise ImportFailed(f"{path}: no such Measurement Set")
+        raise MeasurementSetMissing(f"{path}: no such Measurement Set")
     if not os.path.isdir(path):
         raise ImportFailed(f"{path}: not a Measurement Set (a Measurement Set is a directory, this is a file)")
     info = os.path.join(path, "table.info")

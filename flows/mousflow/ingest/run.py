@@ -15,6 +15,7 @@ removes the staging directory and anything already uploaded.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from mousflow.ingest.errors import ImportFailed
 from mousflow.ingest.manifest import ImportOptions, build_manifest, describe, execution_block_uid
 from mousflow.ingest.measurement_set import check_measurement_set, convert
 from mousflow.ingest.metadata import ExecutionBlockSummary, summarise
+from mousflow.model.semantics import several_pointings
 from mousflow.storage.location import Location
 from mousflow.storage.zarr_io import finalize_processing_set, open_processing_set
 
@@ -87,6 +89,9 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
                 intents = sorted({i for f in summary.fields for i in f.intents})
                 raise ImportFailed(f"{ms}: no science target (no OBSERVE_TARGET scans; intents found: "
                                    f"{', '.join(intents) or 'none'}): nothing to image")
+            mosaic = several_pointings(_target_fields(summary))
+            if mosaic:  # refused here, before anything is written, rather than by every later check
+                raise ImportFailed(f"{ms}: {mosaic}")
             uid, synthesised = execution_block_uid(summary, ms, k)
             if any(uid == u for u, _, _ in ebs):
                 raise ImportFailed(f"{ms}: execution block {uid} is already imported from another Measurement Set")
@@ -97,6 +102,9 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
                 f"{summary.n_partitions} partitions, {len(summary.fields)} fields, {len(summary.windows)} windows, "
                 f"{len(summary.antennas)} antennas, {time.perf_counter() - t0:.1f} s")
 
+        apart = several_pointings([(f"{name} of {u}", c) for u, _, s in ebs for name, c in _target_fields(s)])
+        if apart:
+            raise ImportFailed(f"the Measurement Sets do not observe one pointing: {apart}")
         doc, left = build_manifest(ebs, final, options)
         with open(os.path.join(staging, "mous.yaml"), "w") as fh:
             fh.write(describe(ebs, left) + yaml.safe_dump(doc, sort_keys=False))
@@ -128,6 +136,10 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
         shutil.rmtree(staging, ignore_errors=True)
     return ImportResult(final, final.join("mous.yaml"), [(u, uri) for u, uri, _ in ebs], left,
                         time.perf_counter() - started)
+
+
+def _target_fields(summary: ExecutionBlockSummary) -> list[tuple[str, tuple[float, float]]]:
+    return [(f.name, (math.radians(f.ra_deg), math.radians(f.dec_deg))) for f in summary.targets]
 
 
 def _upload(staging: str, final: Location, say: ProgressFn) -> None:

@@ -5,7 +5,16 @@ drifting). Checks that need more than one field, or telescope knowledge, live in
 API server cannot express them and the operator reports them as a Degraded condition instead of rejecting.
 """
 
-from mousflow.model.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, MOUSResource, load_manifest
+from mousflow.model.resource import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    MOUSResource,
+    load_manifest,
+    load_manifest_file,
+)
 from mousflow.model.semantics import SpecProblem, check_spec_semantics
 from mousflow.model.spec import (
     CalibratorFlux,
@@ -46,4 +55,5 @@ __all__ = [
     "StageStatus",
     "check_spec_semantics",
     "load_manifest",
+    "load_manifest_file",
 ]

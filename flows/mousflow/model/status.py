@@ -82,11 +82,13 @@ class StageResources(CRModel):
 
 
 class StageRetry(CRModel):
-    """An attempt of a stage that ended without an outcome and was run again (the launcher's record)."""
+    """A memory event or a retry of a stage attempt (the launcher's record): an attempt that ended without an
+    outcome and was run again, or a running pod whose memory limit was raised in place."""
 
     job: str
     reason: str
-    """OOMKilled (run again with more memory) or Interrupted (pod deleted, evicted or killed: run again)."""
+    """OOMKilled (run again with more memory), Interrupted (pod deleted, evicted or killed: run again) or
+    ResizedInPlace (its memory limit raised while it ran: the attempt went on)."""
     message: Annotated[str, Field(max_length=1024)] = ""
     memory_limit: str | None = None
     """The memory limit the attempt had, e.g. "512Mi"."""

@@ -8,16 +8,22 @@ stage, and imaging from its last completed channel chunk.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import yaml
 from prefect import flow, get_run_logger, task
 
 from mousflow.model import load_manifest
+from mousflow.pipeline import reports
 from mousflow.pipeline.launchers import launch_unless_complete, make_launcher
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.context import StageOutcome
+from mousflow.stages.inputs import check_inputs
 from mousflow.storage.location import Location
+from mousflow.storage.locks import OutputLock
 
 MANIFEST_NAME = "mous.yaml"
 
@@ -53,11 +59,14 @@ def publish_manifest(manifest_text: str) -> tuple[str, Location]:
 
 
 @task(name="stage", task_run_name="{stage}")
-def run_stage_task(stage: str, manifest_uri: str, run_root_uri: str, launcher_kind: str, threads: int) -> dict:
+def run_stage_task(stage: str, manifest_uri: str, run_root_uri: str, launcher_kind: str, threads: int,
+                   job_config: dict | None = None, uid: str = "") -> dict:
     logger = get_run_logger()
-    launcher = make_launcher(launcher_kind, threads)
+    launcher = make_launcher(launcher_kind, threads, job_config)
     outcome = launch_unless_complete(launcher, stage, manifest_uri, Location(run_root_uri), logger.info)
     logger.info("stage %s: %s %s", stage, outcome.state, outcome.message)
+    if uid:  # to the process running the flow (the operator), at once: see pipeline.reports
+        reports.publish(uid, {"kind": "outcome", "stage": stage, "report": outcome.to_json()})
     if outcome.state == "Succeeded":
         _record_history(stage, manifest_uri, outcome, logger)
     if outcome.state == "Failed":
@@ -85,24 +94,35 @@ def _record_history(stage: str, manifest_uri: str, outcome: StageOutcome, logger
 
 
 @flow(name="process-mous", flow_run_name="{uid}", log_prints=True)
-def process_mous_flow(uid: str, manifest_text: str, launcher_kind: str = "local", threads: int = 1) -> dict:
+def process_mous_flow(uid: str, manifest_text: str, launcher_kind: str = "local", threads: int = 1,
+                      job_config: dict | None = None) -> dict:
+    """`job_config`: the platform's settings of stage Jobs (pipeline.launchers.StageJobConfig as JSON), given by
+    the operator; None: from the environment."""
     manifest_uri, run_root = publish_manifest(manifest_text)
     outcomes = []
     for stage in STAGE_ORDER:
-        outcomes.append(run_stage_task(stage, manifest_uri, run_root.uri, launcher_kind, threads))
+        outcomes.append(run_stage_task(stage, manifest_uri, run_root.uri, launcher_kind, threads, job_config, uid))
     return {"uid": uid, "outcomes": outcomes}
 
 
-def process_mous(manifest_text: str, launcher_kind: str = "local", threads: int = 1) -> FlowResult:
-    """Run the flow for one MOUS and summarise it (QA2 verdict, weblog) without raising on stage failure."""
+def process_mous(manifest_text: str, launcher_kind: str = "local", threads: int = 1, *,
+                 run_context: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> FlowResult:
+    """Run the flow for one MOUS and summarise it (QA2 verdict, weblog) without raising on stage failure.
+
+    Before anything is started or written, the inputs are checked (stages.inputs; the calibration stage reads
+    the data back against its checksums, so that is left to it) and the output location is locked: a bad
+    input or a location in use by another run raises its classified error here. `run_context` is entered only
+    then (e.g. the run's log file and a local Prefect server), so a refused run starts and writes nothing."""
     mous = load_manifest(manifest_text)
+    check_inputs(mous.spec, verify=False)
     run_root = Location.of(mous.spec.output.uri)
     result = FlowResult(mous.spec.uid)
-    try:
-        summary = process_mous_flow(mous.spec.uid, manifest_text, launcher_kind, threads)
-        result.outcomes = [StageOutcome(**o) for o in summary["outcomes"]]
-    except StageFailed as exc:
-        result.failed = exc.outcome
+    with OutputLock(run_root, f"mousflow run of {mous.spec.uid}"), run_context():
+        try:
+            summary = process_mous_flow(mous.spec.uid, manifest_text, launcher_kind, threads)
+            result.outcomes = [StageOutcome(**o) for o in summary["outcomes"]]
+        except StageFailed as exc:
+            result.failed = exc.outcome
     qa = run_root.join("products", "qa2.json")
     if result.succeeded and qa.exists():
         result.qa2 = qa.read_json()["verdict"]

@@ -21,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mousflow.model import API_VERSION, KIND
-from mousflow.pipeline.resources import ResourceRequest
+from mousflow.pipeline import reports
+from mousflow.pipeline.resources import ResourceRequest, parse_memory
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import TEST_FAIL_STAGE, progress_location, status_location
+from mousflow.stages.memory_watch import memory_location
+from mousflow.stages.runner import TEST_FAIL_STAGE, TEST_GROW_MEMORY, progress_location, status_location
 from mousflow.storage.location import Location
 
 LineFn = Callable[[str], None]
@@ -37,6 +39,17 @@ def retries_location(run_root: Location, stage: str) -> Location:
 
 
 MEMORY_REASONS = ("OOMKilled", "OutOfMemory")
+RESIZED = "ResizedInPlace"
+"""The record of a stage pod whose memory limit was raised while it ran (the attempt went on)."""
+MEMORY_SAMPLE_MAX_AGE_SECONDS = 30.0
+
+
+def resize_target(working_set: int, limit: int | None, threshold: float, factor: float, cap: int) -> int | None:
+    """The memory limit to raise a running stage pod to, or None: when its working set has reached `threshold`
+    of its limit, the limit times `factor` (the out-of-memory retry's factor), up to `cap`."""
+    if not limit or limit >= cap or working_set < threshold * limit:
+        return None
+    return min(cap, int(limit * factor))
 """Failures that more memory can fix: the kernel killed the stage's container (or a process in it), or the
 stage saw its Dask worker die of memory."""
 RUN_TAG_CHARS = 8
@@ -72,8 +85,13 @@ class JobSettings:
     dask_min_workers: int = 1
     dask_max_workers: int = 4
     dask_worker_cpu: str = "1"
+    dask_unschedulable_seconds: float = 120.0
+    """How long the imaging pod waits on worker pods that no node can take before it images the chunks itself
+    (stages.dask_kubernetes_cluster.wait_for_workers)."""
     test_fail_stage: str | None = None
     """TEST ONLY: passed to stage pods as MOUSFLOW_TEST_FAIL_STAGE (stages.runner: that stage fails once)."""
+    test_grow_memory: str | None = None
+    """TEST ONLY: passed to stage pods as MOUSFLOW_TEST_GROW_MEMORY (stages.runner: that stage outgrows its limit)."""
 
 
 def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
@@ -92,6 +110,7 @@ def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
         {"name": "MOUSFLOW_DASK_MIN_WORKERS", "value": str(settings.dask_min_workers)},
         {"name": "MOUSFLOW_DASK_MAX_WORKERS", "value": str(settings.dask_max_workers)},
         {"name": "MOUSFLOW_DASK_WORKER_CPU", "value": settings.dask_worker_cpu},
+        {"name": "MOUSFLOW_DASK_UNSCHEDULABLE_SECONDS", "value": f"{settings.dask_unschedulable_seconds:g}"},
         {"name": "MOUSFLOW_DASK_WORKER_MEMORY", "value": str(worker.memory_bytes)},
         {"name": "MOUSFLOW_DASK_WORKER_MEMORY_LIMIT", "value": str(worker.memory_limit_bytes)},
     ]
@@ -123,6 +142,8 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
         env.append({"name": "AWS_DEFAULT_REGION", "value": settings.s3_region})
     if settings.test_fail_stage:
         env.append({"name": TEST_FAIL_STAGE, "value": settings.test_fail_stage})
+    if settings.test_grow_memory:
+        env.append({"name": TEST_GROW_MEMORY, "value": settings.test_grow_memory})
     scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None
     if scale_out:
         env += _dask_env(settings, worker_resources)
@@ -268,7 +289,8 @@ class KubernetesJobLauncher:
     def __init__(self, settings: JobSettings, resources: Callable[[str], ResourceRequest], threads: int = 1,
                  poll_seconds: float = 2.0, timeout_seconds: float = 3600.0, attempt: int = 1,
                  oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30,
-                 interruption_retries: int = 2, run: str = "", batch_api=None, core_api=None):
+                 interruption_retries: int = 2, run: str = "", batch_api=None, core_api=None,
+                 resize_in_place: bool = True, resize_threshold: float = 0.8):
         if batch_api is None or core_api is None:
             from kubernetes import client, config
 
@@ -290,6 +312,8 @@ class KubernetesJobLauncher:
         self.oom_max_retries = oom_max_retries
         self.memory_cap_bytes = memory_cap_bytes
         self.interruption_retries = interruption_retries
+        self.resize_in_place = resize_in_place
+        self.resize_threshold = resize_threshold
 
     def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome:
         """Run the stage; after running out of memory run it again with more memory (up to the cap and the
@@ -302,6 +326,7 @@ class KubernetesJobLauncher:
         request = self.resources(stage)
         worker = self.resources("imaging-worker") if stage == "imaging" and self.settings.dask_service_account \
             else None
+        request, worker = self._above_earlier_kills(run_root, stage, request, worker, on_line)
         oom_kills: list[int] = []
         interruptions: list[str] = []
         attempt = self.attempt
@@ -309,12 +334,15 @@ class KubernetesJobLauncher:
             outcome, attempt = self._launch_once(uid, stage, manifest_uri, run_root, on_line, request, worker,
                                                  attempt)
             attempt += 1
+            raised = outcome.metrics.get("memory_limit_bytes", 0)
+            if raised > request.memory_limit_bytes:  # grown in place: a retry starts above what it reached
+                request = request.scaled(raised / request.memory_limit_bytes, self.memory_cap_bytes)
             # What ran out: a worker pod's memory when the stage saw its worker die, else the stage pod's (which
             # holds the local Dask workers when there are no worker pods).
             grow_worker = outcome.reason == "OutOfMemory" and worker is not None
             exceeded = worker if grow_worker else request
             if outcome.reason in (*MEMORY_REASONS, "Interrupted"):
-                self._record_retry(run_root, stage, outcome, exceeded)
+                self._record_retry(run_root, stage, outcome, exceeded, uid)
             if outcome.reason in MEMORY_REASONS and len(oom_kills) < self.oom_max_retries and \
                     exceeded.memory_limit_bytes < self.memory_cap_bytes:
                 oom_kills.append(exceeded.memory_limit_bytes)
@@ -333,6 +361,32 @@ class KubernetesJobLauncher:
         self._report_failure(run_root, outcome)
         return outcome
 
+    def _above_earlier_kills(self, run_root: Location, stage: str, request: ResourceRequest,
+                             worker: ResourceRequest | None, on_line: LineFn
+                             ) -> tuple[ResourceRequest, ResourceRequest | None]:
+        """The sizes to start at: a stage that ran out of memory before in this output location (its retries
+        record, which outlives the run) starts at the factor above the largest limit it was killed at, not at
+        the model's size again, so a retried run (`mousflow retry`, a campaign's RetryWithMoreMemory) does not
+        repeat the kills it already had. OutOfMemory with Dask worker pods grows the workers, as in launch."""
+        loc = retries_location(run_root, stage)
+        if not loc.exists():
+            return request, worker
+
+        def grown(size: ResourceRequest, reasons: tuple[str, ...], what: str) -> ResourceRequest:
+            killed = [parse_memory(r["memoryLimit"]) for r in loc.read_json()
+                      if r.get("reason") in reasons and r.get("memoryLimit")]
+            if not killed or max(killed) < size.memory_limit_bytes:
+                return size
+            factor = max(killed) * self.oom_memory_factor / size.memory_limit_bytes
+            bigger = size.scaled(factor, self.memory_cap_bytes)
+            on_line(f"stage {stage}: ran out of memory before at {max(killed) // 2**20}Mi; starting {what}at "
+                    f"memory limit {bigger.memory_limit_bytes // 2**20}Mi")
+            return bigger
+
+        if worker is not None:
+            return grown(request, ("OOMKilled",), ""), grown(worker, ("OutOfMemory",), "worker ")
+        return grown(request, MEMORY_REASONS, ""), worker
+
     @staticmethod
     def _report_failure(run_root: Location, outcome: StageOutcome) -> None:
         """Put a failure the launcher classified from the pod (out of memory, interrupted, no report) where the
@@ -345,16 +399,70 @@ class KubernetesJobLauncher:
         if outcome.state == "Failed" and (report is None or report.get("reason") != outcome.reason):
             status.write_json(outcome.to_json())
 
+    @classmethod
+    def _record_retry(cls, run_root: Location, stage: str, outcome: StageOutcome, request: ResourceRequest,
+                      uid: str = "") -> None:
+        cls._record(run_root, stage, {"job": outcome.metrics.get("job", ""), "reason": outcome.reason,
+                                      "message": outcome.message[:1024],
+                                      "memoryLimit": f"{request.memory_limit_bytes // 2**20}Mi"}, uid)
+
     @staticmethod
-    def _record_retry(run_root: Location, stage: str, outcome: StageOutcome, request: ResourceRequest) -> None:
+    def _record(run_root: Location, stage: str, entry: dict, uid: str = "") -> None:
+        """Append to the stage's record of memory events and retries (status.stages.<stage>.retries)."""
         loc = retries_location(run_root, stage)
         record = loc.read_json() if loc.exists() else []
-        job = outcome.metrics.get("job", "")
-        if any(r.get("job") == job for r in record):  # the same Job followed again after a restart
+        same = ("job", "reason", "memoryLimit")
+        if any(all(r.get(k) == entry.get(k) for k in same) for r in record):  # followed again after a restart
             return
-        record.append({"job": job, "reason": outcome.reason, "message": outcome.message[:1024],
-                       "memoryLimit": f"{request.memory_limit_bytes // 2**20}Mi"})
+        record.append(entry)
         loc.write_json(record)
+        if uid:  # to the process running the flow (the operator): see pipeline.reports
+            reports.publish(uid, {"kind": "retries", "stage": stage, "retries": record})
+
+    def _grow_in_place(self, run_root: Location, stage: str, job: str, ns: str, uid: str, on_line: LineFn,
+                       state: dict) -> None:
+        """Called while the stage's Job runs: when the stage pod's working set (the stage publishes it,
+        stages.memory_watch) nears its limit, raise the limit through the pod's `resize` subresource (Kubernetes
+        1.33+, in-place pod resize; the memory request, and so the pod's scheduling, is left as it was). The
+        out-of-memory retry stays the fallback: a runtime that refuses is logged once and not asked again."""
+        from kubernetes.client.rest import ApiException
+
+        if not self.resize_in_place or state.get("refused"):
+            return
+        loc = memory_location(run_root, stage)
+        try:
+            sample = loc.read_json() if loc.exists() else None
+        except Exception:  # a sample being written, storage away for a moment: the next poll reads it
+            return
+        if not sample or time.time() - float(sample.get("time", 0)) > MEMORY_SAMPLE_MAX_AGE_SECONDS:
+            return
+        working_set, limit = int(sample["workingSetBytes"]), sample.get("limitBytes")
+        if state.get("asked", 0) > (limit or 0):  # the last raise is not in the cgroup yet
+            return
+        target = resize_target(working_set, limit, self.resize_threshold, self.oom_memory_factor,
+                               self.memory_cap_bytes)
+        if target is None:
+            return
+        pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={job}").to_dict()["items"]
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        if not running:
+            return
+        pod = running[-1]["metadata"]["name"]
+        change = [{"op": "replace", "path": "/spec/containers/0/resources/limits/memory",
+                   "value": f"{target // 2**20}Mi"}]
+        try:
+            self.core.patch_namespaced_pod_resize(pod, ns, change)
+        except ApiException as exc:
+            state["refused"] = f"{exc.status} {exc.reason}: {(exc.body or '')[:300]}"
+            on_line(f"stage {stage}: the cluster refused to resize pod {ns}/{pod} in place ({state['refused']}); "
+                    f"an out-of-memory kill will run it again with more memory instead")
+            return
+        state["asked"] = target
+        message = (f"working set {working_set // 2**20}Mi of {limit // 2**20}Mi: memory limit raised in place to "
+                   f"{target // 2**20}Mi (pod {pod})")
+        on_line(f"stage {stage}: {message}")
+        self._record(run_root, stage, {"job": job, "reason": RESIZED, "message": message,
+                                       "memoryLimit": f"{limit // 2**20}Mi"}, uid)
 
     def _launch_once(self, uid: str, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn,
                      request: ResourceRequest, worker: ResourceRequest | None,
@@ -385,17 +493,21 @@ class KubernetesJobLauncher:
             on_line(f"created Job {ns}/{name} (requests {request.kubernetes()['requests']})")
             status.remove()
             progress_location(run_root, stage).remove()
+            memory_location(run_root, stage).remove()
             break
-        job_succeeded, pod = self._wait(name, ns, on_line)
+        grown: dict = {}
+        job_succeeded, pod = self._wait(name, ns, on_line, lambda: self._grow_in_place(
+            run_root, stage, name, ns, uid, on_line, grown))
         metrics = {"job": name, "requested_memory_bytes": request.memory_bytes,
-                   "memory_limit_bytes": request.memory_limit_bytes}
+                   "memory_limit_bytes": max(request.memory_limit_bytes, grown.get("asked", 0))}
         # The pod is examined whether its Job failed or not: the kernel may have killed a process in it (a Dask
         # worker) while the stage went on and exited 0.
         pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
         report = status.read_json() if status.exists() else None
         return attempt_outcome(stage, report, pod_reason, pod_message, metrics), attempt
 
-    def _wait(self, name: str, ns: str, on_line: LineFn) -> tuple[bool, dict | None]:
+    def _wait(self, name: str, ns: str, on_line: LineFn,
+              while_running: Callable[[], None] | None = None) -> tuple[bool, dict | None]:
         """Wait for the Job to finish: (whether it succeeded, its last pod in API form or None).
 
         A Job can be marked failed while its pod is still terminating (deleted from outside): the pod is then
@@ -418,6 +530,11 @@ class KubernetesJobLauncher:
                     except Exception as exc:  # logs are a convenience; the outcome comes from storage
                         on_line(f"(logs unavailable: {exc})")
                 return bool(st.get("succeeded")), (_camel(pod) if pod else None)
+            if while_running is not None and st.get("active"):
+                try:
+                    while_running()
+                except Exception as exc:  # growing in place is an optimisation: never lose the Job over it
+                    on_line(f"(in-place resize skipped: {exc})")
             time.sleep(self.poll_seconds)
         raise TimeoutError(f"Job {ns}/{name} did not finish within {self.timeout_seconds:.0f} s")
 

@@ -12,10 +12,11 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Protocol
 
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import TEST_FAIL_STAGE, skip_if_complete, status_location
+from mousflow.stages.runner import TEST_FAIL_STAGE, TEST_GROW_MEMORY, skip_if_complete, status_location
 from mousflow.storage.location import Location
 
 if TYPE_CHECKING:
@@ -82,37 +83,99 @@ def _kind_query(kind: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(urlsplit(kind).query).items()}
 
 
+@dataclass(frozen=True)
+class StageJobConfig:
+    """What the platform, never a MOUS, decides about stage Jobs: image, S3 Secret and endpoint, Dask worker pods,
+    what to do after an out-of-memory kill. The operator's settings (mousflow_operator.settings.OperatorSettings)
+    hold one and hand it to each flow run as a parameter (`to_json`): the flow running in the operator's thread
+    takes these values, it does not read the environment again. `from_env` is the one place the variables are
+    read, with the one set of defaults below (for `mousflow run` with Kubernetes stages, and for the operator)."""
+
+    image: str = "mousflow-runner:dev"
+    image_pull_policy: str = "IfNotPresent"
+    s3_secret: str = "mousflow-s3"
+    """Secret (in the MOUS's namespace) with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, for stage pods."""
+    s3_endpoint: str | None = None
+    """The S3 endpoint as pods reach it (MOUSFLOW_S3_ENDPOINT_IN_CLUSTER)."""
+    s3_region: str | None = None
+    dask_service_account: str | None = None
+    dask_min_workers: int = 1
+    dask_max_workers: int = 4
+    dask_worker_cpu: str = "1"
+    dask_unschedulable_seconds: float = 120.0
+    oom_memory_factor: float = 1.5
+    oom_max_retries: int = 3
+    oom_memory_cap: str = "64Gi"
+    resize_in_place: bool = True
+    """Raise a running stage pod's memory limit through the pod's resize subresource when its working set
+    reaches resize_threshold of it (by oom_memory_factor, up to oom_memory_cap); the OOM retry stays the
+    fallback."""
+    resize_threshold: float = 0.8
+    default_namespace: str = "default"
+    test_fail_stage: str | None = None
+    """TEST ONLY (MOUSFLOW_TEST_FAIL_STAGE)."""
+    test_grow_memory: str | None = None
+    """TEST ONLY (MOUSFLOW_TEST_GROW_MEMORY)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StageJobConfig:
+        env = os.environ if env is None else env
+        return cls(
+            image=env.get("MOUSFLOW_RUNNER_IMAGE") or cls.image,
+            image_pull_policy=env.get("MOUSFLOW_IMAGE_PULL_POLICY") or cls.image_pull_policy,
+            s3_secret=env.get("MOUSFLOW_S3_SECRET") or cls.s3_secret,
+            s3_endpoint=env.get("MOUSFLOW_S3_ENDPOINT_IN_CLUSTER") or None,
+            s3_region=env.get("AWS_DEFAULT_REGION") or None,
+            dask_service_account=env.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
+            dask_min_workers=int(env.get("MOUSFLOW_DASK_MIN_WORKERS") or cls.dask_min_workers),
+            dask_max_workers=int(env.get("MOUSFLOW_DASK_MAX_WORKERS") or cls.dask_max_workers),
+            dask_worker_cpu=env.get("MOUSFLOW_DASK_WORKER_CPU") or cls.dask_worker_cpu,
+            dask_unschedulable_seconds=float(env.get("MOUSFLOW_DASK_UNSCHEDULABLE_SECONDS")
+                                             or cls.dask_unschedulable_seconds),
+            oom_memory_factor=float(env.get("MOUSFLOW_OOM_MEMORY_FACTOR") or cls.oom_memory_factor),
+            oom_max_retries=int(env.get("MOUSFLOW_OOM_MAX_RETRIES") or cls.oom_max_retries),
+            oom_memory_cap=env.get("MOUSFLOW_OOM_MEMORY_CAP") or cls.oom_memory_cap,
+            resize_in_place=(env.get("MOUSFLOW_RESIZE_IN_PLACE") or "true").strip().lower() in ("1", "true", "yes"),
+            resize_threshold=float(env.get("MOUSFLOW_RESIZE_THRESHOLD") or cls.resize_threshold),
+            default_namespace=env.get("MOUSFLOW_JOB_NAMESPACE") or cls.default_namespace,
+            test_fail_stage=env.get(TEST_FAIL_STAGE) or None,
+            test_grow_memory=env.get(TEST_GROW_MEMORY) or None,
+        )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Mapping | None) -> StageJobConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (doc or {}).items() if k in known})
+
+    def job_settings(self, kind: str) -> JobSettings:
+        """The Jobs' settings for the launcher kind string, which names only the namespace and the owning MOUS."""
+        from mousflow.pipeline.kubernetes import JobSettings
+
+        query = _kind_query(kind)
+        return JobSettings(
+            namespace=query.get("namespace") or self.default_namespace, image=self.image,
+            s3_secret=self.s3_secret, s3_endpoint=self.s3_endpoint, s3_region=self.s3_region,
+            image_pull_policy=self.image_pull_policy,
+            owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
+            dask_service_account=self.dask_service_account, dask_min_workers=self.dask_min_workers,
+            dask_max_workers=self.dask_max_workers, dask_worker_cpu=self.dask_worker_cpu,
+            dask_unschedulable_seconds=self.dask_unschedulable_seconds, test_grow_memory=self.test_grow_memory,
+            test_fail_stage=self.test_fail_stage)
+
+
 def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
-    """The stage Jobs' settings from the environment of the process running the flow (the operator): runner
-    image, S3 Secret, in-cluster endpoint and region (MOUSFLOW_RUNNER_IMAGE, MOUSFLOW_S3_SECRET,
-    MOUSFLOW_S3_ENDPOINT_IN_CLUSTER, AWS_DEFAULT_REGION, MOUSFLOW_IMAGE_PULL_POLICY; for Dask worker pods
-    MOUSFLOW_DASK_SERVICE_ACCOUNT, MOUSFLOW_DASK_MIN_WORKERS, MOUSFLOW_DASK_MAX_WORKERS,
-    MOUSFLOW_DASK_WORKER_CPU; for tests only
-    MOUSFLOW_TEST_FAIL_STAGE); the kind string names only the namespace and the MOUS owning the Jobs."""
-    from mousflow.pipeline.kubernetes import JobSettings
-
-    query = _kind_query(kind)
-    return JobSettings(
-        namespace=query.get("namespace") or env.get("MOUSFLOW_JOB_NAMESPACE", "default"),
-        image=env.get("MOUSFLOW_RUNNER_IMAGE", "mousflow-runner:dev"),
-        s3_secret=env.get("MOUSFLOW_S3_SECRET", "mousflow-s3"),
-        s3_endpoint=env.get("MOUSFLOW_S3_ENDPOINT_IN_CLUSTER") or None,
-        s3_region=env.get("AWS_DEFAULT_REGION") or None,
-        image_pull_policy=env.get("MOUSFLOW_IMAGE_PULL_POLICY", "IfNotPresent"),
-        owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
-        dask_service_account=env.get("MOUSFLOW_DASK_SERVICE_ACCOUNT") or None,
-        dask_min_workers=int(env.get("MOUSFLOW_DASK_MIN_WORKERS", "1")),
-        dask_max_workers=int(env.get("MOUSFLOW_DASK_MAX_WORKERS", "4")),
-        dask_worker_cpu=env.get("MOUSFLOW_DASK_WORKER_CPU", "1"),
-        test_fail_stage=env.get(TEST_FAIL_STAGE) or None,
-    )
+    """The stage Jobs' settings from an environment (StageJobConfig.from_env) for the launcher kind `kind`."""
+    return StageJobConfig.from_env(env).job_settings(kind)
 
 
-def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
-    """Stage Jobs configured from the environment of the process running the flow (job_settings_from_env),
-    whose Job names start at the kind string's attempt number and carry its run tag. Resources come from the MOUS's data
-    (`demand_of`), read when a stage is launched, refined by the history of measured peaks when
-    MOUSFLOW_HISTORY names one (pipeline.history)."""
+def _kubernetes_launcher(kind: str, threads: int, config: StageJobConfig | None = None) -> StageLauncher:
+    """Stage Jobs configured by `config` (the operator's, passed down with the flow run; from the environment
+    when there is none), whose Job names start at the kind string's attempt number and carry its run tag.
+    Resources come from the MOUS's data (`demand_of`), read when a stage is launched, refined by the history of
+    measured peaks when MOUSFLOW_HISTORY names one (pipeline.history)."""
     from mousflow.model import load_manifest
     from mousflow.pipeline.demand import demand_of
     from mousflow.pipeline.history import History
@@ -120,7 +183,8 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
     from mousflow.pipeline.resources import estimate_stage_resources, parse_memory
 
     query = _kind_query(kind)
-    settings = job_settings_from_env(kind, os.environ)
+    config = config or StageJobConfig.from_env()
+    settings = config.job_settings(kind)
 
     history = History.from_env()
 
@@ -134,18 +198,19 @@ def _kubernetes_launcher(kind: str, threads: int) -> StageLauncher:
                 learned_factor=history.memory_factor(s) if history else 1.0)
             return super().launch(stage, manifest_uri, run_root, on_line)
 
-    # What to do after an out-of-memory kill: the platform's policy, from the environment of the flow's process.
+    # What to do after an out-of-memory kill: the platform's policy (config), not the MOUS's.
     return SizedJobLauncher(settings, resources=lambda s: None, threads=threads,
                             attempt=int(query.get("attempt", 1)), run=query.get("run", ""),
-                            oom_memory_factor=float(os.environ.get("MOUSFLOW_OOM_MEMORY_FACTOR", 1.5)),
-                            oom_max_retries=int(os.environ.get("MOUSFLOW_OOM_MAX_RETRIES", 3)),
-                            memory_cap_bytes=parse_memory(os.environ.get("MOUSFLOW_OOM_MEMORY_CAP", "64Gi")))
+                            oom_memory_factor=config.oom_memory_factor, oom_max_retries=config.oom_max_retries,
+                            memory_cap_bytes=parse_memory(config.oom_memory_cap),
+                            resize_in_place=config.resize_in_place, resize_threshold=config.resize_threshold)
 
 
-def make_launcher(kind: str = "local", threads: int = 1) -> StageLauncher:
-    """A launcher from plain parameters (flow parameters must be JSON: the Prefect server records them)."""
+def make_launcher(kind: str = "local", threads: int = 1, config: Mapping | None = None) -> StageLauncher:
+    """A launcher from plain parameters (flow parameters must be JSON: the Prefect server records them);
+    `config`: a StageJobConfig as JSON (the operator's), for Kubernetes stages."""
     if kind == "local":
         return LocalProcessLauncher(threads=threads)
     if kind == "kubernetes" or kind.startswith("kubernetes?"):
-        return _kubernetes_launcher(kind, threads)
+        return _kubernetes_launcher(kind, threads, StageJobConfig.from_json(config) if config else None)
     raise ValueError(f"unknown stage launcher {kind!r}; known: local, kubernetes?namespace=NS&attempt=N&run=TAG")

@@ -1,14 +1,20 @@
 """A temporary, local Prefect server for the embedded run and the tests (never Prefect Cloud).
 
 Started as `prefect server start` on a free loopback port with its own PREFECT_HOME (SQLite database in a
-temporary directory), and stopped again when the context exits.
+temporary directory), and stopped again when the context exits. It also dies with the process that started
+it when that one cannot stop it (SIGKILL, a crash): on Linux the kernel sends it SIGTERM when its parent
+exits (PR_SET_PDEATHSIG, set between fork and exec), and the next server started removes the temporary
+homes of servers whose owners are gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +24,44 @@ import urllib.request
 from collections.abc import Iterator
 
 STARTUP_TIMEOUT_S = 120
+HOME_PREFIX = "mousflow-prefect-"
+OWNER_FILE = "owner.pid"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In the child, before exec: ask the kernel for SIGTERM when the parent exits, and exit now if it already
+    has (it may have died between fork and this call). Elsewhere than Linux the server is only stopped by the
+    context's exit."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_homes() -> None:
+    """Remove the temporary homes of earlier servers whose owning process is gone (killed before it could)."""
+    for home in glob.glob(os.path.join(tempfile.gettempdir(), HOME_PREFIX + "*")):
+        try:
+            with open(os.path.join(home, OWNER_FILE)) as fh:
+                owner = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue  # not ours to judge: no owner recorded (or being created right now)
+        if not _pid_alive(owner):
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -37,16 +81,20 @@ def _healthy(url: str) -> bool:
 @contextlib.contextmanager
 def local_prefect_server() -> Iterator[str]:
     """Start a Prefect server, point this process (and its children) at it, yield its API URL."""
-    home = tempfile.mkdtemp(prefix="mousflow-prefect-")
+    remove_orphaned_homes()
+    home = tempfile.mkdtemp(prefix=HOME_PREFIX)
+    with open(os.path.join(home, OWNER_FILE), "w") as fh:
+        fh.write(str(os.getpid()))
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_URL": url}
     prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+    parent = os.getpid()
     log = open(os.path.join(home, "server.log"), "w")
     proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port),
                              "--no-ui", "--analytics-off"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

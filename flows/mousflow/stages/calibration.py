@@ -15,22 +15,21 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from mousflow.errors import CalibrationFailed, InputMissing, InvalidInput
+from mousflow.errors import CalibrationFailed, InvalidInput
 from mousflow.model import Recipe
 from mousflow.science.calibration import apply_to_target, calibrate_window
 from mousflow.stages.context import StageContext
+from mousflow.stages.inputs import CheckedBlock, check_inputs
+from mousflow.stages.intents import ROLES, has_role
 from mousflow.stages.versioning import code_version
-from mousflow.storage.checkpoints import Validity, content_digest, hash_inputs
+from mousflow.storage.checkpoints import Validity, hash_inputs
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import (
-    InvalidProcessingSet,
     PartitionArrays,
     PartitionInfo,
     concatenate_partitions,
     load_partition,
-    open_checked,
     parallel_hand_indices,
-    partition_infos,
 )
 from mousflow.storage.zarr_io import (
     finalize_processing_set,
@@ -41,12 +40,6 @@ from mousflow.storage.zarr_io import (
 from mousflow.telescope.calibrators import FLUX_MODELS
 
 STAGE = "calibration"
-ROLES = {
-    "bandpass": "CALIBRATE_BANDPASS",
-    "flux": "CALIBRATE_FLUX",
-    "phase": "CALIBRATE_PHASE",
-    "target": "OBSERVE_TARGET",
-}
 
 
 def eb_label(uid: str) -> str:
@@ -54,23 +47,10 @@ def eb_label(uid: str) -> str:
     return uid.replace("://", "___").replace("/", "_")
 
 
-def has_role(intents: list[str], role: str) -> bool:
-    """ALMA intents may be combined ('CALIBRATE_BANDPASS#ON_SOURCE,CALIBRATE_FLUX#ON_SOURCE')."""
-    prefix = ROLES[role]
-    return any(part.strip().startswith(prefix) for intent in intents for part in intent.split(","))
-
-
-def input_hash(ctx: StageContext) -> str:
+def input_hash(ctx: StageContext, blocks: list[CheckedBlock]) -> str:
     spec = ctx.mous.spec
-    ebs = []
-    for eb in spec.execution_blocks:
-        loc = Location.of(eb.uri)
-        try:
-            ebs.append([eb.uid, eb.uri, content_digest(loc)])
-        except FileNotFoundError as exc:
-            raise InputMissing(f"execution block {eb.uid}: {eb.uri} does not exist") from exc
     fluxes = [f.to_wire() for f in spec.calibrator_fluxes or []]
-    return hash_inputs(ebs, spec.recipe.value, fluxes)
+    return hash_inputs([[b.uid, b.uri, b.digest] for b in blocks], spec.recipe.value, fluxes)
 
 
 def same_field(name: str, field: str) -> bool:
@@ -131,17 +111,22 @@ def _choose_flux_role(ctx: StageContext, roles: dict[str, PartitionArrays | None
                        f"no flux density for its calibrators ({named}): add one to set the flux scale")
 
 
-def checkpoint_validity(ctx: StageContext) -> tuple[str, Validity]:
+def checkpoint_validity(ctx: StageContext, blocks: list[CheckedBlock] | None = None) -> tuple[str, Validity]:
     """(the hash of the stage's inputs, whether its checkpoint holds the work for them): what decides that the
-    stage has nothing to do, here and before the flow would start it (stages.runner.skip_if_complete)."""
-    inputs = input_hash(ctx)
+    stage has nothing to do, here and before the flow would start it (stages.runner.skip_if_complete). Without
+    `blocks` the inputs are checked but not read back against their checksums: a skipped stage reads nothing."""
+    if blocks is None:
+        blocks = check_inputs(ctx.mous.spec, verify=False)
+    inputs = input_hash(ctx, blocks)
     return inputs, ctx.checkpoints.validate(STAGE, inputs, code_version(STAGE))
 
 
 def run(ctx: StageContext) -> str:
     spec = ctx.mous.spec
     version = code_version(STAGE)
-    inputs, validity = checkpoint_validity(ctx)
+    # Every byte of every execution block is read back against its recorded checksums before any is used.
+    blocks = check_inputs(spec, verify=True)
+    inputs, validity = checkpoint_validity(ctx, blocks)
     if validity:
         ctx.progress("calibration: valid checkpoint, nothing to do", 100.0)
         return "Skipped"
@@ -149,13 +134,9 @@ def run(ctx: StageContext) -> str:
 
     outputs, summary = [], {"execution_blocks": [], "recipe": spec.recipe.value}
     n_eb = len(spec.execution_blocks)
-    for k, eb in enumerate(spec.execution_blocks):
+    for k, (eb, block) in enumerate(zip(spec.execution_blocks, blocks, strict=True)):
         label = eb_label(eb.uid)
-        try:
-            ps = open_checked(Location.of(eb.uri))
-        except InvalidProcessingSet as exc:
-            raise InvalidInput(f"execution block {eb.uid}: {exc}") from exc
-        infos = partition_infos(ps)
+        ps, infos = block.ps, block.infos
         out_ps = ctx.path(STAGE, label, "calibrated.ps.zarr")
         out_tables = ctx.path(STAGE, label, "caltables.zarr")
         write_processing_set_root(out_ps)

@@ -25,6 +25,8 @@ class StageContext:
     threads: int = 1
     progress: ProgressFn = print_progress
     metrics: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What a person should know of a stage that succeeded (a fallback it took): its outcome's message."""
 
     @property
     def checkpoints(self) -> CheckpointStore:

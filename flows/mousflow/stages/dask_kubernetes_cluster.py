@@ -14,6 +14,13 @@ The stage pod (see pipeline.kubernetes.build_stage_job_spec) gets its settings a
   Secret, endpoint and region as stage pods.
 
 Worker and scheduler pods meet the restricted Pod Security profile like the stage pods.
+
+A cluster whose worker pods the Kubernetes scheduler cannot place (no node has the CPU or memory a worker
+asks for) would otherwise leave the stage waiting until Dask's own timeout ("No valid workers found"), and
+the MOUS would fail for a capacity problem that is not its own. `wait_for_workers` watches the worker pods'
+PodScheduled condition while it waits for the first worker, and gives up with WorkersUnschedulable, saying
+the scheduler's reason, once they have been unschedulable for MOUSFLOW_DASK_UNSCHEDULABLE_SECONDS (default
+120: long enough for a cluster autoscaler to add a node); the caller then images in the stage pod.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
 MiB = 2**20
 SCHEDULER_MEMORY = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}}
@@ -138,6 +147,57 @@ def spec_from_env(worker_threads: int, env: dict[str, str] | None = None) -> tup
     return spec, namespace
 
 
+class WorkersUnschedulable(Exception):
+    """No Dask worker pod could be placed on a node (the Kubernetes scheduler's reason in the message)."""
+
+
+def unschedulable_since(pods: list[dict]) -> tuple[float, str] | None:
+    """(since when, as a Unix time, the scheduler's message) if no worker pod is scheduled and at least one is
+    marked Unschedulable; None while one is scheduled or the scheduler has not said (a pure function of the
+    pods in API form)."""
+    found: list[tuple[float, str]] = []
+    for pod in pods:
+        conditions = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
+        scheduled = conditions.get("PodScheduled") or {}
+        if scheduled.get("status") == "True":
+            return None
+        if scheduled.get("reason") == "Unschedulable":
+            stamp = scheduled.get("lastTransitionTime")
+            since = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else time.time()
+            found.append((since, str(scheduled.get("message") or "unschedulable")))
+    return min(found) if found else None
+
+
+def list_worker_pods(name: str, namespace: str) -> list[dict]:
+    """The cluster's worker pods in API form, through kr8s (the client dask-kubernetes itself uses, with the
+    stage pod's service account, which may list pods)."""
+    import kr8s
+
+    pods = kr8s.get("pods", namespace=namespace,
+                    label_selector={"dask.org/cluster-name": name, "dask.org/component": "worker"})
+    return [pod.raw for pod in pods]
+
+
+def wait_for_workers(has_worker: Callable[[], bool], worker_pods: Callable[[], list[dict]], *,
+                     unschedulable_seconds: float, timeout_seconds: float, poll_seconds: float = 3.0,
+                     clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once `has_worker()`; raise WorkersUnschedulable when the worker pods have been unschedulable for
+    `unschedulable_seconds`, or when no worker came within `timeout_seconds` (naming what the pods wait for)."""
+    started = clock()
+    while not has_worker():
+        pods = worker_pods()
+        stuck = unschedulable_since(pods)
+        now = clock()
+        if stuck is not None and now - stuck[0] >= unschedulable_seconds:
+            raise WorkersUnschedulable(f"the Dask worker pods could not be scheduled for {now - stuck[0]:.0f} s: "
+                                       f"{stuck[1]}")
+        if now - started >= timeout_seconds:
+            phases = sorted({(p.get("status") or {}).get("phase", "?") for p in pods}) or ["none created"]
+            raise WorkersUnschedulable(f"no Dask worker joined within {timeout_seconds:.0f} s (worker pods: "
+                                       f"{', '.join(phases)})")
+        sleep(poll_seconds)
+
+
 @contextlib.contextmanager
 def kubernetes_cluster(minimum: int, maximum: int, worker_threads: int) -> Iterator:
     """A KubeCluster adapting between minimum and maximum workers; deleted on exit, error or not."""
@@ -152,3 +212,10 @@ def kubernetes_cluster(minimum: int, maximum: int, worker_threads: int) -> Itera
         yield cluster
     finally:
         cluster.close()
+
+
+def first_worker_timeouts(env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(unschedulable_seconds, timeout_seconds) for wait_for_workers, from the stage pod's environment."""
+    env = os.environ if env is None else env
+    return (float(env.get("MOUSFLOW_DASK_UNSCHEDULABLE_SECONDS") or 120),
+            float(env.get("MOUSFLOW_DASK_START_TIMEOUT") or 300))

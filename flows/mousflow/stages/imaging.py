@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mousflow.errors import ImagingFailed, InputMissing
+from mousflow.model.semantics import several_pointings
 from mousflow.science.imaging import (
     Beam,
     ImagingPlan,
@@ -45,6 +46,7 @@ from mousflow.stages.imaging_scaleout import (
 from mousflow.stages.peak_memory import process_peak_memory_bytes
 from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import CheckpointManifest, CheckpointStore, Validity, hash_inputs
+from mousflow.storage.integrity import verify_checksums
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import load_partition, open_checked, partition_infos
 
@@ -116,6 +118,7 @@ class WindowData:
 
 def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
     by_spw: dict[str, dict] = {}
+    centres: list[tuple[str, tuple[float, float]]] = []
     for rel in calibrated:
         loc = ctx.path(rel)
         ps = open_checked(loc)
@@ -124,6 +127,7 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
                 raise ImagingFailed(f"{info.name}: target fields {', '.join(info.field_names)} in one partition: "
                                     f"mosaics are not imaged yet")
             p = load_partition(ps[info.name], info.name, channels=slice(0, 1))  # metadata and uvw only
+            centres.append((f"{p.field_name} of {rel}", p.phase_centre_rad))
             entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None, "p": p})
             full_freq = np.asarray(ps[info.name].frequency.values, dtype=np.float64)
             if entry["freq"] is None:
@@ -132,6 +136,9 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
                 raise ImagingFailed(f"window {info.spw_name} has different channels in different execution blocks")
             entry["uvw"].append(p.uvw_m.reshape(-1, 3))
             entry["sources"].append((loc, info.name))
+    mosaic = several_pointings(centres)  # the input checks refuse it first; never stack pointings
+    if mosaic:
+        raise ImagingFailed(mosaic)
     windows = []
     for spw, e in sorted(by_spw.items()):
         p = e["p"]
@@ -226,6 +233,8 @@ def run(ctx: StageContext) -> str:
     ctx.progress(f"imaging: starting ({validity.reason})", 0.0)
 
     calibrated = [rel for rel in upstream.outputs if rel.endswith("calibrated.ps.zarr")]
+    for rel in calibrated:
+        verify_checksums(ctx.path(rel), "calibrated data", remedy="run calibration again")
     windows = _windows(ctx, calibrated)
     plans = _load_or_make_plans(ctx, windows, robust, inputs)
     total_chunks = sum(math.ceil(w.freq_hz.size / chunk) for w in windows)
@@ -284,7 +293,10 @@ def run(ctx: StageContext) -> str:
     summary["chunks_computed"] = len(run.results)
     summary["scaleout"] = {"mode": scaleout.mode, "min_workers": run.min_workers, "max_workers": run.max_workers,
                            "workers_used": run.workers_used, "chunk_seconds": round(run.wall_seconds, 3),
-                           "worker_peak_memory_bytes": run.worker_peak_memory_bytes}
+                           "worker_peak_memory_bytes": run.worker_peak_memory_bytes, "fallback": run.fallback}
+    if run.fallback:
+        ctx.progress(f"imaging: {run.fallback}", None)
+        ctx.notes.append(f"WorkersUnschedulable: {run.fallback}")
     ctx.metrics.update(worker_peak_memory_bytes=run.worker_peak_memory_bytes, workers_used=run.workers_used,
                        workers_max=run.max_workers, cube_seconds=round(run.wall_seconds, 3))
 
@@ -292,6 +304,11 @@ def run(ctx: StageContext) -> str:
         plan = plans[w.spw]
         store, per_chan = cube_state[w.spw]
         n_chan = w.freq_hz.size
+        if not np.isfinite(per_chan["rms"]).any():
+            # A window without one finite plane has no usable data at all; left out silently, the continuum and
+            # QA2 would be made of the other windows and could still pass.
+            raise ImagingFailed(f"cube {w.spw}: every channel's image is NaN: the window has no usable data "
+                                f"(entirely flagged, or corrupted)")
         lines = _line_channels(store, per_chan["rms"], plan.pblimit)
         line_free[w.spw] = ~lines & np.isfinite(per_chan["rms"])
         store.update_attrs(rms=_jsonable(per_chan["rms"]), predicted_rms=_jsonable(per_chan["predicted_rms"]),

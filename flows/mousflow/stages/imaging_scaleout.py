@@ -12,6 +12,10 @@ Where the workers come from (MOUSFLOW_DASK):
   the runner image sized per chunk (see dask_kubernetes_cluster);
 - ``inline``: no Dask at all, chunks one after the other in this process (for debugging).
 
+If the Kubernetes scheduler cannot place a single worker pod (dask_kubernetes_cluster.wait_for_workers), the
+chunks are imaged inline in the stage pod instead, and ChunkRun.fallback says why: a slower cube is better
+than a MOUS failed for a capacity problem. Products do not depend on where chunks ran (same threads each).
+
 The number of workers is adaptive between a minimum and a maximum set from the cube's size: never more
 workers than chunks waiting, never more than MOUSFLOW_DASK_MAX_WORKERS (default: this machine's cores
 locally, 4 on Kubernetes), at least MOUSFLOW_DASK_MIN_WORKERS (default 1). Every chunk is imaged with the
@@ -89,6 +93,8 @@ class ChunkRun:
     min_workers: int
     worker_peak_memory_bytes: int
     wall_seconds: float
+    fallback: str = ""
+    """Why the chunks ran inline instead of on the mode's workers ("" when they did not)."""
 
 
 @contextlib.contextmanager
@@ -97,10 +103,14 @@ def chunk_client(settings: ScaleOutSettings, minimum: int, maximum: int) -> Iter
     from distributed import Client, LocalCluster
 
     if settings.mode == "kubernetes":
-        from mousflow.stages.dask_kubernetes_cluster import kubernetes_cluster
+        from mousflow.stages import dask_kubernetes_cluster as kdc
 
-        with kubernetes_cluster(minimum, maximum, settings.worker_threads) as cluster, \
+        unschedulable_seconds, timeout_seconds = kdc.first_worker_timeouts()
+        with kdc.kubernetes_cluster(minimum, maximum, settings.worker_threads) as cluster, \
                 Client(cluster) as client:
+            kdc.wait_for_workers(lambda: bool(client.scheduler_info().get("workers")),
+                                 lambda: kdc.list_worker_pods(cluster.name, cluster.namespace),
+                                 unschedulable_seconds=unschedulable_seconds, timeout_seconds=timeout_seconds)
             yield client
         return
     # Worker processes (not threads): the gridder and CLEAN hold the GIL in places, and a process per worker is
@@ -134,29 +144,40 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
         peaks[w] = max(peaks.get(w, 0), int(result.get("worker_peak_memory_bytes", 0)))
         on_done(key, result)
 
-    if settings.mode == "inline":
+    def _inline(fallback: str = "") -> ChunkRun:
         for key, fn, args in tasks:
-            _record(key, fn(*[shared[a] if isinstance(a, SharedArg) else a for a in args]))
-        return ChunkRun(results, 1, 1, 1, max(peaks.values(), default=0), time.perf_counter() - started)
+            if key not in results:  # a chunk a worker finished before the fallback is not imaged again
+                _record(key, fn(*[shared[a] if isinstance(a, SharedArg) else a for a in args]))
+        return ChunkRun(results, 1, 1, 1, max(peaks.values(), default=0), time.perf_counter() - started, fallback)
+
+    if settings.mode == "inline":
+        return _inline()
 
     from distributed import KilledWorker, as_completed
 
-    with chunk_client(settings, minimum, maximum) as client:
-        scattered = {name: client.scatter(value, broadcast=False, hash=False) for name, value in shared.items()}
-        futures = {}
-        for key, fn, args in tasks:
-            resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
-            # pure=False: a retried task must run again, not be taken from the scheduler's memory.
-            futures[client.submit(fn, *resolved, pure=False, retries=1, key=f"chunk-{_key_text(key)}")] = key
-        try:
-            for fut in as_completed(futures):
-                _record(futures[fut], fut.result())
-        except KilledWorker as exc:
-            # A worker dies under a chunk when the chunk does not fit in its memory: the kernel's OOM killer
-            # (local workers share the stage pod's limit) or the nanny at a worker pod's memory limit kills it,
-            # and the nanny or the autoscaler replaces it. The kernels do not otherwise kill their process.
-            raise OutOfMemory(f"{exc.task}: every Dask worker that ran it died ({exc.allowed_failures + 1} in a row), "
-                              "killed for its memory: the chunk needs more memory than a worker has") from exc
+    from mousflow.stages.dask_kubernetes_cluster import WorkersUnschedulable
+
+    try:
+        with chunk_client(settings, minimum, maximum) as client:
+            scattered = {name: client.scatter(value, broadcast=False, hash=False) for name, value in shared.items()}
+            futures = {}
+            for key, fn, args in tasks:
+                resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
+                # pure=False: a retried task must run again, not be taken from the scheduler's memory.
+                futures[client.submit(fn, *resolved, pure=False, retries=1, key=f"chunk-{_key_text(key)}")] = key
+            try:
+                for fut in as_completed(futures):
+                    _record(futures[fut], fut.result())
+            except KilledWorker as exc:
+                # A worker dies under a chunk when the chunk does not fit in its memory: the kernel's OOM killer
+                # (local workers share the stage pod's limit) or the nanny at a worker pod's memory limit kills
+                # it, and the nanny or the autoscaler replaces it. The kernels do not otherwise kill their
+                # process.
+                raise OutOfMemory(f"{exc.task}: every Dask worker that ran it died ({exc.allowed_failures + 1} in "
+                                  "a row), killed for its memory: the chunk needs more memory than a worker "
+                                  "has") from exc
+    except WorkersUnschedulable as exc:
+        return _inline(f"{exc}; the cube chunks were imaged in the stage pod")
     return ChunkRun(results, len(peaks), maximum, minimum, max(peaks.values(), default=0),
                     time.perf_counter() - started)
 

@@ -24,7 +24,8 @@ from mousflow.stages.context import StageContext
 from mousflow.stages.image_store import ImageStore, attrs_to_header
 from mousflow.stages.versioning import code_version
 from mousflow.stages.weblog import write_weblog
-from mousflow.storage.checkpoints import Validity, hash_inputs, sha256_of_object
+from mousflow.storage.checkpoints import Validity, hash_inputs
+from mousflow.storage.integrity import sha256_of_object
 from mousflow.storage.location import Location
 
 STAGE = "packaging"

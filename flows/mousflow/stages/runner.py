@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
+import warnings
 
-from mousflow.errors import CalibrationFailed, ImagingFailed, InvalidInput, MousflowError, describe_error
+from mousflow.errors import CalibrationFailed, ImagingFailed, InvalidInput, exit_code_of, first_line
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
+from mousflow.stages.memory_watch import MemoryPublisher, container_memory, memory_location
 from mousflow.stages.peak_memory import container_peak_memory_bytes, process_peak_memory_bytes
-from mousflow.storage.location import Location
-
-EXIT_CODES = {"InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5, "ImagingFailed": 6, "OutOfMemory": 7,
-              "Error": 1}
-
+from mousflow.storage.location import Location, classify_failure
 
 TEST_FAIL_STAGE = "MOUSFLOW_TEST_FAIL_STAGE"
 """TEST ONLY: the name of a stage that fails once per run root (see _fail_once_if_asked); ignored unless set."""
 TEST_FAILURES = {"calibration": CalibrationFailed, "imaging": ImagingFailed, "packaging": InvalidInput}
+TEST_GROW_MEMORY = "MOUSFLOW_TEST_GROW_MEMORY"
+"""TEST ONLY: `<stage>:<factor>`: that stage first grows its memory slowly to factor x its container's limit, once
+per run root (see _grow_once_if_asked); ignored unless set."""
 
 
 def _stage_module(name: str):
@@ -75,16 +77,21 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     started, cpu0 = time.perf_counter(), time.process_time()
     run_root = None
     try:
-        ctx = _context(name, manifest_uri, threads=threads, progress=progress)
-        run_root = ctx.run_root
-        _fail_once_if_asked(ctx)
-        state = _stage_module(name).run(ctx)
-        outcome = StageOutcome(name, state, metrics=ctx.metrics)
-    except MousflowError as exc:
-        outcome = StageOutcome(name, "Failed", exc.reason, describe_error(exc).split(": ", 1)[-1])
-    except Exception as exc:  # an unexpected failure is still reported, with its traceback in the log
-        traceback.print_exc()
-        outcome = StageOutcome(name, "Failed", "Error", f"{type(exc).__name__}: {exc}")
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_to_log
+            ctx = _context(name, manifest_uri, threads=threads, progress=progress)
+            run_root = ctx.run_root
+            _fail_once_if_asked(ctx)
+            with MemoryPublisher(memory_location(run_root, name)):
+                ballast = _grow_once_if_asked(ctx)
+                state = _stage_module(name).run(ctx)
+                del ballast
+        outcome = StageOutcome(name, state, message="; ".join(ctx.notes), metrics=ctx.metrics)
+    except Exception as exc:
+        failure = classify_failure(exc)
+        if failure.reason == "Error":  # nothing explains it: the traceback goes to the log (stdout), not stderr
+            traceback.print_exc(file=sys.stdout)
+        outcome = StageOutcome(name, "Failed", failure.reason, first_line(failure))
     outcome.metrics.update(
         wall_seconds=round(time.perf_counter() - started, 3),
         cpu_seconds=round(time.process_time() - cpu0, 3),
@@ -97,6 +104,12 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     if run_root is not None:
         _report(run_root, outcome)
     return outcome
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning raised while a stage runs (numpy's overflow on garbage data, say) is a line of its log
+    (stdout), not of stderr, which carries the stage's outcome alone."""
+    print(f"warning: {category.__name__}: {message} ({os.path.basename(filename)}:{lineno})", flush=True)
 
 
 def skip_if_complete(name: str, manifest_uri: str) -> StageOutcome | None:
@@ -130,6 +143,34 @@ def _fail_once_if_asked(ctx: StageContext) -> None:
     raise TEST_FAILURES[ctx.name](f"failure injected by {TEST_FAIL_STAGE}={ctx.name} (test only), once")
 
 
+def _grow_once_if_asked(ctx: StageContext, step_seconds: float = 0.5):
+    """TEST ONLY, for the cluster test of growing a stage pod in place: with MOUSFLOW_TEST_GROW_MEMORY=<this
+    stage>:<factor> the stage first takes memory in steps (64 MiB/s up to 3/4 of its limit, then 8 MiB/s, the
+    pace of a stage working through its data) until its working set is factor x the container's limit at the
+    start, as a stage whose data outgrew its estimate would, and keeps it while it runs: with the limit raised
+    in time it goes on, without it the kernel kills it. Once per run root (a marker beside its status), so the
+    attempt run again after an out-of-memory kill goes through. Returns the memory held; without the variable
+    (never set in an installation), or outside a pod, None."""
+    stage, _, factor = os.environ.get(TEST_GROW_MEMORY, "").partition(":")
+    start = container_memory()
+    if stage.strip() != ctx.name or start is None or start[1] is None:
+        return None
+    marker = ctx.run_root.join("status", f"{ctx.name}.test-grow.json")
+    if marker.exists():
+        return None
+    target = int(float(factor) * start[1])
+    marker.write_json({"stage": ctx.name, "variable": TEST_GROW_MEMORY, "target_bytes": target, "time": time.time()})
+    import numpy as np
+
+    held = []
+    while (now := container_memory()) is not None and now[0] < target:
+        step = 32 << 20 if now[0] < 0.75 * start[1] else 4 << 20
+        held.append(np.ones(step, dtype=np.uint8))  # ones, not zeros: every page is touched
+        time.sleep(step_seconds)
+    print(f"test: grew to {sum(a.nbytes for a in held) >> 20} MiB more (target {target >> 20} MiB)", flush=True)
+    return held
+
+
 def _context(name: str, manifest_uri: str, *, threads: int = 1, progress: ProgressFn | None = None) -> StageContext:
     mous = load_manifest(Location.of(manifest_uri).read_text())
     run_root = Location.of(mous.spec.output.uri)
@@ -148,4 +189,4 @@ def _report(run_root: Location, outcome: StageOutcome) -> None:
 def exit_code(outcome: StageOutcome) -> int:
     if outcome.state in ("Succeeded", "Skipped"):
         return 0
-    return EXIT_CODES.get(outcome.reason, 1)
+    return exit_code_of(outcome.reason)

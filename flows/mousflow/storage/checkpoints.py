@@ -17,45 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mousflow.storage.integrity import content_digest
 from mousflow.storage.location import Location
 
 CHECKPOINT_DIR = "checkpoints"
-HASH_BLOCK = 8 * 2**20
-
-
-def sha256_of_object(loc: Location) -> str:
-    h = hashlib.sha256()
-    with loc.fs.open(loc.path, "rb") as fh:
-        while block := fh.read(HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def content_digest(loc: Location) -> str:
-    """sha256 of a file, or of a directory tree (sorted relative paths and the sha256 of each file).
-
-    In S3 the object ETag stands for the content hash of each object: it is derived from the content (the MD5
-    of a single-part upload, a hash of part MD5s otherwise), costs nothing to read, and changes whenever the
-    content does.
-    """
-    fs, path = loc.fs, loc.path
-    if not fs.exists(path):
-        raise FileNotFoundError(loc.uri)
-    if not fs.isdir(path):
-        return sha256_of_object(loc)
-    lines = []
-    for name, info in sorted(fs.find(path, detail=True).items()):
-        rel = posixpath.relpath(name, path)
-        etag = info.get("ETag") or info.get("etag")
-        digest = str(etag).strip('"') if etag and not loc.is_local else sha256_of_object(Location(
-            f"{loc.protocol}://{name}" if not loc.is_local else name))
-        lines.append(f"{rel}\0{digest}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def hash_inputs(*parts: Any) -> str:

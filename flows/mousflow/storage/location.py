@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import fsspec
 
-from mousflow.errors import InputMissing
+from mousflow.errors import InputMissing, MousflowError, Unavailable, classify, first_line
 
 COMMIT_MARKER = "_MOUSFLOW_COMMITTED"
 
@@ -25,13 +26,53 @@ class StorageError(InputMissing):
     """A location that cannot be read or written; the message says which and why."""
 
 
+def s3_endpoint() -> str | None:
+    return os.environ.get("MOUSFLOW_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 def s3_options_from_env() -> dict[str, Any]:
-    """s3fs options from the environment (AWS_* credentials, MOUSFLOW_S3_ENDPOINT for MinIO and friends)."""
-    opts: dict[str, Any] = {}
-    endpoint = os.environ.get("MOUSFLOW_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    """s3fs options from the environment (AWS_* credentials, MOUSFLOW_S3_ENDPOINT for MinIO and friends).
+
+    botocore's defaults (60 s to connect, retried with backoff) make an unreachable endpoint look like a hang;
+    MOUSFLOW_S3_CONNECT_TIMEOUT (s, default 10), MOUSFLOW_S3_READ_TIMEOUT (s, default 60) and
+    MOUSFLOW_S3_MAX_ATTEMPTS (default 3) bound how long it takes to say so."""
+    opts: dict[str, Any] = {"config_kwargs": {
+        "connect_timeout": float(os.environ.get("MOUSFLOW_S3_CONNECT_TIMEOUT", 10)),
+        "read_timeout": float(os.environ.get("MOUSFLOW_S3_READ_TIMEOUT", 60)),
+        "retries": {"max_attempts": int(os.environ.get("MOUSFLOW_S3_MAX_ATTEMPTS", 3)), "mode": "standard"},
+    }}
+    endpoint = s3_endpoint()
     if endpoint:
         opts["client_kwargs"] = {"endpoint_url": endpoint}
     return opts
+
+
+def _from_object_store(exc: BaseException) -> bool:
+    """Whether an exception came from botocore (s3fs keeps botocore's error as the cause of its own)."""
+    while exc is not None:
+        if type(exc).__module__.startswith(("botocore", "aiobotocore")):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def classify_failure(exc: BaseException) -> MousflowError:
+    """`mousflow.errors.classify`, knowing what the object store's errors mean: a connection that fails or
+    times out and credentials that are refused make the store Unavailable (with the endpoint in the message)."""
+    if isinstance(exc, MousflowError) or not _from_object_store(exc):
+        return classify(exc)
+    where = f"the object store at {s3_endpoint() or 'AWS S3'}"
+    name = type(exc).__name__
+    if isinstance(exc, PermissionError) or name in ("NoCredentialsError", "PartialCredentialsError"):
+        text = "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)" if "Credentials" in name \
+            else f"access refused ({str(exc).strip() or 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY'})"
+        classified = Unavailable(f"{where}: {text}")
+    elif "Connect" in name or "Timeout" in name or isinstance(exc, ConnectionError | TimeoutError):
+        classified = Unavailable(f"cannot reach {where}: {first_line(exc)}")
+    else:
+        return classify(exc)
+    classified.__cause__ = exc
+    return classified
 
 
 @dataclass(frozen=True)
@@ -117,6 +158,27 @@ class Location:
             with self.fs.open(self.path, "wb") as fh:
                 fh.write(data)
 
+    def copy_to(self, dst: Location, block_bytes: int = 4 << 20) -> str:
+        """Copy this object to `dst` without holding it in memory: inside one filesystem by the filesystem's own
+        copy (S3 CopyObject: the bytes stay in the object store), between filesystems in blocks (at most
+        `block_bytes` in memory); on a local disk through a temporary name and a rename, as write_bytes. Returns
+        "server-side" or "streamed"."""
+        if self.protocol == dst.protocol and not self.is_local:
+            dst.fs.copy(self.path, dst.path)
+            return "server-side"
+        if dst.is_local:
+            os.makedirs(os.path.dirname(dst.path), exist_ok=True)
+            tmp = f"{dst.path}.tmp-{os.getpid()}"
+            with self.fs.open(self.path, "rb") as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, block_bytes)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dst.path)
+        else:
+            with self.fs.open(self.path, "rb") as src, dst.fs.open(dst.path, "wb") as out:
+                shutil.copyfileobj(src, out, block_bytes)
+        return "streamed"
+
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
 
@@ -167,7 +229,6 @@ class Location:
             probe.fs.rm(probe.path)
         except FileNotFoundError as exc:
             raise StorageError(f"cannot write to {self.uri}: bucket or directory does not exist") from exc
-        except PermissionError as exc:
-            raise StorageError(f"cannot write to {self.uri}: permission denied") from exc
-        except OSError as exc:
-            raise StorageError(f"cannot write to {self.uri}: {exc}") from exc
+        except Exception as exc:  # refused credentials, unreachable endpoint, ...: say which
+            failure = classify_failure(exc)
+            raise type(failure)(f"cannot write to {self.uri}: {failure}") from exc

@@ -1,7 +1,8 @@
 """Writing processing sets to Zarr (local or s3://) one partition at a time, and opening them again.
 
 Partitions are written one by one so a large execution block never has to sit in memory whole; the root's
-metadata is consolidated at the end, as xradio's `open_processing_set` expects.
+metadata is consolidated at the end, as xradio's `open_processing_set` expects, and then the checksum of every
+object is recorded (storage.integrity) for readers to verify.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.errors import UnstableSpecificationWarning
 
+from mousflow.storage.integrity import CHECKSUMS, record_checksums
 from mousflow.storage.location import Location
 
 # Channel-chunked on disk, so an imaging worker reads only its slab of a wide spectral window.
@@ -136,8 +138,11 @@ def write_dataset_group(loc: Location, ds: xr.Dataset, group: str) -> None:
 
 
 def finalize_processing_set(loc: Location) -> None:
+    """Consolidate the metadata and record the checksums: the last writes of a processing set."""
+    loc.join(CHECKSUMS).remove()  # not part of the Zarr hierarchy: recorded again below, after consolidation
     with _quiet_zarr():
         zarr.consolidate_metadata(_zarr_target(loc))
+    record_checksums(loc)
 
 
 def open_zarr_tree(loc: Location) -> xr.DataTree:
