@@ -48,3 +48,17 @@ def find_or_build_helm() -> str:
 @pytest.fixture(scope="session")
 def helm() -> str:
     return find_or_build_helm()
+
+
+def find_or_fetch_prometheus() -> Path:
+    """The directory with Debian's `prometheus` and `promtool` (hack/testbed/prometheus.sh: downloaded and
+    unpacked into the test bed's cache once, a few seconds)."""
+    proc = subprocess.run([str(TESTBED / "prometheus.sh")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"no Prometheus (hack/testbed/prometheus.sh):\n{proc.stderr[-2000:]}", pytrace=False)
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return str(find_or_fetch_prometheus() / "promtool")

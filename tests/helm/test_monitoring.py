@@ -1,6 +1,8 @@
 """The chart's Grafana dashboard and PrometheusRule (off by default): rendered with `helm template`, every metric
 their queries use is one the operator exports (its /metrics exposition, generated in-process and parsed with
-prometheus_client's text parser), and every alert has a `for`, a severity and a summary."""
+prometheus_client's text parser), every alert has a `for`, a severity and a summary, and Prometheus's own promtool
+accepts the rules and passes their unit tests (an alert fires on the series that should fire it, and only
+then). A real Prometheus server scraping the installed operator: tests/cluster/test_helm_release.py."""
 
 from __future__ import annotations
 
@@ -118,3 +120,63 @@ def test_bad_thresholds_are_rejected(helm):
     proc = render(helm, "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.qa2FailRatio=2",
                   expect_ok=False)
     assert proc.returncode != 0 and "qa2FailRatio" in proc.stderr
+
+
+def _rule_groups(helm) -> dict:
+    docs = render(helm, "metrics.prometheusRule.enabled=true")
+    [rule] = by_kind(docs, "PrometheusRule")
+    return {"groups": rule["spec"]["groups"]}
+
+
+def test_promtool_accepts_the_rules_and_they_fire_when_they_should(helm, promtool, tmp_path):
+    import subprocess
+
+    import yaml
+
+    groups = _rule_groups(helm)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(groups))
+    at_risk_description = next(r for g in groups["groups"] for r in g["rules"]
+                               if r["alert"] == "MousflowMOUSAtRisk")["annotations"]["description"]
+    proc = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    # promtool's rule unit tests: series in, alerts out, evaluated by Prometheus's own engine
+    oom = 'mousflow_stage_retries_total{reason="OOMKilled"}'
+    fail, passed = 'mousflow_qa2_verdicts_total{verdict="Fail"}', 'mousflow_qa2_verdicts_total{verdict="Pass"}'
+    restarts = 'kube_pod_container_status_restarts_total{namespace="mf-test",pod="rel-mousflow-operator-x",' \
+               'container="operator"}'
+    tests = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m",
+         "input_series": [
+             # at risk from minute 2 on; 30 min `for`: pending at 20, firing from 32
+             {"series": "mousflow_mous_at_risk", "values": "0 0 1x40"},
+             # 1 OOM retry a minute (> 3 an hour); 1 QA2 Fail in 2 verdicts (> 0.2); the KPI met (no alert)
+             {"series": oom, "values": "0+1x100"},
+             {"series": fail, "values": "0+1x100"},
+             {"series": passed, "values": "0+1x100"},
+             {"series": "mousflow_delivered_within_deadline_ratio", "values": "1x100"},
+             # the operator restarting every 2 minutes
+             {"series": restarts, "values": "0+0.5x100"}],
+         "alert_rule_test": [
+             {"eval_time": "20m", "alertname": "MousflowMOUSAtRisk", "exp_alerts": []},
+             {"eval_time": "35m", "alertname": "MousflowMOUSAtRisk",
+              "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                  "summary": "1 MOUS(s) predicted to finish processing after their delivery deadline",
+                  "description": at_risk_description}}]},
+             {"eval_time": "40m", "alertname": "MousflowOOMRetries",
+              "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                  "summary": "40 stage attempts OOM-killed in the last hour: the resource model underestimates"}}]},
+             {"eval_time": "30m", "alertname": "MousflowQA2FailureRateHigh", "exp_alerts": []},
+             {"eval_time": "90m", "alertname": "MousflowQA2FailureRateHigh",
+              "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                  "summary": "50% of the QA2 verdicts of the last day were Fail"}}]},
+             {"eval_time": "90m", "alertname": "MousflowDeliveryKPIBelowTarget", "exp_alerts": []},
+             {"eval_time": "30m", "alertname": "MousflowOperatorCrashLooping",
+              "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "mf-test",
+                                             "pod": "rel-mousflow-operator-x", "container": "operator"},
+                             "exp_annotations": {
+                                 "summary": "The mousflow operator restarted 7.5 times in 15 minutes"}}]}]}]}
+    spec = tmp_path / "rules-test.yaml"
+    spec.write_text(yaml.safe_dump(tests))
+    proc = subprocess.run([promtool, "test", "rules", str(spec)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
