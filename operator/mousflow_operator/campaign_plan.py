@@ -16,7 +16,8 @@ has made (mousflow_operator.campaign gathers those facts and carries the decisio
   could not be read, a failed delivery) -> RetryAfterBackoff (backoffSeconds * 2**n after the failure);
   Error (nothing classified it) -> Resume. BadInput (InputMissing, InvalidInput, an invalid spec) is skipped and
   reported; CalibrationFailed, ImagingFailed and QA2Fail are final (the data or the science, not the
-  platform: a retry would do the same).
+  platform: a retry would do the same), and so is Configuration (PodCannotStart: a Secret or image missing in the
+  namespace; StoragePolicy), which a person fixes before retrying.
 * Finished: every entry Delivered, NeedsReview (a MOUS waiting for a person's QA2 review), Failed or Skipped;
   then the final report.
 """
@@ -58,6 +59,7 @@ REASON_CLASS = {
     "Duplicate": "Duplicate",
     "CalibrationFailed": "CalibrationFailed", "ImagingFailed": "ImagingFailed", "QA2Fail": "QA2Fail",
     "MOUSDeleted": "Deleted",
+    "PodCannotStart": "Configuration", "StoragePolicy": "Configuration",
 }
 REMEDIATION = {"OutOfMemory": "RetryWithMoreMemory", "Interrupted": "Resume", "Transient": "RetryAfterBackoff",
                "Error": "Resume"}

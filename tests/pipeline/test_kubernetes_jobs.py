@@ -70,9 +70,12 @@ def test_the_test_only_failure_reaches_stage_pods_only_when_set():
                                    attempt=1, manifest_uri="s3://b/m", resources=REQUEST, threads=1)
         return {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
 
-    assert pod_env({"MOUSFLOW_TEST_FAIL_STAGE": "imaging"})["MOUSFLOW_TEST_FAIL_STAGE"] == "imaging"
-    assert "MOUSFLOW_TEST_FAIL_STAGE" not in pod_env({}) and "MOUSFLOW_TEST_FAIL_STAGE" not in pod_env(
-        {"MOUSFLOW_TEST_FAIL_STAGE": ""})
+    from mousflow.stages.runner import TEST_VARIABLES
+
+    for name in TEST_VARIABLES:
+        assert pod_env({name: "imaging"})[name] == "imaging"
+        assert name not in pod_env({}) and name not in pod_env({name: ""})
+    assert not set(TEST_VARIABLES) & set(pod_env({"MOUSFLOW_TEST_SOMETHING_ELSE": "x"}))
 
 
 def test_pods_meet_the_restricted_pod_security_profile():
@@ -285,6 +288,18 @@ def test_a_failure_in_a_pod_where_a_worker_was_oom_killed_is_retried_with_more_m
     assert any("OOMKilled; retrying with memory limit 6144Mi" in line for line in lines), lines
 
 
+def test_a_failure_after_the_kernel_killed_a_child_for_memory_is_retried_even_if_the_pod_does_not_say_so(tmp_path):
+    """The stage counts the kernel's OOM kills in its container (oom_kills); a runtime that reports the pod as a
+    plain error exit (a child killed, the stage alive) does not make the failure a permanent one."""
+    killed = _report("Failed", "InvalidInput", "a child process ended with -9")
+    killed["metrics"]["oom_kills"] = 1
+    outcome, cluster, _, lines = _launch(tmp_path, [(False, {"reason": "Error", "exit_code": 2}, killed),
+                                                    (True, COMPLETED, _report("Succeeded"))])
+    assert outcome.state == "Succeeded", (outcome, lines)
+    assert [_limit(j) for j in cluster.created] == ["4096Mi", "6144Mi"]
+    assert any("OOMKilled; retrying with memory limit 6144Mi" in line for line in lines), lines
+
+
 def test_a_stage_that_finished_despite_an_oom_killed_worker_is_not_run_again(tmp_path):
     outcome, cluster, _, _ = _launch(tmp_path, [(True, OOM_EXIT_0, _report("Succeeded"))])
     assert outcome.state == "Succeeded" and len(cluster.created) == 1
@@ -388,3 +403,81 @@ def test_job_names_are_unique_per_run_and_fit_a_label():
     assert len(names) == 3
     assert job_name(UID, "calibration", 21, run="3f9a1c2e") == job_name(UID, "calibration", 21, run="3f9a1c2e")
     assert all(len(n) <= 63 and n == n.lower() for n in names)
+
+
+class _StuckCluster(ScriptedCluster):
+    """A Job whose pod waits on `waiting` (a container waiting state) until `fixed_after` polls (never: None)."""
+
+    def __init__(self, run_root, waiting: dict, fixed_after: int | None = None):
+        super().__init__(run_root, [])
+        self.waiting, self.fixed_after, self.polls, self.deleted = waiting, fixed_after, 0, []
+
+    def create_namespaced_job(self, ns: str, spec: dict) -> None:
+        name = spec["metadata"]["name"]
+        self.created.append(spec)
+        self.jobs[name] = {"metadata": dict(spec["metadata"]), "status": {"active": 1}}
+        self.pods[name] = {"metadata": {"name": f"{name}-x1", "creation_timestamp": "2026-11-22T06:30:00Z",
+                                        "deletion_timestamp": None},
+                           "status": {"phase": "Pending", "container_statuses": [
+                               {"state": {"waiting": self.waiting}, "last_state": {}}]}}
+
+    def read_namespaced_job_status(self, name: str, ns: str) -> _Obj:
+        self.polls += 1
+        if self.fixed_after is not None and self.polls > self.fixed_after:
+            self.jobs[name]["status"] = {"succeeded": 1}
+            self.pods[name]["status"] = {"phase": "Succeeded", "container_statuses": [
+                {"state": {"terminated": COMPLETED}, "last_state": {}}]}
+            status_location(self.run_root, "imaging").write_json(_report("Succeeded"))
+        return _Obj(self.jobs[name])
+
+    def delete_namespaced_job(self, name: str, ns: str, body=None) -> None:
+        self.deleted.append(name)
+
+
+MISSING_SECRET = {"reason": "CreateContainerConfigError", "message": 'secret "mousflow-s3" not found'}
+
+
+def _launch_stuck(tmp_path, cluster_of, **kw):
+    doc = yaml.safe_load(MANIFEST.read_text())
+    run_root = Location.of(str(tmp_path / "out"))
+    doc["spec"]["output"]["uri"] = run_root.uri
+    manifest = tmp_path / "mous.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    cluster = cluster_of(run_root)
+    launcher = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0.01,
+                                     batch_api=cluster, core_api=cluster, **kw)
+    lines: list[str] = []
+    return launcher.launch("imaging", str(manifest), run_root, lines.append), cluster, run_root, lines
+
+
+def test_a_stage_pod_that_cannot_start_fails_the_stage_naming_the_missing_secret(tmp_path):
+    outcome, cluster, run_root, lines = _launch_stuck(tmp_path, lambda root: _StuckCluster(root, MISSING_SECRET),
+                                                      pod_start_error_seconds=0.2)
+    assert (outcome.state, outcome.reason) == ("Failed", "PodCannotStart"), outcome
+    assert 'secret "mousflow-s3" not found' in outcome.message and "CreateContainerConfigError" in outcome.message
+    # one Job, deleted (no pod left waiting in the kubelet's back-off), no retry: another would not start either
+    assert len(cluster.created) == 1 and cluster.deleted == [cluster.created[0]["metadata"]["name"]]
+    status = status_location(run_root, "imaging").read_json()
+    assert (status["state"], status["reason"]) == ("Failed", "PodCannotStart")
+    assert sum("its pod cannot start" in line for line in lines) == 1, lines
+
+
+def test_a_stage_pod_whose_problem_is_fixed_in_time_goes_on(tmp_path):
+    """The kubelet retries a missing Secret by itself: a person who creates it in time loses nothing."""
+    outcome, cluster, _, _ = _launch_stuck(
+        tmp_path, lambda root: _StuckCluster(root, {"reason": "ImagePullBackOff", "message": "back-off"},
+                                             fixed_after=3), pod_start_error_seconds=60)
+    assert outcome.state == "Succeeded" and not cluster.deleted
+
+
+def test_pod_start_problems_are_only_those_a_person_must_fix():
+    from mousflow.pipeline.kubernetes import pod_start_problem
+
+    def pod(waiting):
+        return {"status": {"container_statuses": [{"state": {"waiting": waiting}}]}}
+
+    assert pod_start_problem([pod(MISSING_SECRET)]) == ('CreateContainerConfigError: secret "mousflow-s3" not '
+                                                        'found')
+    assert pod_start_problem([pod({"reason": "ContainerCreating"})]) is None
+    assert pod_start_problem([pod({"reason": "ErrImagePull", "message": "not found"})]).startswith("ErrImagePull")
+    assert pod_start_problem([{"status": {"phase": "Pending"}}]) is None

@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mousflow.model import API_VERSION, KIND
 from mousflow.pipeline import reports
 from mousflow.pipeline.resources import ResourceRequest, parse_memory
 from mousflow.stages.context import StageOutcome
 from mousflow.stages.memory_watch import memory_location
-from mousflow.stages.runner import TEST_FAIL_STAGE, TEST_GROW_MEMORY, progress_location, status_location
+from mousflow.stages.runner import progress_location, status_location
 from mousflow.storage.location import Location
 
 LineFn = Callable[[str], None]
@@ -88,24 +88,23 @@ class JobSettings:
     dask_unschedulable_seconds: float = 120.0
     """How long the imaging pod waits on worker pods that no node can take before it images the chunks itself
     (stages.dask_kubernetes_cluster.wait_for_workers)."""
-    test_fail_stage: str | None = None
-    """TEST ONLY: passed to stage pods as MOUSFLOW_TEST_FAIL_STAGE (stages.runner: that stage fails once)."""
-    test_grow_memory: str | None = None
-    """TEST ONLY: passed to stage pods as MOUSFLOW_TEST_GROW_MEMORY (stages.runner: that stage outgrows its limit)."""
+    test_env: dict[str, str] = field(default_factory=dict)
+    """TEST ONLY: stages.runner.TEST_VARIABLES set in the operator's environment, passed to stage pods as they are
+    (a stage that fails once, outgrows its limit, loses a child for memory)."""
 
 
 def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
     """What the imaging pod needs to start its own Dask cluster (stages.dask_kubernetes_cluster)."""
-    def field(path: str) -> dict:
+    def from_pod(path: str) -> dict:
         return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
     env = [
         {"name": "MOUSFLOW_DASK", "value": "kubernetes"},
         {"name": "MOUSFLOW_DASK_IMAGE", "value": settings.image},
         {"name": "MOUSFLOW_IMAGE_PULL_POLICY", "value": settings.image_pull_policy},
-        {"name": "MOUSFLOW_DASK_NAMESPACE", **field("metadata.namespace")},
-        {"name": "MOUSFLOW_POD_NAME", **field("metadata.name")},
-        {"name": "MOUSFLOW_POD_UID", **field("metadata.uid")},
+        {"name": "MOUSFLOW_DASK_NAMESPACE", **from_pod("metadata.namespace")},
+        {"name": "MOUSFLOW_POD_NAME", **from_pod("metadata.name")},
+        {"name": "MOUSFLOW_POD_UID", **from_pod("metadata.uid")},
         {"name": "MOUSFLOW_S3_SECRET", "value": settings.s3_secret},
         {"name": "MOUSFLOW_DASK_MIN_WORKERS", "value": str(settings.dask_min_workers)},
         {"name": "MOUSFLOW_DASK_MAX_WORKERS", "value": str(settings.dask_max_workers)},
@@ -140,10 +139,7 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
         env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
     if settings.s3_region:
         env.append({"name": "AWS_DEFAULT_REGION", "value": settings.s3_region})
-    if settings.test_fail_stage:
-        env.append({"name": TEST_FAIL_STAGE, "value": settings.test_fail_stage})
-    if settings.test_grow_memory:
-        env.append({"name": TEST_GROW_MEMORY, "value": settings.test_grow_memory})
+    env += [{"name": name, "value": value} for name, value in sorted(settings.test_env.items())]
     scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None
     if scale_out:
         env += _dask_env(settings, worker_resources)
@@ -191,6 +187,24 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+POD_START_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "ErrImagePull", "ImagePullBackOff",
+                    "InvalidImageName")
+"""Waiting reasons of a stage container that will not start without a person: a missing Secret or key, an image
+that cannot be pulled. The kubelet keeps trying, so the launcher gives it pod_start_error_seconds first."""
+CANNOT_START = "PodCannotStart"
+
+
+def pod_start_problem(pods: list[dict]) -> str | None:
+    """Why the stage's pod cannot start (its container's waiting reason and the kubelet's message, which names
+    the Secret or the image), from the Job's pods in API form; None while nothing says so."""
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("container_statuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in POD_START_ERRORS:
+                return f"{waiting['reason']}: {waiting.get('message') or 'no message'}"
+    return None
 
 
 def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
@@ -266,6 +280,11 @@ def attempt_outcome(stage: str, report: dict | None, pod_reason: str, pod_messag
     killed a process for memory is an out-of-memory failure, whatever the stage made of the work it lost (a
     worker gone in the middle of a chunk can surface as any error): more memory is the cure, not a person."""
     reported = (report or {}).get("metrics", {})
+    if report is not None and pod_reason not in ("OOMKilled", "Interrupted") and reported.get("oom_kills"):
+        # the kernel's own count, which the stage read from its cgroup: the runtime may not have said OOMKilled
+        # for a child killed while the stage process survived
+        pod_reason, pod_message = "OOMKilled", (f"the kernel killed {reported['oom_kills']} process(es) in the "
+                                                "stage container for exceeding its memory limit")
     if report is not None and pod_reason != "Interrupted" and report.get("state") in ("Succeeded", "Skipped"):
         return StageOutcome(report["stage"], report["state"], report.get("reason", ""), report.get("message", ""),
                             {**reported, **metrics})
@@ -276,6 +295,10 @@ def attempt_outcome(stage: str, report: dict | None, pod_reason: str, pod_messag
                             {**reported, **metrics})
     return StageOutcome(report["stage"], report["state"], report.get("reason", ""), report.get("message", ""),
                         {**reported, **metrics})
+
+
+class PodCannotStart(Exception):
+    """The stage's pod has been stuck for pod_start_error_seconds on a problem only a person can fix."""
 
 
 class KubernetesJobLauncher:
@@ -290,7 +313,8 @@ class KubernetesJobLauncher:
                  poll_seconds: float = 2.0, timeout_seconds: float = 3600.0, attempt: int = 1,
                  oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30,
                  interruption_retries: int = 2, run: str = "", batch_api=None, core_api=None,
-                 resize_in_place: bool = True, resize_threshold: float = 0.8):
+                 resize_in_place: bool = True, resize_threshold: float = 0.8,
+                 pod_start_error_seconds: float = 120.0):
         if batch_api is None or core_api is None:
             from kubernetes import client, config
 
@@ -314,6 +338,7 @@ class KubernetesJobLauncher:
         self.interruption_retries = interruption_retries
         self.resize_in_place = resize_in_place
         self.resize_threshold = resize_threshold
+        self.pod_start_error_seconds = pod_start_error_seconds
 
     def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome:
         """Run the stage; after running out of memory run it again with more memory (up to the cap and the
@@ -496,10 +521,22 @@ class KubernetesJobLauncher:
             memory_location(run_root, stage).remove()
             break
         grown: dict = {}
-        job_succeeded, pod = self._wait(name, ns, on_line, lambda: self._grow_in_place(
-            run_root, stage, name, ns, uid, on_line, grown))
         metrics = {"job": name, "requested_memory_bytes": request.memory_bytes,
-                   "memory_limit_bytes": max(request.memory_limit_bytes, grown.get("asked", 0))}
+                   "memory_limit_bytes": request.memory_limit_bytes}
+        try:
+            job_succeeded, pod = self._wait(name, ns, on_line, lambda: self._grow_in_place(
+                run_root, stage, name, ns, uid, on_line, grown))
+        except PodCannotStart as exc:
+            # A configuration problem (the S3 Secret missing in this namespace, an image that is not there): no
+            # other attempt would start either, so the stage fails with it named, and a person's retry runs it
+            # once it is fixed. The Job goes, so its pod does not wait on in the kubelet's back-off.
+            from kubernetes.client import V1DeleteOptions
+
+            self.batch.delete_namespaced_job(name, ns, body=V1DeleteOptions(propagation_policy="Background"))
+            outcome = StageOutcome(stage, "Failed", CANNOT_START, str(exc), metrics)
+            self._report_failure(run_root, outcome)
+            return outcome, attempt
+        metrics["memory_limit_bytes"] = max(request.memory_limit_bytes, grown.get("asked", 0))
         # The pod is examined whether its Job failed or not: the kernel may have killed a process in it (a Dask
         # worker) while the stage went on and exited 0.
         pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
@@ -514,9 +551,25 @@ class KubernetesJobLauncher:
         waited for until it is gone (its deletion timestamp is what tells an interruption from a failure, and
         the next attempt must not write beside a pod that is still stopping)."""
         deadline = time.monotonic() + self.timeout_seconds
+        start_problem_since: float | None = None
+        started = False
         while time.monotonic() < deadline:
             job = self.batch.read_namespaced_job_status(name, ns).to_dict()
             st = job.get("status") or {}
+            if not started and st.get("active") and not (st.get("succeeded") or st.get("failed")):
+                # until the pod runs: is it stuck on something only a person can fix?
+                pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
+                started = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
+                problem = None if started else pod_start_problem(pods)
+                if problem is None:
+                    start_problem_since = None
+                elif start_problem_since is None:
+                    start_problem_since = time.monotonic()
+                    on_line(f"Job {ns}/{name}: its pod cannot start ({problem}); waiting "
+                            f"{self.pod_start_error_seconds:.0f} s for it to be fixed")
+                elif time.monotonic() - start_problem_since >= self.pod_start_error_seconds:
+                    raise PodCannotStart(f"the stage pod of Job {ns}/{name} could not start for "
+                                         f"{self.pod_start_error_seconds:.0f} s: {problem}")
             if st.get("succeeded") or st.get("failed"):
                 pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
                 pods.sort(key=lambda p: p["metadata"]["creation_timestamp"])

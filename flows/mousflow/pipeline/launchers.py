@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Protocol
 
 from mousflow.stages.context import StageOutcome
-from mousflow.stages.runner import TEST_FAIL_STAGE, TEST_GROW_MEMORY, skip_if_complete, status_location
+from mousflow.stages.runner import TEST_VARIABLES, skip_if_complete, status_location
 from mousflow.storage.location import Location
 
 if TYPE_CHECKING:
@@ -111,11 +111,12 @@ class StageJobConfig:
     reaches resize_threshold of it (by oom_memory_factor, up to oom_memory_cap); the OOM retry stays the
     fallback."""
     resize_threshold: float = 0.8
+    pod_start_error_seconds: float = 120.0
+    """A stage pod that cannot start this long (CreateContainerConfigError: the S3 Secret missing in the MOUS's
+    namespace; an image that cannot be pulled) fails its stage with reason PodCannotStart, naming the problem."""
     default_namespace: str = "default"
-    test_fail_stage: str | None = None
-    """TEST ONLY (MOUSFLOW_TEST_FAIL_STAGE)."""
-    test_grow_memory: str | None = None
-    """TEST ONLY (MOUSFLOW_TEST_GROW_MEMORY)."""
+    test_env: dict[str, str] = field(default_factory=dict)
+    """TEST ONLY (stages.runner.TEST_VARIABLES that are set)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StageJobConfig:
@@ -137,9 +138,10 @@ class StageJobConfig:
             oom_memory_cap=env.get("MOUSFLOW_OOM_MEMORY_CAP") or cls.oom_memory_cap,
             resize_in_place=(env.get("MOUSFLOW_RESIZE_IN_PLACE") or "true").strip().lower() in ("1", "true", "yes"),
             resize_threshold=float(env.get("MOUSFLOW_RESIZE_THRESHOLD") or cls.resize_threshold),
+            pod_start_error_seconds=float(env.get("MOUSFLOW_POD_START_ERROR_SECONDS")
+                                          or cls.pod_start_error_seconds),
             default_namespace=env.get("MOUSFLOW_JOB_NAMESPACE") or cls.default_namespace,
-            test_fail_stage=env.get(TEST_FAIL_STAGE) or None,
-            test_grow_memory=env.get(TEST_GROW_MEMORY) or None,
+            test_env={name: env[name] for name in TEST_VARIABLES if env.get(name)},
         )
 
     def to_json(self) -> dict:
@@ -162,8 +164,7 @@ class StageJobConfig:
             owner=(query["owner_name"], query["owner_uid"]) if query.get("owner_uid") else None,
             dask_service_account=self.dask_service_account, dask_min_workers=self.dask_min_workers,
             dask_max_workers=self.dask_max_workers, dask_worker_cpu=self.dask_worker_cpu,
-            dask_unschedulable_seconds=self.dask_unschedulable_seconds, test_grow_memory=self.test_grow_memory,
-            test_fail_stage=self.test_fail_stage)
+            dask_unschedulable_seconds=self.dask_unschedulable_seconds, test_env=dict(self.test_env))
 
 
 def job_settings_from_env(kind: str, env: Mapping[str, str]) -> JobSettings:
@@ -203,7 +204,8 @@ def _kubernetes_launcher(kind: str, threads: int, config: StageJobConfig | None 
                             attempt=int(query.get("attempt", 1)), run=query.get("run", ""),
                             oom_memory_factor=config.oom_memory_factor, oom_max_retries=config.oom_max_retries,
                             memory_cap_bytes=parse_memory(config.oom_memory_cap),
-                            resize_in_place=config.resize_in_place, resize_threshold=config.resize_threshold)
+                            resize_in_place=config.resize_in_place, resize_threshold=config.resize_threshold,
+                            pod_start_error_seconds=config.pod_start_error_seconds)
 
 
 def make_launcher(kind: str = "local", threads: int = 1, config: Mapping | None = None) -> StageLauncher:

@@ -1,4 +1,5 @@
-"""Peak memory as a stage or a Dask worker reports it: the process's own, and its pod container's."""
+"""Peak memory as a stage or a Dask worker reports it: the process's own, and its pod container's; and how many
+processes the kernel killed in the container for its memory."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Where a container's peak memory is, by cgroup version: v2's unified hierarchy (memory.peak, Linux 5.19+),
 # v1's memory controller (memory.max_usage_in_bytes; the test bed's nodes are still on v1).
 CGROUP_PEAK_FILES = ("memory.peak", "memory/memory.max_usage_in_bytes")
+# Where the kernel counts the container's out-of-memory kills (an `oom_kill N` line), by cgroup version: v2's
+# memory.events, v1's memory.oom_control (Linux 4.13+).
+CGROUP_OOM_KILL_FILES = ("memory.events", "memory/memory.oom_control")
 
 
 def process_peak_memory_bytes() -> int:
@@ -38,4 +42,25 @@ def container_peak_memory_bytes(cgroup_root: Path = CGROUP_ROOT) -> int | None:
             return int((cgroup_root / rel).read_text().strip())
         except (OSError, ValueError):
             continue
+    return None
+
+
+def container_oom_kills(cgroup_root: Path = CGROUP_ROOT) -> int | None:
+    """How many processes the kernel has killed in the pod's container for exceeding its memory limit; None where
+    it cannot be read, and outside a pod (the cgroup is not the stage's own there).
+
+    A stage reports it because the kubelet's word on it depends on the runtime: a child killed while the stage
+    process survives (a Dask worker, a helper process) leaves a container that exits on its own, and only some
+    runtimes then say OOMKilled. The counter is the kernel's, whatever the runtime."""
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    for rel in CGROUP_OOM_KILL_FILES:
+        try:
+            lines = (cgroup_root / rel).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
     return None

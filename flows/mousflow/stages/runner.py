@@ -12,7 +12,7 @@ from mousflow.errors import CalibrationFailed, ImagingFailed, InvalidInput, exit
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
 from mousflow.stages.memory_watch import MemoryPublisher, container_memory, memory_location
-from mousflow.stages.peak_memory import container_peak_memory_bytes, process_peak_memory_bytes
+from mousflow.stages.peak_memory import container_oom_kills, container_peak_memory_bytes, process_peak_memory_bytes
 from mousflow.storage.location import Location, classify_failure
 
 TEST_FAIL_STAGE = "MOUSFLOW_TEST_FAIL_STAGE"
@@ -21,6 +21,11 @@ TEST_FAILURES = {"calibration": CalibrationFailed, "imaging": ImagingFailed, "pa
 TEST_GROW_MEMORY = "MOUSFLOW_TEST_GROW_MEMORY"
 """TEST ONLY: `<stage>:<factor>`: that stage first grows its memory slowly to factor x its container's limit, once
 per run root (see _grow_once_if_asked); ignored unless set."""
+TEST_CHILD_OOM = "MOUSFLOW_TEST_CHILD_OOM"
+"""TEST ONLY: the name of a stage whose child process is killed for memory once per run root while the stage
+survives it (see _child_oom_once_if_asked); ignored unless set."""
+TEST_VARIABLES = (TEST_FAIL_STAGE, TEST_GROW_MEMORY, TEST_CHILD_OOM)
+"""The test-only settings, passed from the operator's environment to stage pods as they are."""
 
 
 def _stage_module(name: str):
@@ -75,6 +80,7 @@ class ProgressPublisher:
 def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: ProgressFn | None = None) -> StageOutcome:
     """Run stage `name` for the MOUS at `manifest_uri`; never raises for stage failures, it reports them."""
     started, cpu0 = time.perf_counter(), time.process_time()
+    oom_kills_before = container_oom_kills()
     run_root = None
     try:
         with warnings.catch_warnings():
@@ -82,6 +88,7 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
             ctx = _context(name, manifest_uri, threads=threads, progress=progress)
             run_root = ctx.run_root
             _fail_once_if_asked(ctx)
+            _child_oom_once_if_asked(ctx)
             with MemoryPublisher(memory_location(run_root, name)):
                 ballast = _grow_once_if_asked(ctx)
                 state = _stage_module(name).run(ctx)
@@ -101,6 +108,10 @@ def run_stage(name: str, manifest_uri: str, *, threads: int = 1, progress: Progr
     cgroup_peak = container_peak_memory_bytes()
     if cgroup_peak is not None:
         outcome.metrics["cgroup_peak_memory_bytes"] = cgroup_peak
+    oom_kills_after = container_oom_kills()
+    if oom_kills_after is not None:
+        # processes of this stage the kernel killed for memory (a child: the stage itself is alive to say so)
+        outcome.metrics["oom_kills"] = oom_kills_after - (oom_kills_before or 0)
     if run_root is not None:
         _report(run_root, outcome)
     return outcome
@@ -141,6 +152,32 @@ def _fail_once_if_asked(ctx: StageContext) -> None:
         return
     marker.write_json({"stage": ctx.name, "variable": TEST_FAIL_STAGE, "time": time.time()})
     raise TEST_FAILURES[ctx.name](f"failure injected by {TEST_FAIL_STAGE}={ctx.name} (test only), once")
+
+
+def _child_oom_once_if_asked(ctx: StageContext) -> None:
+    """TEST ONLY, for the cluster test of a child killed for memory while the stage survives: with
+    MOUSFLOW_TEST_CHILD_OOM=<this stage> the stage starts a child process that takes twice the container's limit
+    at once (too fast for any in-place resize), so the kernel kills the child, the largest process in the
+    container; the stage then fails with its classified failure, as a stage whose helper process (a Dask worker)
+    died under it would. Once per run root (a marker beside its status), so the attempt run again goes through.
+    Without the variable (never set in an installation), or outside a pod, nothing happens."""
+    if os.environ.get(TEST_CHILD_OOM, "").strip() != ctx.name:
+        return
+    memory = container_memory()
+    if memory is None or memory[1] is None:
+        return
+    marker = ctx.run_root.join("status", f"{ctx.name}.test-child-oom.json")
+    if marker.exists():
+        return
+    marker.write_json({"stage": ctx.name, "variable": TEST_CHILD_OOM, "limit_bytes": memory[1], "time": time.time()})
+    import subprocess
+
+    take = 2 * memory[1]
+    child = subprocess.run([sys.executable, "-c", f"import numpy; numpy.ones({take}, dtype=numpy.uint8)"],
+                           check=False)
+    print(f"test: the child taking {take >> 20} MiB ended with {child.returncode}", flush=True)
+    raise TEST_FAILURES[ctx.name](f"a child process of the stage ended with {child.returncode} "
+                                  f"(injected by {TEST_CHILD_OOM}={ctx.name}, test only)")
 
 
 def _grow_once_if_asked(ctx: StageContext, step_seconds: float = 0.5):
