@@ -64,13 +64,26 @@ def _install_counters(out_path: str) -> None:
             ports[parts.port or (443 if parts.scheme == "https" else 80)] = name
     counts: Counter = Counter()
     lock = threading.Lock()
+    flow_module = os.path.join("mousflow", "pipeline", "flow.py")
+
+    def caller() -> str:
+        """"flow" for a request made by a flow run: its thread is named "flow-...", and work the flow's engine runs
+        in a thread of its own (a task) has the flow module's task on its stack; else "control"."""
+        if threading.current_thread().name.startswith("flow-"):
+            return "flow"
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_filename.endswith(flow_module):
+                return "flow"
+            frame = frame.f_back
+        return "control"
 
     def count(port, method: str, url: str = "") -> None:
         dest = ports.get(int(port or 0), "other")
         with lock:
             counts[f"{dest}:{method.upper()}"] += 1
             if dest == "api":  # who asked, as for S3 below: a flow run's thread (its launcher following its Jobs)
-                who = "flow" if threading.current_thread().name.startswith("flow-") else "control"
+                who = caller()
                 counts[f"apicall:{method.upper()}:{who}"] += 1
                 counts[f"apipath:{method.upper()} {_resource_of(url)}:{who}"] += 1
 
@@ -122,7 +135,7 @@ def _install_counters(out_path: str) -> None:
 
     def attributed(orig, name):
         def wrapper(*a, **k):
-            who = "flow" if threading.current_thread().name.startswith("flow-") else "control"
+            who = caller()
             with lock:
                 counts[f"s3call:{name}:{who}"] += 1
             return orig(*a, **k)

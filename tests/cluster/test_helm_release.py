@@ -44,7 +44,8 @@ from mousflow.stages.image_store import ImageStore
 from mousflow.storage.location import Location
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
-CHART = Path(__file__).resolve().parents[2] / "helm" / "mousflow"
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "mousflow"
 SUFFIX = uuid.uuid4().hex[:8]
 NS = f"helm-{SUFFIX}"
 RELEASE = "mf"
@@ -271,6 +272,93 @@ def test_no_credential_in_any_resource_status_event_log_or_flow_parameter(cluste
     assert not leaks, f"the S3 secret key appears in: {leaks}"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_real_prometheus_scrapes_the_operator_and_evaluates_the_charts_rules_and_dashboard(
+        cluster, release, first, tmp_path):
+    """Debian's Prometheus server (hack/testbed/prometheus.sh) on the host scrapes the installed operator's
+    metrics Service, with the chart's PrometheusRule groups as its rule files: it reads the KPI after the one
+    delivery, every rule evaluates without error (and no alert fires for a healthy release), and every query of
+    the chart's Grafana dashboard runs."""
+    import urllib.parse
+    import urllib.request
+
+    prom_dir = Path(subprocess.run([str(REPO / "hack" / "testbed" / "prometheus.sh")], capture_output=True,
+                                   text=True, check=True).stdout.strip().splitlines()[-1])
+    docs = [d for d in yaml.safe_load_all(cluster.helm(
+        "template", RELEASE, str(CHART), "-n", NS, *release["args"], "--set", "metrics.prometheusRule.enabled=true",
+        "--set", "metrics.grafanaDashboard.enabled=true")) if d]
+    [rule] = [d for d in docs if d["kind"] == "PrometheusRule"]
+    [dashboard] = [json.loads(v) for d in docs if d["kind"] == "ConfigMap"
+                   and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1" for v in d["data"].values()]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    service = cluster.get("service", f"{FULLNAME}-metrics", NS)
+    target = f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    (tmp_path / "prometheus.yaml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "rule_files": [str(tmp_path / "rules.yaml")],
+        "scrape_configs": [{"job_name": "mousflow-operator", "static_configs": [{"targets": [target]}]}]}))
+    check = subprocess.run([str(prom_dir / "promtool"), "check", "config", str(tmp_path / "prometheus.yaml")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = _free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    server = subprocess.Popen([str(prom_dir / "prometheus"), f"--config.file={tmp_path / 'prometheus.yaml'}",
+                               f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                              stdout=log, stderr=subprocess.STDOUT)
+
+    def api(path: str, **params) -> dict:
+        url = f"http://127.0.0.1:{port}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def value(query: str) -> float | None:
+        result = api("query", query=query)["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    try:
+        def scraped():
+            try:
+                up = api("targets")["activeTargets"]
+            except OSError:
+                return False
+            return up and up[0]["health"] == "up" and value("mousflow_mous") is not None
+
+        cluster.wait_until(f"Prometheus scraping {target}", scraped, timeout=90, interval=1)
+        # the KPI after exactly one delivery, as Prometheus stored it
+        assert value('mousflow_mous{phase="Delivered"}') == 1.0
+        assert value("sum(mousflow_stage_duration_seconds_count)") == float(len(STAGES))
+        assert value('mousflow_qa2_verdicts_total{verdict="Pass"}') == 1.0
+        assert value("mousflow_delivery_duration_seconds_count") == 1.0
+        # every alerting rule of the chart loaded and evaluated without error; none fires for this release
+        names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+
+        def evaluated():
+            loaded = [r for g in api("rules")["groups"] for r in g["rules"]]
+            return {r["name"] for r in loaded} == names and all(r.get("lastEvaluation", "").startswith("2")
+                                                                 and r["health"] == "ok" for r in loaded) and loaded
+
+        loaded = cluster.wait_until("every rule evaluated", evaluated, timeout=60, interval=1)
+        assert all(r["state"] == "inactive" for r in loaded), [(r["name"], r["state"]) for r in loaded]
+        # every query of the dashboard runs against the live series
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+        for expr in exprs:
+            api("query", query=expr)  # raises unless Prometheus parsed and evaluated it
+        assert value("sum by (phase) (mousflow_mous)") is not None
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
 def _assert_kpi_metrics_after_one_delivery(text: str, doc: dict) -> None:
     """The live operator's endpoint, read as Prometheus reads it (prometheus_client's parser): the KPI and
     workload families after exactly one delivered MOUS, with Prometheus's conventions (units in the names, no
@@ -389,6 +477,13 @@ def test_the_second_mous_of_a_kind_is_sized_from_the_first_ones_history(cluster,
         sized = estimate_stage_resources(stage, demand, 1, learned_factor=record.memory_ratio)
         assert requested == f"{sized.memory_bytes // MiB}Mi", (stage, requested, sized, record)
         assert requested != f"{model.memory_bytes // MiB}Mi", (stage, requested, model, record)
+        # sized from one run of history: what it asked for is within 1.5 x what it then used, with no OOM kill
+        stage_status = second["status"]["stages"][stage]
+        peak = stage_status["resources"]["used"]["peakMemoryBytes"]
+        print(f"{stage}: requested {requested}, measured peak {peak / MiB:.0f}Mi, "
+              f"ratio {sized.memory_bytes / peak:.2f}")
+        assert sized.memory_bytes / peak <= 1.5, (stage, requested, peak)
+        assert not [r for r in stage_status.get("retries", []) if r["reason"] != "ResizedInPlace"], stage_status
 
 
 # ---------------------------------------------------------------------------------------------- the uninstall
