@@ -66,11 +66,16 @@ def _install_counters(out_path: str) -> None:
     lock = threading.Lock()
     flow_module = os.path.join("mousflow", "pipeline", "flow.py")
 
+    handed = threading.local()
+
     def caller() -> str:
-        """"flow" for a request made by a flow run: its thread is named "flow-...", and work the flow's engine runs
-        in a thread of its own (a task) has the flow module's task on its stack; else "control"."""
+        """"flow" for a request made by a flow run: its thread is named "flow-...", work it handed to a thread pool
+        (Dask's threaded scheduler reading Zarr chunks, say) carries the submitter's attribution, and work the
+        flow's engine runs in a thread of its own has the flow module's task on its stack; else "control"."""
         if threading.current_thread().name.startswith("flow-"):
             return "flow"
+        if getattr(handed, "who", None):
+            return handed.who
         frame = sys._getframe(2)
         while frame is not None:
             if frame.f_code.co_filename.endswith(flow_module):
@@ -86,6 +91,23 @@ def _install_counters(out_path: str) -> None:
                 who = caller()
                 counts[f"apicall:{method.upper()}:{who}"] += 1
                 counts[f"apipath:{method.upper()} {_resource_of(url)}:{who}"] += 1
+
+    import concurrent.futures
+
+    orig_submit = concurrent.futures.ThreadPoolExecutor.submit
+
+    def submit(self, fn, /, *args, **kwargs):
+        who = caller()
+
+        def attributed_run(*a, **k):
+            before, handed.who = getattr(handed, "who", None), who
+            try:
+                return fn(*a, **k)
+            finally:
+                handed.who = before
+        return orig_submit(self, attributed_run, *args, **kwargs)
+
+    concurrent.futures.ThreadPoolExecutor.submit = submit
 
     import urllib3.connectionpool
 
@@ -138,6 +160,12 @@ def _install_counters(out_path: str) -> None:
             who = caller()
             with lock:
                 counts[f"s3call:{name}:{who}"] += 1
+                if who == "control" and os.environ.get("BENCH_TRACE_CONTROL_S3"):
+                    import traceback
+                    where = " < ".join(f"{os.path.basename(f.filename)}:{f.name}" for f in
+                                       traceback.extract_stack(limit=14)[-14:-1][::-1]
+                                       if "mousflow" in f.filename or "kopf" in f.filename)
+                    counts[f"s3trace:{threading.current_thread().name[:12]} {where}"] += 1
             return orig(*a, **k)
         return wrapper
 
