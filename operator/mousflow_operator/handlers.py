@@ -29,6 +29,7 @@ Handlers are synchronous: kopf runs them in its thread pool, and they block on S
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -67,9 +68,20 @@ _SETTINGS = OperatorSettings.from_env()  # the timers' intervals are fixed when 
 RESYNC_SECONDS, PROGRESS_SECONDS = _SETTINGS.resync_seconds, _SETTINGS.progress_seconds
 
 
+def routine_success_not_posted(record: logging.LogRecord) -> bool:
+    """kopf posts every INFO line of its per-object logger as a Kubernetes Event, "Handler 'mous_event'
+    succeeded." included: one POST per reconciliation of every MOUS (the control plane's largest API cost at
+    scale, and Events nobody reads). The line stays in the log; the Events a person reads are posted on purpose
+    (kopf.info/warn, which do not pass through this filter)."""
+    return record.levelno >= logging.WARNING or not record.getMessage().endswith(" succeeded.")
+
+
 @kopf.on.startup()
 def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     load_cluster_config()
+    for poster in logging.getLogger("kopf.objects").handlers:
+        if type(poster).__name__ == "K8sPoster":
+            poster.addFilter(routine_success_not_posted)
     memo.config = OperatorSettings.from_env()
     memo.facts = FactStore()
     memo.waker = Waker(_wake_patch).start()

@@ -141,3 +141,17 @@ def test_stage_job_settings_have_one_source():
     assert job_settings_from_env(kind, env) == js
     # the defaults are the same wherever they are read
     assert OperatorSettings.from_env({}).stage_jobs == StageJobConfig()
+
+
+def test_routine_handler_success_lines_are_logged_but_not_posted_as_events():
+    import logging
+
+    from mousflow_operator.handlers import routine_success_not_posted
+
+    def record(level, msg):
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not routine_success_not_posted(record(logging.INFO, "Handler 'mous_event' succeeded."))
+    assert not routine_success_not_posted(record(logging.INFO, "Timer 'mous_resync' succeeded."))
+    assert routine_success_not_posted(record(logging.INFO, "mousflow operator: settings"))
+    assert routine_success_not_posted(record(logging.ERROR, "Handler 'mous_event' failed with an exception."))
