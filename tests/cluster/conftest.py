@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from harness import OperatorProcess, create_mous_namespace, make_bucket, operator_env
+from harness import OperatorProcess, create_mous_namespace, make_bucket, operator_env, simulate_into
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -312,11 +311,7 @@ def s3_env(cluster: Cluster) -> dict[str, str]:
 def tiny_s3_mous(s3_env) -> str:
     """A tiny MOUS simulated once per session straight into a fresh bucket of the test bed's MinIO; tests
     give their runs outputs of their own under it."""
-    out = f"s3://{make_bucket(s3_env, 'mousflow-tiny')}/tiny"
-    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", "tiny", "--out", out],
-                          env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return simulate_into(s3_env, "tiny", f"s3://{make_bucket(s3_env, 'mousflow-tiny')}/tiny", timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -344,11 +339,19 @@ def mous_namespace(request, cluster: Cluster, s3_env):
 
 
 @pytest.fixture(scope="module")
-def operator(request, cluster: Cluster, mous_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory):
+def operator_overrides() -> dict[str, str]:
+    """Operator settings a module computes from its own fixtures (a storage policy, a history location); a
+    module overrides this fixture. Constant ones go in the module's OPERATOR_ENV."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def operator(request, cluster: Cluster, mous_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory,
+             operator_overrides):
     """The operator as a local process watching the module's namespace, with the session's Prefect server;
-    settings overridden by the module's OPERATOR_ENV."""
+    settings overridden by the module's OPERATOR_ENV, then by its operator_overrides."""
     env = operator_env(cluster, s3_env, prefect_api_url, mous_namespace, runner_image,
-                       **getattr(request.module, "OPERATOR_ENV", {}))
+                       **getattr(request.module, "OPERATOR_ENV", {}), **operator_overrides)
     op = OperatorProcess(cluster, env, tmp_path_factory.mktemp("operator") / "operator.log").start()
     try:
         yield op

@@ -21,6 +21,14 @@ def make_bucket(s3_env: dict[str, str], prefix: str) -> str:
     return name
 
 
+def simulate_into(s3_env: dict[str, str], preset: str, out: str, timeout: float = 900) -> str:
+    """`mousflow simulate --preset PRESET --out OUT` into the test bed's MinIO, as a user runs it; returns OUT."""
+    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", preset, "--out", out],
+                          env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
 def create_mous_namespace(cluster, s3_env: dict[str, str], prefix: str) -> str:
     """A namespace for MOUSs: the CRD established, the default service account there and the S3 Secret that
     stage pods read their credentials from."""

@@ -15,16 +15,13 @@ test_operator_queue), so nothing is processed for long."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
-from harness import OperatorProcess, operator_env
+from harness import simulate_into
 
 from mousflow.model import load_manifest
 from mousflow.pipeline.demand import demand_of
@@ -40,11 +37,7 @@ STAGE_SECONDS = 600.0
 @pytest.fixture(scope="module")
 def small_s3_mous(s3_env, tiny_s3_mous) -> str:
     """The `small` preset (2 execution blocks, 4 windows) simulated into the session's bucket."""
-    out = f"{tiny_s3_mous.rsplit('/', 1)[0]}/small-{uuid.uuid4().hex[:6]}"
-    proc = subprocess.run([sys.executable, "-m", "mousflow.cli", "simulate", "--preset", "small", "--out", out],
-                          env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return simulate_into(s3_env, "small", f"{tiny_s3_mous.rsplit('/', 1)[0]}/small-{uuid.uuid4().hex[:6]}")
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +57,8 @@ def history_uri(s3_env, tiny_s3_mous) -> str:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster, mous_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory, history_uri):
-    env = operator_env(cluster, s3_env, prefect_api_url, mous_namespace, runner_image,
-                       MOUSFLOW_HISTORY=history_uri, MOUSFLOW_MAX_PROCESSING="1")
-    op = OperatorProcess(cluster, env, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    try:
-        yield op
-    finally:
-        cluster.kubectl("delete", "mous", "--all", "-n", mous_namespace, "--timeout=90s", check=False)
-        op.stop()
+def operator_overrides(history_uri) -> dict[str, str]:
+    return {"MOUSFLOW_HISTORY": history_uri, "MOUSFLOW_MAX_PROCESSING": "1"}
 
 
 def _doc(source: str, name: str, deadline: datetime) -> dict:

@@ -10,7 +10,6 @@ import json
 
 import pytest
 import yaml
-from harness import OperatorProcess, operator_env
 
 from mousflow.storage.location import Location
 
@@ -30,17 +29,10 @@ def prefixes(tiny_s3_mous, s3_env) -> dict:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster, mous_namespace, s3_env, runner_image, prefect_api_url, tmp_path_factory, prefixes):
+def operator_overrides(mous_namespace, prefixes) -> dict[str, str]:
     policy = {mous_namespace: {"read": [prefixes["archive"]], "write": [prefixes["a"]]},
               "*": {"read": [], "write": []}}
-    env = operator_env(cluster, s3_env, prefect_api_url, mous_namespace, runner_image,
-                       MOUSFLOW_STORAGE_POLICY=json.dumps(policy), MOUSFLOW_MAX_PROCESSING="0")
-    op = OperatorProcess(cluster, env, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    try:
-        yield op
-    finally:
-        cluster.kubectl("delete", "mous", "--all", "-n", mous_namespace, "--timeout=90s", check=False)
-        op.stop()
+    return {"MOUSFLOW_STORAGE_POLICY": json.dumps(policy), "MOUSFLOW_MAX_PROCESSING": "0"}
 
 
 def _apply(cluster, namespace, tiny_s3_mous, name, output, delivery=None) -> None:

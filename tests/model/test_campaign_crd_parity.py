@@ -8,7 +8,7 @@ import copy
 import jsonschema
 import pytest
 from pydantic import ValidationError
-from test_crd_parity import _crd_tree, _model_tree, strict
+from test_crd_parity import _crd_tree, _model_tree, mutated, strict
 
 from mousflow.model.campaign import MOUSCampaignResource, MOUSCampaignSpec, MOUSCampaignStatus
 from mousflow_operator.crd import CAMPAIGN_CRD_FILE, crd_document, openapi_schema
@@ -24,16 +24,7 @@ BASE = {
 
 
 def mutate(path: str, value=None, *, delete: bool = False) -> dict:
-    doc = copy.deepcopy(BASE)
-    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
-    node = doc
-    for key in keys[:-1]:
-        node = node[key]
-    if delete:
-        del node[keys[-1]]
-    else:
-        node[keys[-1]] = value
-    return doc
+    return mutated(BASE, path, value, delete=delete)
 
 
 FULL = copy.deepcopy(BASE)

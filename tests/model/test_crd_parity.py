@@ -59,7 +59,12 @@ def model_accepts(doc: dict) -> bool:
 
 
 def mutate(path: str, value=None, *, delete: bool = False):
-    doc = copy.deepcopy(BASE)
+    return mutated(BASE, path, value, delete=delete)
+
+
+def mutated(base: dict, path: str, value=None, *, delete: bool = False) -> dict:
+    """A copy of `base` with the value at the dotted `path` (list indices as numbers) set, or deleted."""
+    doc = copy.deepcopy(base)
     keys = [int(k) if k.isdigit() else k for k in path.split(".")]
     node = doc
     for key in keys[:-1]:
