@@ -242,6 +242,9 @@ class ScriptedCluster:
     def read_namespaced_pod_log(self, name: str, ns: str) -> str:
         return ""
 
+    def list_namespaced_job(self, ns: str, label_selector: str) -> _Obj:
+        return _Obj({"items": list(self.jobs.values())})
+
 
 def _report(state: str, reason: str = "", message: str = "") -> dict:
     return {"stage": "imaging", "state": state, "reason": reason, "message": message,
@@ -481,3 +484,31 @@ def test_pod_start_problems_are_only_those_a_person_must_fix():
     assert pod_start_problem([pod({"reason": "ContainerCreating"})]) is None
     assert pod_start_problem([pod({"reason": "ErrImagePull", "message": "not found"})]).startswith("ErrImagePull")
     assert pod_start_problem([{"status": {"phase": "Pending"}}]) is None
+
+
+def test_a_stage_this_runs_own_job_finished_keeps_its_report_when_the_flow_runs_again(tmp_path):
+    """The operator restarted (a helm upgrade) after the stage's Job of this run succeeded: the flow run executed
+    again adopts the stage's own report, with what it measured, instead of reporting it Skipped; nothing is
+    started. A Job of another run is not taken for this one's."""
+    from mousflow.pipeline.launchers import launch_unless_complete
+
+    doc = yaml.safe_load(MANIFEST.read_text())
+    run_root = Location.of(str(tmp_path / "out"))
+    doc["spec"]["output"]["uri"] = run_root.uri
+    manifest = tmp_path / "mous.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    uid = doc["spec"]["uid"]
+    done = _report("Succeeded")
+    status_location(run_root, "imaging").write_json(done)
+    cluster = ScriptedCluster(run_root, [])
+    cluster.add_finished_job(job_name(uid, "imaging", 1, "runA1234"), {}, True)
+    launcher = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0, run="runA1234",
+                                     batch_api=cluster, core_api=cluster)
+    lines: list[str] = []
+    outcome = launch_unless_complete(launcher, "imaging", str(manifest), run_root, lines.append)
+    assert (outcome.state, outcome.metrics["peak_memory_bytes"]) == ("Succeeded", 2**30), outcome
+    assert outcome.metrics["job"] == job_name(uid, "imaging", 1, "runA1234") and not cluster.created
+    assert status_location(run_root, "imaging").read_json() == done
+    other = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0, run="runB5678",
+                                  batch_api=cluster, core_api=cluster)
+    assert other.finished_in_this_run("imaging", str(manifest), run_root) is None
