@@ -40,6 +40,9 @@ class OperatorMetrics(Collector):
         self._lock = threading.Lock()
         self._phases: dict[str, str] = {}
         self._facts: dict[str, kpi.MOUSFacts] = {}
+        self._stages_seen: dict[str, set[tuple[str, str]]] = {}
+        """Per MOUS, the (stage, finishedAt) already observed: two reconciliations racing on one stale status
+        (an event's and a timer's) both see the stage newly succeeded, and it must count once."""
         self.active_runs = active_runs
         self.clock = clock
         r = self.registry
@@ -78,6 +81,7 @@ class OperatorMetrics(Collector):
         with self._lock:
             self._phases.pop(key, None)
             self._facts.pop(key, None)
+            self._stages_seen.pop(key, None)
 
     def transition(self, key: str, old: str, new: str) -> None:
         self.transitions.labels(from_phase=old, to_phase=new).inc()
@@ -86,6 +90,12 @@ class OperatorMetrics(Collector):
     def record_changes(self, key: str, fully_observed_at: datetime, old: MOUSStatus, new: MOUSStatus) -> None:
         """Observe what one reconciliation changed (old -> new status) and keep the MOUS's KPI facts."""
         for st in kpi_events.finished_stages(old, new):
+            finished = new.stages[st.stage].finished_at
+            with self._lock:
+                seen = self._stages_seen.setdefault(key, set())
+                if (st.stage, str(finished)) in seen:
+                    continue
+                seen.add((st.stage, str(finished)))
             self.stage_duration.labels(stage=st.stage).observe(st.wall_seconds)
             if st.peak_memory_bytes:
                 self.stage_peak.labels(stage=st.stage).observe(st.peak_memory_bytes)

@@ -157,3 +157,17 @@ def test_no_metric_has_a_per_mous_label():
     for fam in _families(m).values():
         for sample in fam.samples:
             assert set(sample.labels) <= allowed, (sample.name, sample.labels)
+
+
+def test_a_stage_seen_succeeding_by_two_racing_reconciliations_counts_once():
+    """An event's and a timer's reconciliation both computed from the same stale status (the first's patch not
+    seen yet): both see calibration newly Succeeded; the duration histogram counts it once."""
+    m = OperatorMetrics(clock=lambda: NOW)
+    observed = NOW - 20 * DAY
+    running = _status(calibration=_stage("Running"))
+    done = _status(calibration=_stage("Succeeded", 100.0, 2**30, "1536Mi"))
+    m.record_changes("ns/a", observed, running, done)
+    m.record_changes("ns/a", observed, running, done)
+    assert _sample(_families(m), "mousflow_stage_duration_seconds_count", stage="calibration") == 1
+    m.record_changes("ns/b", observed, running, done)  # another MOUS's stage is its own
+    assert _sample(_families(m), "mousflow_stage_duration_seconds_count", stage="calibration") == 2
