@@ -488,8 +488,8 @@ def test_pod_start_problems_are_only_those_a_person_must_fix():
 
 def test_a_stage_this_runs_own_job_finished_keeps_its_report_when_the_flow_runs_again(tmp_path):
     """The operator restarted (a helm upgrade) after the stage's Job of this run succeeded: the flow run executed
-    again adopts the stage's own report, with what it measured, instead of reporting it Skipped; nothing is
-    started. A Job of another run is not taken for this one's."""
+    again follows that Job and keeps the stage's own report, with what it measured, instead of reporting it
+    Skipped; nothing is started. A Job of another run is not taken for this one's."""
     from mousflow.pipeline.launchers import launch_unless_complete
 
     doc = yaml.safe_load(MANIFEST.read_text())
@@ -500,15 +500,17 @@ def test_a_stage_this_runs_own_job_finished_keeps_its_report_when_the_flow_runs_
     uid = doc["spec"]["uid"]
     done = _report("Succeeded")
     status_location(run_root, "imaging").write_json(done)
+    ours = build_stage_job_spec(SETTINGS, uid=uid, stage="imaging", attempt=1, manifest_uri=str(manifest),
+                                resources=REQUEST, threads=1, run="runA1234")
     cluster = ScriptedCluster(run_root, [])
-    cluster.add_finished_job(job_name(uid, "imaging", 1, "runA1234"), {}, True)
+    cluster.add_finished_job(ours["metadata"]["name"], ours["metadata"]["annotations"], True)
     launcher = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0, run="runA1234",
                                      batch_api=cluster, core_api=cluster)
     lines: list[str] = []
     outcome = launch_unless_complete(launcher, "imaging", str(manifest), run_root, lines.append)
-    assert (outcome.state, outcome.metrics["peak_memory_bytes"]) == ("Succeeded", 2**30), outcome
-    assert outcome.metrics["job"] == job_name(uid, "imaging", 1, "runA1234") and not cluster.created
+    assert (outcome.state, outcome.metrics["peak_memory_bytes"]) == ("Succeeded", 2**30), (outcome, lines)
+    assert outcome.metrics["job"] == ours["metadata"]["name"] and not cluster.created
     assert status_location(run_root, "imaging").read_json() == done
     other = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0, run="runB5678",
                                   batch_api=cluster, core_api=cluster)
-    assert other.finished_in_this_run("imaging", str(manifest), run_root) is None
+    assert other.job_of_this_run("imaging", str(manifest)) is None

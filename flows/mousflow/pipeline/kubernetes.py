@@ -386,10 +386,9 @@ class KubernetesJobLauncher:
         self._report_failure(run_root, outcome)
         return outcome
 
-    def finished_in_this_run(self, stage: str, manifest_uri: str, run_root: Location) -> StageOutcome | None:
-        """The stage's report when a Job of this run (its run tag) succeeded and the stage reported Succeeded: a
-        flow run executed again after an operator restart finds the stage done by its own Job. None otherwise
-        (no run tag, no such Job, no such report)."""
+    def job_of_this_run(self, stage: str, manifest_uri: str) -> str | None:
+        """The name of a Job of this run (its run tag) for the stage, if there is one (the newest attempt's);
+        None without a run tag."""
         from mousflow.model import load_manifest
 
         if not self.run:
@@ -399,14 +398,9 @@ class KubernetesJobLauncher:
         jobs = self.batch.list_namespaced_job(
             self.settings.namespace, label_selector=f"{LABEL_MOUS}={hashlib.sha256(uid.encode()).hexdigest()[:10]},"
                                                     f"{LABEL_STAGE}={stage}").to_dict()["items"]
-        done = sorted(j["metadata"]["name"] for j in jobs
-                      if j["metadata"]["name"].startswith(prefix) and (j.get("status") or {}).get("succeeded"))
-        status = status_location(run_root, stage)
-        report = status.read_json() if done and status.exists() else None
-        if not report or report.get("state") != "Succeeded":
-            return None
-        return StageOutcome(stage, "Succeeded", report.get("reason", ""), report.get("message", ""),
-                            {**report.get("metrics", {}), "job": done[-1]})
+        ours = sorted((j["metadata"]["name"] for j in jobs if j["metadata"]["name"].startswith(prefix)),
+                      key=lambda name: int(name.rsplit("-", 1)[1]))
+        return ours[-1] if ours else None
 
     def _above_earlier_kills(self, run_root: Location, stage: str, request: ResourceRequest,
                              worker: ResourceRequest | None, on_line: LineFn

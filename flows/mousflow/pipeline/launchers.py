@@ -33,14 +33,15 @@ def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: st
                            on_line: LineFn) -> StageOutcome:
     """The stage's outcome: Skipped, with nothing started, when its checkpoint is valid (decided and reported as
     the stage itself would: stages.runner.skip_if_complete); otherwise what the launcher reports. A whole-run
-    retry thus starts no pod for a completed stage only for it to skip itself. A stage this very run already
-    finished (its Job ran to the end while the operator restarted, during a helm upgrade) keeps its own report,
-    with what it measured, instead of a Skipped in its place (the launcher's finished_in_this_run, if it has one)."""
-    adopt = getattr(launcher, "finished_in_this_run", None)
-    finished = adopt(stage, manifest_uri, run_root) if adopt is not None else None
-    if finished is not None:
-        on_line(f"stage {stage}: finished by this run's Job {finished.metrics.get('job')}: its report adopted")
-        return finished
+    retry thus starts no pod for a completed stage only for it to skip itself. A stage that already has a Job of
+    this very run (the flow run executed again after an operator restart, a helm upgrade) is the launcher's to
+    follow, finished or not: its checkpoint may be valid before its Job has reported, and a Skipped in place of
+    its report would lose what it measured (the launcher's job_of_this_run, if it has one)."""
+    existing = getattr(launcher, "job_of_this_run", None)
+    job = existing(stage, manifest_uri) if existing is not None else None
+    if job is not None:
+        on_line(f"stage {stage}: this run's Job {job} exists: following it")
+        return launcher.launch(stage, manifest_uri, run_root, on_line)
     skipped = skip_if_complete(stage, manifest_uri)
     if skipped is not None:
         on_line(f"stage {stage}: valid checkpoint, nothing to do: not started")
