@@ -402,6 +402,14 @@ class KubernetesJobLauncher:
                       key=lambda name: int(name.rsplit("-", 1)[1]))
         return ours[-1] if ours else None
 
+    def follow(self, stage: str, job: str, run_root: Location, on_line: LineFn) -> StageOutcome:
+        """The outcome of an existing Job of this run, waited for without creating anything."""
+        job_succeeded, pod = self._wait(job, self.settings.namespace, on_line)
+        pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
+        status = status_location(run_root, stage)
+        return attempt_outcome(stage, status.read_json() if status.exists() else None, pod_reason, pod_message,
+                               {"job": job})
+
     def _above_earlier_kills(self, run_root: Location, stage: str, request: ResourceRequest,
                              worker: ResourceRequest | None, on_line: LineFn
                              ) -> tuple[ResourceRequest, ResourceRequest | None]:

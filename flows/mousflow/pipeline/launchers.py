@@ -34,14 +34,17 @@ def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: st
     """The stage's outcome: Skipped, with nothing started, when its checkpoint is valid (decided and reported as
     the stage itself would: stages.runner.skip_if_complete); otherwise what the launcher reports. A whole-run
     retry thus starts no pod for a completed stage only for it to skip itself. A stage that already has a Job of
-    this very run (the flow run executed again after an operator restart, a helm upgrade) is the launcher's to
-    follow, finished or not: its checkpoint may be valid before its Job has reported, and a Skipped in place of
-    its report would lose what it measured (the launcher's job_of_this_run, if it has one)."""
+    this very run (the flow run executed again after an operator restart, a helm upgrade) is followed to its end
+    first, and its report kept if it succeeded: its checkpoint may be valid before its Job has reported, and a
+    Skipped in place of its report would lose what it measured (the launcher's job_of_this_run and follow, if it
+    has them)."""
     existing = getattr(launcher, "job_of_this_run", None)
     job = existing(stage, manifest_uri) if existing is not None else None
     if job is not None:
         on_line(f"stage {stage}: this run's Job {job} exists: following it")
-        return launcher.launch(stage, manifest_uri, run_root, on_line)
+        followed = launcher.follow(stage, job, run_root, on_line)
+        if followed.state == "Succeeded":
+            return followed
     skipped = skip_if_complete(stage, manifest_uri)
     if skipped is not None:
         on_line(f"stage {stage}: valid checkpoint, nothing to do: not started")
