@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -356,7 +356,7 @@ def test_a_real_prometheus_scrapes_the_operator_and_evaluates_the_charts_rules_a
         # first scrape saw no ratio yet and left the KPI alert inactive: CI, stop 19)
         kpi = value("min(mousflow_delivered_within_deadline_ratio)")
         assert kpi is not None
-        stored_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+        stored_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
 
         def evaluated():
             loaded = [r for g in api("rules")["groups"] for r in g["rules"]]
