@@ -43,6 +43,11 @@ def test_imaging_worker_memory_follows_its_chunk_not_the_cube():
     assert model_peak_bytes("imaging", wide) > model_peak_bytes("imaging", DEMAND)
     assert model_peak_bytes("imaging", DEMAND, workers_in_pod=2) == \
         model_peak_bytes("imaging", DEMAND) + 2 * model_peak_bytes("imaging-worker", DEMAND)
+    # each gridding thread of the stage holds a grid of its own (deterministic row blocks)
+    from mousflow.pipeline.resources import GRIDDER_BYTES
+
+    assert model_peak_bytes("imaging", DEMAND, threads=4) - model_peak_bytes("imaging", DEMAND) == \
+        3 * GRIDDER_BYTES * DEMAND.image_pixels**2 * 2
 
 
 def test_learned_factor_scales_the_request_but_never_below_half():

@@ -88,8 +88,9 @@ def imaging_worker_bytes(demand: JobDemand) -> int:
     return WORKER_BASE_BYTES + int(data + planes)
 
 
-def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0) -> int:
-    """The model's peak resident memory of `stage` (no margin, no learned factor)."""
+def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0, threads: int = 1) -> int:
+    """The model's peak resident memory of `stage` (no margin, no learned factor); `threads`: the stage's own
+    gridding threads, each with a grid of its own (science.imaging.gridding.row_blocks)."""
     if stage == "calibration":
         working = demand.rows_per_window * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
             WORKING_COPIES["calibration"]
@@ -102,7 +103,7 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0) -> 
             WORKING_COPIES["imaging"]
         # line finding reads each cube at every second pixel (image and pb, float32)
         line_finding = demand.max_channels * (demand.image_pixels // 2) ** 2 * 4 * 2
-        planes = demand.image_pixels**2 * (WORKER_PLANE_BYTES + GRIDDER_BYTES) * 2
+        planes = demand.image_pixels**2 * (WORKER_PLANE_BYTES + GRIDDER_BYTES * max(1, threads)) * 2
         workers = workers_in_pod * imaging_worker_bytes(demand)
         return BASE_BYTES + int(continuum + line_finding + planes + workers)
     if stage == "packaging":
@@ -117,7 +118,7 @@ def estimate_stage_resources(stage: str, demand: JobDemand, threads: int = 1, *,
     learned_factor: measured / modelled peak from the history store (History.memory_factor); never below
     0.5, so one odd record cannot starve a stage.
     """
-    peak = model_peak_bytes(stage, demand, workers_in_pod) * max(0.5, learned_factor)
+    peak = model_peak_bytes(stage, demand, workers_in_pod, threads) * max(0.5, learned_factor)
     memory = int(math.ceil(peak * SAFETY_MARGIN / 2**20) * 2**20)
     return ResourceRequest(cpu=float(max(1, threads)), memory_bytes=memory,
                            memory_limit_bytes=int(math.ceil(memory * LIMIT_HEADROOM / 2**20) * 2**20))

@@ -17,6 +17,8 @@ Precision follows the `double` flag: float64/complex128 with epsilon 1e-7 by def
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from ducc0.wgridder.experimental import dirty2vis, vis2dirty
 
@@ -61,10 +63,40 @@ def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: floa
     _, cdt = _dtypes(double)
     uvw, freq, wgt, mask = _prepare(uvw_m, freq_hz, imaging_weight, double)
     v = np.ascontiguousarray(vis, dtype=cdt)
-    img = vis2dirty(uvw=uvw, freq=freq, vis=v, wgt=wgt, mask=mask, npix_x=npix, npix_y=npix, pixsize_x=cell_rad,
-                    pixsize_y=cell_rad, center_x=cell_rad, center_y=0.0, epsilon=_epsilon(epsilon, double),
-                    do_wgridding=True, flip_w=True, divide_by_n=False, nthreads=nthreads)
+
+    def adjoint(rows: slice) -> np.ndarray:
+        return vis2dirty(uvw=uvw[rows], freq=freq, vis=v[rows], wgt=wgt[rows],
+                         mask=None if mask is None else mask[rows], npix_x=npix, npix_y=npix, pixsize_x=cell_rad,
+                         pixsize_y=cell_rad, center_x=cell_rad, center_y=0.0, epsilon=_epsilon(epsilon, double),
+                         do_wgridding=True, flip_w=True, divide_by_n=False, nthreads=1)
+
+    blocks = row_blocks(uvw.shape[0], nthreads)
+    if len(blocks) == 1:
+        img = adjoint(blocks[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(blocks), thread_name_prefix="gridder") as pool:
+            parts = list(pool.map(adjoint, blocks))  # in block order, whichever thread finished first
+        img = parts[0]
+        for part in parts[1:]:
+            img += part
     return np.ascontiguousarray(to_sky(img))
+
+
+def row_blocks(n_rows: int, nthreads: int) -> list[slice]:
+    """The rows split into at most `nthreads` fixed contiguous blocks, each gridded by one thread.
+
+    Why not ducc0's own threads: its adjoint gridder adds the threads' contributions into one shared grid in the
+    order they finish, so two identical calls with nthreads > 1 differ in the last bits (1e-12 relative; the
+    beam fitted to the PSF then differs as well, and products cannot be compared by checksum after a resumed
+    run). One thread per block is deterministic, ducc0 releases the GIL so the blocks run in parallel, and
+    the block images are summed in block order: the same bits for the same inputs and thread count, at the
+    cost of one grid per thread instead of one shared (pipeline.resources counts it). Degridding writes each
+    visibility from one thread only and keeps ducc0's threads."""
+    n = max(1, min(int(nthreads), n_rows))
+    edges = [n_rows * k // n for k in range(n + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
 def make_dirty(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *,
