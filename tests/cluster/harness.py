@@ -12,6 +12,12 @@ import time
 import uuid
 from pathlib import Path
 
+CHART = Path(__file__).resolve().parents[2] / "helm" / "mousflow"
+DASK_RELEASE = "imaging-dask"
+"""The release name the chart's Dask objects are rendered with when a test applies them without the chart."""
+DASK_IMAGING_ACCOUNT = "mousflow-imaging"
+"""The chart's imaging service account (dask.serviceAccount's default)."""
+
 
 def make_bucket(s3_env: dict[str, str], prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -46,6 +52,46 @@ def create_mous_namespace(cluster, s3_env: dict[str, str], prefix: str) -> str:
                     f"--from-literal=AWS_ACCESS_KEY_ID={s3_env['AWS_ACCESS_KEY_ID']}",
                     f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_env['AWS_SECRET_ACCESS_KEY']}")
     return name
+
+
+def apply_dask_crds(cluster) -> None:
+    """The chart's copy of the dask-kubernetes CRDs (server-side: they are too big for kubectl's
+    last-applied annotation; another test's `helm install` may have created them already)."""
+    for crd in sorted((CHART / "charts" / "dask-kubernetes-crds" / "crds").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+
+
+def chart_dask_objects(cluster, namespace: str, runner_image: str) -> str:
+    """The chart's Dask controller (Deployment, its account and Role) and imaging account (with its Role) for a
+    release in `namespace` watching only that namespace, as `helm template` renders them."""
+    repository, tag = runner_image.rsplit(":", 1)
+    return cluster.helm("template", DASK_RELEASE, str(CHART), "-n", namespace,
+                        "--show-only", "templates/dask-controller.yaml", "--show-only", "templates/dask-imaging.yaml",
+                        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                        "--set", "image.pullPolicy=Never", "--set", "s3.existingSecret=mousflow-s3")
+
+
+def install_chart_dask_objects(cluster, namespace: str, runner_image: str) -> str:
+    """The chart's Dask controller running in `namespace` (watching it) and its imaging account there; the
+    controller's Deployment name."""
+    apply_dask_crds(cluster)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=chart_dask_objects(cluster, namespace, runner_image))
+    controller = f"{DASK_RELEASE}-mousflow-dask-controller"
+    cluster.kubectl("rollout", "status", f"deployment/{controller}", "-n", namespace, "--timeout=180s", timeout=200)
+    return controller
+
+
+def release_dask_finalizers(cluster, namespace: str) -> None:
+    """Before a namespace with the Dask controller goes: the controller takes kopf's finalizer off the Dask
+    objects it is done with, but deleting the namespace takes the controller away too, and an object it had not
+    finished with (seen: the DaskAutoscaler of a deleted stage Job's cluster, marked for deletion with its
+    finalizer still on) would keep the namespace Terminating for ever. Take those finalizers off first, as the
+    chart's uninstall hook does."""
+    for kind in ("daskautoscalers", "daskclusters", "daskworkergroups", "daskjobs"):
+        for name in cluster.kubectl("get", f"{kind}.kubernetes.dask.org", "-n", namespace, "-o", "name",
+                                    check=False).split():
+            cluster.kubectl("patch", name, "-n", namespace, "--type", "merge", "-p",
+                            '{"metadata":{"finalizers":null}}', check=False)
 
 
 class OperatorProcess:

@@ -14,11 +14,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 import yaml
-from harness import assert_dask_rbac_was_enough, namespace_report
+from harness import (
+    DASK_RELEASE,
+    assert_dask_rbac_was_enough,
+    install_chart_dask_objects,
+    namespace_report,
+    release_dask_finalizers,
+)
 
 from mousflow.pipeline.kubernetes import JobSettings, KubernetesJobLauncher, build_stage_job_spec
 from mousflow.pipeline.resources import ResourceRequest
@@ -27,26 +32,6 @@ from mousflow.storage.location import Location
 
 pytestmark = pytest.mark.cluster
 MiB = 2**20
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "mousflow"
-RELEASE = "imaging-dask"
-
-
-def apply_dask_crds(cluster) -> None:
-    """The chart's copy of the dask-kubernetes CRDs (server-side: they are too big for kubectl's
-    last-applied annotation; another test's `helm install` may have created them already)."""
-    for crd in sorted((CHART / "charts" / "dask-kubernetes-crds" / "crds").glob("*.yaml")):
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-
-
-def chart_dask_objects(cluster, namespace: str, runner_image: str) -> str:
-    """The chart's Dask controller (Deployment, its account and Role) and imaging account (with its Role) for a
-    release in `namespace` watching only that namespace, as `helm template` renders them."""
-    repository, tag = runner_image.rsplit(":", 1)
-    return cluster.helm("template", RELEASE, str(CHART), "-n", namespace,
-                        "--show-only", "templates/dask-controller.yaml", "--show-only", "templates/dask-imaging.yaml",
-                        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-                        "--set", "image.pullPolicy=Never", "--set", "s3.existingSecret=mousflow-s3")
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +40,7 @@ def dask_namespace(cluster, runner_image, s3_env):
     ns = f"dask-{uuid.uuid4().hex[:8]}"
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {
         "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
-    apply_dask_crds(cluster)
-    cluster.kubectl("apply", "-n", ns, "-f", "-", input=chart_dask_objects(cluster, ns, runner_image))
-    cluster.kubectl("rollout", "status", f"deployment/{RELEASE}-mousflow-dask-controller", "-n", ns,
-                    "--timeout=180s", timeout=200)
+    install_chart_dask_objects(cluster, ns, runner_image)
     cluster.kubectl("create", "secret", "generic", "mousflow-s3", "-n", ns,
                     f"--from-literal=AWS_ACCESS_KEY_ID={s3_env['AWS_ACCESS_KEY_ID']}",
                     f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_env['AWS_SECRET_ACCESS_KEY']}")
@@ -66,15 +48,7 @@ def dask_namespace(cluster, runner_image, s3_env):
                        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).strip(),
                        timeout=60)
     yield ns
-    # The controller takes kopf's finalizer off the Dask objects it is done with, but deleting the namespace takes
-    # the controller away too: an object it had not finished with (seen: the DaskAutoscaler of the deleted stage
-    # Job's cluster, marked for deletion with its finalizer still on) would keep the namespace Terminating for
-    # ever. Take those finalizers off first, as the chart's uninstall hook does.
-    for kind in ("daskautoscalers", "daskclusters", "daskworkergroups", "daskjobs"):
-        for name in cluster.kubectl("get", f"{kind}.kubernetes.dask.org", "-n", ns, "-o", "name",
-                                    check=False).split():
-            cluster.kubectl("patch", name, "-n", ns, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}',
-                            check=False)
+    release_dask_finalizers(cluster, ns)
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
@@ -145,7 +119,7 @@ def test_deleting_the_stage_job_deletes_its_dask_workers(cluster, dask_namespace
     # the cluster's autoscaler goes with it (owned by the DaskCluster): gone, or being deleted
     autoscalers = json.loads(cluster.kubectl("get", "daskautoscalers", "-n", dask_namespace, "-o", "json"))["items"]
     assert all(a["metadata"].get("deletionTimestamp") for a in autoscalers), autoscalers
-    assert_dask_rbac_was_enough(cluster, dask_namespace, f"{RELEASE}-mousflow-dask-controller")
+    assert_dask_rbac_was_enough(cluster, dask_namespace, f"{DASK_RELEASE}-mousflow-dask-controller")
 
 
 def test_worker_pods_no_node_can_take_leave_the_cube_to_the_stage_pod(cluster, dask_namespace, runner_image,

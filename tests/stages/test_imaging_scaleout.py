@@ -60,6 +60,31 @@ def test_a_chunk_whose_worker_is_killed_every_time_is_reported_out_of_memory():
     assert exit_code(StageOutcome("imaging", "Failed", "OutOfMemory")) == 9
 
 
+def test_the_test_only_worker_oom_keeps_the_first_attempts_target(tmp_path, monkeypatch):
+    """MOUSFLOW_TEST_WORKER_OOM (test only): the target is factor x the first attempt's worker limit, kept for the
+    run, so a later attempt with larger workers gets through; never on local workers, never without the
+    variable."""
+    from mousflow.stages import imaging_scaleout as so
+
+    root = Location(str(tmp_path / "run"))
+    pods = ScaleOutSettings(mode="kubernetes")
+    first = so.with_test_worker_oom(pods, root, {so.TEST_WORKER_OOM: "1.2",
+                                                 "MOUSFLOW_DASK_WORKER_MEMORY_LIMIT": str(500 << 20)})
+    assert first.test_worker_take_bytes == 600 << 20
+    retried = so.with_test_worker_oom(pods, root, {so.TEST_WORKER_OOM: "1.2",
+                                                   "MOUSFLOW_DASK_WORKER_MEMORY_LIMIT": str(750 << 20)})
+    assert retried.test_worker_take_bytes == 600 << 20  # below the retried workers' 750 MiB
+    assert so.with_test_worker_oom(pods, root, {"MOUSFLOW_DASK_WORKER_MEMORY_LIMIT": "1"}) == pods
+    local = ScaleOutSettings(mode="local")
+    assert so.with_test_worker_oom(local, root, {so.TEST_WORKER_OOM: "1.2"}) == local
+
+    # on the worker: memory taken until the container's working set reaches the target, then the task runs
+    readings = iter([(0, None), (2 << 20, None), (4 << 20, None)])
+    monkeypatch.setattr("mousflow.stages.memory_watch.container_memory", lambda: next(readings))
+    assert so.take_memory_then(3 << 20, lambda a, b: {"sum": a + b}, 1, 2) == {"sum": 3}
+    assert next(readings, "spent") == "spent"
+
+
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory, tiny_mous):
     """The tiny MOUS calibrated once, with 4-channel chunks (12 chunks over its two windows)."""

@@ -41,6 +41,7 @@ from mousflow.stages.imaging_scaleout import (
     ScaleOutSettings,
     SharedArg,
     run_chunks,
+    with_test_worker_oom,
     worker_bounds,
 )
 from mousflow.stages.peak_memory import process_peak_memory_bytes
@@ -242,7 +243,7 @@ def run(ctx: StageContext) -> str:
     summary = {"robust": robust, "channel_chunk": chunk, "cubes": {}, "chunks_computed": 0, "chunks_skipped": 0}
     outputs = ["imaging/plans.json"]
     line_free: dict[str, np.ndarray] = {}
-    scaleout = ScaleOutSettings.from_env()
+    scaleout = with_test_worker_oom(ScaleOutSettings.from_env(), ctx.run_root)
     pending: list = []
     shared: dict = {}
     cube_state: dict = {}

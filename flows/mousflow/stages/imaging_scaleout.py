@@ -26,15 +26,23 @@ products do not depend on how many workers made them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mousflow.errors import OutOfMemory
 
+if TYPE_CHECKING:
+    from mousflow.storage.location import Location
+
 MODES = ("local", "kubernetes", "inline")
+TEST_WORKER_OOM = "MOUSFLOW_TEST_WORKER_OOM"
+"""TEST ONLY: <factor>: every chunk task first takes its worker pod's memory to factor x the worker limit of the
+run's first imaging attempt (see with_test_worker_oom); ignored unless set, and outside worker pods."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class ScaleOutSettings:
     max_workers: int | None = None
     """None: the default of the mode (cores of this machine locally, 4 on Kubernetes)."""
     worker_threads: int = 1
+    test_worker_take_bytes: int = 0
+    """TEST ONLY (with_test_worker_oom): the working set a chunk task first takes in its worker pod."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ScaleOutSettings:
@@ -64,6 +74,45 @@ class ScaleOutSettings:
         return cls(mode=mode, min_workers=_int("MOUSFLOW_DASK_MIN_WORKERS", 1) or 1,
                    max_workers=_int("MOUSFLOW_DASK_MAX_WORKERS", None),
                    worker_threads=_int("MOUSFLOW_DASK_WORKER_THREADS", 1) or 1)
+
+
+def with_test_worker_oom(settings: ScaleOutSettings, run_root: Location,
+                         env: dict[str, str] | None = None) -> ScaleOutSettings:
+    """TEST ONLY, for the cluster test of a Dask worker pod killed for its memory: with
+    MOUSFLOW_TEST_WORKER_OOM=<factor> on worker pods (MOUSFLOW_DASK=kubernetes) every chunk task first takes its
+    worker container's working set to factor x the worker memory limit of the run's first imaging attempt (kept
+    in a marker beside the stage's status), as a chunk larger than its estimate would. Above 1 the first
+    attempt's workers are killed for it until Dask gives the chunk up (KilledWorker, so OutOfMemory), and the
+    launcher's next attempt with larger workers gets through; the same workers would be killed again. Without
+    the variable (never set in an installation) the settings are returned as they are."""
+    env = os.environ if env is None else env
+    factor = env.get(TEST_WORKER_OOM, "").strip()
+    if not factor or settings.mode != "kubernetes" or not env.get("MOUSFLOW_DASK_WORKER_MEMORY_LIMIT"):
+        return settings
+    marker = run_root.join("status", "imaging.test-worker-oom.json")
+    if marker.exists():
+        target = int(marker.read_json()["target_bytes"])
+    else:
+        limit = int(env["MOUSFLOW_DASK_WORKER_MEMORY_LIMIT"])
+        target = int(float(factor) * limit)
+        marker.write_json({"variable": TEST_WORKER_OOM, "first_worker_limit_bytes": limit, "target_bytes": target,
+                           "time": time.time()})
+    return dataclasses.replace(settings, test_worker_take_bytes=target)
+
+
+def take_memory_then(target_bytes: int, fn: Callable[..., dict], *args: Any) -> dict:
+    """TEST ONLY (with_test_worker_oom), run on a worker: take the container's working set to `target_bytes` in
+    64 MiB steps of touched pages (the kernel or the nanny kills the worker on the way if its limit is lower),
+    let it go, then run the chunk task."""
+    import numpy as np
+
+    from mousflow.stages.memory_watch import container_memory
+
+    ballast = []
+    while (now := container_memory()) is not None and now[0] < target_bytes:
+        ballast.append(np.ones(min(64 << 20, target_bytes - now[0] + (1 << 20)), dtype=np.uint8))
+    del ballast
+    return fn(*args)
 
 
 def worker_bounds(n_chunks: int, settings: ScaleOutSettings) -> tuple[int, int]:
@@ -163,6 +212,8 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
             futures = {}
             for key, fn, args in tasks:
                 resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
+                if settings.test_worker_take_bytes and settings.mode == "kubernetes":
+                    fn = functools.partial(take_memory_then, settings.test_worker_take_bytes, fn)
                 # pure=False: a retried task must run again, not be taken from the scheduler's memory.
                 futures[client.submit(fn, *resolved, pure=False, retries=1, key=f"chunk-{_key_text(key)}")] = key
             try:

@@ -11,6 +11,7 @@ import warnings
 from mousflow.errors import CalibrationFailed, ImagingFailed, InvalidInput, exit_code_of, first_line
 from mousflow.model import load_manifest
 from mousflow.stages.context import ProgressFn, StageContext, StageOutcome, print_progress
+from mousflow.stages.imaging_scaleout import TEST_WORKER_OOM
 from mousflow.stages.memory_watch import MemoryPublisher, container_memory, memory_location
 from mousflow.stages.peak_memory import container_oom_kills, container_peak_memory_bytes, process_peak_memory_bytes
 from mousflow.storage.location import Location, classify_failure
@@ -24,7 +25,7 @@ per run root (see _grow_once_if_asked); ignored unless set."""
 TEST_CHILD_OOM = "MOUSFLOW_TEST_CHILD_OOM"
 """TEST ONLY: the name of a stage whose child process is killed for memory once per run root while the stage
 survives it (see _child_oom_once_if_asked); ignored unless set."""
-TEST_VARIABLES = (TEST_FAIL_STAGE, TEST_GROW_MEMORY, TEST_CHILD_OOM)
+TEST_VARIABLES = (TEST_FAIL_STAGE, TEST_GROW_MEMORY, TEST_CHILD_OOM, TEST_WORKER_OOM)
 """The test-only settings, passed from the operator's environment to stage pods as they are."""
 
 
