@@ -29,6 +29,7 @@ Handlers are synchronous: kopf runs them in its thread pool, and they block on S
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -63,6 +64,9 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 ANN = "mousflow.io/"
 A_REVIEW, A_RETRY = ANN + "review", ANN + "retry"
 A_RETRY_HANDLED, A_ATTEMPT, A_RETRY_AFTER = ANN + "retry-handled", ANN + "run-attempt", ANN + "retry-after"
+A_WAITING = ANN + "waiting"
+"""JSON {waits, streak, since, message}: transient failures waited out (all, and in a row since `since`), and the
+last one's message (lifecycle.run_retry)."""
 A_MANUAL, A_AUTO_DELIVERY = ANN + "manual-work", ANN + "auto-delivery"
 _SETTINGS = OperatorSettings.from_env()  # the timers' intervals are fixed when the handlers are registered
 RESYNC_SECONDS, PROGRESS_SECONDS = _SETTINGS.resync_seconds, _SETTINGS.progress_seconds
@@ -315,6 +319,7 @@ def _reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_q
             patch.metadata.annotations[A_RETRY_HANDLED] = token
             patch.metadata.annotations[A_ATTEMPT] = "1"
             patch.metadata.annotations[A_RETRY_AFTER] = None
+            patch.metadata.annotations[A_WAITING] = None
             _transition(body, patch, new, phase, lifecycle.Transition(
                 Phase.FULLY_OBSERVED, "RetryRequested", f"retry {token} requested"), problems, now, degraded_reason)
             memo.metrics.transition(key, phase.value, Phase.FULLY_OBSERVED.value)
@@ -367,7 +372,7 @@ def _reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_q
     fully_observed_at = _fully_observed_at(spec)
     if transition is None:
         new.conditions = lifecycle.conditions_for(old.conditions, phase, _last_reason(old), old.message, problems,
-                                                  now, degraded_reason, new.stages)
+                                                  now, degraded_reason, new.stages, waiting=facts.get("waiting", ""))
         _post_degraded(body, old, new)
         _patch_status(patch, dict(body.get("status") or {}), new)
         memo.metrics.record_changes(key, fully_observed_at, old, new)
@@ -490,6 +495,7 @@ def _processing(memo: kopf.Memo, key, mous_spec: MOUSSpec, namespace, body, meta
     cfg: OperatorSettings = memo.config
     runs: RunManager = memo.runs
     retry_after = float(annotations.get(A_RETRY_AFTER) or 0)
+    waiting = _waiting(annotations)
     handle = runs.get(key)
     if handle is None or handle.outcome is None:
         if time.time() >= retry_after:
@@ -500,8 +506,11 @@ def _processing(memo: kopf.Memo, key, mous_spec: MOUSSpec, namespace, body, meta
             memo.waker.wake_at(key, retry_after)
     _observe_stages(memo.facts, mous_spec, body, new, refresh_progress)
     if handle is None or handle.outcome is None:
-        return {}
+        return {"waiting": waiting.get("message", "")} if time.time() < retry_after and waiting.get("streak") \
+            else {}
     outcome = handle.outcome
+    if outcome.state == "succeeded" and waiting.get("streak"):  # a wait ends with a run that got through
+        patch.metadata.annotations[A_WAITING] = json.dumps({"waits": waiting.get("waits", 0), "streak": 0})
     if outcome.state == "succeeded":
         qa = products_location(mous_spec.output.uri).join("qa2.json").read_json()
         new.qa2 = QA2Status(verdict=qa["verdict"], reasons=[str(r) for r in qa.get("reasons", [])],
@@ -512,17 +521,43 @@ def _processing(memo: kopf.Memo, key, mous_spec: MOUSSpec, namespace, body, meta
         new.stage = None
         return {"run": "succeeded", "qa2": qa["verdict"]}
     attempt = int(annotations.get(A_ATTEMPT, "1"))
-    if outcome.retryable and attempt < cfg.max_run_attempts:
-        delay = cfg.retry_backoff_seconds * 2 ** (attempt - 1)
-        patch.metadata.annotations[A_ATTEMPT] = str(attempt + 1)
-        patch.metadata.annotations[A_RETRY_AFTER] = f"{time.time() + delay:.0f}"
-        runs.forget(key)
-        memo.waker.wake_at(key, time.time() + delay + 1)
-        new.message = f"attempt {attempt} failed ({outcome.reason}: {outcome.message}); retrying in {delay:.0f} s"
-        kopf.warn(body, reason="RetryScheduled", message=new.message)
+    now = time.time()
+    step = lifecycle.run_retry(outcome.reason, outcome.retryable, attempt, waiting.get("waits", 0),
+                               waiting.get("streak", 0), now - waiting.get("since", now),
+                               max_attempts=cfg.max_run_attempts, backoff=cfg.retry_backoff_seconds,
+                               max_wait_delay=cfg.transient_max_delay_seconds,
+                               give_up_after=cfg.transient_give_up_seconds)
+    if step.kind == "fail":
+        new.stage = None
+        return {"run": "failed", "run_reason": outcome.reason, "run_message": outcome.message}
+    patch.metadata.annotations[A_ATTEMPT] = str(attempt + 1)
+    patch.metadata.annotations[A_RETRY_AFTER] = f"{now + step.delay:.0f}"
+    runs.forget(key)
+    memo.waker.wake_at(key, now + step.delay + 1)
+    if step.kind == "wait":
+        # S3 or the Prefect server away: waited out, not counted against the run attempts
+        waited = {"waits": waiting.get("waits", 0) + 1, "streak": waiting.get("streak", 0) + 1,
+                  "since": waiting.get("since", now), "message": f"{outcome.reason}: {outcome.message}"[:1024]}
+        patch.metadata.annotations[A_WAITING] = json.dumps(waited)
+        new.message = (f"attempt {attempt} failed on a service that could not be used ({waited['message']}); "
+                       f"waiting it out: attempt {attempt + 1} in {step.delay:.0f} s, not counted against the "
+                       f"{cfg.max_run_attempts} run attempts")
+        kopf.warn(body, reason="WaitingOutUnavailable", message=new.message)
+        return {"waiting": waited["message"]}
+    if waiting.get("streak"):
+        patch.metadata.annotations[A_WAITING] = json.dumps({"waits": waiting["waits"], "streak": 0})
+    new.message = f"attempt {attempt} failed ({outcome.reason}: {outcome.message}); retrying in {step.delay:.0f} s"
+    kopf.warn(body, reason="RetryScheduled", message=new.message)
+    return {}
+
+
+def _waiting(annotations: dict) -> dict:
+    """The A_WAITING record ({} when there is none or it cannot be read: nothing is being waited out)."""
+    try:
+        doc = json.loads(annotations.get(A_WAITING) or "{}")
+    except ValueError:
         return {}
-    new.stage = None
-    return {"run": "failed", "run_reason": outcome.reason, "run_message": outcome.message}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _observe_stages(store: FactStore, mous_spec: MOUSSpec, body, new: MOUSStatus, refresh_progress: bool) -> None:

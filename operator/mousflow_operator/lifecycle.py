@@ -39,6 +39,8 @@ class Facts:
     """A reviewer's decision from the mousflow.io/review annotation: pass, semipass or fail."""
     delivered: bool | None = None
     delivery_message: str = ""
+    waiting: str = ""
+    """What a MOUS in Processing is waiting out before its next attempt (a transient failure), "" if nothing."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,36 @@ def next_transition(phase: Phase, facts: Facts) -> Transition | None:
     return None
 
 
+TRANSIENT_REASONS = frozenset({"Unavailable"})
+"""Run failures that say a service, not the MOUS, was away (S3 or the Prefect server unreachable): waited out
+with a backoff, not spent from the run-retry budget."""
+
+
+@dataclass(frozen=True)
+class RunRetry:
+    """What to do after a failed run: "wait" (a transient failure, waited out, not counted against the budget),
+    "retry" (counted), or "fail"; the delay before the next attempt."""
+
+    kind: str
+    delay: float = 0.0
+
+
+def run_retry(reason: str, retryable: bool, attempt: int, transient_waits: int, streak: int, waiting_for: float, *,
+              max_attempts: int, backoff: float, max_wait_delay: float, give_up_after: float) -> RunRetry:
+    """The next step after run `attempt` failed with `reason`.
+
+    A transient failure is waited out: the delay doubles from `backoff` with each wait of the `streak` (waits
+    in a row), up to `max_wait_delay`, for as long as the streak has lasted less than `give_up_after` seconds
+    (`waiting_for`); after that it is an ordinary failure. Ordinary retryable failures are counted: at most
+    `max_attempts` runs that did not end in a transient wait (attempt - transient_waits, all waits so far)."""
+    if reason in TRANSIENT_REASONS and waiting_for < give_up_after:
+        return RunRetry("wait", min(max_wait_delay, backoff * 2 ** streak))
+    counted = attempt - transient_waits
+    if retryable and counted < max_attempts:
+        return RunRetry("retry", backoff * 2 ** (counted - 1))
+    return RunRetry("fail")
+
+
 @dataclass
 class ConditionSet:
     """The three standard conditions a MOUS carries, from its phase and problems."""
@@ -116,11 +148,16 @@ condition of that type, so `kubectl wait`/`describe` show it without reading eve
 def conditions_for(existing: list[Condition], phase: Phase, reason: str, message: str,
                    spec_problems: tuple[str, ...], now: datetime,
                    degraded_reason: str = "InvalidSpec",
-                   stages: Mapping[str, StageStatus] | None = None) -> list[Condition]:
+                   stages: Mapping[str, StageStatus] | None = None, waiting: str = "") -> list[Condition]:
     """Ready, Progressing and Degraded for a MOUS in `phase`, and a STAGE_NOTE_CONDITIONS condition once a stage
-    has noted one (False again when no stage's message carries it any more); lastTransitionTime moves only when
-    a status does."""
+    has noted one (False again when no stage's message carries it any more); Waiting while the MOUS waits out a
+    transient failure (`waiting`: what it waits out; False again once it stops); lastTransitionTime moves only
+    when a status does."""
     cs = ConditionSet([c.model_copy() for c in existing])
+    if waiting:
+        cs.set("Waiting", True, "Unavailable", waiting, now)
+    elif any(c.type == "Waiting" and c.status == ConditionStatus.TRUE for c in cs.items):
+        cs.set("Waiting", False, "AsExpected", "", now)
     for type_ in STAGE_NOTE_CONDITIONS:
         # the note runs to the end of the message: its own reason may hold "; " (the scheduler's, ours)
         notes = [f"{name}: {st.message[st.message.find(type_):]}" for name, st in (stages or {}).items()

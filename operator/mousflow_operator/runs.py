@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +81,28 @@ class RunHandle:
     outcome: RunOutcome | None = None
     cancelled: bool = False
     finished_at: float | None = None
+
+
+def run_failure(exc: BaseException) -> RunOutcome:
+    """The outcome of a flow run that raised: Unavailable when the object store or the Prefect server could not
+    be reached (the exception or one it came from: a transient failure the operator waits out), else Error."""
+    import httpx
+
+    from mousflow.errors import Unavailable, first_line
+    from mousflow.storage.location import classify_failure
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # the exception and what it came from, not for ever
+        if seen is None:
+            break
+        if isinstance(seen, httpx.TransportError):
+            url = os.environ.get("PREFECT_API_URL") or "the Prefect server"
+            return RunOutcome("failed", "Unavailable", f"cannot reach {url}: {first_line(seen)}")
+        classified = classify_failure(seen)
+        if isinstance(classified, Unavailable):
+            return RunOutcome("failed", "Unavailable", first_line(classified))
+        seen = seen.__cause__ or seen.__context__
+    return RunOutcome("failed", "Error", f"{type(exc).__name__}: {exc}")
 
 
 def summarise_stages(output_uri: str) -> RunOutcome:
@@ -189,7 +212,7 @@ class RunManager:
             outcome = summarise_stages(output_uri)
         except Exception as exc:
             log.exception("flow run %s failed", handle.name)
-            outcome = RunOutcome("failed", "Error", f"{type(exc).__name__}: {exc}")
+            outcome = run_failure(exc)
         handle.finished_at = time.monotonic()
         handle.outcome = outcome
         try:

@@ -39,6 +39,11 @@ class OperatorSettings:
     """Automatic runs of a MOUS's flow (the first and its retries) before it is Failed."""
     retry_backoff_seconds: float = 10.0
     """Wait before the n-th automatic retry: backoff * 2**(n-1)."""
+    transient_max_delay_seconds: float = 300.0
+    """A transient failure (S3 or the Prefect server unreachable) is waited out with the retry backoff doubling
+    up to this, not spent from max_run_attempts ..."""
+    transient_give_up_seconds: float = 6 * 3600.0
+    """... for at most this long in a row; after that it counts as an ordinary failure."""
     resync_seconds: float = 60.0
     """The safety net: every MOUS is reconciled at least this often (it is otherwise reconciled on events)."""
     progress_seconds: float = 10.0
@@ -68,6 +73,10 @@ class OperatorSettings:
             stage_threads=int(env.get("MOUSFLOW_STAGE_THREADS", cls.stage_threads)),
             max_run_attempts=int(env.get("MOUSFLOW_MAX_RUN_ATTEMPTS", cls.max_run_attempts)),
             retry_backoff_seconds=float(env.get("MOUSFLOW_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds)),
+            transient_max_delay_seconds=float(env.get("MOUSFLOW_TRANSIENT_MAX_DELAY_SECONDS")
+                                              or cls.transient_max_delay_seconds),
+            transient_give_up_seconds=float(env.get("MOUSFLOW_TRANSIENT_GIVE_UP_SECONDS")
+                                            or cls.transient_give_up_seconds),
             resync_seconds=float(env.get("MOUSFLOW_RESYNC_SECONDS") or cls.resync_seconds),
             progress_seconds=float(env.get("MOUSFLOW_PROGRESS_SECONDS") or cls.progress_seconds),
             admission_settle_seconds=float(env.get("MOUSFLOW_ADMISSION_SETTLE_SECONDS",
