@@ -514,3 +514,48 @@ def test_a_stage_this_runs_own_job_finished_keeps_its_report_when_the_flow_runs_
     other = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0, run="runB5678",
                                   batch_api=cluster, core_api=cluster)
     assert other.job_of_this_run("imaging", str(manifest)) is None
+
+
+def test_an_earlier_runs_job_still_running_is_waited_for_before_this_runs_job_is_created(tmp_path):
+    """A retried run (a new run tag) whose stage's pod of the earlier run still runs (its flow run lost to an
+    outage): the launcher waits for that Job to end before creating its own, so two pods never write the same
+    outputs. Without such a Job, nothing is waited for."""
+    from mousflow.pipeline.launchers import launch_unless_complete
+
+    doc = yaml.safe_load(MANIFEST.read_text())
+    run_root = Location.of(str(tmp_path / "out"))
+    doc["spec"]["output"]["uri"] = run_root.uri
+    manifest = tmp_path / "mous.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    earlier = build_stage_job_spec(SETTINGS, uid=doc["spec"]["uid"], stage="imaging", attempt=1,
+                                   manifest_uri=str(manifest), resources=REQUEST, threads=1, run="runA1234")
+    name = earlier["metadata"]["name"]
+    calls: list[str] = []
+
+    class StillRunning(ScriptedCluster):
+        """The earlier run's Job is active until the launcher has looked at it twice, then fails."""
+
+        def read_namespaced_job_status(self, job: str, ns: str) -> _Obj:
+            calls.append(f"status {job}")
+            if job == name and calls.count(f"status {name}") >= 2:
+                self.jobs[name]["status"] = {"failed": 1}
+            return super().read_namespaced_job_status(job, ns)
+
+        def create_namespaced_job(self, ns: str, spec: dict) -> None:
+            calls.append(f"create {spec['metadata']['name']}")
+            super().create_namespaced_job(ns, spec)
+
+    cluster = StillRunning(run_root, [(True, COMPLETED, _report("Succeeded"))])
+    cluster.jobs[name] = {"metadata": {"name": name, "annotations": earlier["metadata"]["annotations"]},
+                          "status": {"active": 1}}
+    launcher = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0, run="runB5678",
+                                     batch_api=cluster, core_api=cluster)
+    assert launcher.running_job_of_another_run("imaging", str(manifest)) == name
+    lines: list[str] = []
+    outcome = launch_unless_complete(launcher, "imaging", str(manifest), run_root, lines.append)
+    assert outcome.state == "Succeeded", (outcome, lines)
+    (ours,) = [c.removeprefix("create ") for c in calls if c.startswith("create ")]
+    assert "runB5678" in ours and calls.index(f"create {ours}") > calls.index(f"status {name}") + 1, calls
+    assert any(f"Job {name} of an earlier run still runs" in line for line in lines), lines
+    # the earlier Job over, a further stage launch waits for nothing
+    assert launcher.running_job_of_another_run("imaging", str(manifest)) is None

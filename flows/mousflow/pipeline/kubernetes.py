@@ -39,6 +39,8 @@ def retries_location(run_root: Location, stage: str) -> Location:
 
 
 MEMORY_REASONS = ("OOMKilled", "OutOfMemory")
+"""Failures that more memory can fix: the kernel killed the stage's container (or a process in it), or the
+stage saw its Dask worker die of memory."""
 RESIZED = "ResizedInPlace"
 """The record of a stage pod whose memory limit was raised while it ran (the attempt went on)."""
 MEMORY_SAMPLE_MAX_AGE_SECONDS = 30.0
@@ -50,8 +52,8 @@ def resize_target(working_set: int, limit: int | None, threshold: float, factor:
     if not limit or limit >= cap or working_set < threshold * limit:
         return None
     return min(cap, int(limit * factor))
-"""Failures that more memory can fix: the kernel killed the stage's container (or a process in it), or the
-stage saw its Dask worker die of memory."""
+
+
 RUN_TAG_CHARS = 8
 
 
@@ -386,21 +388,37 @@ class KubernetesJobLauncher:
         self._report_failure(run_root, outcome)
         return outcome
 
-    def job_of_this_run(self, stage: str, manifest_uri: str) -> str | None:
-        """The name of a Job of this run (its run tag) for the stage, if there is one (the newest attempt's);
-        None without a run tag."""
+    def _stage_jobs(self, stage: str, manifest_uri: str) -> tuple[str, list[dict]]:
+        """(the name prefix of this run's Jobs for the stage, every Job of the MOUS for the stage)."""
         from mousflow.model import load_manifest
 
-        if not self.run:
-            return None
         uid = load_manifest(Location.of(manifest_uri).read_text()).spec.uid
         prefix = job_name(uid, stage, 0, self.run).removesuffix("0")
         jobs = self.batch.list_namespaced_job(
             self.settings.namespace, label_selector=f"{LABEL_MOUS}={hashlib.sha256(uid.encode()).hexdigest()[:10]},"
                                                     f"{LABEL_STAGE}={stage}").to_dict()["items"]
+        return prefix, jobs
+
+    def job_of_this_run(self, stage: str, manifest_uri: str) -> str | None:
+        """The name of a Job of this run (its run tag) for the stage, if there is one (the newest attempt's);
+        None without a run tag."""
+        if not self.run:
+            return None
+        prefix, jobs = self._stage_jobs(stage, manifest_uri)
         ours = sorted((j["metadata"]["name"] for j in jobs if j["metadata"]["name"].startswith(prefix)),
                       key=lambda name: int(name.rsplit("-", 1)[1]))
         return ours[-1] if ours else None
+
+    def running_job_of_another_run(self, stage: str, manifest_uri: str) -> str | None:
+        """The name of a Job of an earlier run of the MOUS for the stage that is still running (its flow run
+        ended while the pod went on: the operator's thread lost to an outage, a restart), if any; None without
+        a run tag."""
+        if not self.run:
+            return None
+        prefix, jobs = self._stage_jobs(stage, manifest_uri)
+        running = [j for j in jobs if not j["metadata"]["name"].startswith(prefix) and (j.get("status") or {}).get(
+            "active") and not ((j.get("status") or {}).get("succeeded") or (j.get("status") or {}).get("failed"))]
+        return max((j["metadata"]["name"] for j in running), default=None)
 
     def follow(self, stage: str, job: str, run_root: Location, on_line: LineFn) -> StageOutcome:
         """The outcome of an existing Job of this run, waited for without creating anything."""

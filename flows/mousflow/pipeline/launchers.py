@@ -37,7 +37,8 @@ def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: st
     this very run (the flow run executed again after an operator restart, a helm upgrade) is followed to its end
     first, and its report kept if it succeeded: its checkpoint may be valid before its Job has reported, and a
     Skipped in place of its report would lose what it measured (the launcher's job_of_this_run and follow, if it
-    has them)."""
+    has them). A Job of an earlier run still running is waited for before anything else (the launcher's
+    running_job_of_another_run)."""
     existing = getattr(launcher, "job_of_this_run", None)
     job = existing(stage, manifest_uri) if existing is not None else None
     if job is not None:
@@ -45,6 +46,11 @@ def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: st
         followed = launcher.follow(stage, job, run_root, on_line)
         if followed.state == "Succeeded":
             return followed
+    elif (running := getattr(launcher, "running_job_of_another_run", lambda *_: None)(stage, manifest_uri)):
+        # Two pods must never write the same outputs: an earlier run's pod that went on after its flow run ended
+        # (an outage, a restart) is waited for; if it finished the stage, its checkpoint is valid below.
+        on_line(f"stage {stage}: Job {running} of an earlier run still runs: waiting for it to end first")
+        launcher.follow(stage, running, run_root, on_line)
     skipped = skip_if_complete(stage, manifest_uri)
     if skipped is not None:
         on_line(f"stage {stage}: valid checkpoint, nothing to do: not started")
