@@ -72,8 +72,11 @@ def _install_counters(out_path: str) -> None:
         """"flow" for a request made by a flow run: its thread is named "flow-...", work it handed to a thread pool
         (Dask's threaded scheduler reading Zarr chunks, say) carries the submitter's attribution, and work the
         flow's engine runs in a thread of its own has the flow module's task on its stack; else "control"."""
-        if threading.current_thread().name.startswith("flow-"):
+        name = threading.current_thread().name
+        if name.startswith("flow-"):
             return "flow"
+        if name == "mous-waker":  # the wakes (mousflow_operator.wake): one PATCH per fact that arrived elsewhere
+            return "wake"
         if getattr(handed, "who", None):
             return handed.who
         frame = sys._getframe(2)
@@ -420,6 +423,16 @@ def queue_state(phases: dict[str, str], edf: list[str], slots: int) -> tuple[boo
     return checked, in_order, admitted
 
 
+def _job_transitions(batch, ns: str, since: datetime) -> int:
+    """Stage Jobs created, and Jobs finished, since `since`: the work whose facts wake MOUSs."""
+    count = 0
+    for job in batch.list_namespaced_job(ns).items:
+        stamps = [job.metadata.creation_timestamp, job.status.completion_time]
+        stamps += [c.last_transition_time for c in job.status.conditions or [] if c.type == "Failed"]
+        count += sum(1 for s in stamps if s is not None and s >= since)
+    return count
+
+
 def _duplicates(batch, ns: str, prefect_url: str) -> dict[str, int]:
     jobs = batch.list_namespaced_job(ns).items
     per_stage = Counter((j.metadata.labels.get("mousflow.io/mous"), j.metadata.labels.get("mousflow.io/stage"))
@@ -541,11 +554,14 @@ def main(argv: list[str] | None = None) -> dict:
                   f"(None: not within --queued-timeout)", flush=True)
 
             def window(label: str) -> dict:
-                c, t = op.counts(), time.monotonic()
+                c, t, started = op.counts(), time.monotonic(), datetime.now(UTC)
                 time.sleep(a.window)
                 d = _by_destination(op.counts() - c)
                 minutes = (time.monotonic() - t) / 60
                 rates = {k: round(v / a.n / minutes, 3) for k, v in d.items()}
+                # the work done in the window, which the wakes follow (not the number of MOUSs waiting)
+                rates["job_transitions"] = _job_transitions(batch, ns, started)
+                rates["wakes_per_job_transition"] = round(d.get("api_wake", 0) / max(1, rates["job_transitions"]), 2)
                 print(f"{label}: requests per MOUS per minute {rates} (totals {d})", flush=True)
                 top = sorted(((v, k.split(":", 1)[1]) for k, v in (op.counts() - c).items()
                               if k.startswith("apipath:")), reverse=True)[:8]
