@@ -375,6 +375,8 @@ on_exit() {
 main() {
   mkdir -p "$TESTBED_STATE" "$LOGS" "$PIDS"
   if [[ -f "$TESTBED_KUBECONFIG" ]] && cluster_healthy; then
+    # MinIO gone from a running cluster (crashed, or killed by the object-store outage test): start it again.
+    pid_alive "$PIDS/minio.pid" minio || start_minio
     # Keep the project's image current on a running cluster too.
     if [[ "${TESTBED_RUNNER:-1}" == 1 && -f "$REPO_ROOT/pyproject.toml" ]]; then
       "$HERE/images.sh" runner import

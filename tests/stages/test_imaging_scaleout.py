@@ -7,6 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+# distributed first: its config defaults must exist before any dask.config.set below (a set of a key not
+# there yet is undone on exit by removing the key's whole tree, 'distributed' included)
+import distributed  # noqa: F401
 import numpy as np
 import pytest
 import yaml
@@ -175,3 +178,50 @@ def test_a_resumed_cube_images_only_the_chunks_without_a_checkpoint(calibrated_r
         after = ImageStore(Location.of(out / "imaging" / f"cube_{spw}.zarr")).read("image")
         np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(before)),
                                    equal_nan=True)
+
+
+def _kill_own_worker():
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _killed_once(marker: str, i: int, w):
+    """A chunk task whose first run on chunk 1 kills its worker (a pod deleted, evicted, OOM-killed once)."""
+    from pathlib import Path
+
+    if i == 1 and not Path(marker).exists():
+        Path(marker).write_text("killed")
+        _kill_own_worker()
+    return {"sum": float(w.sum()) + i}
+
+
+def test_a_worker_lost_with_the_scattered_data_resumes_the_chunks_not_done(tmp_path):
+    """The shared data is scattered to one worker and cannot be recomputed: when that worker dies every chunk
+    that needs it is cancelled ("already forgotten"). The chunks not done run again with the data scattered
+    again; nothing fails."""
+    import functools
+
+    from mousflow.stages.imaging_scaleout import SharedArg, run_chunks
+
+    fn = functools.partial(_killed_once, str(tmp_path / "marker"))
+    run = run_chunks([(i, fn, (i, SharedArg("w"))) for i in range(4)], ScaleOutSettings(mode="local", max_workers=1),
+                     lambda key, result: None, shared={"w": np.ones(1000)})
+    assert (tmp_path / "marker").exists()
+    assert {k: r["sum"] for k, r in run.results.items()} == {i: 1000.0 + i for i in range(4)}
+
+
+def test_workers_dying_under_the_chunks_round_after_round_is_out_of_memory():
+    import dask
+
+    from mousflow.errors import OutOfMemory
+    from mousflow.stages.imaging_scaleout import SharedArg, run_chunks
+
+    def always(i, w):
+        _kill_own_worker()
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            pytest.raises(OutOfMemory, match="every Dask worker that ran"):
+        run_chunks([(i, always, (i, SharedArg("w"))) for i in range(2)], ScaleOutSettings(mode="local", max_workers=1),
+                   lambda key, result: None, shared={"w": np.ones(10)})

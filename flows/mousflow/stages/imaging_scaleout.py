@@ -178,6 +178,11 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
     `shared` holds large read-only arguments (a window's uvw and sources) sent to the workers once: an arg
     that is a key of `shared` is replaced by its value. A task's result must be a dict; its
     "worker_peak_memory_bytes" (the worker process's peak so far) and "worker" entries are collected.
+
+    Workers that die are replaced (their nanny, the autoscaler) and the chunks resume; the chunks are declared
+    out of memory (OutOfMemory, which the launcher answers with larger workers) when one chunk killed every
+    worker that ran it, or when workers died under the chunks in more than Dask's allowed-failures rounds in a
+    row.
     """
     shared = shared or {}
     started = time.perf_counter()
@@ -202,31 +207,50 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
     if settings.mode == "inline":
         return _inline()
 
+    from concurrent.futures import CancelledError
+
+    import dask
     from distributed import KilledWorker, as_completed
 
     from mousflow.stages.dask_kubernetes_cluster import WorkersUnschedulable
 
+    allowed_losses = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
+    losses = 0
     try:
         with chunk_client(settings, minimum, maximum) as client:
-            scattered = {name: client.scatter(value, broadcast=False, hash=False) for name, value in shared.items()}
-            futures = {}
-            for key, fn, args in tasks:
-                resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
-                if settings.test_worker_take_bytes and settings.mode == "kubernetes":
-                    fn = functools.partial(take_memory_then, settings.test_worker_take_bytes, fn)
-                # pure=False: a retried task must run again, not be taken from the scheduler's memory.
-                futures[client.submit(fn, *resolved, pure=False, retries=1, key=f"chunk-{_key_text(key)}")] = key
-            try:
-                for fut in as_completed(futures):
-                    _record(futures[fut], fut.result())
-            except KilledWorker as exc:
-                # A worker dies under a chunk when the chunk does not fit in its memory: the kernel's OOM killer
-                # (local workers share the stage pod's limit) or the nanny at a worker pod's memory limit kills
-                # it, and the nanny or the autoscaler replaces it. The kernels do not otherwise kill their
-                # process.
-                raise OutOfMemory(f"{exc.task}: every Dask worker that ran it died ({exc.allowed_failures + 1} in "
-                                  "a row), killed for its memory: the chunk needs more memory than a worker "
-                                  "has") from exc
+            while pending := [t for t in tasks if t[0] not in results]:
+                # Scattered data lives on one worker and cannot be recomputed: a worker that dies holding it
+                # (killed for memory, its pod deleted or evicted) cancels every task that needs it. Each such
+                # loss starts a round of its own: the data scattered again, the chunks not yet done submitted
+                # again (the done ones have their checkpoints and results).
+                scattered = {name: client.scatter(value, broadcast=False, hash=False)
+                             for name, value in shared.items()}
+                futures = {}
+                for key, fn, args in pending:
+                    resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
+                    if settings.test_worker_take_bytes and settings.mode == "kubernetes":
+                        fn = functools.partial(take_memory_then, settings.test_worker_take_bytes, fn)
+                    # pure=False: a retried task must run again, not be taken from the scheduler's memory.
+                    name = f"chunk-{_key_text(key)}" + (f"-r{losses}" if losses else "")
+                    futures[client.submit(fn, *resolved, pure=False, retries=1, key=name)] = key
+                try:
+                    for fut in as_completed(futures):
+                        _record(futures[fut], fut.result())
+                except KilledWorker as exc:
+                    # A worker dies under a chunk when the chunk does not fit in its memory: the kernel's OOM
+                    # killer (local workers share the stage pod's limit) or the nanny at a worker pod's memory
+                    # limit kills it, and the nanny or the autoscaler replaces it. The kernels do not otherwise
+                    # kill their process.
+                    raise OutOfMemory(f"{exc.task}: every Dask worker that ran it died ({exc.allowed_failures + 1} "
+                                      "in a row), killed for its memory: the chunk needs more memory than a worker "
+                                      "has") from exc
+                except CancelledError as exc:  # distributed's FutureCancelledError: the scattered data was lost
+                    losses += 1
+                    client.cancel(list(futures) + list(scattered.values()))
+                    if losses > allowed_losses:
+                        raise OutOfMemory(f"every Dask worker that ran the chunks died ({losses} times in a row, "
+                                          f"{len(results)} of {len(tasks)} chunks done), killed for its memory: the "
+                                          "chunks need more memory than a worker has") from exc
     except WorkersUnschedulable as exc:
         return _inline(f"{exc}; the cube chunks were imaged in the stage pod")
     return ChunkRun(results, len(peaks), maximum, minimum, max(peaks.values(), default=0),
