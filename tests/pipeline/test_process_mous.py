@@ -39,8 +39,13 @@ def prefect_api():
         yield url
 
 
+# Two threads for the stages: the resumed run's products must be bit-identical to the uninterrupted run's with
+# threaded gridding too (science.imaging.gridding.row_blocks).
+THREADS = 2
+
+
 def _run(manifest: Path):
-    return process_mous(manifest.read_text(), threads=1)
+    return process_mous(manifest.read_text(), threads=THREADS)
 
 
 # Cube chunks of the module's tiny runs: 16 // 8 + 32 // 8 = 6 over tiny's two windows, so a run killed after two
@@ -215,7 +220,7 @@ def _sigkill_and_resume(doc: dict, run_root: Path, prefect_api: str, total_chunk
     d["spec"]["output"]["uri"] = str(run_root)
     manifest = run_root.parent / f"{run_root.name}.yaml"
     manifest.write_text(yaml.safe_dump(d))
-    cmd = [sys.executable, "-m", "mousflow.cli", "run", "--manifest", str(manifest), "--threads", "1"]
+    cmd = [sys.executable, "-m", "mousflow.cli", "run", "--manifest", str(manifest), "--threads", str(THREADS)]
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
