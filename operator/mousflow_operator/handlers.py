@@ -509,9 +509,8 @@ def _processing(memo: kopf.Memo, key, mous_spec: MOUSSpec, namespace, body, meta
         return {"waiting": waiting.get("message", "")} if time.time() < retry_after and waiting.get("streak") \
             else {}
     outcome = handle.outcome
-    if outcome.state == "succeeded" and waiting.get("streak"):  # a wait ends with a run that got through
-        patch.metadata.annotations[A_WAITING] = json.dumps({"waits": waiting.get("waits", 0), "streak": 0})
     if outcome.state == "succeeded":
+        _end_waiting_streak(patch, waiting)  # a run that got through
         qa = products_location(mous_spec.output.uri).join("qa2.json").read_json()
         new.qa2 = QA2Status(verdict=qa["verdict"], reasons=[str(r) for r in qa.get("reasons", [])],
                             scores={k: float(v["score"]) for k, v in qa.get("stage_scores", {}).items()})
@@ -544,11 +543,17 @@ def _processing(memo: kopf.Memo, key, mous_spec: MOUSSpec, namespace, body, meta
                        f"{cfg.max_run_attempts} run attempts")
         kopf.warn(body, reason="WaitingOutUnavailable", message=new.message)
         return {"waiting": waited["message"]}
-    if waiting.get("streak"):
-        patch.metadata.annotations[A_WAITING] = json.dumps({"waits": waiting["waits"], "streak": 0})
+    _end_waiting_streak(patch, waiting)  # a counted failure
     new.message = f"attempt {attempt} failed ({outcome.reason}: {outcome.message}); retrying in {step.delay:.0f} s"
     kopf.warn(body, reason="RetryScheduled", message=new.message)
     return {}
+
+
+def _end_waiting_streak(patch, waiting: dict) -> None:
+    """A run ended in something other than a transient failure: the waits in a row are over (the count of all
+    waits stays: it keeps them out of the run attempts)."""
+    if waiting.get("streak"):
+        patch.metadata.annotations[A_WAITING] = json.dumps({"waits": waiting.get("waits", 0), "streak": 0})
 
 
 def _waiting(annotations: dict) -> dict:

@@ -416,9 +416,13 @@ class KubernetesJobLauncher:
         if not self.run:
             return None
         prefix, jobs = self._stage_jobs(stage, manifest_uri)
-        running = [j for j in jobs if not j["metadata"]["name"].startswith(prefix) and (j.get("status") or {}).get(
-            "active") and not ((j.get("status") or {}).get("succeeded") or (j.get("status") or {}).get("failed"))]
-        return max((j["metadata"]["name"] for j in running), default=None)
+
+        def running(job: dict) -> bool:
+            st = job.get("status") or {}
+            return bool(st.get("active")) and not (st.get("succeeded") or st.get("failed"))
+
+        return max((j["metadata"]["name"] for j in jobs
+                    if not j["metadata"]["name"].startswith(prefix) and running(j)), default=None)
 
     def follow(self, stage: str, job: str, run_root: Location, on_line: LineFn) -> StageOutcome:
         """The outcome of an existing Job of this run, waited for without creating anything."""
