@@ -10,8 +10,10 @@ with; the message says what to fix. Every command prints one line for a failure,
     4  InvalidInput       a manifest, option or data set that is there but wrong or damaged
     5  CalibrationFailed  calibration ran and could not succeed
     6  ImagingFailed      imaging ran and could not succeed
-    7  Unavailable        storage or the Kubernetes API cannot be used (unreachable, credentials refused, full)
+    7  Unavailable        storage or the Kubernetes API cannot be used now (unreachable, full, read-only)
     8  Busy               another run holds the output location
+    9  OutOfMemory        the work did not fit in the memory it was given
+   10  AccessDenied       the storage refused these credentials this location (missing, wrong, or not allowed)
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ class Unavailable(MousflowError):
     reason = "Unavailable"
 
 
+class AccessDenied(MousflowError):
+    """The storage refused the request: no credentials, credentials it does not know, or credentials not
+    allowed this location (an S3 policy that keeps a namespace to its own prefix). Waiting does not fix it: a
+    person gives the right credentials or the right location."""
+
+    reason = "AccessDenied"
+
+
 class Busy(MousflowError):
     """Another run holds the lock of the output location."""
 
@@ -64,7 +74,7 @@ class Busy(MousflowError):
 
 EXIT_CODES = {"Error": 1, "Usage": 2, "InputMissing": 3, "InvalidInput": 4, "CalibrationFailed": 5,
               "ImagingFailed": 6, "Unavailable": 7, "Busy": 8,
-              "OutOfMemory": 9}
+              "OutOfMemory": 9, "AccessDenied": 10}
 
 # OS errors that say the storage, not the input, is the problem.
 _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -87,7 +97,7 @@ def classify(exc: BaseException) -> MousflowError:
         where = f" writing {exc.filename}" if exc.filename else ""
         classified = Unavailable(f"{_STORAGE_ERRNOS[exc.errno]}{where}")
     elif isinstance(exc, PermissionError):
-        classified = Unavailable(f"permission denied{f': {exc.filename}' if exc.filename else ''}")
+        classified = AccessDenied(f"permission denied{f': {exc.filename}' if exc.filename else ''}")
     elif isinstance(exc, ConnectionError | TimeoutError):
         classified = Unavailable(first_line(exc))
     elif isinstance(exc, UnicodeDecodeError):

@@ -59,7 +59,7 @@ REASON_CLASS = {
     "Duplicate": "Duplicate",
     "CalibrationFailed": "CalibrationFailed", "ImagingFailed": "ImagingFailed", "QA2Fail": "QA2Fail",
     "MOUSDeleted": "Deleted",
-    "PodCannotStart": "Configuration", "StoragePolicy": "Configuration",
+    "PodCannotStart": "Configuration", "StoragePolicy": "Configuration", "AccessDenied": "Configuration",
 }
 REMEDIATION = {"OutOfMemory": "RetryWithMoreMemory", "Interrupted": "Resume", "Transient": "RetryAfterBackoff",
                "Error": "Resume"}

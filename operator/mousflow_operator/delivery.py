@@ -7,8 +7,9 @@ own (S3 CopyObject), any other is streamed in blocks, and the sha256 is read in 
 
 from __future__ import annotations
 
+from mousflow.errors import first_line
 from mousflow.storage.integrity import sha256_of_object
-from mousflow.storage.location import Location
+from mousflow.storage.location import Location, classify_failure
 
 
 class DeliveryError(RuntimeError):
@@ -35,3 +36,14 @@ def deliver(output_uri: str, delivery_uri: str | None) -> tuple[str, int]:
     if dst != src:
         src.join("manifest.json").copy_to(dst.join("manifest.json"))
     return dst.uri, len(manifest["products"])
+
+
+def delivery_failure_facts(exc: BaseException) -> dict:
+    """What a failed delivery means for the lifecycle (lifecycle.Facts): the object store unreachable is waited
+    out like a run's transient failure (the MOUS stays DeliveryInProgress with the Waiting condition, and
+    delivery is tried again: what was copied and verified is not copied again); anything else (a product that
+    does not match its checksum, credentials refused) fails the delivery."""
+    failure = classify_failure(exc)
+    if failure.reason == "Unavailable":
+        return {"waiting": f"delivery waits for the object store: {first_line(failure)}"}
+    return {"delivered": False, "delivery_message": f"delivery failed: {exc}"}

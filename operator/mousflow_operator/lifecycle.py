@@ -40,7 +40,8 @@ class Facts:
     delivered: bool | None = None
     delivery_message: str = ""
     waiting: str = ""
-    """What a MOUS in Processing is waiting out before its next attempt (a transient failure), "" if nothing."""
+    """What a MOUS in Processing (before its next attempt) or DeliveryInProgress (before it copies again) is
+    waiting out: a transient failure, the object store or the Prefect server away; "" if nothing."""
 
 
 @dataclass(frozen=True)

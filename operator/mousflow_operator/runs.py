@@ -36,9 +36,10 @@ from mousflow.storage.location import Location
 
 log = logging.getLogger(__name__)
 PERMANENT_REASONS = frozenset({"InputMissing", "InvalidInput", "CalibrationFailed", "ImagingFailed",
-                               "PodCannotStart"})
-"""Stage failures that another attempt cannot fix: no automatic retry (no retry storm). PodCannotStart is the
-namespace's configuration (a missing Secret, an image not there): a person fixes it and asks for a retry."""
+                               "PodCannotStart", "AccessDenied"})
+"""Stage failures that another attempt cannot fix: no automatic retry (no retry storm). PodCannotStart and
+AccessDenied are the namespace's configuration (a missing Secret, an image not there, S3 credentials not allowed
+a location the MOUS names): a person fixes it and asks for a retry."""
 
 
 def idempotency_key(uid: str, generation: int, retry_token: str, attempt: int) -> str:

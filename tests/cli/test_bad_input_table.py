@@ -39,7 +39,7 @@ from bad_input_harness import (
 )
 from s3_stub import StubS3
 
-USAGE, MISSING, INVALID, CALIBRATION, IMAGING, UNAVAILABLE, BUSY = 2, 3, 4, 5, 6, 7, 8
+USAGE, MISSING, INVALID, CALIBRATION, IMAGING, UNAVAILABLE, BUSY, ACCESS_DENIED = 2, 3, 4, 5, 6, 7, 8, 10
 
 
 @dataclass(frozen=True)
@@ -488,10 +488,10 @@ ROWS = [
          lambda ws: ["run", "--manifest", on_s3(ws, f"http://127.0.0.1:{closed_port()}")[1]], UNAVAILABLE,
          "cannot reach the object store"),
     Case("s3-credentials-refused-validate", "execution block in S3, credentials the store refuses",
-         lambda ws: on_s3(ws, s3_stub(ws, refuse_credentials=True).url), UNAVAILABLE, "access refused"),
+         lambda ws: on_s3(ws, s3_stub(ws, refuse_credentials=True).url), ACCESS_DENIED, "access refused"),
     Case("s3-credentials-refused-simulate", "simulate to S3, credentials the store refuses",
          lambda ws: (ws.env(MOUSFLOW_S3_ENDPOINT=s3_stub(ws, refuse_credentials=True).url),
-                     ["simulate", "--preset", "tiny", "--out", "s3://mous-data/sim"])[1], UNAVAILABLE,
+                     ["simulate", "--preset", "tiny", "--out", "s3://mous-data/sim"])[1], ACCESS_DENIED,
          "access refused"),
     Case("s3-eb-missing", "execution block in S3 where there is none", lambda ws: on_s3(ws, s3_stub(ws).url), MISSING,
          "s3://mous-data/eb.ps.zarr does not exist"),

@@ -54,7 +54,7 @@ def test_an_unwritable_s3_destination_is_refused(s3_env, casa_ms, problem):
     proc = _mousflow(env, "import-ms", casa_ms["ms"], "--out", f"s3://{bucket}/mous", *GOAL_ARGS)
     assert proc.returncode != 0
     (line,) = proc.stderr.strip().splitlines()
-    reason = "InputMissing" if problem == "missing bucket" else "Unavailable"
+    reason = "InputMissing" if problem == "missing bucket" else "AccessDenied"
     assert line.startswith(f"mousflow: error: {reason}: cannot write to s3://{bucket}/mous"), line
     assert "converting" not in proc.stdout
     fs = _fs(s3_env)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from mousflow.model import Phase
 from mousflow_operator.delivery import DeliveryError, deliver
 from mousflow_operator.progress import stage_status
 from mousflow_operator.runs import RunOutcome, flow_run_name, idempotency_key
@@ -113,3 +114,21 @@ def test_a_copy_between_stores_is_streamed_in_blocks(tmp_path):
     how = Location.of("memory://stream/cube.fits").copy_to(Location.of(tmp_path / "d" / "cube.fits"), 1 << 20)
     assert how == "streamed" and (tmp_path / "d" / "cube.fits").read_bytes() == data
     assert not list((tmp_path / "d").glob("*.tmp-*"))
+
+
+def test_a_delivery_that_cannot_reach_the_store_waits_and_a_bad_product_fails_it(tmp_path):
+    from botocore.exceptions import EndpointConnectionError
+
+    from mousflow_operator.delivery import delivery_failure_facts
+    from mousflow_operator.lifecycle import Facts, next_transition
+
+    away = delivery_failure_facts(EndpointConnectionError(endpoint_url="http://10.99.0.1:9000/mous"))
+    assert set(away) == {"waiting"} and "cannot reach" in away["waiting"]
+    assert next_transition(Phase.DELIVERY_IN_PROGRESS, Facts(**away)) is None  # stays, the Waiting condition on
+    products = _products(tmp_path)
+    (products / "a.fits").write_bytes(b"corrupted")
+    with pytest.raises(DeliveryError) as bad:
+        deliver(str(tmp_path / "out"), str(tmp_path / "delivered"))
+    facts = delivery_failure_facts(bad.value)
+    assert facts["delivered"] is False and "differs from the manifest" in facts["delivery_message"]
+    assert next_transition(Phase.DELIVERY_IN_PROGRESS, Facts(**facts)).phase == Phase.FAILED

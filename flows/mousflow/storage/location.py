@@ -17,7 +17,7 @@ from typing import Any
 
 import fsspec
 
-from mousflow.errors import InputMissing, MousflowError, Unavailable, classify, first_line
+from mousflow.errors import AccessDenied, InputMissing, MousflowError, Unavailable, classify, first_line
 
 COMMIT_MARKER = "_MOUSFLOW_COMMITTED"
 
@@ -58,7 +58,8 @@ def _from_object_store(exc: BaseException) -> bool:
 
 def classify_failure(exc: BaseException) -> MousflowError:
     """`mousflow.errors.classify`, knowing what the object store's errors mean: a connection that fails or
-    times out and credentials that are refused make the store Unavailable (with the endpoint in the message)."""
+    times out makes the store Unavailable, credentials that are missing or refused (for this location, by a
+    policy) AccessDenied (with the endpoint in the message)."""
     if isinstance(exc, MousflowError) or not _from_object_store(exc):
         return classify(exc)
     where = f"the object store at {s3_endpoint() or 'AWS S3'}"
@@ -66,7 +67,7 @@ def classify_failure(exc: BaseException) -> MousflowError:
     if isinstance(exc, PermissionError) or name in ("NoCredentialsError", "PartialCredentialsError"):
         text = "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)" if "Credentials" in name \
             else f"access refused ({str(exc).strip() or 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY'})"
-        classified = Unavailable(f"{where}: {text}")
+        classified = AccessDenied(f"{where}: {text}")
     elif "Connect" in name or "Timeout" in name or isinstance(exc, ConnectionError | TimeoutError):
         classified = Unavailable(f"cannot reach {where}: {first_line(exc)}")
     else:
