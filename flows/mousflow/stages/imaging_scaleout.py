@@ -211,6 +211,7 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
 
     import dask
     from distributed import KilledWorker, as_completed
+    from distributed.comm.core import CommClosedError
 
     from mousflow.stages.dask_kubernetes_cluster import WorkersUnschedulable
 
@@ -220,20 +221,22 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
         with chunk_client(settings, minimum, maximum) as client:
             while pending := [t for t in tasks if t[0] not in results]:
                 # Scattered data lives on one worker and cannot be recomputed: a worker that dies holding it
-                # (killed for memory, its pod deleted or evicted) cancels every task that needs it. Each such
-                # loss starts a round of its own: the data scattered again, the chunks not yet done submitted
-                # again (the done ones have their checkpoints and results).
-                scattered = {name: client.scatter(value, broadcast=False, hash=False)
-                             for name, value in shared.items()}
-                futures = {}
-                for key, fn, args in pending:
-                    resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
-                    if settings.test_worker_take_bytes and settings.mode == "kubernetes":
-                        fn = functools.partial(take_memory_then, settings.test_worker_take_bytes, fn)
-                    # pure=False: a retried task must run again, not be taken from the scheduler's memory.
-                    name = f"chunk-{_key_text(key)}" + (f"-r{losses}" if losses else "")
-                    futures[client.submit(fn, *resolved, pure=False, retries=1, key=name)] = key
+                # (killed for memory, its pod deleted or evicted) cancels every task that needs it, and one that
+                # dies while the data is sent to it closes the scatter's connection. Each such loss starts a
+                # round of its own: the data scattered again, the chunks not yet done submitted again (the done
+                # ones have their checkpoints and results).
+                scattered: dict[str, Any] = {}
+                futures: dict[Any, Any] = {}
                 try:
+                    scattered = {name: client.scatter(value, broadcast=False, hash=False)
+                                 for name, value in shared.items()}
+                    for key, fn, args in pending:
+                        resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
+                        if settings.test_worker_take_bytes and settings.mode == "kubernetes":
+                            fn = functools.partial(take_memory_then, settings.test_worker_take_bytes, fn)
+                        # pure=False: a retried task must run again, not be taken from the scheduler's memory.
+                        name = f"chunk-{_key_text(key)}" + (f"-r{losses}" if losses else "")
+                        futures[client.submit(fn, *resolved, pure=False, retries=1, key=name)] = key
                     for fut in as_completed(futures):
                         _record(futures[fut], fut.result())
                 except KilledWorker as exc:
@@ -244,9 +247,10 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
                     raise OutOfMemory(f"{exc.task}: every Dask worker that ran it died ({exc.allowed_failures + 1} "
                                       "in a row), killed for its memory: the chunk needs more memory than a worker "
                                       "has") from exc
-                except CancelledError as exc:  # distributed's FutureCancelledError: the scattered data was lost
+                except (CancelledError, CommClosedError) as exc:  # the scattered data was lost, or its sending
                     losses += 1
-                    client.cancel(list(futures) + list(scattered.values()))
+                    with contextlib.suppress(Exception):  # the scheduler may be the one that went
+                        client.cancel(list(futures) + list(scattered.values()))
                     if losses > allowed_losses:
                         raise OutOfMemory(f"every Dask worker that ran the chunks died ({losses} times in a row, "
                                           f"{len(results)} of {len(tasks)} chunks done), killed for its memory: the "
