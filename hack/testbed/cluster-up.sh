@@ -283,7 +283,7 @@ serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard:
-  memory.available: 100Mi
+  memory.available: ${TESTBED_KUBELET_EVICTION_MEMORY:-100Mi}
   nodefs.available: 2%
   nodefs.inodesFree: 2%
   imagefs.available: 2%

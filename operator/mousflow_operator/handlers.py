@@ -49,7 +49,7 @@ from mousflow.stages import STAGE_ORDER
 from mousflow.storage.location import Location
 from mousflow_operator import inputs, kpi_events, lifecycle
 from mousflow_operator.cluster import load_cluster_config
-from mousflow_operator.delivery import deliver, products_location
+from mousflow_operator.delivery import deliver, delivery_failure_facts, products_location
 from mousflow_operator.facts import FactStore
 from mousflow_operator.finalizers import FINALIZER, release_finalizers
 from mousflow_operator.metrics import OperatorMetrics
@@ -97,6 +97,7 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     memo.queue_seen = {}
     memo.locks = {}
     memo.owner_bodies = {}
+    memo.phase_seen = {}
 
     def on_report(uid: str, event: dict) -> None:  # from a flow thread: into memory, then wake its MOUS
         memo.facts.flow_report(uid, event)
@@ -299,6 +300,8 @@ def _reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_q
     memo.metrics.observe(key, Phase(old.phase).value)
     new = old.model_copy(deep=True)
     phase = Phase(old.phase)
+    if cfg.test_phase_dwell_seconds and _dwelling(memo, key, phase, cfg.test_phase_dwell_seconds):
+        return
     now = datetime.now(UTC)
     mous_spec = MOUSSpec.model_validate(dict(spec))
     memo.facts.bind(mous_spec.uid, _mous_label(mous_spec.uid), key)
@@ -357,7 +360,10 @@ def _reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_q
             facts.update(delivered=True, delivery_message=f"{n} products delivered to {where}, checksums verified")
             new.products = (new.products or ProductsStatus()).model_copy(update={"delivered_uri": where})
         except Exception as exc:
-            facts.update(delivered=False, delivery_message=f"delivery failed: {exc}")
+            facts.update(delivery_failure_facts(exc))
+            if "waiting" in facts:  # the store away: delivery is tried again later
+                memo.waker.wake_at(key, time.time() + min(cfg.transient_max_delay_seconds,
+                                                          max(cfg.retry_backoff_seconds, 1.0)))
 
     if not problems and (phase == Phase.READY_FOR_PROCESSING or facts.get("inputs") == "ok"):
         # waiting: predict its own processing time (kept once it starts, to measure the prediction's error)
@@ -384,6 +390,20 @@ def _reconcile(body, spec, meta, name, namespace, patch, memo: kopf.Memo, mous_q
     memo.metrics.record_changes(key, fully_observed_at, old, new)
     if kpi_events.just_delivered(old, new):
         _record_delivery(key, mous_spec, fully_observed_at, new, logger)
+
+
+def _dwelling(memo: kopf.Memo, key: str, phase: Phase, dwell: float) -> bool:
+    """Test-only (settings.test_phase_dwell_seconds): whether MOUS `key` entered `phase` (as this process saw
+    it) less than `dwell` seconds ago; if so it is woken again when the dwell is over."""
+    if phase in lifecycle.TERMINAL:
+        return False
+    seen_phase, since = memo.phase_seen.get(key, (None, 0.0))
+    if seen_phase != phase:
+        memo.phase_seen[key] = (phase, since := time.time())
+    if time.time() - since >= dwell:
+        return False
+    memo.waker.wake_at(key, since + dwell)
+    return True
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ class OperatorSettings:
     """Port of the Prometheus metrics endpoint (/metrics on every path); 0 serves none."""
     storage_policy: StoragePolicy = field(default_factory=StoragePolicy)
     """Which storage prefixes each namespace's MOUSs may read and write (tenancy.py); none: all."""
+    test_phase_dwell_seconds: float = 0.0
+    """Test-only (MOUSFLOW_TEST_PHASE_DWELL_SECONDS, not in the chart): the operator leaves every phase it has
+    seen alone for this long before acting on it, so a chaos test can kill it in phases that otherwise last
+    a fraction of a second (FullyObserved, ReadyForReview, DeliveryInProgress). 0: off."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -85,4 +89,5 @@ class OperatorSettings:
             liveness_endpoint=env.get("MOUSFLOW_LIVENESS_ENDPOINT") or None,
             metrics_port=int(env.get("MOUSFLOW_METRICS_PORT") or 0),
             storage_policy=StoragePolicy.from_json(env.get("MOUSFLOW_STORAGE_POLICY")),
+            test_phase_dwell_seconds=float(env.get("MOUSFLOW_TEST_PHASE_DWELL_SECONDS") or 0),
         )

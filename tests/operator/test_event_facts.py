@@ -155,3 +155,27 @@ def test_routine_handler_success_lines_are_logged_but_not_posted_as_events():
     assert not routine_success_not_posted(record(logging.INFO, "Timer 'mous_resync' succeeded."))
     assert routine_success_not_posted(record(logging.INFO, "mousflow operator: settings"))
     assert routine_success_not_posted(record(logging.ERROR, "Handler 'mous_event' failed with an exception."))
+
+
+def test_the_test_only_phase_dwell_holds_each_phase_then_lets_it_go(monkeypatch):
+    """MOUSFLOW_TEST_PHASE_DWELL_SECONDS (the chaos suite): a phase seen for the first time is left alone for the
+    dwell and woken when it is over; a terminal phase never is."""
+    from types import SimpleNamespace
+
+    from mousflow.model import Phase
+    from mousflow_operator import handlers
+
+    woken: list[tuple[str, float]] = []
+    memo = SimpleNamespace(phase_seen={}, waker=SimpleNamespace(wake_at=lambda k, t: woken.append((k, t))))
+    clock = [1000.0]
+    monkeypatch.setattr(handlers.time, "time", lambda: clock[0])
+    assert handlers._dwelling(memo, "ns/a", Phase.FULLY_OBSERVED, 4.0) is True
+    assert woken == [("ns/a", 1004.0)]
+    clock[0] = 1003.0
+    assert handlers._dwelling(memo, "ns/a", Phase.FULLY_OBSERVED, 4.0) is True
+    clock[0] = 1004.0
+    assert handlers._dwelling(memo, "ns/a", Phase.FULLY_OBSERVED, 4.0) is False
+    assert handlers._dwelling(memo, "ns/a", Phase.READY_FOR_PROCESSING, 4.0) is True  # a new phase: held again
+    assert handlers._dwelling(memo, "ns/a", Phase.DELIVERED, 4.0) is False
+    assert OperatorSettings.from_env({"MOUSFLOW_TEST_PHASE_DWELL_SECONDS": "4"}).test_phase_dwell_seconds == 4.0
+    assert OperatorSettings.from_env({}).test_phase_dwell_seconds == 0.0

@@ -78,6 +78,40 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def start_server(home: str, port: int, log) -> subprocess.Popen:
+    """`prefect server start` on 127.0.0.1:`port` with its database in `home`, dying with this process; returns
+    once it answers /health. A server started again on the same home and port has the same flow runs."""
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_URL": url}
+    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+    parent = os.getpid()
+    proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-ui", "--analytics-off"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not _healthy(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.flush()
+            tail = open(log.name).read()[-2000:]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            raise RuntimeError(f"the local Prefect server did not start:\n{tail}")
+        time.sleep(0.5)
+    return proc
+
+
+def stop_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a server from start_server (SIGKILL: as a crash) and wait for it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @contextlib.contextmanager
 def local_prefect_server() -> Iterator[str]:
     """Start a Prefect server, point this process (and its children) at it, yield its API URL."""
@@ -87,23 +121,11 @@ def local_prefect_server() -> Iterator[str]:
         fh.write(str(os.getpid()))
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_URL": url}
-    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
-    parent = os.getpid()
     log = open(os.path.join(home, "server.log"), "w")
-    proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-ui", "--analytics-off"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    proc = None
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                tail = open(os.path.join(home, "server.log")).read()[-2000:]
-                raise RuntimeError(f"the local Prefect server did not start:\n{tail}")
-            time.sleep(0.5)
+        proc = start_server(home, port, log)
         os.environ["PREFECT_API_URL"] = url
         os.environ["PREFECT_HOME"] = home
         # Prefect reads its settings when first imported; the environment alone does not reach a process that
@@ -125,12 +147,7 @@ def local_prefect_server() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        if proc is not None:
+            stop_server(proc)
         log.close()
         shutil.rmtree(home, ignore_errors=True)
