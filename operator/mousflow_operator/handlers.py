@@ -28,7 +28,6 @@ Handlers are synchronous: kopf runs them in its thread pool, and they block on S
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -40,7 +39,7 @@ import kopf
 import yaml
 
 from mousflow.kpi import deadline, delivered_at, parse_time
-from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status
+from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status, uid_digest
 from mousflow.model.status import ProductsStatus, StageRetry
 from mousflow.pipeline import reports
 from mousflow.pipeline.history import DeliveryRecord, History
@@ -149,7 +148,7 @@ def _status_model(raw: dict) -> MOUSStatus:
 
 
 def _mous_label(uid: str) -> str:
-    return hashlib.sha256(uid.encode()).hexdigest()[:10]
+    return uid_digest(uid)
 
 
 def _wake_patch(namespace: str, name: str, body: dict) -> None:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mousflow.model import uid_digest
 from mousflow.pipeline.launchers import kubernetes_launcher_kind
 from mousflow.stages import STAGE_ORDER
 from mousflow.stages.runner import status_location
@@ -119,6 +120,33 @@ def summarise_stages(output_uri: str) -> RunOutcome:
     return RunOutcome("succeeded")
 
 
+def mous_tag(uid: str) -> str:
+    """The tag every flow run of one MOUS carries (beside "mousflow"), to find them all."""
+    return f"mous:{uid_digest(uid)}"
+
+
+def _crash_superseded_runs(client, uid: str, key: str) -> None:
+    """Mark Crashed the MOUS's flow runs of other attempts that never reached a final state: a run whose Prefect
+    server was away when it failed (it could not record its end), or whose operator died and whose MOUS went
+    on with another attempt. Only one run of a MOUS executes at a time (this operator's RunManager), so they
+    are dead; left Running they would read as two runs of one MOUS at once."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.states import Crashed
+
+    live = FlowRunFilter(tags=FlowRunFilterTags(all_=[mous_tag(uid)]), state=FlowRunFilterState(
+        type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED])))
+    for run in client.read_flow_runs(flow_run_filter=live, sort=FlowRunSort.ID_DESC, limit=50):
+        if run.idempotency_key != key:
+            client.set_flow_run_state(run.id, Crashed(message=f"superseded by the run {key}"), force=True)
+
+
 def _get_or_create_flow_run(flow_obj, key: str, name: str, parameters: dict):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
@@ -126,10 +154,11 @@ def _get_or_create_flow_run(flow_obj, key: str, name: str, parameters: dict):
     from prefect.states import Pending, to_state_create
 
     with get_client(sync_client=True) as client:
+        _crash_superseded_runs(client, parameters["uid"], key)
         flow_id = Flow.model_validate(client.request(
             "POST", "/flows/", json=FlowCreate(name=flow_obj.name).model_dump(mode="json")).json()).id
         body = FlowRunCreate(flow_id=flow_id, name=name, parameters=parameters, idempotency_key=key,
-                             state=to_state_create(Pending()), tags=["mousflow"])
+                             state=to_state_create(Pending()), tags=["mousflow", mous_tag(parameters["uid"])])
         # The server answers a repeated idempotency key with the flow run it created the first time.
         return FlowRun.model_validate(client.request(
             "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True)).json())

@@ -26,6 +26,7 @@ from mousflow.model.spec import (
     Recipe,
     ResolutionRange,
     ScienceGoal,
+    uid_digest,
 )
 from mousflow.model.status import Condition, MOUSStatus, Phase, QA2Status, StageName, StageState, StageStatus
 
@@ -56,4 +57,5 @@ __all__ = [
     "check_spec_semantics",
     "load_manifest",
     "load_manifest_file",
+    "uid_digest",
 ]

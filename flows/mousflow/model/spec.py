@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Annotated
 
@@ -97,3 +98,10 @@ class MOUSSpec(CRModel):
     delivery: DeliverySpec | None = None
     imaging: ImagingSpec | None = None
     calibrator_fluxes: Annotated[list[CalibratorFlux] | None, Field(max_length=50)] = None
+
+
+def uid_digest(uid: str) -> str:
+    """A MOUS's short id for names and labels (DNS- and label-safe, 10 hex characters of sha256(uid)): its stage
+    Jobs' label mousflow.io/mous and names, its history records' names. An archive uid ('uid://A001/X1/X2')
+    is not allowed in either."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:10]

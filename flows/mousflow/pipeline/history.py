@@ -19,7 +19,6 @@ Fully Observed, its deadline, when it was delivered), which `mousflow report --h
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -27,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from mousflow.model.spec import uid_digest
 from mousflow.pipeline.resources import JobDemand, model_peak_bytes
 from mousflow.storage.location import Location
 
@@ -79,7 +79,7 @@ class History:
 
     def add(self, record: StageRecord) -> Location:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
-        uid = hashlib.sha256(record.uid.encode()).hexdigest()[:10]
+        uid = uid_digest(record.uid)
         loc = self.root.join(record.stage, f"{stamp}-{uid}-{record.stage}.json")
         loc.write_json(asdict(record))
         return loc
@@ -119,7 +119,7 @@ class History:
         return (None if missing else sum(predictions.values())), missing
 
     def add_delivery(self, record: DeliveryRecord) -> Location:
-        uid = hashlib.sha256(record.uid.encode()).hexdigest()[:10]
+        uid = uid_digest(record.uid)
         loc = self.root.join(DELIVERIES, f"{record.delivered_at.replace(':', '')}-{uid}.json")
         loc.write_json(asdict(record))
         return loc

@@ -15,12 +15,12 @@ credentials come from a Secret, never from the MOUS.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mousflow.model import API_VERSION, KIND
+from mousflow.model.spec import uid_digest
 from mousflow.pipeline import reports
 from mousflow.pipeline.resources import ResourceRequest, parse_memory
 from mousflow.stages.context import StageOutcome
@@ -60,7 +60,7 @@ RUN_TAG_CHARS = 8
 def job_name(uid: str, stage: str, attempt: int, run: str = "") -> str:
     """A DNS-1123 name, stable for (MOUS, run, stage, attempt), short enough for the job-name label of its pods
     (63 characters at most: "mousflow-" + 10 + run tag 8 + "calibration" + attempt stays under 50)."""
-    digest = hashlib.sha256(uid.encode()).hexdigest()[:10]
+    digest = uid_digest(uid)
     return f"mousflow-{digest}-{run[:RUN_TAG_CHARS]}-{stage}-{attempt}" if run else \
         f"mousflow-{digest}-{stage}-{attempt}"
 
@@ -127,7 +127,7 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     sized by worker_resources (one channel chunk each) and may use the Kubernetes API for that alone."""
     name = job_name(uid, stage, attempt, run)
     labels = {"app.kubernetes.io/name": "mousflow", "app.kubernetes.io/component": "stage",
-              LABEL_MOUS: hashlib.sha256(uid.encode()).hexdigest()[:10], LABEL_STAGE: stage}
+              LABEL_MOUS: uid_digest(uid), LABEL_STAGE: stage}
     env = [
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": settings.s3_secret,
                                                                      "key": "AWS_ACCESS_KEY_ID"}}},
@@ -395,7 +395,7 @@ class KubernetesJobLauncher:
         uid = load_manifest(Location.of(manifest_uri).read_text()).spec.uid
         prefix = job_name(uid, stage, 0, self.run).removesuffix("0")
         jobs = self.batch.list_namespaced_job(
-            self.settings.namespace, label_selector=f"{LABEL_MOUS}={hashlib.sha256(uid.encode()).hexdigest()[:10]},"
+            self.settings.namespace, label_selector=f"{LABEL_MOUS}={uid_digest(uid)},"
                                                     f"{LABEL_STAGE}={stage}").to_dict()["items"]
         return prefix, jobs
 

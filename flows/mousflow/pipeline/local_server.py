@@ -79,8 +79,10 @@ def _healthy(url: str) -> bool:
 
 
 def start_server(home: str, port: int, log) -> subprocess.Popen:
-    """`prefect server start` on 127.0.0.1:`port` with its database in `home`, dying with this process; returns
-    once it answers /health. A server started again on the same home and port has the same flow runs."""
+    """`prefect server start` on 127.0.0.1:`port` with its database in `home`, dying with the thread that calls
+    this (the kernel's PR_SET_PDEATHSIG follows the thread that forked, not the process: start it from a thread
+    that lives as long as the server should); returns once it answers /health. A server started again on the
+    same home and port has the same flow runs."""
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_URL": url}
