@@ -1,0 +1,423 @@
+"""The chaos suite (issue 14): several MOUSs applied with kubectl run to the end on the real test bed while
+everything around them fails, and what they deliver is what an undisturbed run delivers, bit for bit.
+
+Faults, all in one run (the operator is a local process watching the module's namespace, imaging runs over
+Dask worker pods of the chart's own Dask controller):
+- the operator SIGKILLed in every phase a MOUS passes through, FullyObserved (a MOUS it has not answered yet)
+  to DeliveryInProgress, and started again (the test-only MOUSFLOW_TEST_PHASE_DWELL_SECONDS holds each phase a
+  few seconds, so phases that otherwise last a fraction of a second can be hit);
+- CHAOS_POD_KILLS random kills of stage pods and Dask worker pods (deleted with a one-second grace period),
+  picked by a seeded RNG (CHAOS_SEED, printed) among the pods running at the time;
+- the object store (MinIO) killed for 60 s while a stage runs;
+- the Prefect server killed (SIGKILL) and started again on its database while flows run;
+- the Kubernetes API server killed and started again;
+- a stage pod evicted by the kubelet under node memory pressure: the kubelet is started again with a hard
+  memory.available eviction threshold above what the node has available, and again without it once a stage
+  pod was evicted (other pods may go first: the kubelet ranks them, not the test).
+
+Then: every MOUS is Delivered with QA2 Pass; its delivered FITS products have the sha256 of the same products
+from an undisturbed run of the same data (`mousflow run` on this machine, one thread per stage like the pods);
+no two Jobs of a MOUS's stage and no two flow runs of a MOUS ever ran at the same time; every stage of every
+MOUS succeeded in exactly one Job (nothing with a valid checkpoint was computed again); no Job and no Dask
+object is left running.
+
+Sizes: `make test` runs CHAOS_MOUSES=3 and CHAOS_POD_KILLS=4 (every fault at least once); `make chaos` runs the
+issue's size (6 MOUSs, 24 kills) and prints the same figures."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from harness import (
+    DASK_IMAGING_ACCOUNT,
+    apply_mous,
+    install_chart_dask_objects,
+    release_dask_finalizers,
+    stage_jobs,
+)
+
+from mousflow.pipeline.local_server import start_server, stop_server
+from mousflow.storage.location import Location
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+NAMESPACE_PREFIX = "chaos"
+N_MOUSES = int(os.environ.get("CHAOS_MOUSES", "3"))
+N_POD_KILLS = int(os.environ.get("CHAOS_POD_KILLS", "4"))
+SEED = int(os.environ.get("CHAOS_SEED") or time.time_ns() % 100_000)
+DWELL_SECONDS = 4
+OPERATOR_ENV = {"MOUSFLOW_DASK_SERVICE_ACCOUNT": DASK_IMAGING_ACCOUNT, "MOUSFLOW_DASK_MIN_WORKERS": "1",
+                "MOUSFLOW_DASK_MAX_WORKERS": "2", "MOUSFLOW_DASK_WORKER_CPU": "100m",
+                "MOUSFLOW_TEST_PHASE_DWELL_SECONDS": str(DWELL_SECONDS), "MOUSFLOW_RETRY_BACKOFF_SECONDS": "5",
+                "MOUSFLOW_TRANSIENT_MAX_DELAY_SECONDS": "20", "MOUSFLOW_RESYNC_SECONDS": "20"}
+KILL_PHASES = ("FullyObserved", "ReadyForProcessing", "Processing", "ReadyForReview", "DeliveryInProgress")
+TERMINAL = ("Delivered", "Failed", "QA2Fail")
+REPO = Path(__file__).resolve().parents[2]
+RESTART = REPO / "hack" / "testbed" / "restart.sh"
+STATE = Path(os.environ.get("TESTBED_STATE", "/tmp/mousflow-cluster"))
+
+
+class PrefectServer:
+    """A Prefect server of the module's own that can crash and come back: same port, same database."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.home / "server.log", "a") as log:
+            self.proc = start_server(str(self.home), self.port, log)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_server(self.proc, signal.SIGKILL)
+
+    def flow_runs(self, uid: str) -> list[dict]:
+        resp = httpx.post(f"{self.url}/flow_runs/filter", json={"limit": 200}, timeout=30)
+        resp.raise_for_status()
+        return [r for r in resp.json() if r.get("parameters", {}).get("uid") == uid]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-home"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def operator_overrides(cluster, mous_namespace, runner_image, prefect_server):
+    """The chart's Dask controller and imaging account in the module's namespace, and the module's own Prefect
+    server (the one the test restarts) for the operator's flows."""
+    install_chart_dask_objects(cluster, mous_namespace, runner_image)
+    yield {"PREFECT_API_URL": prefect_server.url}
+    release_dask_finalizers(cluster, mous_namespace)
+
+
+def _fits_by_role(manifest: dict, uid: str) -> dict[str, str]:
+    """FITS products by name with the MOUS's uid taken out (names carry it; contents do not) -> sha256."""
+    from mousflow.stages.packaging import product_prefix
+
+    member = product_prefix(uid, "")
+    return {p["name"].replace(member.removesuffix("_sci"), "MEMBER."): p["sha256"]
+            for p in manifest["products"] if p["name"].endswith(".fits")}
+
+
+class ReferenceRun:
+    """The undisturbed run: `mousflow run` of the same data on this machine, one thread per stage, started
+    beside the chaos and waited for at the end. Its execution blocks are copied to local disk first, so the
+    object store's outage does not reach it."""
+
+    def __init__(self, sim: str, s3_env: dict[str, str], workdir: Path):
+        import fsspec
+
+        doc = yaml.safe_load(Location(f"{sim}/mous.yaml").read_text())
+        for i, eb in enumerate(doc["spec"]["executionBlocks"]):
+            fs, path = fsspec.core.url_to_fs(eb["uri"], client_kwargs={"endpoint_url":
+                                                                       s3_env["MOUSFLOW_S3_ENDPOINT"]})
+            local = workdir / f"eb{i}" / Path(path.rstrip("/")).name
+            fs.get(path.rstrip("/") + "/", str(local) + "/", recursive=True)
+            eb["uri"] = str(local)
+        doc["spec"]["output"]["uri"] = str(workdir / "reference-run")
+        self.doc = doc
+        manifest = workdir / "reference.yaml"
+        manifest.write_text(yaml.safe_dump(doc))
+        self.log = open(workdir / "reference.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mousflow.cli", "run", "--manifest", str(manifest),
+                                      "--threads", "1"], env={**os.environ, **s3_env}, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def products(self) -> dict[str, str]:
+        rc = self.proc.wait(timeout=900)
+        self.log.seek(0)
+        assert rc == 0, self.log.read()[-3000:]
+        products = Location(self.doc["spec"]["output"]["uri"]).join("products", "manifest.json").read_json()
+        return _fits_by_role(products, self.doc["spec"]["uid"])
+
+
+class Chaos:
+    """The faults, each on a thread of its own, and what they did."""
+
+    def __init__(self, cluster, ns: str, operator, prefect: PrefectServer, names: list[str]):
+        self.cluster, self.ns, self.operator, self.prefect, self.names = cluster, ns, operator, prefect, names
+        self.rng = random.Random(SEED)
+        self.stop = threading.Event()
+        self.killed_in: dict[str, str] = {}  # phase -> the MOUS it was in when the operator was killed
+        self.pod_kills: list[str] = []
+        self.faults: dict[str, str] = {}
+        self.errors: list[str] = []
+        self.waiting: list[dict] = []  # Waiting conditions seen while the object store was away
+
+    def mouses(self) -> list[dict]:
+        try:
+            return json.loads(self.cluster.kubectl("get", "mous", "-n", self.ns, "-o", "json", timeout=20))["items"]
+        except Exception:  # the API server may be away: that is one of the faults
+            return []
+
+    @staticmethod
+    def phase(mous: dict) -> str:
+        return (mous.get("status") or {}).get("phase") or "FullyObserved"  # no status yet: FullyObserved
+
+    def all_terminal(self) -> bool:
+        items = self.mouses()
+        return len(items) == len(self.names) and all(self.phase(m) in TERMINAL for m in items)
+
+    def run(self, name: str, fn) -> threading.Thread:
+        def guarded():
+            try:
+                fn()
+            except Exception as exc:  # reported by the test, not lost in a thread
+                self.errors.append(f"{name}: {exc!r}")
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    # -- the operator killed in every phase
+    def kill_operator_in_every_phase(self) -> None:
+        while not self.stop.is_set() and len(self.killed_in) < len(KILL_PHASES):
+            for mous in self.mouses():
+                phase = self.phase(mous)
+                if phase in KILL_PHASES and phase not in self.killed_in:
+                    self.operator.kill()
+                    try:
+                        name = mous["metadata"]["name"]
+                        with contextlib.suppress(Exception):  # the API server may be away just now
+                            if self.phase(self.cluster.get("mous", name, self.ns)) == phase:
+                                self.killed_in[phase] = name  # it was still there when the operator died
+                        time.sleep(1)
+                    finally:
+                        self.operator.start()
+                    time.sleep(DWELL_SECONDS + 1)  # the new operator's first pass over everything
+                    break
+            time.sleep(0.3)
+
+    # -- stage pods and Dask workers
+    def running_pods(self) -> list[str]:
+        try:
+            pods = json.loads(self.cluster.kubectl("get", "pods", "-n", self.ns, "-o", "json", timeout=20))["items"]
+        except Exception:
+            return []
+        return sorted(p["metadata"]["name"] for p in pods
+                      if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+                      and ("mousflow.io/stage" in p["metadata"].get("labels", {})
+                           or p["metadata"].get("labels", {}).get("dask.org/component") == "worker"))
+
+    def kill_pods(self, mean_interval: float) -> None:
+        while not self.stop.is_set() and len(self.pod_kills) < N_POD_KILLS:
+            self.stop.wait(self.rng.uniform(0.5, 1.5) * mean_interval)
+            pods = self.running_pods()
+            if not pods:
+                continue
+            pod = self.rng.choice(pods)
+            out = self.cluster.kubectl("delete", "pod", pod, "-n", self.ns, "--grace-period=1", "--wait=false",
+                                       check=False)
+            if "deleted" in out:
+                self.pod_kills.append(pod)
+
+    # -- infrastructure
+    def wait_for_stage(self, what: str, stage: str | None = None, timeout: float = 1800) -> str:
+        """The name of a MOUS with `stage` (any stage: None) Running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set():
+            for mous in self.mouses():
+                stages = (mous.get("status") or {}).get("stages") or {}
+                if any(st.get("state") == "Running" and (stage is None or s == stage) for s, st in stages.items()):
+                    return mous["metadata"]["name"]
+            time.sleep(1)
+        raise AssertionError(f"no MOUS with {stage or 'a stage'} running for {what}")
+
+    def restart(self, component: str, action: str = "restart", **env: str) -> None:
+        subprocess.run([str(RESTART), component, action], check=True, capture_output=True, timeout=300,
+                       env={**os.environ, **env})
+
+    def infrastructure(self) -> None:
+        mous = self.wait_for_stage("the object-store outage", "calibration")
+        self.restart("minio", "kill")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.stop.is_set():
+            for m in self.mouses():  # what the operator shows meanwhile
+                self.waiting.extend(c for c in (m.get("status") or {}).get("conditions", [])
+                                    if c["type"] == "Waiting" and c["status"] == "True")
+            time.sleep(2)
+        self.restart("minio", "start")
+        self.faults["minio stopped 60 s"] = mous
+
+        mous = self.wait_for_stage("the Prefect server restart", "imaging")
+        self.prefect.kill()
+        time.sleep(5)
+        self.prefect.start()
+        self.faults["prefect server restarted"] = mous
+
+        mous = self.wait_for_stage("the API server restart")
+        self.restart("kube-apiserver")
+        self.faults["api server restarted"] = mous
+
+        self.faults["stage pod evicted"] = self.evict_under_memory_pressure()
+        # The Prefect server started again above dies with the thread that started it (PR_SET_PDEATHSIG
+        # follows the thread): this one lasts as long as the chaos, and the test starts it again after.
+        self.stop.wait()
+
+    def available_memory(self) -> int:
+        node = self.cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+        summary = json.loads(self.cluster.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary"))
+        return int(summary["node"]["memory"]["availableBytes"])
+
+    def stage_pods(self) -> list[dict]:
+        pods = json.loads(self.cluster.kubectl("get", "pods", "-n", self.ns, "-o", "json", timeout=20))["items"]
+        return [p for p in pods if "mousflow.io/stage" in p["metadata"].get("labels", {})]
+
+    def running_stage_pod(self, timeout: float = 900) -> str:
+        """An imaging pod whose container has run for 5 s: imaging lasts long enough for the kubelet to get to
+        it (the Dask controller, scheduler and worker pods use more than they request and go first; a pod
+        started meanwhile stays Pending under the node's memory-pressure taint)."""
+        def started(p):
+            running = ((p["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("running")
+            return running and time.time() - datetime.fromisoformat(running["startedAt"]).timestamp() > 5
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set():
+            with contextlib.suppress(Exception):
+                if pods := [p["metadata"]["name"] for p in self.stage_pods()
+                            if p["metadata"]["labels"]["mousflow.io/stage"] == "imaging" and started(p)]:
+                    return pods[0]
+            time.sleep(1)
+        raise AssertionError("no stage pod running to evict")
+
+    def evict_under_memory_pressure(self) -> str:
+        """Node memory pressure as the kubelet sees it: its hard eviction threshold 2 GiB above what is
+        available, until a stage pod was evicted (the kubelet evicts one pod at a time, in its own order)."""
+        for _ in range(3):
+            pod = self.running_stage_pod()
+            threshold = self.available_memory() + 2 * 2**30
+            self.restart("kubelet", TESTBED_KUBELET_EVICTION_MEMORY=f"{threshold // 2**20}Mi")
+            try:
+                deadline = time.monotonic() + 240
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(Exception):
+                        if evicted := [p["metadata"]["name"] for p in self.stage_pods()
+                                       if p["status"].get("reason") == "Evicted"]:
+                            return f"{', '.join(evicted)} (running: {pod})"
+                    time.sleep(2)
+            finally:
+                self.restart("kubelet")
+        raise AssertionError("no stage pod was evicted under memory pressure in three tries")
+
+
+def _interval(job: dict) -> tuple[float, float]:
+    """When a Job ran: from its start to its completion or failure (now, if neither)."""
+    st = job.get("status") or {}
+    start = datetime.fromisoformat(st.get("startTime") or job["metadata"]["creationTimestamp"])
+    ends = [c["lastTransitionTime"] for c in st.get("conditions") or []
+            if c["type"] in ("Complete", "Failed") and c["status"] == "True"]
+    ends += [st["completionTime"]] if st.get("completionTime") else []
+    end = datetime.fromisoformat(min(ends)).timestamp() if ends else time.time()
+    return start.timestamp(), end
+
+
+def _overlaps(intervals: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
+    ordered = sorted(intervals)
+    return [(a[2], b[2]) for a, b in itertools.pairwise(ordered) if b[0] < a[1]]
+
+
+def test_every_mous_is_delivered_identical_to_an_undisturbed_run_through_chaos(
+        cluster, mous_namespace, tiny_s3_mous, s3_env, operator, prefect_server, tmp_path):
+    ns, sim = mous_namespace, tiny_s3_mous
+    reference = ReferenceRun(sim, s3_env, tmp_path)
+    names = [f"chaos-{i}" for i in range(N_MOUSES)]
+    print(f"chaos: {N_MOUSES} MOUSs, {N_POD_KILLS} pod kills, seed {SEED}")
+    chaos = Chaos(cluster, ns, operator, prefect_server, names)
+    started = time.monotonic()
+    threads = [chaos.run("operator kills", chaos.kill_operator_in_every_phase)]
+    docs = {}
+    for i, name in enumerate(names):
+        docs[name] = apply_mous(cluster, ns, sim, name, f"c{i:02x}a")
+        time.sleep(2)
+    # a MOUS takes about 4 min of pods here, two at a time: the kills are spread over the first half of that
+    threads += [chaos.run("pod kills", lambda: chaos.kill_pods(mean_interval=60.0 * N_MOUSES / max(1, N_POD_KILLS))),
+                chaos.run("infrastructure", chaos.infrastructure)]
+
+    deadline = time.monotonic() + 900 + 450 * N_MOUSES
+    while time.monotonic() < deadline and not chaos.all_terminal():
+        time.sleep(5)
+    chaos.stop.set()
+    for t in threads:
+        t.join(timeout=400)
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()
+    # the Prefect server the chaos started again went with its thread: the same database, from this one
+    prefect_server.kill()
+    prefect_server.start()
+    elapsed = time.monotonic() - started
+
+    statuses = {n: cluster.get("mous", n, ns).get("status") or {} for n in names}
+    report = {n: (s.get("phase"), s.get("message", "")[:200]) for n, s in statuses.items()}
+    print(f"chaos took {elapsed / 60:.1f} min; operator killed in {chaos.killed_in}; {len(chaos.pod_kills)} pods "
+          f"killed: {chaos.pod_kills}; faults: {chaos.faults}; outcomes: {report}")
+    assert not chaos.errors, f"{chaos.errors}\noperator log:\n{operator.log_tail()}"
+    assert all(s.get("phase") == "Delivered" for s in statuses.values()), \
+        f"{report}\noperator log:\n{operator.log_tail()}"
+    assert set(chaos.killed_in) == set(KILL_PHASES), chaos.killed_in
+    assert len(chaos.pod_kills) >= N_POD_KILLS, chaos.pod_kills
+    assert len(chaos.faults) == 4, chaos.faults
+    # the outage was waited out (the transient class), not spent from the run-retry budget; over now
+    assert chaos.waiting and {c["reason"] for c in chaos.waiting} == {"Unavailable"}, chaos.waiting
+    assert not [c for s in statuses.values() for c in s.get("conditions", [])
+                if c["type"] == "Waiting" and c["status"] == "True"]
+    events = json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json"))["items"]
+    assert any(e["reason"] == "WaitingOutUnavailable" for e in events)
+    waits = {n: json.loads((cluster.get("mous", n, ns)["metadata"].get("annotations") or {}).get(
+        "mousflow.io/waiting", "{}")) for n in names}
+    assert any(w.get("waits", 0) >= 1 for w in waits.values()) and all(w.get("streak", 0) == 0
+                                                                       for w in waits.values()), waits
+    reference_products = reference.products()
+
+    for name, doc in docs.items():
+        uid = doc["spec"]["uid"]
+        assert statuses[name]["qa2"]["verdict"] == "Pass", statuses[name]["qa2"]
+        delivered = Location(doc["spec"]["delivery"]["uri"])
+        manifest = delivered.join("manifest.json").read_json()
+        # the products as delivered, read back: the bytes, not the manifest's word
+        for p in manifest["products"]:
+            if p["name"].endswith(".fits"):
+                assert hashlib.sha256(delivered.join(p["name"]).read_bytes()).hexdigest() == p["sha256"], p
+        assert _fits_by_role(manifest, uid) == reference_products, name
+
+        jobs = stage_jobs(cluster, ns, uid)
+        for stage, stage_jobs_ in jobs.items():
+            succeeded = [j["metadata"]["name"] for j in stage_jobs_ if (j.get("status") or {}).get("succeeded")]
+            assert len(succeeded) == 1, (name, stage, [j["metadata"]["name"] for j in stage_jobs_])
+            assert not _overlaps([(*_interval(j), j["metadata"]["name"]) for j in stage_jobs_]), (name, stage)
+            assert not any((j.get("status") or {}).get("active") for j in stage_jobs_), (name, stage)
+        assert set(jobs) == {"calibration", "imaging", "packaging"}, name
+
+        runs = prefect_server.flow_runs(uid)
+        assert runs, name
+        spans = [(datetime.fromisoformat(r["start_time"] or r["expected_start_time"]).timestamp(),
+                  datetime.fromisoformat(r["end_time"]).timestamp() if r.get("end_time") else time.time(),
+                  r["name"]) for r in runs]
+        assert not _overlaps(spans), (name, [(r["name"], r["state_type"]) for r in runs])
+        assert not [r for r in runs if r["state_type"] in ("RUNNING", "PENDING", "SCHEDULED")], name
+        print(f"{name}: jobs {[(s, len(j)) for s, j in jobs.items()]}, flow runs "
+              f"{[(r['name'], r['state_type']) for r in runs]}")
+
+    cluster.wait_until("the Dask objects to go", lambda: not json.loads(cluster.kubectl(
+        "get", "daskclusters,pods", "-n", ns, "-l", "dask.org/cluster-name", "-o", "json"))["items"], timeout=300)
