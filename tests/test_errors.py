@@ -30,3 +30,14 @@ def test_classification(exc, reason, words):
 
 def test_exit_codes_are_distinct():
     assert len(set(EXIT_CODES.values())) == len(EXIT_CODES) and exit_code_of("OOMKilled") == 1
+
+
+def test_an_http_service_restarting_is_unavailable():
+    """Seen in the chaos suite: imaging's dask-kubernetes (kr8s, over httpx) lost the API server while it
+    restarted, and the stage failed with an unclassified Error that spent a run attempt."""
+    import httpx
+
+    assert classify(httpx.ReadError("")).reason == "Unavailable"
+    assert classify(httpx.ConnectError("[Errno 111] Connection refused")).reason == "Unavailable"
+    assert classify(httpx.HTTPStatusError("404", request=httpx.Request("GET", "http://x"),
+                                          response=httpx.Response(404))).reason == "Error"

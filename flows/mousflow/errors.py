@@ -100,6 +100,9 @@ def classify(exc: BaseException) -> MousflowError:
         classified = AccessDenied(f"permission denied{f': {exc.filename}' if exc.filename else ''}")
     elif isinstance(exc, ConnectionError | TimeoutError):
         classified = Unavailable(first_line(exc))
+    elif _http_service_away(exc):
+        classified = Unavailable(f"a service did not answer ({type(exc).__name__}: {first_line(exc)}): the "
+                                 "Kubernetes API or the Prefect server restarting or unreachable")
     elif isinstance(exc, UnicodeDecodeError):
         classified = InvalidInput(f"not UTF-8 text ({exc.reason} at byte {exc.start})")
     elif isinstance(exc, ValueError):
@@ -108,6 +111,20 @@ def classify(exc: BaseException) -> MousflowError:
         return _Unclassified(f"{type(exc).__name__}: {first_line(exc)}")
     classified.__cause__ = exc
     return classified
+
+
+def _http_service_away(exc: BaseException) -> bool:
+    """An HTTP client's connection-level failure (httpx's TransportError: Prefect's client and kr8s, which
+    dask-kubernetes uses for the Kubernetes API), or kr8s's server error for a 5xx answer (an API server
+    restarting says "storage is (re)initializing"). Imported lazily: the CLI's light commands need neither."""
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - a dependency of prefect
+        return False
+    if isinstance(exc, httpx.TransportError):
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", 0)
+    return type(exc).__module__.startswith("kr8s") and isinstance(status, int) and status >= 500
 
 
 class _Unclassified(MousflowError):

@@ -302,6 +302,16 @@ class Chaos:
             time.sleep(1)
         raise AssertionError("no stage pod running to evict")
 
+    def evicted_stage_pods(self) -> list[str]:
+        """Stage pods the kubelet evicted: by their status, or by the kubelet's Evicted Event when the pod is
+        gone already (the launcher removes a failed attempt's pod once it stopped)."""
+        stage = {p["metadata"]["name"]: p for p in self.stage_pods()}
+        events = json.loads(self.cluster.kubectl("get", "events", "-n", self.ns, "--field-selector",
+                                                 "reason=Evicted", "-o", "json", timeout=20))["items"]
+        named = {e["involvedObject"]["name"] for e in events if e["involvedObject"]["name"].startswith("mousflow-")}
+        return sorted({n for n, p in stage.items() if p["status"].get("reason") == "Evicted"}
+                      | {n for n in named if n not in stage or stage[n]["status"].get("phase") == "Failed"})
+
     def evict_under_memory_pressure(self) -> str:
         """Node memory pressure as the kubelet sees it: its hard eviction threshold 2 GiB above what is
         available, until a stage pod was evicted (the kubelet evicts one pod at a time, in its own order)."""
@@ -313,8 +323,7 @@ class Chaos:
                 deadline = time.monotonic() + 240
                 while time.monotonic() < deadline:
                     with contextlib.suppress(Exception):
-                        if evicted := [p["metadata"]["name"] for p in self.stage_pods()
-                                       if p["status"].get("reason") == "Evicted"]:
+                        if evicted := self.evicted_stage_pods():
                             return f"{', '.join(evicted)} (running: {pod})"
                     time.sleep(2)
             finally:
