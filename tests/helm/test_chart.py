@@ -166,7 +166,7 @@ def test_default_install(helm):
                      ("mousflow.io", "mouscampaigns/status"): {"patch"},
                      ("batch", "jobs"): {"create", "list", "watch", "patch"}, ("batch", "jobs/status"): {"get"},
                      ("", "pods"): {"get", "list"}, ("", "pods/log"): {"get"}, ("", "pods/resize"): {"patch"},
-                     ("", "namespaces"): {"get"}}
+                     ("", "namespaces"): {"get"}, ("kubernetes.dask.org", "daskclusters"): {"delete"}}
     assert [r["resourceNames"] for r in role["rules"] if r["resources"] == ["namespaces"]] == [[NS]]
     binding = one(docs, "RoleBinding", "-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-mousflow-operator", "namespace": NS}]

@@ -204,6 +204,17 @@ class ScriptedCluster:
         self.pods: dict[str, dict] = {}
         self.reports: dict[str, dict] = {}
         self.created: list[dict] = []
+        self.dask_clusters_deleted: list[str] = []
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        """CustomObjectsApi's: the DaskCluster a killed imaging pod left behind (a cleanly ended stage has
+        deleted its own: 404)."""
+        from kubernetes.client.exceptions import ApiException
+
+        assert (group, plural) == ("kubernetes.dask.org", "daskclusters")
+        self.dask_clusters_deleted.append(name)
+        if len(self.dask_clusters_deleted) > 1:
+            raise ApiException(status=404, reason="Not Found")
 
     def add_finished_job(self, name: str, annotations: dict, succeeded: bool) -> None:
         self.jobs[name] = {"metadata": {"name": name, "annotations": annotations},
@@ -268,7 +279,7 @@ def _launch(tmp_path, script, settings=SETTINGS, existing=(), **kw):
         cluster.add_finished_job(name, annotations, succeeded)
     sizes = {"imaging": REQUEST, "imaging-worker": ResourceRequest(1.0, 700 * 2**20, 900 * 2**20)}
     launcher = KubernetesJobLauncher(settings, sizes.__getitem__, poll_seconds=0, batch_api=cluster,
-                                     core_api=cluster, **kw)
+                                     core_api=cluster, custom_api=cluster, **kw)
     lines: list[str] = []
     outcome = launcher.launch("imaging", str(manifest), run_root, lines.append)
     return outcome, cluster, run_root, lines
@@ -372,6 +383,23 @@ def test_a_dask_worker_out_of_memory_in_an_earlier_run_starts_bigger_workers(tmp
                                settings=replace(SETTINGS, dask_service_account="mousflow-imaging"))
     env = {e["name"]: e.get("value") for e in cluster.created[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert int(env["MOUSFLOW_DASK_WORKER_MEMORY_LIMIT"]) == 1350 * 2**20 and _limit(cluster.created[0]) == "4096Mi"
+
+
+def test_the_dask_cluster_of_a_finished_imaging_pod_is_deleted_even_if_the_pod_could_not(tmp_path):
+    """An imaging pod killed outright (evicted, SIGKILL) cannot delete its DaskCluster, which its pod object (kept
+    by the failed Job for its TTL) owns: the launcher deletes it after each attempt; a 404 (the stage did it
+    itself) is no news."""
+    from dataclasses import replace
+
+    from mousflow.stages.dask_kubernetes_cluster import cluster_name
+
+    outcome, cluster, _, lines = _launch(
+        tmp_path, [(False, {"reason": "Error", "exitCode": 137}, None), (True, COMPLETED, _report("Succeeded"))],
+        settings=replace(SETTINGS, dask_service_account="mousflow-imaging"))
+    assert outcome.state == "Succeeded", lines
+    pods = [p["metadata"]["name"] for p in cluster.pods.values()]
+    assert sorted(cluster.dask_clusters_deleted) == sorted(cluster_name(p) for p in pods) and len(pods) == 2, lines
+    assert sum("deleted the Dask cluster" in line for line in lines) == 1
 
 
 def test_a_retried_run_never_follows_an_earlier_runs_finished_job(tmp_path):

@@ -314,7 +314,7 @@ class KubernetesJobLauncher:
     def __init__(self, settings: JobSettings, resources: Callable[[str], ResourceRequest], threads: int = 1,
                  poll_seconds: float = 2.0, timeout_seconds: float = 3600.0, attempt: int = 1,
                  oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30,
-                 interruption_retries: int = 2, run: str = "", batch_api=None, core_api=None,
+                 interruption_retries: int = 2, run: str = "", batch_api=None, core_api=None, custom_api=None,
                  resize_in_place: bool = True, resize_threshold: float = 0.8,
                  pod_start_error_seconds: float = 120.0):
         if batch_api is None or core_api is None:
@@ -327,6 +327,7 @@ class KubernetesJobLauncher:
             batch_api, core_api = client.BatchV1Api(), client.CoreV1Api()
         self.batch = batch_api
         self.core = core_api
+        self._custom = custom_api
         self.settings = settings
         self.resources = resources
         self.threads = threads
@@ -387,6 +388,15 @@ class KubernetesJobLauncher:
         outcome.metrics["interruptions"] = interruptions
         self._report_failure(run_root, outcome)
         return outcome
+
+    @property
+    def custom(self):
+        """The custom-resource client (DaskClusters), on the core client's configuration."""
+        if self._custom is None:
+            from kubernetes import client
+
+            self._custom = client.CustomObjectsApi(self.core.api_client)
+        return self._custom
 
     def _stage_jobs(self, stage: str, manifest_uri: str) -> tuple[str, list[dict]]:
         """(the name prefix of this run's Jobs for the stage, every Job of the MOUS for the stage)."""
@@ -586,8 +596,27 @@ class KubernetesJobLauncher:
         # The pod is examined whether its Job failed or not: the kernel may have killed a process in it (a Dask
         # worker) while the stage went on and exited 0.
         pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
+        if stage == "imaging" and self.settings.dask_service_account and pod is not None:
+            self._release_dask_cluster(ns, pod["metadata"]["name"], on_line)
         report = status.read_json() if status.exists() else None
         return attempt_outcome(stage, report, pod_reason, pod_message, metrics), attempt
+
+    def _release_dask_cluster(self, ns: str, pod_name: str, on_line: LineFn) -> None:
+        """Delete the DaskCluster of a finished imaging pod. The stage deletes it itself on the way out, but a
+        pod killed outright (SIGKILL, evicted, OOM-killed) cannot, and its cluster is owned by the pod object,
+        which a failed Job keeps for its TTL: the scheduler and worker pods would hold their resources for that
+        long (seen in the chaos suite after an eviction)."""
+        from kubernetes.client.exceptions import ApiException
+
+        from mousflow.stages.dask_kubernetes_cluster import cluster_name
+
+        try:
+            self.custom.delete_namespaced_custom_object("kubernetes.dask.org", "v1", ns, "daskclusters",
+                                                        cluster_name(pod_name))
+            on_line(f"deleted the Dask cluster of {pod_name}, which it left behind")
+        except ApiException as exc:
+            if exc.status != 404:  # 404: the stage deleted it itself, as it should
+                on_line(f"could not delete the Dask cluster of {pod_name}: {exc.status} {exc.reason}")
 
     def _wait(self, name: str, ns: str, on_line: LineFn,
               while_running: Callable[[], None] | None = None) -> tuple[bool, dict | None]:
