@@ -617,6 +617,8 @@ class KubernetesJobLauncher:
         except ApiException as exc:
             if exc.status != 404:  # 404: the stage deleted it itself, as it should
                 on_line(f"could not delete the Dask cluster of {pod_name}: {exc.status} {exc.reason}")
+        except Exception as exc:  # the API server away just now: the stage's outcome matters more than this
+            on_line(f"could not delete the Dask cluster of {pod_name}: {type(exc).__name__}: {exc}")
 
     def _wait(self, name: str, ns: str, on_line: LineFn,
               while_running: Callable[[], None] | None = None) -> tuple[bool, dict | None]:
