@@ -13,6 +13,7 @@ import distributed
 import numpy as np
 import pytest
 import yaml
+import zarr
 
 from mousflow.stages.image_store import CUBE_PRODUCTS, ImageStore
 from mousflow.stages.imaging_scaleout import ScaleOutSettings, worker_bounds
@@ -173,6 +174,45 @@ def test_a_resumed_cube_images_only_the_chunks_without_a_checkpoint(calibrated_r
     assert (outcome.metrics["chunks_computed"], outcome.metrics["chunks_skipped"]) == (3, 9)
     # the chunks imaged again are the ones that were lost, and come out as they were
     assert sorted((out / "checkpoints" / "imaging").rglob("chunk-*.json")) == chunks
+    for spw in ("spw0", "spw1"):
+        before = ImageStore(Location.of(two / "imaging" / f"cube_{spw}.zarr")).read("image")
+        after = ImageStore(Location.of(out / "imaging" / f"cube_{spw}.zarr")).read("image")
+        np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-9 * np.nanmax(np.abs(before)),
+                                   equal_nan=True)
+
+
+class _KilledWhileCreatingArrays(BaseException):
+    """Stands for a SIGKILL: nothing after it runs (BaseException, so no handler in the stage catches it)."""
+
+
+@pytest.mark.slow
+def test_imaging_killed_while_creating_a_cubes_arrays_images_the_cube_when_run_again(calibrated_run, two_workers,
+                                                                                     monkeypatch):
+    root, doc = calibrated_run
+    out = root / "killed-creating"
+    shutil.copytree(root / "calibrated", out)
+    d = json.loads(json.dumps(doc))
+    d["spec"]["output"] = {"uri": str(out)}
+    manifest = root / "killed-creating.yaml"
+    manifest.write_text(yaml.safe_dump(d, sort_keys=False))
+    real_create_array = zarr.Group.create_array
+    created = []
+
+    def dies_after_the_first_array(group, name, **kwargs):
+        if created:
+            raise _KilledWhileCreatingArrays(name)
+        created.append(name)
+        return real_create_array(group, name, **kwargs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(zarr.Group, "create_array", dies_after_the_first_array)
+        with pytest.raises(_KilledWhileCreatingArrays):
+            run_stage("imaging", str(manifest))
+    assert (out / "imaging" / "cube_spw0.zarr" / "zarr.json").exists()  # the group was left half made
+
+    outcome = run_stage("imaging", str(manifest))
+    assert outcome.state == "Succeeded", outcome
+    two, _ = two_workers
     for spw in ("spw0", "spw1"):
         before = ImageStore(Location.of(two / "imaging" / f"cube_{spw}.zarr")).read("image")
         after = ImageStore(Location.of(out / "imaging" / f"cube_{spw}.zarr")).read("image")

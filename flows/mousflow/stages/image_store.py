@@ -31,12 +31,17 @@ class ImageStore:
     loc: Location
 
     def create(self, products: tuple[str, ...], n_chan: int, npix: int, chunk_channels: int, attrs: dict) -> None:
-        """Create (or re-create) the arrays; existing content is discarded."""
+        """Create (or re-create) the arrays; existing content is discarded.
+
+        The attributes are written last: a stage that finds them (its input hash) trusts that every array is
+        there, so a pod killed between the group and its arrays must leave a group without them (found by
+        the chaos suite: a cube group with its hash and no arrays failed each later attempt with KeyError).
+        """
         root = zarr.open_group(_group_target(self.loc), mode="w", zarr_format=3)
-        root.attrs.update(attrs)
         for name in products:
             root.create_array(name, shape=(n_chan, npix, npix), chunks=(chunk_channels, npix, npix),
                               dtype="float32", fill_value=np.nan)
+        root.attrs.update(attrs)
 
     def exists(self) -> bool:
         return self.loc.join("zarr.json").exists()
