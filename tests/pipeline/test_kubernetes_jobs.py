@@ -88,6 +88,21 @@ def test_pods_meet_the_restricted_pod_security_profile():
     assert pod["automountServiceAccountToken"] is False
 
 
+def test_a_stage_that_could_not_report_is_classified_by_its_exit_code_and_error_line():
+    """A stage refused its output location cannot write its report there: its exit code and its error line (the
+    termination message, from its last log lines) still say what it was."""
+    message = ("calibration: reading 2 execution blocks\nmousflow: error: AccessDenied: the object store at "
+               "http://minio:9000: access refused (Access Denied.)\n")
+    denied = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 10,
+                                                              "message": message}}}]}
+    assert classify_pod_termination(denied) == ("AccessDenied", "the object store at http://minio:9000: access "
+                                                                "refused (Access Denied.)")
+    silent = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 5}}}]}
+    assert classify_pod_termination(silent) == ("CalibrationFailed", "the stage exited with code 5")
+    assert _job()["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] == \
+        "FallbackToLogsOnError"
+
+
 def test_job_names_are_deterministic_and_valid():
     a, b = job_name("uid://A001/X1/X2", "calibration", 1), job_name("uid://A001/X1/X2", "calibration", 1)
     assert a == b and a != job_name("uid://A001/X1/X3", "calibration", 1) != job_name("uid://A001/X1/X2",
@@ -101,7 +116,7 @@ def test_oom_kill_is_recognised_with_exit_code_137_and_0():
         assert classify_pod_termination(status)[0] == "OOMKilled"
     ok = {"containerStatuses": [{"state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]}
     assert classify_pod_termination(ok) == ("", "")
-    failed = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 5}}}]}
+    failed = {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 1}}}]}
     assert classify_pod_termination(failed)[0] == "Error"
     assert classify_pod_termination({"reason": "Evicted", "message": "node low on memory"})[0] == "Interrupted"
     # the kernel's verdict may sit in the container's last state

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mousflow.errors import EXIT_CODES
 from mousflow.model import API_VERSION, KIND
 from mousflow.model.spec import uid_digest
 from mousflow.pipeline import reports
@@ -164,6 +165,10 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"]}},
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            # The stage's last log lines become the termination message when it fails: its one-line error
+            # ("mousflow: error: <reason>: ...") reaches the launcher even when the stage could not write its
+            # report to storage (credentials refused there, say).
+            "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
@@ -209,6 +214,19 @@ def pod_start_problem(pods: list[dict]) -> str | None:
     return None
 
 
+CLASSIFIED_EXIT_CODES = {code: reason for reason, code in EXIT_CODES.items() if code > 2}
+"""Exit code -> the reason a stage classified its failure as (mousflow.errors; 1, unclassified, and 2, usage,
+say nothing a report would not)."""
+
+
+def _error_line(termination_message: str) -> str:
+    """The message of the stage's `mousflow: error: <reason>: <message>` line in its termination message."""
+    for line in reversed(termination_message.splitlines()):
+        if line.startswith("mousflow: error: "):
+            return line.removeprefix("mousflow: error: ").partition(": ")[2].strip()
+    return ""
+
+
 def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
     """(reason, message) of a finished stage pod from its status (None: the pod is gone).
 
@@ -239,6 +257,9 @@ def classify_pod_termination(pod_status: dict | None) -> tuple[str, str]:
         if code in (137, 143):
             signame = "SIGKILL" if code == 137 else "SIGTERM"
             return "Interrupted", f"stage container killed by {signame} (exit code {code}) before it finished"
+        if code in CLASSIFIED_EXIT_CODES:  # the stage's own classification, from its exit code and error line
+            said = _error_line(terminations[0].get("message") or "")
+            return CLASSIFIED_EXIT_CODES[code], said or f"the stage exited with code {code}"
         if code not in (0, None):
             return "Error", f"stage container exited with code {code} ({reason})"
         return "", ""
