@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from mousflow.errors import InvalidInput, Unavailable, first_line
+from mousflow.pipeline.kube_config import load_kube_config
 
 
 def timeout_seconds() -> float:
@@ -22,17 +23,9 @@ def timeout_seconds() -> float:
 
 def load_cluster_config() -> str:
     """Load the client's configuration (made the default, without urllib3's retries); the API server's URL."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
-        try:
-            # named explicitly: the client reads KUBECONFIG once, when it is imported
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-        except Exception as exc:  # ConfigException, YAML and base64 errors, missing files: all mean "unusable"
-            raise InvalidInput(f"cannot use the Kubernetes configuration {where}: {first_line(exc)}") from None
+    load_kube_config()
     cfg = client.Configuration.get_default_copy()
     cfg.retries = False  # one attempt: a retried connection logs a warning per attempt and only delays the answer
     client.Configuration.set_default(cfg)

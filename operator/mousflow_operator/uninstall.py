@@ -23,6 +23,7 @@ import argparse
 import sys
 import time
 
+from mousflow.pipeline.kube_config import load_kube_config
 from mousflow_operator.finalizers import CAMPAIGN_RESOURCE, FINALIZER, KOPF_DEFAULT_FINALIZER, release_finalizers
 
 DASK_RESOURCES = (("kubernetes.dask.org", "v1", "daskclusters"), ("kubernetes.dask.org", "v1", "daskautoscalers"))
@@ -68,13 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the pods to go (the operator's grace period is 60 s)")
     args = parser.parse_args(argv)
-    from kubernetes import config
     from kubernetes.client.rest import ApiException
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+    load_kube_config()
     remaining = stop_deployments(args.namespace, args.deployment, args.timeout)
     if remaining:
         # released anyway: a pod past its grace period is being killed, and one on a lost node runs nothing

@@ -155,7 +155,7 @@ def test_default_install(helm):
             env["MOUSFLOW_DASK_WORKER_CPU"], env["MOUSFLOW_DASK_UNSCHEDULABLE_SECONDS"]) == \
         ("mousflow-imaging", "1", "4", "1", "120")
     assert env["MOUSFLOW_HISTORY"] == "s3://mousflow/history"
-    # namespaced RBAC only, nothing cluster-wide, no Secrets, no deletes
+    # namespaced RBAC only, nothing cluster-wide, no Secrets, no deletes but a Job whose pod cannot start
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     role = one(docs, "Role", "-operator")
     assert role["metadata"]["namespace"] == NS
@@ -164,7 +164,8 @@ def test_default_install(helm):
                      ("mousflow.io", "mouses/status"): {"patch"}, ("", "events"): {"create"},
                      ("mousflow.io", "mouscampaigns"): {"list", "watch", "patch"},
                      ("mousflow.io", "mouscampaigns/status"): {"patch"},
-                     ("batch", "jobs"): {"create", "list", "watch", "patch"}, ("batch", "jobs/status"): {"get"},
+                     ("batch", "jobs"): {"create", "list", "watch", "patch", "delete"},
+                     ("batch", "jobs/status"): {"get"},
                      ("", "pods"): {"get", "list"}, ("", "pods/log"): {"get"}, ("", "pods/resize"): {"patch"},
                      ("", "namespaces"): {"get"}, ("kubernetes.dask.org", "daskclusters"): {"delete"}}
     assert [r["resourceNames"] for r in role["rules"] if r["resources"] == ["namespaces"]] == [[NS]]

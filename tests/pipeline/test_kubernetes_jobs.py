@@ -602,3 +602,16 @@ def test_an_earlier_runs_job_still_running_is_waited_for_before_this_runs_job_is
     assert any(f"Job {name} of an earlier run still runs" in line for line in lines), lines
     # the earlier Job over, a further stage launch waits for nothing
     assert launcher.running_job_of_another_run("imaging", str(manifest)) is None
+
+
+def test_the_platforms_retry_policy_reaches_the_launcher_from_the_operators_settings(monkeypatch):
+    from mousflow.pipeline import kube_config
+    from mousflow.pipeline.launchers import StageJobConfig, make_launcher
+
+    monkeypatch.setattr(kube_config, "load_kube_config", lambda: None)  # no cluster: the clients are not used
+    env = {"MOUSFLOW_INTERRUPTION_RETRIES": "5", "MOUSFLOW_OOM_MAX_RETRIES": "1", "MOUSFLOW_OOM_MEMORY_CAP": "8Gi"}
+    config = StageJobConfig.from_env(env).to_json()
+    launcher = make_launcher("kubernetes?namespace=alma&attempt=3&run=r1", threads=2, config=config)
+    assert (launcher.interruption_retries, launcher.oom_max_retries, launcher.memory_cap_bytes, launcher.attempt) \
+        == (5, 1, 8 * 2**30, 3)
+    assert StageJobConfig.from_env({}).interruption_retries == 2

@@ -339,12 +339,11 @@ class KubernetesJobLauncher:
                  resize_in_place: bool = True, resize_threshold: float = 0.8,
                  pod_start_error_seconds: float = 120.0):
         if batch_api is None or core_api is None:
-            from kubernetes import client, config
+            from kubernetes import client
 
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
+            from mousflow.pipeline.kube_config import load_kube_config
+
+            load_kube_config()
             batch_api, core_api = client.BatchV1Api(), client.CoreV1Api()
         self.batch = batch_api
         self.core = core_api
@@ -608,8 +607,12 @@ class KubernetesJobLauncher:
             # other attempt would start either, so the stage fails with it named, and a person's retry runs it
             # once it is fixed. The Job goes, so its pod does not wait on in the kubelet's back-off.
             from kubernetes.client import V1DeleteOptions
+            from kubernetes.client.rest import ApiException
 
-            self.batch.delete_namespaced_job(name, ns, body=V1DeleteOptions(propagation_policy="Background"))
+            try:
+                self.batch.delete_namespaced_job(name, ns, body=V1DeleteOptions(propagation_policy="Background"))
+            except ApiException as exc:  # the failure is the news; a Job left waits for its owner's deletion
+                on_line(f"could not delete Job {ns}/{name} ({exc.status} {exc.reason}): its pod may wait on")
             outcome = StageOutcome(stage, "Failed", CANNOT_START, str(exc), metrics)
             self._report_failure(run_root, outcome)
             return outcome, attempt

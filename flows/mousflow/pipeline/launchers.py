@@ -123,6 +123,9 @@ class StageJobConfig:
     oom_memory_factor: float = 1.5
     oom_max_retries: int = 3
     oom_memory_cap: str = "64Gi"
+    interruption_retries: int = 2
+    """A stage pod deleted, evicted or killed by a signal (not for memory) runs again this many times within
+    the same flow run before the stage fails Interrupted (a node drained, a spot node reclaimed)."""
     resize_in_place: bool = True
     """Raise a running stage pod's memory limit through the pod's resize subresource when its working set
     reaches resize_threshold of it (by oom_memory_factor, up to oom_memory_cap); the OOM retry stays the
@@ -153,6 +156,7 @@ class StageJobConfig:
             oom_memory_factor=float(env.get("MOUSFLOW_OOM_MEMORY_FACTOR") or cls.oom_memory_factor),
             oom_max_retries=int(env.get("MOUSFLOW_OOM_MAX_RETRIES") or cls.oom_max_retries),
             oom_memory_cap=env.get("MOUSFLOW_OOM_MEMORY_CAP") or cls.oom_memory_cap,
+            interruption_retries=int(env.get("MOUSFLOW_INTERRUPTION_RETRIES") or cls.interruption_retries),
             resize_in_place=(env.get("MOUSFLOW_RESIZE_IN_PLACE") or "true").strip().lower() in ("1", "true", "yes"),
             resize_threshold=float(env.get("MOUSFLOW_RESIZE_THRESHOLD") or cls.resize_threshold),
             pod_start_error_seconds=float(env.get("MOUSFLOW_POD_START_ERROR_SECONDS")
@@ -221,6 +225,7 @@ def _kubernetes_launcher(kind: str, threads: int, config: StageJobConfig | None 
                             attempt=int(query.get("attempt", 1)), run=query.get("run", ""),
                             oom_memory_factor=config.oom_memory_factor, oom_max_retries=config.oom_max_retries,
                             memory_cap_bytes=parse_memory(config.oom_memory_cap),
+                            interruption_retries=config.interruption_retries,
                             resize_in_place=config.resize_in_place, resize_threshold=config.resize_threshold,
                             pod_start_error_seconds=config.pod_start_error_seconds)
 

@@ -1,0 +1,26 @@
+"""Loading the Kubernetes client's configuration, once for everything that talks to a cluster (the stage Job
+launcher, the operator, `mousflow review` and `retry`, the uninstall hook).
+
+In-cluster credentials when there are some (a pod's service account), else the kubeconfig: KUBECONFIG, named
+explicitly because the client reads it only once, when it is imported, or ~/.kube/config.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mousflow.errors import InvalidInput, first_line
+
+
+def load_kube_config() -> None:
+    """Make the found configuration the client's default; one InvalidInput naming it when it is unusable."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        try:
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+        except Exception as exc:  # ConfigException, YAML and base64 errors, missing files: all mean "unusable"
+            raise InvalidInput(f"cannot use the Kubernetes configuration {where}: {first_line(exc)}") from None
