@@ -173,3 +173,33 @@ def test_dask_worker_pods_get_the_stage_pods_region():
     assert "AWS_DEFAULT_REGION" not in {e["name"] for e in cluster_spec(
         "x", image="i", s3_secret=None, s3_endpoint=None, worker_memory_bytes=MiB,
         worker_memory_limit_bytes=MiB)["spec"]["worker"]["spec"]["containers"][0]["env"]}
+
+
+def test_a_jobs_image_size_is_read_from_a_sample_of_the_targets_integrations(tiny_mous):
+    """Sizing reads only UVW_TIME_SAMPLES integrations of the target's uvw, and gets the image size that all of
+    them give (computed here from the whole uvw)."""
+    import numpy as np
+
+    from mousflow.model import load_manifest
+    from mousflow.pipeline.demand import UVW_TIME_SAMPLES, demand_of, sampled_times
+    from mousflow.storage.partitions import open_checked, partition_infos
+
+    assert sampled_times(5).tolist() == [0, 1, 2, 3, 4]
+    picked = sampled_times(1000, 48)
+    assert picked.size == 48 and picked[0] == 0 and picked[-1] == 999 and np.all(np.diff(picked) > 0)
+
+    mous = load_manifest(tiny_mous.manifest.read_text())
+    (eb,) = mous.spec.execution_blocks
+    ps = open_checked(Location.of(eb.uri))
+    lengths, freqs = [], []
+    for info in partition_infos(ps):
+        if "OBSERVE_TARGET" in " ".join(info.intents).upper():
+            node = ps[info.name]
+            assert node.sizes["time"] > UVW_TIME_SAMPLES  # the sample is a real subset here
+            uvw = np.asarray(node.UVW.values).reshape(-1, 3)
+            length = np.hypot(uvw[:, 0], uvw[:, 1])
+            lengths.append(float(np.percentile(length[np.isfinite(length) & (length > 0)], 80)))
+            freqs += [float(node.frequency.min()), float(node.frequency.max())]
+    assert lengths
+    expected = estimate_image_pixels(float(np.median(lengths)), min(freqs), max(freqs), 12.0)
+    assert demand_of(mous).image_pixels == expected

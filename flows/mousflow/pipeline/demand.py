@@ -9,8 +9,19 @@ from mousflow.pipeline.resources import JobDemand, estimate_image_pixels
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import open_checked, partition_infos
 
-DEFAULT_CHANNEL_CHUNK = 16  # the imaging stage's default (stages.imaging.DEFAULT_CHANNEL_CHUNK)
+DEFAULT_CHANNEL_CHUNK = 16
+UVW_TIME_SAMPLES = 48
+"""Integrations of the target's uvw read to size the image. The 80th percentile of baseline lengths changes
+slowly with the Earth's rotation, so this many integrations spread over the track give it to well within the
+pixel count's rounding, while reading all of a 40-minute, 43-antenna execution block's uvw (2 million rows,
+about 50 MB, three times that while it is measured) would cost each flow that much memory for each stage it
+sizes, in the operator's process."""  # the imaging stage's default (stages.imaging.DEFAULT_CHANNEL_CHUNK)
 ALMA_12M_DISH_M = 12.0
+
+
+def sampled_times(n_time: int, samples: int = UVW_TIME_SAMPLES) -> np.ndarray:
+    """At most `samples` time indices spread evenly over 0..n_time-1, the first and last included."""
+    return np.unique(np.linspace(0, n_time - 1, min(n_time, samples)).round().astype(np.int64))
 
 
 def demand_of(mous: MOUSResource) -> JobDemand:
@@ -30,7 +41,7 @@ def demand_of(mous: MOUSResource) -> JobDemand:
                 node = ps[info.name]
                 freq = np.asarray(node.frequency.values, dtype=np.float64)
                 freq_min, freq_max = min(freq_min, float(freq.min())), max(freq_max, float(freq.max()))
-                uvw = np.asarray(node.UVW.values).reshape(-1, 3)
+                uvw = np.asarray(node.UVW.isel(time=sampled_times(node.sizes["time"])).values).reshape(-1, 3)
                 length = np.hypot(uvw[:, 0], uvw[:, 1])
                 length = length[np.isfinite(length) & (length > 0)]
                 if length.size:
