@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from mousflow.errors import InvalidInput, Unavailable, first_line
-from mousflow.pipeline.kube_config import load_kube_config
+from mousflow.kube_config import load_kube_config
 
 
 def timeout_seconds() -> float:

@@ -23,7 +23,7 @@ import argparse
 import sys
 import time
 
-from mousflow.pipeline.kube_config import load_kube_config
+from mousflow.kube_config import load_kube_config
 from mousflow_operator.finalizers import CAMPAIGN_RESOURCE, FINALIZER, KOPF_DEFAULT_FINALIZER, release_finalizers
 
 DASK_RESOURCES = (("kubernetes.dask.org", "v1", "daskclusters"), ("kubernetes.dask.org", "v1", "daskautoscalers"))

@@ -605,7 +605,7 @@ def test_an_earlier_runs_job_still_running_is_waited_for_before_this_runs_job_is
 
 
 def test_the_platforms_retry_policy_reaches_the_launcher_from_the_operators_settings(monkeypatch):
-    from mousflow.pipeline import kube_config
+    from mousflow import kube_config
     from mousflow.pipeline.launchers import StageJobConfig, make_launcher
 
     monkeypatch.setattr(kube_config, "load_kube_config", lambda: None)  # no cluster: the clients are not used

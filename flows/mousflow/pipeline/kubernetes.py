@@ -341,7 +341,7 @@ class KubernetesJobLauncher:
         if batch_api is None or core_api is None:
             from kubernetes import client
 
-            from mousflow.pipeline.kube_config import load_kube_config
+            from mousflow.kube_config import load_kube_config
 
             load_kube_config()
             batch_api, core_api = client.BatchV1Api(), client.CoreV1Api()

@@ -1,5 +1,6 @@
 """Loading the Kubernetes client's configuration, once for everything that talks to a cluster (the stage Job
-launcher, the operator, `mousflow review` and `retry`, the uninstall hook).
+launcher, the operator, `mousflow review` and `retry`, the uninstall hook). A module of its own, importing
+only the client: the uninstall hook and the CLI must not pull in Prefect or the science stack to load it.
 
 In-cluster credentials when there are some (a pod's service account), else the kubeconfig: KUBECONFIG, named
 explicitly because the client reads it only once, when it is imported, or ~/.kube/config.
