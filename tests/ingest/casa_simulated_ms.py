@@ -24,7 +24,8 @@ line ({"name", "ra_offset_arcsec", "dec_offset_arcsec", "peak_jy", "centre_hz", 
 Gaussian spectral line and no continuum, which CASA predicts from a tabular spectrum), dead_antenna (index of
 an antenna that delivers noise only, its weights as nominal as the others'), bad_window (index of a window
 whose data are noise bad_window_noise_factor times the nominal, with nominal weights: the correlator did not
-know). The known sky is printed as JSON on stdout.
+know), target_sources (a list of [name, RA offset arcsec, Dec offset arcsec, flux Jy at 100 GHz, spectral
+index] instead of TARGET_SOURCES). The known sky is printed as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def main(spec: dict) -> dict:
         path = os.path.join(workdir, f"{f[0]}.cl")
         if f in pointings:
             sources = []
-            for name, dra, ddec, flux, alpha in TARGET_SOURCES:
+            for name, dra, ddec, flux, alpha in spec.get("target_sources", TARGET_SOURCES):
                 ra = f[1] + dra / 3600.0 / np.cos(np.radians(f[2]))
                 dec = f[2] + ddec / 3600.0
                 sources.append({"name": name, "ra_deg": ra, "dec_deg": dec, "flux_jy": flux, "alpha": alpha})
