@@ -118,7 +118,25 @@ def _mosaic(size: str) -> Case:
                 refusal="the science target is observed at 7 pointings")
 
 
-CASES = {"12m-two-ebs-four-windows": _twelve_metre_two_days, "aca-7m": _aca, "mosaic-7-pointings": _mosaic}
+# The bad window of case (d): BB_4's data are noise 30x the nominal, with nominal weights.
+BAD_WINDOW = 3
+
+
+def _dead_antenna_bad_window(size: str) -> Case:
+    eb = {"target_sources": TARGET_SOURCES, "n_antennas": 43, "correlations": "XX YY", "flux_calibrator": True,
+          "sigma_jy": SIGMA_JY, "windows": windows(size), "target_scan_s": _target_scan_s(size), "seed": 41,
+          "date": "2026/10/22", "dead_antenna": 5, "bad_window": BAD_WINDOW, "bad_window_noise_factor": 30.0}
+    # The proposal asked for the sensitivity of a healthy block (the radiometer estimate of all its antennas
+    # and windows, x SENSITIVITY_MARGIN). The dead antenna and the bad window, flagged and weighted by their
+    # noise, cost sqrt(903 / 861) x sqrt(6.75 / 4.75 GHz) = 1.22 of the radiometer sensitivity, which the margin
+    # covers: QA2's rules (band 3: Pass up to 10 % above the request) then say Pass. The bad window at full
+    # weight makes the rms 9.4x the request (measured), a Fail: the verdict tells the two apart.
+    return Case("dead-antenna-bad-window", size, [eb], SENSITIVITY_MARGIN * thermal_rms_jy([eb]),
+                RESOLUTION_12M_ARCSEC, "Pass")
+
+
+CASES = {"12m-two-ebs-four-windows": _twelve_metre_two_days, "aca-7m": _aca, "mosaic-7-pointings": _mosaic,
+         "dead-antenna-bad-window": _dead_antenna_bad_window}
 
 
 def case(name: str, size: str) -> Case:

@@ -8,9 +8,11 @@ nothing that looks complete. `reduced` runs in `make test`'s pipeline tier, `ful
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cache import generate
-from cases import case
+from cases import BAD_WINDOW, case
 from measure import figures
 from processing import import_args, process, report
 
@@ -88,3 +90,27 @@ def test_a_seven_point_mosaic_is_refused_with_one_line_and_nothing_left(import_m
     assert c.refusal in line and "mosaics are not imaged yet" in line, line
     assert not out.exists()
     assert not list(tmp_path.glob(f"{c.key}.partial-*")), "staging directory left behind"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dead_antenna_and_bad_window(size, tmp_path):
+    """(d) an execution block with a dead antenna (noise only) and a window whose noise is 30x what its
+    weights say: calibration flags the antenna, the continuum weights the window by its noise, the known sky
+    comes back, and QA2 judges the sensitivity the remaining data reach (see cases.py: Pass)."""
+    c = case("dead-antenna-bad-window", size)
+    root, generated, seconds = process(c, tmp_path)
+    (eb,) = generated["execution_blocks"]
+    result = figures(root, eb, c.line_window)
+    report(c, result, seconds)
+    calibration = json.loads((root / "calibration" / "summary.json").read_text())
+    dead = f"DA{41 + c.execution_blocks[0]['dead_antenna']}"
+    good = [w for k, w in enumerate(c.execution_blocks[0]["windows"]) if k != BAD_WINDOW]
+    for name, window in calibration["execution_blocks"][0]["windows"].items():
+        if any(name.startswith(w["name"]) for w in good):
+            assert [a for a in window["bad_antennas"] if a.startswith(dead)], (name, window["bad_antennas"])
+    imaging = json.loads((root / "imaging" / "summary.json").read_text())
+    bad_name = c.execution_blocks[0]["windows"][BAD_WINDOW]["name"]
+    (warning,) = [w for w in imaging["continuum"]["warnings"] if "weights" in w]
+    assert bad_name in warning and "weights" in warning, warning
+    _assert_the_known_sky(result)
+    assert result["qa2"] == c.expected_qa2, (result["rms_ratio"], result["qa2_reasons"])
