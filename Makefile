@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test test-fast test-fast-but-chart test-chart test-pipeline test-full browser-deps lint bench bench-quick bench-control-plane campaign-test chaos clean
+.PHONY: venv demo test test-fast test-fast-but-chart test-chart test-pipeline test-full corpus browser-deps lint bench bench-quick bench-control-plane campaign-test chaos clean
 venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ test-pipeline: venv browser-deps
 # The full-size versions of tests that `make test` runs at a reduced size (marked `full`; see the README).
 test-full: venv
 	$(PY) -m pytest -m "full and not cluster" --durations=10 $(PYTEST_ARGS)
+
+# The test corpus at the issue's size (tests/corpus; `make test` runs each case reduced): CASA-simulated MOUSs,
+# generated once into ~/.cache/mousflow/corpus (MOUSFLOW_CORPUS_CACHE), imported and processed end to end;
+# each case prints one line of figures (flux and position errors, rms ratio, QA2, seconds per step).
+corpus: venv
+	set -o pipefail; $(PY) -m pytest -m full tests/corpus -s --durations=10 $(PYTEST_ARGS) \
+	  | grep -E '^corpus |^FAILED|^ERROR|passed|failed|error'
+
 
 # The test bed's binaries and images build in the background (low priority) while the first two tiers
 # run; cluster-up then waits for that build and finds them ready (hack/testbed/prebuild.sh).

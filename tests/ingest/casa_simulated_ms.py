@@ -14,8 +14,18 @@ SPEC keys: out (path of the MS), seed, n_antennas, n_chan (per window, default 8
 correlations ("XX YY", "RR LL", or all four), flux_calibrator (bool), sigma_jy (noise of one visibility's real
 and imaginary part), drop_baseline_rows (bool: remove some rows of one baseline, which the MSv4 converter then
 pads with NaN), mosaic_pointings (N > 1: the target observed at N pointings of a hexagonal mosaic, 25" apart,
-each a field of its own named like the target, as ALMA names a mosaic's fields). The known sky is printed as
-JSON on stdout.
+each a field of its own named like the target, as ALMA names a mosaic's fields).
+
+Keys of the test corpus (tests/corpus), all optional so the keys above keep their meaning:
+windows (a list of {"name", "first_hz", "n_chan", "width_hz"}: windows with their own channel counts, instead
+of the two default windows of n_chan channels), array ("12m", default, or "7m": the ACA's 7 m dishes),
+date ("YYYY/MM/DD" of the observation, default 2026/10/15: two execution blocks of one MOUS on two days),
+line ({"name", "ra_offset_arcsec", "dec_offset_arcsec", "peak_jy", "centre_hz", "fwhm_hz"}: a source with a
+Gaussian spectral line and no continuum, which CASA predicts from a tabular spectrum), dead_antenna (index of
+an antenna that delivers noise only, its weights as nominal as the others'), bad_window (index of a window
+whose data are noise bad_window_noise_factor times the nominal, with nominal weights: the correlator did not
+know), target_sources (a list of [name, RA offset arcsec, Dec offset arcsec, flux Jy at 100 GHz, spectral
+index] instead of TARGET_SOURCES). The known sky is printed as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -58,10 +68,16 @@ def _config_casa(workdir: str) -> None:
     os.environ["CASASITECONFIG"] = path
 
 
-def _antennas(n: int):
+# The antenna configurations CASA ships (x, y, z, dish diameter, pad per line): a compact 12 m configuration
+# and the 7 m array (ACA).
+# Antennas are named as ALMA names them: DA41, DA42, ... (12 m), CM01, CM02, ... (7 m).
+ARRAY_CONFIGS = {"12m": ("alma.cycle7.2.cfg", "DA", 41), "7m": ("aca.cycle7.cfg", "CM", 1)}
+
+
+def _antennas(n: int, array: str = "12m"):
     import casadata
 
-    cfg = os.path.join(casadata.datapath, "alma", "simmos", "alma.cycle7.2.cfg")
+    cfg = os.path.join(casadata.datapath, "alma", "simmos", ARRAY_CONFIGS[array][0])
     rows = [ln.split() for ln in open(cfg) if ln.strip() and not ln.startswith("#")]
     xyz = np.array([[float(r[0]), float(r[1]), float(r[2])] for r in rows])
     radius = np.hypot(xyz[:, 0] - xyz[:, 0].mean(), xyz[:, 1] - xyz[:, 1].mean())
@@ -88,6 +104,26 @@ def _direction(me, ra_deg: float, dec_deg: float):
     return me.direction("J2000", f"{ra_deg}deg", f"{dec_deg}deg")
 
 
+def _windows(spec: dict) -> list[dict]:
+    if "windows" in spec:
+        return [dict(w) for w in spec["windows"]]
+    n_chan = int(spec.get("n_chan", N_CHAN))
+    return [{"name": name, "first_hz": f0, "n_chan": n_chan, "width_hz": CHANNEL_WIDTH_HZ} for name, f0 in SPWS]
+
+
+def _line_spectrum(line: dict, windows: list[dict]) -> tuple[list[float], list[float]]:
+    """The line's tabular spectrum (Hz, Jy): dense across the line (CASA interpolates linearly between the
+    samples, 1/40 of the FWHM apart) and zero out to beyond every window, since CASA does not extrapolate."""
+    lo = min(w["first_hz"] for w in windows) - 1e9
+    hi = max(w["first_hz"] + w["n_chan"] * w["width_hz"] for w in windows) + 1e9
+    c, fwhm = line["centre_hz"], line["fwhm_hz"]
+    dense = c + np.linspace(-4 * fwhm, 4 * fwhm, 321)
+    freqs = np.concatenate([[lo], dense, [hi]])
+    flux = line["peak_jy"] * np.exp(-4 * np.log(2) * ((freqs - c) / fwhm) ** 2)
+    flux[[0, -1]] = 0.0
+    return freqs.tolist(), flux.tolist()
+
+
 def main(spec: dict) -> dict:
     out = spec["out"]
     workdir = os.path.dirname(os.path.abspath(out))
@@ -96,20 +132,23 @@ def main(spec: dict) -> dict:
 
     rng = np.random.default_rng(spec.get("seed", 1))
     me, sm, cl, tb = casatools.measures(), casatools.simulator(), casatools.componentlist(), casatools.table()
-    xyz, dish, pads = _antennas(spec.get("n_antennas", 10))
+    array = spec.get("array", "12m")
+    xyz, dish, pads = _antennas(spec.get("n_antennas", 10), array)
     n_ant = len(pads)
+    _, prefix, first = ARRAY_CONFIGS[array]
     corr = spec.get("correlations", "XX YY")
-    n_chan = int(spec.get("n_chan", N_CHAN))
+    windows = _windows(spec)
     target_s = float(spec.get("target_scan_s", 300))
     feeds = "X Y" if corr.startswith("X") else "R L"
 
     sm.open(out)
     sm.setconfig(telescopename="ALMA", x=xyz[:, 0].tolist(), y=xyz[:, 1].tolist(), z=xyz[:, 2].tolist(),
-                 dishdiameter=dish, mount=["ALT-AZ"] * n_ant, antname=[f"DA{41 + i}" for i in range(n_ant)],
-                 padname=pads, coordsystem="local", referencelocation=me.observatory("ALMA"))
-    for name, f0 in SPWS:
-        sm.setspwindow(spwname=name, freq=f"{f0}Hz", deltafreq=f"{CHANNEL_WIDTH_HZ}Hz",
-                       freqresolution=f"{CHANNEL_WIDTH_HZ}Hz", nchannels=n_chan, stokes=corr)
+                 dishdiameter=dish, mount=["ALT-AZ"] * n_ant,
+                 antname=[f"{prefix}{first + i:02d}" for i in range(n_ant)], padname=pads,
+                 coordsystem="local", referencelocation=me.observatory("ALMA"))
+    for w in windows:
+        sm.setspwindow(spwname=w["name"], freq=f"{w['first_hz']}Hz", deltafreq=f"{w['width_hz']}Hz",
+                       freqresolution=f"{w['width_hz']}Hz", nchannels=int(w["n_chan"]), stokes=corr)
     sm.setfeed(mode=f"perfect {feeds}", pol=[""])
     sm.setauto(autocorrwt=0.0)
     pointings = _mosaic(int(spec.get("mosaic_pointings", 1)))
@@ -118,7 +157,7 @@ def main(spec: dict) -> dict:
         sm.setfield(sourcename=f[0], sourcedirection=_direction(me, f[1], f[2]))
     sm.setlimits(shadowlimit=0.001, elevationlimit="8.0deg")
     sm.settimes(integrationtime=f"{INTEGRATION_S}s", usehourangle=True,
-                referencetime=me.epoch("UTC", "2026/10/15/00:00:00"))
+                referencetime=me.epoch("UTC", f"{spec.get('date', '2026/10/15')}/00:00:00"))
     # An ALMA-like schedule: bandpass, flux, then the phase calibrator bracketing the target.
     schedule = [(BANDPASS, 120, "CALIBRATE_BANDPASS#ON_SOURCE")]
     if spec.get("flux_calibrator", True):
@@ -129,8 +168,8 @@ def main(spec: dict) -> dict:
                  (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE")]
     t = -1800.0
     for f, dur, intent in schedule:
-        for name, _ in SPWS:
-            sm.observe(sourcename=f[0], spwname=name, starttime=f"{t}s", stoptime=f"{t + dur}s",
+        for w in windows:
+            sm.observe(sourcename=f[0], spwname=w["name"], starttime=f"{t}s", stoptime=f"{t + dur}s",
                        state_obs_mode=intent, project="2026.1.00099.S")
         t += dur + 20.0
 
@@ -139,7 +178,7 @@ def main(spec: dict) -> dict:
         path = os.path.join(workdir, f"{f[0]}.cl")
         if f in pointings:
             sources = []
-            for name, dra, ddec, flux, alpha in TARGET_SOURCES:
+            for name, dra, ddec, flux, alpha in spec.get("target_sources", TARGET_SOURCES):
                 ra = f[1] + dra / 3600.0 / np.cos(np.radians(f[2]))
                 dec = f[2] + ddec / 3600.0
                 sources.append({"name": name, "ra_deg": ra, "dec_deg": dec, "flux_jy": flux, "alpha": alpha})
@@ -149,9 +188,24 @@ def main(spec: dict) -> dict:
             cl.addcomponent(dir=f"J2000 {s['ra_deg']}deg {s['dec_deg']}deg", flux=s["flux_jy"], fluxunit="Jy",
                             freq=f"{REFERENCE_HZ}Hz", shape="point", spectrumtype="spectral index",
                             index=s["alpha"])
+        line = spec.get("line")
+        if line and f in pointings:
+            ra = f[1] + line["ra_offset_arcsec"] / 3600.0 / np.cos(np.radians(f[2]))
+            dec = f[2] + line["dec_offset_arcsec"] / 3600.0
+            freqs, flux = _line_spectrum(line, windows)
+            cl.addcomponent(dir=f"J2000 {ra}deg {dec}deg", flux=line["peak_jy"], fluxunit="Jy",
+                            freq=f"{line['centre_hz']}Hz", shape="point")
+            # LSRK (CASA cannot convert TOPO for a component): the line lands a few MHz off centre_hz in the
+            # windows' TOPO frame, and by a little more or less on another day; its integral is the same.
+            cl.setspectrum(which=cl.length() - 1, type="tabular", tabularfreqs=freqs, tabularflux=flux,
+                           tabularframe="LSRK")
+            line_source = {"name": line["name"], "ra_deg": ra, "dec_deg": dec, "peak_jy": line["peak_jy"],
+                           "centre_hz": line["centre_hz"], "fwhm_hz": line["fwhm_hz"],
+                           # the integral of a Gaussian: peak x FWHM x sqrt(pi / (4 ln 2))
+                           "integrated_jy_hz": line["peak_jy"] * line["fwhm_hz"] * np.sqrt(np.pi / (4 * np.log(2)))}
         cl.rename(path)
         cl.close()
-        sm.setdata(spwid=list(range(len(SPWS))), fieldid=[k])
+        sm.setdata(spwid=list(range(len(windows))), fieldid=[k])
         sm.predict(complist=path)
         if f in pointings:
             target_sources = sources
@@ -163,35 +217,45 @@ def main(spec: dict) -> dict:
 
     # Corruptions: g_p(t) B_p(nu) V_pq conj(g_q(t) B_q(nu)) + noise, weights 1 / (sigma |g_p g_q B_p B_q|)^2.
     sigma = float(spec.get("sigma_jy", 0.05))
+    dead = spec.get("dead_antenna")
+    bad_window = spec.get("bad_window")
     tb.open(out, nomodify=False)
     times = tb.getcol("TIME")
     t0, t1 = times.min(), times.max()
     amp0 = rng.uniform(0.8, 1.2, (n_ant, 2))
     ph0 = rng.uniform(-np.pi, np.pi, (n_ant, 2))
     ph_rate = rng.uniform(-0.6, 0.6, (n_ant, 2)) / (t1 - t0)  # up to ~35 deg over the observation
-    nu = (np.arange(n_chan) - n_chan / 2) / n_chan
-    bp = {d: (1 + 0.05 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None])
-          * np.exp(1j * 0.3 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None]) for d in range(len(SPWS))}
-    a1, a2, ddid = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2"), tb.getcol("DATA_DESC_ID")
-    data = tb.getcol("DATA")  # (corr, chan, row)
-    g = amp0[None] * np.exp(1j * (ph0[None] + ph_rate[None] * (times - t0)[:, None, None]))  # (row, ant, 2)
-    rows = np.arange(times.size)
-    gp, gq = g[rows, a1], g[rows, a2]  # (row, 2)
-    bpp = np.stack([bp[d][a] for d, a in zip(ddid, a1, strict=True)])  # (row, chan, 2)
-    bpq = np.stack([bp[d][a] for d, a in zip(ddid, a2, strict=True)])
+    bp = {}
+    for d, w in enumerate(windows):
+        nu = (np.arange(w["n_chan"]) - w["n_chan"] / 2) / w["n_chan"]
+        bp[d] = ((1 + 0.05 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None])
+                 * np.exp(1j * 0.3 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None]))
     # Receptors (p's, q's) of each correlation: XX YY -> (0, 0), (1, 1); XX XY YX YY -> all four pairs.
     hands = [(0, 0), (1, 1)] if len(corr.split()) == 2 else [(0, 0), (0, 1), (1, 0), (1, 1)]
     rp, rq = np.array([h[0] for h in hands]), np.array([h[1] for h in hands])
-    jones = (gp[:, None, rp] * bpp[..., rp]) * np.conj(gq[:, None, rq] * bpq[..., rq])  # (row, chan, corr)
-    model = np.transpose(data, (2, 1, 0))
-    noise = sigma * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
-    if not spec.get("corrupt", True):
-        jones, noise = np.ones_like(jones), np.zeros_like(noise)
-    corrupted = jones * (model + noise)
-    weight = 1.0 / (sigma**2 * np.mean(np.abs(jones) ** 2, axis=1))  # (row, corr)
-    tb.putcol("DATA", np.transpose(corrupted, (2, 1, 0)).astype(np.complex64))
-    tb.putcol("WEIGHT", weight.T.astype(np.float32))
-    tb.putcol("SIGMA", (1.0 / np.sqrt(weight)).T.astype(np.float32))
+    # Window by window: their channel counts differ, so DATA is not one array.
+    for d in range(len(windows)):
+        sub = tb.query(f"DATA_DESC_ID=={d}")
+        t_sub, a1, a2 = sub.getcol("TIME"), sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2")
+        g = amp0[None] * np.exp(1j * (ph0[None] + ph_rate[None] * (t_sub - t0)[:, None, None]))  # (row, ant, 2)
+        rows = np.arange(t_sub.size)
+        gp, gq = g[rows, a1], g[rows, a2]  # (row, 2)
+        bpp, bpq = bp[d][a1], bp[d][a2]  # (row, chan, 2)
+        jones = (gp[:, None, rp] * bpp[..., rp]) * np.conj(gq[:, None, rq] * bpq[..., rq])  # (row, chan, corr)
+        model = np.transpose(sub.getcol("DATA"), (2, 1, 0))
+        if dead is not None:  # its receivers deliver no sky signal, only noise
+            model[(a1 == dead) | (a2 == dead)] = 0.0
+        scale = sigma * (float(spec.get("bad_window_noise_factor", 30.0)) if d == bad_window else 1.0)
+        noise = scale * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
+        if not spec.get("corrupt", True):
+            jones, noise = np.ones_like(jones), np.zeros_like(noise)
+        corrupted = jones * (model + noise)
+        weight = 1.0 / (sigma**2 * np.mean(np.abs(jones) ** 2, axis=1))  # (row, corr): the nominal noise
+        sub.putcol("DATA", np.transpose(corrupted, (2, 1, 0)).astype(np.complex64))
+        sub.putcol("WEIGHT", weight.T.astype(np.float32))
+        sub.putcol("SIGMA", (1.0 / np.sqrt(weight)).T.astype(np.float32))
+        sub.close()
+    a1, a2 = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
     if spec.get("drop_baseline_rows", False):
         # The correlator lost baseline DA41-DA42 for part of the target scans: the MSv4 converter pads the
         # missing rows of its (time, baseline) grid with NaN. The MS's storage managers cannot remove rows in
@@ -213,7 +277,7 @@ def main(spec: dict) -> dict:
         if col in tb.colnames():
             tb.removecols([col])
         tb.close()
-    return {
+    truth = {
         "target": {"name": TARGET[0], "ra_deg": TARGET[1], "dec_deg": TARGET[2]},
         "pointings": [{"ra_deg": p[1], "dec_deg": p[2]} for p in pointings],
         "sources": target_sources,
@@ -222,7 +286,12 @@ def main(spec: dict) -> dict:
         "sigma_jy": sigma,
         "n_antennas": n_ant,
         "dish_diameter_m": dish[0],
+        "windows": windows,
+        "date": spec.get("date", "2026/10/15"),
     }
+    if spec.get("line"):
+        truth["line"] = line_source
+    return truth
 
 
 def retag(ms: str, old: str, new: str) -> None:

@@ -57,6 +57,11 @@ DEFAULT_CHANNEL_CHUNK = 16
 # twice as fast as double, which the continuum keeps for its higher dynamic range.
 CUBE_DOUBLE_PRECISION = False
 LINE_SIGMA = 6.0
+# A window whose cube is noisier than its weights predict by more than this factor (median over its channels)
+# has weights that do not describe its data (a receiver or correlator fault the weights did not see): the
+# continuum scales its weights down to what its noise says. Below it, the measured and predicted noise agree
+# within what calibration and deconvolution leave (1.0-1.3 measured), and nothing is changed.
+WINDOW_NOISE_RATIO_LIMIT = 2.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
 # The sensitivity a proposal asks for is the one at the pointing centre: QA measures the residual's rms where
@@ -243,6 +248,7 @@ def run(ctx: StageContext) -> str:
     summary = {"robust": robust, "channel_chunk": chunk, "cubes": {}, "chunks_computed": 0, "chunks_skipped": 0}
     outputs = ["imaging/plans.json"]
     line_free: dict[str, np.ndarray] = {}
+    noise_ratio: dict[str, float] = {}
     scaleout = with_test_worker_oom(ScaleOutSettings.from_env(), ctx.run_root)
     pending: list = []
     shared: dict = {}
@@ -311,17 +317,19 @@ def run(ctx: StageContext) -> str:
             raise ImagingFailed(f"cube {w.spw}: every channel's image is NaN: the window has no usable data "
                                 f"(entirely flagged, or corrupted)")
         lines = _line_channels(store, per_chan["rms"], plan.pblimit)
+        noise_ratio[w.spw] = _median_ratio(per_chan["rms"], per_chan["predicted_rms"])
         line_free[w.spw] = ~lines & np.isfinite(per_chan["rms"])
         store.update_attrs(rms=_jsonable(per_chan["rms"]), predicted_rms=_jsonable(per_chan["predicted_rms"]),
                            peak=_jsonable(per_chan["peak"]), beams=per_chan["beams"],
                            line_channels=np.flatnonzero(lines).tolist())
         summary["cubes"][w.spw] = {"n_chan": int(n_chan), "npix": plan.npix, "cell_arcsec": _arcsec(plan.cell_rad),
                                    "line_channels": np.flatnonzero(lines).tolist(),
-                                   "median_rms_jy": float(np.nanmedian(per_chan["rms"]))}
+                                   "median_rms_jy": float(np.nanmedian(per_chan["rms"])),
+                                   "noise_ratio": noise_ratio[w.spw]}
         outputs.append(f"{STAGE}/cube_{w.spw}.zarr")
 
     ctx.progress("imaging: continuum from line-free channels", 92.0)
-    summary["continuum"] = _image_continuum(ctx, windows, line_free, robust, plans)
+    summary["continuum"] = _image_continuum(ctx, windows, line_free, robust, plans, noise_ratio)
     outputs.append(f"{STAGE}/continuum.zarr")
     ctx.path(STAGE, "summary.json").write_json(summary)
     outputs.append(f"{STAGE}/summary.json")
@@ -422,14 +430,32 @@ def _line_free_runs(keep: np.ndarray) -> list[slice]:
     return runs
 
 
+def _median_ratio(rms, predicted) -> float:
+    with np.errstate(all="ignore"):
+        ratio = np.asarray(rms, dtype=np.float64) / np.asarray(predicted, dtype=np.float64)
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    return float(np.median(ratio)) if ratio.size else math.nan
+
+
+def window_weight_scales(noise_ratio: dict[str, float], limit: float = WINDOW_NOISE_RATIO_LIMIT) -> dict[str, float]:
+    """The factor each window's weights are multiplied by in the continuum: 1 / ratio^2 for a window whose
+    cube's noise is `ratio` > limit times what its weights predict (weights are inverse variances), else 1."""
+    return {spw: (1.0 / r**2 if np.isfinite(r) and r > limit else 1.0) for spw, r in noise_ratio.items()}
+
+
 def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: dict[str, np.ndarray],
-                     robust: float, plans: dict[str, ImagingPlan]) -> dict:
+                     robust: float, plans: dict[str, ImagingPlan], noise_ratio: dict[str, float]) -> dict:
     vis_all, w_all, f_all, uvw_all, freq_all = [], [], [], [], []
+    scales = window_weight_scales(noise_ratio)
+    warnings = [f"window {spw}: its noise is {noise_ratio[spw]:.3g}x what its weights predict; its weights are "
+                f"scaled by 1/{noise_ratio[spw]:.3g}^2 in the continuum" for spw, k in scales.items() if k != 1.0]
     for w in windows:
         keep = line_free[w.spw]
         if not keep.any():
             continue
         vis, weight, flag = w.load()
+        if scales.get(w.spw, 1.0) != 1.0:
+            weight = weight * np.float32(scales[w.spw])
         factor = continuum_averaging_factor(w.freq_hz, plans[w.spw])
         parts = [average_channels(vis[:, r], weight[:, r], flag[:, r], w.freq_hz[r], factor)
                  for r in _line_free_runs(keep)]
@@ -457,7 +483,7 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
         "n_components": plane.n_components, "n_major": plane.n_major, "converged": bool(plane.converged),
         "stop_reason": plane.stop_reason, "npix": plan.npix, "cell_arcsec": _arcsec(plan.cell_rad),
         "fractional_bandwidth": float((freq.max() - freq.min()) / plane.freq_hz),
-        "warnings": [],
+        "warnings": warnings,
     }
     if info["fractional_bandwidth"] > NTERMS1_MAX_FRACTIONAL_BANDWIDTH:
         info["warnings"].append(
