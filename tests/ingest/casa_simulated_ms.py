@@ -14,8 +14,12 @@ SPEC keys: out (path of the MS), seed, n_antennas, n_chan (per window, default 8
 correlations ("XX YY", "RR LL", or all four), flux_calibrator (bool), sigma_jy (noise of one visibility's real
 and imaginary part), drop_baseline_rows (bool: remove some rows of one baseline, which the MSv4 converter then
 pads with NaN), mosaic_pointings (N > 1: the target observed at N pointings of a hexagonal mosaic, 25" apart,
-each a field of its own named like the target, as ALMA names a mosaic's fields). The known sky is printed as
-JSON on stdout.
+each a field of its own named like the target, as ALMA names a mosaic's fields), windows (a list of [name,
+first channel's frequency in Hz]; default two windows near 100 GHz, band 3), channel_width_hz (default 31.25 MHz),
+phase_scans (number of target scans, each bracketed by the phase calibrator; default 2), corrupt (default
+true; false: the model visibilities only, no gains, bandpasses or noise), gains (default true; false: the same
+noise as with them, but no gains or bandpasses, i.e. perfectly calibrated data). The known sky is printed
+as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ def main(spec: dict) -> dict:
     n_ant = len(pads)
     corr = spec.get("correlations", "XX YY")
     n_chan = int(spec.get("n_chan", N_CHAN))
+    windows = [tuple(w) for w in spec.get("windows", SPWS)]
+    width_hz = float(spec.get("channel_width_hz", CHANNEL_WIDTH_HZ))
     target_s = float(spec.get("target_scan_s", 300))
     feeds = "X Y" if corr.startswith("X") else "R L"
 
@@ -107,9 +113,9 @@ def main(spec: dict) -> dict:
     sm.setconfig(telescopename="ALMA", x=xyz[:, 0].tolist(), y=xyz[:, 1].tolist(), z=xyz[:, 2].tolist(),
                  dishdiameter=dish, mount=["ALT-AZ"] * n_ant, antname=[f"DA{41 + i}" for i in range(n_ant)],
                  padname=pads, coordsystem="local", referencelocation=me.observatory("ALMA"))
-    for name, f0 in SPWS:
-        sm.setspwindow(spwname=name, freq=f"{f0}Hz", deltafreq=f"{CHANNEL_WIDTH_HZ}Hz",
-                       freqresolution=f"{CHANNEL_WIDTH_HZ}Hz", nchannels=n_chan, stokes=corr)
+    for name, f0 in windows:
+        sm.setspwindow(spwname=name, freq=f"{f0}Hz", deltafreq=f"{width_hz}Hz",
+                       freqresolution=f"{width_hz}Hz", nchannels=n_chan, stokes=corr)
     sm.setfeed(mode=f"perfect {feeds}", pol=[""])
     sm.setauto(autocorrwt=0.0)
     pointings = _mosaic(int(spec.get("mosaic_pointings", 1)))
@@ -124,12 +130,12 @@ def main(spec: dict) -> dict:
     if spec.get("flux_calibrator", True):
         schedule.append((FLUX, 120, "CALIBRATE_FLUX#ON_SOURCE"))
     on_target = [(p, target_s / len(pointings), "OBSERVE_TARGET#ON_SOURCE") for p in pointings]
-    schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target,
-                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target,
-                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE")]
+    for _ in range(int(spec.get("phase_scans", 2))):
+        schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target]
+    schedule.append((PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"))
     t = -1800.0
     for f, dur, intent in schedule:
-        for name, _ in SPWS:
+        for name, _ in windows:
             sm.observe(sourcename=f[0], spwname=name, starttime=f"{t}s", stoptime=f"{t + dur}s",
                        state_obs_mode=intent, project="2026.1.00099.S")
         t += dur + 20.0
@@ -151,7 +157,7 @@ def main(spec: dict) -> dict:
                             index=s["alpha"])
         cl.rename(path)
         cl.close()
-        sm.setdata(spwid=list(range(len(SPWS))), fieldid=[k])
+        sm.setdata(spwid=list(range(len(windows))), fieldid=[k])
         sm.predict(complist=path)
         if f in pointings:
             target_sources = sources
@@ -171,7 +177,7 @@ def main(spec: dict) -> dict:
     ph_rate = rng.uniform(-0.6, 0.6, (n_ant, 2)) / (t1 - t0)  # up to ~35 deg over the observation
     nu = (np.arange(n_chan) - n_chan / 2) / n_chan
     bp = {d: (1 + 0.05 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None])
-          * np.exp(1j * 0.3 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None]) for d in range(len(SPWS))}
+          * np.exp(1j * 0.3 * rng.standard_normal((n_ant, 1, 2)) * nu[None, :, None]) for d in range(len(windows))}
     a1, a2, ddid = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2"), tb.getcol("DATA_DESC_ID")
     data = tb.getcol("DATA")  # (corr, chan, row)
     g = amp0[None] * np.exp(1j * (ph0[None] + ph_rate[None] * (times - t0)[:, None, None]))  # (row, ant, 2)
@@ -187,6 +193,8 @@ def main(spec: dict) -> dict:
     noise = sigma * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
     if not spec.get("corrupt", True):
         jones, noise = np.ones_like(jones), np.zeros_like(noise)
+    elif not spec.get("gains", True):  # perfectly calibrated: the same noise (same draws), no gains or bandpasses
+        jones = np.ones_like(jones)
     corrupted = jones * (model + noise)
     weight = 1.0 / (sigma**2 * np.mean(np.abs(jones) ** 2, axis=1))  # (row, corr)
     tb.putcol("DATA", np.transpose(corrupted, (2, 1, 0)).astype(np.complex64))
