@@ -14,8 +14,11 @@ from mousflow.science.imaging import (
     fit_point_source,
     image_channels,
     image_mfs,
+    image_rms,
+    plan_image,
     predicted_rms,
 )
+from mousflow.science.imaging.pipeline import CONTINUUM_NSIGMA
 from mousflow.science.simulation.sky import SkyComponent, SpectralLine, predict_visibilities
 from mousflow.telescope.alma import primary_beam_fwhm_rad
 
@@ -62,7 +65,7 @@ def test_mfs_fluxes_and_positions(coverage, plan, sky, mfs):
 def test_mfs_noise_and_threshold(plan, sky, mfs):
     _, _, weight = sky
     assert mfs.image_rms == pytest.approx(mfs.predicted_rms, rel=0.15)
-    assert mfs.threshold == pytest.approx(2.0 * mfs.predicted_rms)
+    assert mfs.threshold == pytest.approx(CONTINUUM_NSIGMA * mfs.predicted_rms)
     assert mfs.predicted_rms == pytest.approx(
         predicted_rms(weight, np.ones_like(weight)), rel=0.3)  # robust 0.5 costs a little sensitivity
     # outside pblimit the PB-corrected image is blank, inside it is finite
@@ -88,6 +91,31 @@ def test_wcs_puts_the_source_at_its_ra_dec(coverage, plan, sky, mfs):
         ra, dec = lm_to_radec(c.l, c.m, coverage.ra0, coverage.dec0)
         sep = w.pixel_to_world(fit.x, fit.y).separation(SkyCoord(ra, dec, unit="rad")).rad
         assert sep < 0.1 * mfs.beam.bmin_rad
+
+
+def test_mfs_of_bright_sources_reaches_the_noise_of_the_noise_alone(coverage_factory):
+    """Issue 12: sources at ~2000 sigma, CLEANed to 2 sigma, left the sidelobes of their un-CLEANed flux over
+    the whole field (the residual ~1.2-1.3x the noise imaged alone here); CLEANed to CONTINUUM_NSIGMA they do not."""
+    cov = coverage_factory(n_ant=16, n_time=40)
+    plan = plan_image(cov.uvw, cov.freq, cov.dish)
+    fwhm = primary_beam_fwhm_rad(cov.freq.mean(), cov.dish)
+    comps = [SkyComponent("a", 0.113 * fwhm, 0.071 * fwhm, 0.05, 100e9, spectral_index=-0.7),
+             SkyComponent("b", -0.093 * fwhm, -0.137 * fwhm, 0.04, 100e9)]
+    rng = np.random.default_rng(5)
+    shape = (cov.uvw.shape[0], cov.freq.size)
+    sigma = 0.003
+    noise = sigma * (rng.normal(size=shape) + 1j * rng.normal(size=shape))
+    weight = np.full(shape, 1 / sigma**2)
+    vis = predict_visibilities(comps, cov.uvw, cov.freq, cov.dish) + noise
+    alone = image_mfs(noise, cov.uvw, cov.freq, weight, None, plan).residual
+
+    def excess(plane):
+        assert 0.05 / plane.predicted_rms > 1500
+        return image_rms(plane.residual, exclude=plane.mask, pb=plane.pb) / image_rms(
+            alone, exclude=plane.mask, pb=plane.pb)
+
+    assert excess(image_mfs(vis, cov.uvw, cov.freq, weight, None, plan)) < 1.05
+    assert excess(image_mfs(vis, cov.uvw, cov.freq, weight, None, plan, nsigma=2.0)) > 1.15
 
 
 def test_noise_only_mfs_is_left_alone(coverage, plan):
