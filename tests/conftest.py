@@ -80,3 +80,34 @@ def casa_ms_circular(tmp_path_factory):
     rows of one target baseline missing (the MSv4 converter pads them with NaN)."""
     return make_casa_ms(tmp_path_factory.mktemp("casa-ms-circular"), seed=2, n_antennas=10,
                         correlations="RR RL LR LL", flux_calibrator=False, drop_baseline_rows=True)
+
+
+@pytest.fixture(scope="session")
+def casa_ms_alma_band6(tmp_path_factory):
+    """A realistic-enough ALMA execution block from CASA's simulator: all 43 antennas, band 6 (one 64-channel
+    window of 2 GHz at 229 GHz), XX/YY, bandpass, flux and phase calibrators, two 5-minute target scans. The
+    noise (0.018 Jy per visibility) puts the two point sources at ~2000 sigma in the continuum, the dynamic
+    range of a 20-40 min band 6 observation of 30 mJy sources."""
+    return make_casa_ms(tmp_path_factory.mktemp("casa-ms-band6"), seed=7, n_antennas=43, n_chan=64,
+                        target_scan_s=300, phase_scans=2, windows=[["spw_230GHz", 229.0e9]], sigma_jy=0.018,
+                        correlations="XX YY", flux_calibrator=True)
+
+
+EXPECTED_NOISE = Path(__file__).parent / "ingest" / "expected_noise.py"
+
+
+@pytest.fixture(scope="session")
+def casa_expected_noise():
+    """casa_expected_noise(workdir, ms=, field=, sigma_jy=, robust=, cell_arcsec=, npix=): the continuum noise
+    CASA expects of the perfectly calibrated MS (tests/ingest/expected_noise.py, run in its own process)."""
+
+    def run(workdir: Path, **spec) -> dict:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "expected.json").write_text(json.dumps({"workdir": str(workdir), **spec}))
+        proc = subprocess.run([sys.executable, str(EXPECTED_NOISE), str(workdir / "expected.json")],
+                              capture_output=True, text=True, cwd=workdir, timeout=600)
+        if proc.returncode != 0:
+            pytest.fail(f"expected_noise.py failed:\n{proc.stderr[-3000:]}", pytrace=False)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return run

@@ -16,9 +16,15 @@ and imaginary part), drop_baseline_rows (bool: remove some rows of one baseline,
 pads with NaN), mosaic_pointings (N > 1: the target observed at N pointings of a hexagonal mosaic, 25" apart,
 each a field of its own named like the target, as ALMA names a mosaic's fields).
 
-Keys of the test corpus (tests/corpus), all optional so the keys above keep their meaning:
-windows (a list of {"name", "first_hz", "n_chan", "width_hz"}: windows with their own channel counts, instead
-of the two default windows of n_chan channels), array ("12m", default, or "7m": the ACA's 7 m dishes),
+phase_scans (number of target scans, each bracketed by the phase calibrator; default 2), corrupt (default
+true; false: the model visibilities only, no gains, bandpasses or noise), gains (default true; false: the same
+noise as with them, but no gains or bandpasses, i.e. perfectly calibrated data), windows (a list of [name,
+first channel's frequency in Hz] with n_chan channels of channel_width_hz each, default 31.25 MHz; or, as the
+test corpus (tests/corpus) gives them, of {"name", "first_hz", "n_chan", "width_hz"}: windows with their own
+channel counts; default two windows near 100 GHz, band 3).
+
+Keys of the test corpus, all optional so the keys above keep their meaning:
+array ("12m", default, or "7m": the ACA's 7 m dishes),
 date ("YYYY/MM/DD" of the observation, default 2026/10/15: two execution blocks of one MOUS on two days),
 line ({"name", "ra_offset_arcsec", "dec_offset_arcsec", "peak_jy", "centre_hz", "fwhm_hz"}: a source with a
 Gaussian spectral line and no continuum, which CASA predicts from a tabular spectrum), dead_antenna (index of
@@ -105,10 +111,11 @@ def _direction(me, ra_deg: float, dec_deg: float):
 
 
 def _windows(spec: dict) -> list[dict]:
-    if "windows" in spec:
-        return [dict(w) for w in spec["windows"]]
     n_chan = int(spec.get("n_chan", N_CHAN))
-    return [{"name": name, "first_hz": f0, "n_chan": n_chan, "width_hz": CHANNEL_WIDTH_HZ} for name, f0 in SPWS]
+    width_hz = float(spec.get("channel_width_hz", CHANNEL_WIDTH_HZ))
+    return [dict(w) if isinstance(w, dict) else {"name": w[0], "first_hz": float(w[1]), "n_chan": n_chan,
+                                                  "width_hz": width_hz}
+            for w in spec.get("windows", SPWS)]
 
 
 def _line_spectrum(line: dict, windows: list[dict]) -> tuple[list[float], list[float]]:
@@ -163,9 +170,9 @@ def main(spec: dict) -> dict:
     if spec.get("flux_calibrator", True):
         schedule.append((FLUX, 120, "CALIBRATE_FLUX#ON_SOURCE"))
     on_target = [(p, target_s / len(pointings), "OBSERVE_TARGET#ON_SOURCE") for p in pointings]
-    schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target,
-                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target,
-                 (PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE")]
+    for _ in range(int(spec.get("phase_scans", 2))):
+        schedule += [(PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"), *on_target]
+    schedule.append((PHASE, 60, "CALIBRATE_PHASE#ON_SOURCE"))
     t = -1800.0
     for f, dur, intent in schedule:
         for w in windows:
@@ -249,6 +256,8 @@ def main(spec: dict) -> dict:
         noise = scale * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
         if not spec.get("corrupt", True):
             jones, noise = np.ones_like(jones), np.zeros_like(noise)
+        elif not spec.get("gains", True):  # perfectly calibrated: the same noise (same draws), no gains or bandpasses
+            jones = np.ones_like(jones)
         corrupted = jones * (model + noise)
         weight = 1.0 / (sigma**2 * np.mean(np.abs(jones) ** 2, axis=1))  # (row, corr): the nominal noise
         sub.putcol("DATA", np.transpose(corrupted, (2, 1, 0)).astype(np.complex64))

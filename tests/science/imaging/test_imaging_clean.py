@@ -81,3 +81,30 @@ def test_auto_mask_finds_the_sources_and_nothing_in_pure_noise(coverage, plan, c
     assert res.mask.sum() < 0.03 * n * n
     near = res.model[y - 2 : y + 3, x - 2 : x + 3].sum()
     assert near == pytest.approx(50 * rms, rel=0.05)
+
+
+def test_deep_pass_cleans_deeper_only_around_bright_emission(coverage, plan):
+    n, cell = plan.npix, plan.cell_rad
+    comps = [SkyComponent("bright", -9 * cell, 14 * cell, 1.0, 1e11),
+             SkyComponent("faint", 33 * cell, -27 * cell, 0.05, 1e11)]
+    vis = predict_visibilities(comps, coverage.uvw, coverage.freq, None)
+    iw = briggs_weights(coverage.uvw, coverage.freq, None, None, n, cell, 0.5)
+    args = (vis, coverage.uvw, coverage.freq, iw, n, cell, 0.02)
+    bright, faint = (n // 2 + 14, n // 2 + 9), (n // 2 - 27, n // 2 - 33)
+    shallow = clean(*args, mask=None, max_major=20)
+    assert shallow.deep_mask is None and shallow.deep_threshold is None
+    res = clean(*args, mask=None, max_major=20, deep_threshold=1e-3, deep_above=0.5)
+    assert res.converged and res.deep_threshold == 1e-3
+    deep = res.deep_mask
+    assert deep[bright] and not deep[faint] and np.all(res.mask[deep])
+    # within a beam FWHM of the bright source's emission above deep_above (its half-power core here)
+    y, x = np.nonzero(deep)
+    assert np.max(np.hypot(y - bright[0], x - bright[1])) <= 1.5 * res.beam.bmaj_rad / cell + 1
+    assert np.max(np.abs(res.residual[deep])) < 1e-3 < np.max(np.abs(shallow.residual[deep]))
+    assert res.model[deep].sum() == pytest.approx(1.0, abs=5e-3)
+    # the faint source is CLEANed to the shallow threshold, not deeper
+    assert 1e-3 < abs(res.residual[faint]) < 0.02
+    # nothing above deep_above: no deep pass, the same result as without one
+    none = clean(*args, mask=None, max_major=20, deep_threshold=1e-3, deep_above=2.0)
+    assert not np.any(none.deep_mask) and none.n_components == shallow.n_components
+    np.testing.assert_array_equal(none.residual, shallow.residual)

@@ -14,8 +14,11 @@ from mousflow.science.imaging import (
     fit_point_source,
     image_channels,
     image_mfs,
+    image_rms,
+    plan_image,
     predicted_rms,
 )
+from mousflow.science.imaging.pipeline import CONTINUUM_BRIGHT_NSIGMA, CONTINUUM_NSIGMA
 from mousflow.science.simulation.sky import SkyComponent, SpectralLine, predict_visibilities
 from mousflow.telescope.alma import primary_beam_fwhm_rad
 
@@ -62,7 +65,7 @@ def test_mfs_fluxes_and_positions(coverage, plan, sky, mfs):
 def test_mfs_noise_and_threshold(plan, sky, mfs):
     _, _, weight = sky
     assert mfs.image_rms == pytest.approx(mfs.predicted_rms, rel=0.15)
-    assert mfs.threshold == pytest.approx(2.0 * mfs.predicted_rms)
+    assert mfs.threshold == pytest.approx(CONTINUUM_NSIGMA * mfs.predicted_rms)
     assert mfs.predicted_rms == pytest.approx(
         predicted_rms(weight, np.ones_like(weight)), rel=0.3)  # robust 0.5 costs a little sensitivity
     # outside pblimit the PB-corrected image is blank, inside it is finite
@@ -88,6 +91,54 @@ def test_wcs_puts_the_source_at_its_ra_dec(coverage, plan, sky, mfs):
         ra, dec = lm_to_radec(c.l, c.m, coverage.ra0, coverage.dec0)
         sep = w.pixel_to_world(fit.x, fit.y).separation(SkyCoord(ra, dec, unit="rad")).rad
         assert sep < 0.1 * mfs.beam.bmin_rad
+
+
+def _two_sources_in_noise(coverage_factory, flux):
+    cov = coverage_factory(n_ant=16, n_time=40)
+    plan = plan_image(cov.uvw, cov.freq, cov.dish)
+    fwhm = primary_beam_fwhm_rad(cov.freq.mean(), cov.dish)
+    comps = [SkyComponent("a", 0.113 * fwhm, 0.071 * fwhm, flux, 100e9, spectral_index=-0.7),
+             SkyComponent("b", -0.093 * fwhm, -0.137 * fwhm, 0.8 * flux, 100e9)]
+    rng = np.random.default_rng(5)
+    shape = (cov.uvw.shape[0], cov.freq.size)
+    sigma = 0.003
+    noise = sigma * (rng.normal(size=shape) + 1j * rng.normal(size=shape))
+    weight = np.full(shape, 1 / sigma**2)
+    vis = predict_visibilities(comps, cov.uvw, cov.freq, cov.dish) + noise
+    alone = image_mfs(noise, cov.uvw, cov.freq, weight, None, plan).residual
+
+    def mfs(**kwargs):
+        return image_mfs(vis, cov.uvw, cov.freq, weight, None, plan, **kwargs)
+
+    def excess(plane):
+        """rms of the residual outside the mask over that of the noise imaged alone"""
+        return image_rms(plane.residual, exclude=plane.mask, pb=plane.pb) / image_rms(
+            alone, exclude=plane.mask, pb=plane.pb)
+
+    return mfs, excess
+
+
+def test_mfs_of_bright_sources_reaches_the_noise_of_the_noise_alone(coverage_factory):
+    """Issue 12: sources at ~2000 sigma, CLEANed to 2 sigma, left the sidelobes of their un-CLEANed flux over
+    the whole field (the residual ~1.25x the noise imaged alone here); the deep pass around them removes it."""
+    mfs, excess = _two_sources_in_noise(coverage_factory, 0.05)
+    plane = mfs()
+    assert 0.05 / plane.predicted_rms > 1500
+    assert 1.0 < excess(plane) < 1.06  # 1.04 (0.98 at 0.35 sigma: that models the noise)
+    assert excess(mfs(deep_nsigma=None)) > 1.15  # 1.27
+
+
+def test_mfs_of_faint_sources_does_not_clean_the_noise(coverage_factory):
+    """Sources at ~100 sigma (below CONTINUUM_BRIGHT_NSIGMA) get no deep pass: their 2 sigma leftovers are
+    nothing to the noise, and CLEANing the whole mask to 0.5 sigma models the noise there, which a small
+    array's high PSF sidelobes carry over the field (the residual ~0.94x the noise alone here, the 16-antenna
+    `tiny` MOUS 0.75x its radiometer rms)."""
+    mfs, excess = _two_sources_in_noise(coverage_factory, 0.0024)
+    plane = mfs()
+    assert 50 < 0.0024 / plane.predicted_rms < CONTINUUM_BRIGHT_NSIGMA / 1.5
+    np.testing.assert_array_equal(plane.residual, mfs(deep_nsigma=None).residual)
+    assert excess(plane) > 0.97  # 0.98
+    assert excess(mfs(nsigma=0.5, deep_nsigma=None)) < 0.96  # 0.94
 
 
 def test_noise_only_mfs_is_left_alone(coverage, plan):

@@ -11,6 +11,15 @@ The minor cycle stops at the cycle threshold (CASA's rule)
     max(threshold, clip(cycle_factor x max PSF sidelobe, 0.05, 0.8) x peak residual)
 and CLEAN stops when the peak |residual| inside the mask is below `threshold`, when the mask is empty, after
 `max_major` major cycles or `max_iter` components in total, or if the residual peak diverges.
+
+Deep pass (optional, `deep_threshold` with `deep_above`): once CLEAN has reached `threshold` in the whole
+mask, it goes on down to `deep_threshold` only in a tight mask, the mask's pixels within one beam FWHM of
+where the CLEAN model (convolved with the beam) exceeds `deep_above` Jy/beam, i.e. around truly bright
+emission. What a bright source leaves un-CLEANed spreads sidelobes over the whole field in proportion to
+its brightness, so it is worth removing; elsewhere in the automatic mask the residual below `threshold` is
+mostly noise, and CLEANing it deeper models the noise and (with a small array's high PSF sidelobes) pushes
+the rms of the whole field below the thermal. The automatic mask keeps being updated during the deep pass,
+which has its own budget of `max_major` major cycles.
 """
 
 from __future__ import annotations
@@ -18,11 +27,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from mousflow.science.imaging.beam import Beam, fit_beam, max_sidelobe
 from mousflow.science.imaging.gridding import DEFAULT_EPSILON, degrid_model, make_dirty, make_psf
-from mousflow.science.imaging.mask import AutoMaskParams, auto_mask
+from mousflow.science.imaging.mask import AutoMaskParams, _disk, auto_mask
 from mousflow.science.imaging.noise import image_rms
+from mousflow.science.imaging.restore import convolve_with_beam
+
+# radius, in beam FWHMs, of the deep pass's mask around bright emission
+DEEP_RADIUS_BEAMS = 1.0
 
 
 @dataclass
@@ -53,6 +67,9 @@ class CleanResult:
     converged: bool
     stop_reason: str
     cycles: list[MajorCycle] = field(default_factory=list)
+    deep_mask: np.ndarray | None = None
+    """(npix, npix) bool mask of the deep pass (None if there was none)."""
+    deep_threshold: float | None = None
 
 
 def hogbom_minor_cycle(residual: np.ndarray, psf2: np.ndarray, mask: np.ndarray, model: np.ndarray, *,
@@ -91,14 +108,14 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
           mask="auto", pb: np.ndarray | None = None, automask: AutoMaskParams | None = None,
           gain: float = 0.1, max_major: int = 10, max_iter: int = 100_000, cycle_factor: float = 1.0,
           min_psf_fraction: float = 0.05, max_psf_fraction: float = 0.8, psf: np.ndarray | None = None,
-          beam: Beam | None = None, epsilon: float = DEFAULT_EPSILON, double: bool = True,
-          nthreads: int = 1) -> CleanResult:
+          beam: Beam | None = None, deep_threshold: float | None = None, deep_above: float | None = None,
+          epsilon: float = DEFAULT_EPSILON, double: bool = True, nthreads: int = 1) -> CleanResult:
     """CLEAN Stokes I visibilities (n_row, n_chan) to `threshold` (Jy/beam) on an npix x npix image.
 
     mask: "auto" (see `mask.auto_mask`, rebuilt and grown every major cycle), None (everywhere, inside
     pb >= automask.pblimit if pb is given) or a fixed bool array. pb is the primary-beam pattern used to
     restrict the mask and the noise estimate. psf (2 npix square) and beam may be given to skip computing
-    them.
+    them. deep_threshold and deep_above (Jy/beam): the deep pass of the module docstring.
     """
     grid = {"epsilon": epsilon, "double": double, "nthreads": nthreads}
     automask = automask or AutoMaskParams()
@@ -127,39 +144,53 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
 
     cycles: list[MajorCycle] = []
     n_comp = 0
-    reason = "max_major"
-    converged = False
-    best_peak = np.inf
-    for _ in range(max_major):
-        peak = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
-        if peak < threshold:
-            converged, reason = True, ("threshold" if np.any(current) else "empty mask")
-            break
-        if n_comp >= max_iter:
-            reason = "max_iter"
-            break
-        if peak > 1.5 * best_peak:
-            reason = "diverging"
-            break
-        best_peak = min(best_peak, peak)
-        frac = float(np.clip(cycle_factor * sidelobe, min_psf_fraction, max_psf_fraction))
-        cycle_thr = max(threshold, frac * peak)
-        n, _ = hogbom_minor_cycle(residual, psf, current, model, gain=gain, cycle_threshold=cycle_thr,
-                                  max_components=max_iter - n_comp)
-        n_comp += n
-        model_vis = degrid_model(model, uvw_m, freq_hz, cell_rad, **grid)
-        residual = make_dirty(vis - model_vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, **grid)
-        del model_vis
-        if auto:
-            current = auto_mask(residual, noise(current), beam, cell_rad, psf_sidelobe=sidelobe, pb=pb,
-                                prior=current, params=automask)
-        after = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
-        cycles.append(MajorCycle(peak, cycle_thr, n, after))
-    else:
-        peak = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
-        if peak < threshold:
-            converged, reason = True, "threshold"
+
+    def near_bright(current):
+        """The mask's pixels within DEEP_RADIUS_BEAMS of the model's emission above deep_above."""
+        bright = convolve_with_beam(model, beam, cell_rad) > (threshold if deep_above is None else deep_above)
+        return current & ndimage.binary_dilation(bright, structure=_disk(DEEP_RADIUS_BEAMS * beam.bmaj_rad / cell_rad))
+
+    def run(current, threshold, n_major, deep=False):
+        """Major cycles until the peak |residual| in the CLEAN mask (current, or near_bright(current) if deep)
+        is below threshold; returns (current, clean mask, converged, stop reason)."""
+        nonlocal residual, n_comp
+        best_peak = np.inf
+        active = near_bright(current) if deep else current
+        for _ in range(n_major):
+            peak = float(np.max(np.abs(residual[active]))) if np.any(active) else 0.0
+            if peak < threshold:
+                return current, active, True, ("threshold" if np.any(active) else "empty mask")
+            if n_comp >= max_iter:
+                return current, active, False, "max_iter"
+            if peak > 1.5 * best_peak:
+                return current, active, False, "diverging"
+            best_peak = min(best_peak, peak)
+            frac = float(np.clip(cycle_factor * sidelobe, min_psf_fraction, max_psf_fraction))
+            cycle_thr = max(threshold, frac * peak)
+            n, _ = hogbom_minor_cycle(residual, psf, active, model, gain=gain, cycle_threshold=cycle_thr,
+                                      max_components=max_iter - n_comp)
+            n_comp += n
+            model_vis = degrid_model(model, uvw_m, freq_hz, cell_rad, **grid)
+            residual = make_dirty(vis - model_vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, **grid)
+            del model_vis
+            if auto:
+                current = auto_mask(residual, noise(current), beam, cell_rad, psf_sidelobe=sidelobe, pb=pb,
+                                    prior=current, params=automask)
+            active = near_bright(current) if deep else current
+            after = float(np.max(np.abs(residual[active]))) if np.any(active) else 0.0
+            cycles.append(MajorCycle(peak, cycle_thr, n, after))
+        peak = float(np.max(np.abs(residual[active]))) if np.any(active) else 0.0
+        return current, active, peak < threshold, ("threshold" if peak < threshold else "max_major")
+
+    current, _, converged, reason = run(current, threshold, max_major)
+    deep = None
+    if (deep_threshold is not None and deep_threshold < threshold and reason in ("threshold", "max_major")
+            and np.any(model)):
+        current, deep, deep_converged, deep_reason = run(current, deep_threshold, max_major, deep=True)
+        if np.any(deep):
+            converged, reason = deep_converged, deep_reason
     final_peak = float(np.max(np.abs(residual[current]))) if np.any(current) else 0.0
     return CleanResult(model=model, residual=residual, mask=current, psf=psf, beam=beam, psf_sidelobe=sidelobe,
                        threshold=threshold, n_components=n_comp, n_major=len(cycles), peak_residual=final_peak,
-                       converged=converged, stop_reason=reason, cycles=cycles)
+                       converged=converged, stop_reason=reason, cycles=cycles, deep_mask=deep,
+                       deep_threshold=None if deep is None else deep_threshold)

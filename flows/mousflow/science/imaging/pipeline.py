@@ -3,7 +3,8 @@
 Inputs are Stokes I (see `weighting.stokes_i`): vis (n_row, n_chan) complex, weight (n_row, n_chan) = 1 /
 sigma^2, flag (n_row, n_chan) bool or None, uvw_m (n_row, 3) and freq_hz (n_chan,). For every plane:
 Briggs weights -> PSF (2 npix) and restoring beam fitted to its main lobe -> Cotton-Schwab CLEAN with an
-automatic mask to nsigma x the predicted rms (2 by default) -> restore -> primary-beam correction.
+automatic mask to nsigma x the predicted rms (CUBE_NSIGMA for cube planes, CONTINUUM_NSIGMA for the continuum)
+-> restore -> primary-beam correction.
 
 All images are in sky orientation (`coords`): (npix, npix) for a plane, (n_chan, npix, npix) for cube
 products; `wcs.image_header` describes them. A cube channel's result depends only on that channel's data
@@ -29,6 +30,25 @@ from mousflow.science.imaging.restore import restore
 from mousflow.science.imaging.weighting import briggs_weights
 
 NAN_BEAM = Beam(math.nan, math.nan, math.nan)
+# CLEAN depth, in units of the predicted rms, inside the automatic mask (which only holds significant emission).
+# Every plane is CLEANed to CONTINUUM_NSIGMA = CUBE_NSIGMA = 2 sigma in the whole mask. The continuum then goes on
+# to CONTINUUM_DEEP_NSIGMA, but only within a beam of emission brighter than CONTINUUM_BRIGHT_NSIGMA (the CLEAN
+# model convolved with the beam; `clean.clean`'s deep pass). Why: the flux a bright source leaves un-CLEANed at
+# 2 sigma (plus the error of representing an off-pixel point source with pixel components) has sidelobes over
+# the whole field, which add to the thermal noise in proportion to its brightness. On a CASA-simulated
+# 43-antenna band 6 execution block (sources at ~2000-4000 sigma) 2 sigma left the continuum rms 1.34x CASA's
+# apparentsens; 0.5 sigma in the whole mask 1.07x, the deep pass 1.09x. But 0.5 sigma in the whole mask also
+# models the noise in it, and a small array's noise has few degrees of freedom and high PSF sidelobes, so
+# CLEANing it in even a small mask (~36 beams) lowers the noise over the whole field: the 16-antenna `tiny`
+# MOUS (brightest source ~110 sigma) came out at 0.75x its radiometer rms (0.97x at 2 sigma, and still 0.93x
+# and 0.91x with a deep pass around emission above 100 and 50 sigma). Hence 200 sigma: a source that bright
+# leaves an excess worth removing, and a deep pass confined to a beam around it models little noise. Deeper
+# than 0.5 sigma there models the noise too (16 antennas, sources at ~2000 sigma: residual 1.04x the noise
+# imaged alone at 0.5, 0.98x at 0.35, 0.95x at 0.25; test_imaging_pipeline).
+CUBE_NSIGMA = 2.0
+CONTINUUM_NSIGMA = 2.0
+CONTINUUM_DEEP_NSIGMA = 0.5
+CONTINUUM_BRIGHT_NSIGMA = 200.0
 
 
 @dataclass
@@ -90,11 +110,16 @@ def _empty_plane(npix: int, freq: float, width: float, pb: np.ndarray) -> PlaneP
 
 
 def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_channel_weighting: bool = False,
-                restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = 2.0,
+                restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = CUBE_NSIGMA,
+                deep_nsigma: float | None = None, bright_nsigma: float = CONTINUUM_BRIGHT_NSIGMA,
                 mask="auto", automask: AutoMaskParams | None = None, gain: float = 0.1, max_major: int = 10,
                 max_iter: int = 100_000, epsilon: float = DEFAULT_EPSILON, double: bool = True,
                 nthreads: int = 1) -> PlaneProducts:
-    """Image all the given channels together into one plane (MFS when n_chan > 1)."""
+    """Image all the given channels together into one plane (MFS when n_chan > 1).
+
+    CLEAN goes to nsigma x the predicted rms in the mask (or to `threshold`, Jy/beam), then, if deep_nsigma is
+    given, to deep_nsigma x the rms within a beam of the emission above bright_nsigma x the rms (`clean.clean`).
+    """
     freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
     npix, cell = plan.npix, plan.cell_rad
     iw = briggs_weights(uvw_m, freq, weight, flag, npix, cell, plan.robust, per_channel=per_channel_weighting)
@@ -107,7 +132,8 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
     rms = predicted_rms(weight if weight is not None else np.ones_like(iw), iw, flag)
     thr = nsigma * rms if threshold is None else threshold
     params = automask or AutoMaskParams(pblimit=plan.pblimit)
-    cr = clean(vis, uvw_m, freq, iw, npix, cell, thr, mask=mask, pb=pb, automask=params, gain=gain,
+    deep = {} if deep_nsigma is None else {"deep_threshold": deep_nsigma * rms, "deep_above": bright_nsigma * rms}
+    cr = clean(vis, uvw_m, freq, iw, npix, cell, thr, mask=mask, pb=pb, automask=params, gain=gain, **deep,
                max_major=max_major, max_iter=max_iter, epsilon=epsilon, double=double, nthreads=nthreads)
     beam = restoring_beam or cr.beam
     restored = restore(cr.model, cr.residual, beam, cell)
@@ -120,9 +146,12 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
         stop_reason=cr.stop_reason)
 
 
-def image_mfs(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, **kwargs) -> PlaneProducts:
-    """Continuum (MFS) plane from all the channels given; select line-free channels with `flag`."""
-    return image_plane(vis, uvw_m, freq_hz, weight, flag, plan, per_channel_weighting=False, **kwargs)
+def image_mfs(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, nsigma: float = CONTINUUM_NSIGMA,
+              deep_nsigma: float | None = CONTINUUM_DEEP_NSIGMA, **kwargs) -> PlaneProducts:
+    """Continuum (MFS) plane from all the channels given, CLEANed to CONTINUUM_NSIGMA x the predicted rms in
+    the mask and to CONTINUUM_DEEP_NSIGMA around bright emission; select line-free channels with `flag`."""
+    return image_plane(vis, uvw_m, freq_hz, weight, flag, plan, per_channel_weighting=False, nsigma=nsigma,
+                       deep_nsigma=deep_nsigma, **kwargs)
 
 
 def image_channels(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, channels=None, **kwargs) -> CubeProducts:

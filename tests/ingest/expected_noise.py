@@ -1,0 +1,101 @@
+"""The continuum noise a Measurement Set should image to, computed by CASA, independently of mousflow.
+
+Run as a program (`python expected_noise.py SPEC.json`) in a process of its own (casatools' casacore must not
+share a process with arcae's, see casa_simulated_ms.py). Nothing of mousflow is imported: the tests compare
+the pipeline's measured continuum rms with these figures, so they must not come from the pipeline's own
+weighting or noise code.
+
+The expectation is that of the *perfectly calibrated* data: every visibility of the target carries the noise
+the simulator injected (sigma_jy, the rms of its real and of its imaginary part, in Jy once the gains are
+divided out). A scratch copy of the MS gets WEIGHT = 1 / sigma_jy^2 on every row and correlation (what
+calibration with exact gains would leave), keeping the MS's own flags, uvw and channels, and then:
+
+- natural_jy: the radiometer equation, 1 / sqrt(sum of the Stokes I weights of the unflagged target
+  visibility-channels), the Stokes I weight of a row being w_XX + w_YY (I = (XX + YY) / 2);
+- briggs_jy: CASA's `imager.apparentsens` for Briggs weighting with the given robust, cell and image size:
+  sqrt(sum W_i^2 / w_i) / sum W_i over the imaging weights W CASA computes (its own uv-grid density);
+- briggs_over_natural: their ratio as CASA reports it.
+
+SPEC keys: ms, field (the target's name), sigma_jy, robust, cell_arcsec, npix, workdir (for the copy).
+Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+CASA_SITE_CONFIG = """
+import casadata
+measurespath = casadata.datapath
+datapath = [casadata.datapath]
+measures_auto_update = False
+data_auto_update = False
+nologfile = True
+"""
+
+
+def _config_casa(workdir: str) -> None:
+    path = os.path.join(workdir, "casasiteconfig.py")
+    with open(path, "w") as fh:
+        fh.write(CASA_SITE_CONFIG)
+    os.environ["CASASITECONFIG"] = path
+
+
+def _field_ids(tb, ms: str, name: str) -> list[int]:
+    tb.open(os.path.join(ms, "FIELD"))
+    names = list(tb.getcol("NAME"))
+    tb.close()
+    return [i for i, n in enumerate(names) if n == name]
+
+
+def expected_noise(spec: dict) -> dict:
+    workdir = spec["workdir"]
+    os.makedirs(workdir, exist_ok=True)
+    _config_casa(workdir)
+    import casatools
+
+    tb, im = casatools.table(), casatools.imager()
+    sigma = float(spec["sigma_jy"])
+    copy = os.path.join(workdir, "calibrated-weights.ms")
+    shutil.rmtree(copy, ignore_errors=True)
+    tb.open(spec["ms"])
+    tb.copy(copy, deep=True, valuecopy=True).close()
+    tb.close()
+
+    fields = _field_ids(tb, copy, spec["field"])
+    tb.open(copy, nomodify=False)
+    if "WEIGHT_SPECTRUM" in tb.colnames():
+        tb.removecols(["WEIGHT_SPECTRUM", "SIGMA_SPECTRUM"])
+    weight = np.full(tb.getcol("WEIGHT").shape, 1.0 / sigma**2, dtype=np.float32)  # (corr, row)
+    tb.putcol("WEIGHT", weight)
+    tb.putcol("SIGMA", np.full(weight.shape, sigma, dtype=np.float32))
+    on_target = np.isin(tb.getcol("FIELD_ID"), fields)
+    flag = tb.getcol("FLAG")[:, :, on_target] | tb.getcol("FLAG_ROW")[None, None, on_target]  # (corr, chan, row)
+    tb.close()
+
+    # Stokes I from XX and YY (or RR and LL): the first and the last correlation; a sample counts when both
+    # hands are unflagged, and its weight is the sum of theirs.
+    usable = ~flag[0] & ~flag[-1]
+    w_i = usable * (weight[0, on_target] + weight[-1, on_target])[None, :]
+    natural = 1.0 / np.sqrt(w_i.sum())
+
+    im.open(copy)
+    im.selectvis(field=",".join(map(str, fields)))
+    cell = f"{spec['cell_arcsec']}arcsec"
+    im.defineimage(nx=int(spec["npix"]), ny=int(spec["npix"]), cellx=cell, celly=cell, stokes="I", mode="mfs",
+                   phasecenter=fields[0])
+    im.weight(type="briggs", rmode="norm", robust=float(spec["robust"]))
+    _, sensitivity, relative = im.apparentsens()
+    im.close()
+    shutil.rmtree(copy, ignore_errors=True)
+    return {"natural_jy": float(natural), "briggs_jy": float(sensitivity), "briggs_over_natural": float(relative),
+            "n_samples": int(usable.sum())}
+
+
+if __name__ == "__main__":
+    print(json.dumps(expected_noise(json.load(open(sys.argv[1])))))
