@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from mousflow.science.imaging.beam import Beam, fit_beam, max_sidelobe
 from mousflow.science.imaging.gridding import DEFAULT_EPSILON, degrid_model, make_dirty, make_psf
-from mousflow.science.imaging.mask import AutoMaskParams, _disk, auto_mask
+from mousflow.science.imaging.mask import AutoMaskParams, auto_mask, disk_structure
 from mousflow.science.imaging.noise import image_rms
 from mousflow.science.imaging.restore import convolve_with_beam
 
@@ -148,7 +148,8 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     def near_bright(current):
         """The mask's pixels within DEEP_RADIUS_BEAMS of the model's emission above deep_above."""
         bright = convolve_with_beam(model, beam, cell_rad) > (threshold if deep_above is None else deep_above)
-        return current & ndimage.binary_dilation(bright, structure=_disk(DEEP_RADIUS_BEAMS * beam.bmaj_rad / cell_rad))
+        reach = disk_structure(DEEP_RADIUS_BEAMS * beam.bmaj_rad / cell_rad)
+        return current & ndimage.binary_dilation(bright, structure=reach)
 
     def run(current, threshold, n_major, deep=False):
         """Major cycles until the peak |residual| in the CLEAN mask (current, or near_bright(current) if deep)

@@ -30,7 +30,8 @@ class AutoMaskParams:
     pblimit: float = 0.2
 
 
-def _disk(radius_pix: float) -> np.ndarray:
+def disk_structure(radius_pix: float) -> np.ndarray:
+    """A disk of `radius_pix` pixels, the structuring element that grows a mask by that radius."""
     r = max(int(np.ceil(radius_pix)), 1)
     y, x = np.mgrid[-r : r + 1, -r : r + 1]
     return (x * x + y * y) <= radius_pix * radius_pix + 1e-9
@@ -71,7 +72,7 @@ def auto_mask(residual: np.ndarray, rms: float, beam: Beam, cell_rad: float, *, 
             keep[labels[top]] = True
         seed = keep[labels]
     if np.any(seed) and params.grow_beams > 0:
-        seed = ndimage.binary_dilation(seed, structure=_disk(params.grow_beams * beam.bmaj_rad / cell_rad))
+        seed = ndimage.binary_dilation(seed, structure=disk_structure(params.grow_beams * beam.bmaj_rad / cell_rad))
     mask = seed & valid
     if prior is not None:
         mask |= np.asarray(prior, dtype=bool)
