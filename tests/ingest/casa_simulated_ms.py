@@ -67,7 +67,8 @@ CHANNEL_WIDTH_HZ = 31.25e6
 INTEGRATION_S = 10.0
 
 
-def _config_casa(workdir: str) -> None:
+def configure_casa(workdir: str) -> None:
+    """CASA's site configuration in workdir, named for this process (measures from casadata)."""
     path = os.path.join(workdir, "casasiteconfig.py")
     with open(path, "w") as fh:
         fh.write(CASA_SITE_CONFIG)
@@ -134,7 +135,7 @@ def _line_spectrum(line: dict, windows: list[dict]) -> tuple[list[float], list[f
 def main(spec: dict) -> dict:
     out = spec["out"]
     workdir = os.path.dirname(os.path.abspath(out))
-    _config_casa(workdir)
+    configure_casa(workdir)
     import casatools
 
     rng = np.random.default_rng(spec.get("seed", 1))
@@ -304,7 +305,7 @@ def main(spec: dict) -> dict:
 
 
 def retag(ms: str, old: str, new: str) -> None:
-    _config_casa(os.path.dirname(os.path.abspath(ms)))
+    configure_casa(os.path.dirname(os.path.abspath(ms)))
     import casatools
 
     tb = casatools.table()

@@ -29,21 +29,8 @@ import sys
 
 import numpy as np
 
-CASA_SITE_CONFIG = """
-import casadata
-measurespath = casadata.datapath
-datapath = [casadata.datapath]
-measures_auto_update = False
-data_auto_update = False
-nologfile = True
-"""
-
-
-def _config_casa(workdir: str) -> None:
-    path = os.path.join(workdir, "casasiteconfig.py")
-    with open(path, "w") as fh:
-        fh.write(CASA_SITE_CONFIG)
-    os.environ["CASASITECONFIG"] = path
+# run as a program from tests/ingest: its sibling, the generator, holds how CASA is configured (no network)
+from casa_simulated_ms import configure_casa
 
 
 def _field_ids(tb, ms: str, name: str) -> list[int]:
@@ -56,7 +43,7 @@ def _field_ids(tb, ms: str, name: str) -> list[int]:
 def expected_noise(spec: dict) -> dict:
     workdir = spec["workdir"]
     os.makedirs(workdir, exist_ok=True)
-    _config_casa(workdir)
+    configure_casa(workdir)
     import casatools
 
     tb, im = casatools.table(), casatools.imager()
