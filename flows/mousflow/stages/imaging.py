@@ -35,6 +35,7 @@ from mousflow.science.imaging import (
     plan_image,
     stokes_i,
 )
+from mousflow.science.imaging.noise import median_noise_ratio, window_weight_scales
 from mousflow.stages.context import StageContext
 from mousflow.stages.image_store import CUBE_PRODUCTS, PLANE_PRODUCTS, ImageStore, header_to_attrs
 from mousflow.stages.imaging_scaleout import (
@@ -57,11 +58,6 @@ DEFAULT_CHANNEL_CHUNK = 16
 # twice as fast as double, which the continuum keeps for its higher dynamic range.
 CUBE_DOUBLE_PRECISION = False
 LINE_SIGMA = 6.0
-# A window whose cube is noisier than its weights predict by more than this factor (median over its channels)
-# has weights that do not describe its data (a receiver or correlator fault the weights did not see): the
-# continuum scales its weights down to what its noise says. Below it, the measured and predicted noise agree
-# within what calibration and deconvolution leave (1.0-1.3 measured), and nothing is changed.
-WINDOW_NOISE_RATIO_LIMIT = 2.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
 # The sensitivity a proposal asks for is the one at the pointing centre: QA measures the residual's rms where
@@ -317,7 +313,7 @@ def run(ctx: StageContext) -> str:
             raise ImagingFailed(f"cube {w.spw}: every channel's image is NaN: the window has no usable data "
                                 f"(entirely flagged, or corrupted)")
         lines = _line_channels(store, per_chan["rms"], plan.pblimit)
-        noise_ratio[w.spw] = _median_ratio(per_chan["rms"], per_chan["predicted_rms"])
+        noise_ratio[w.spw] = median_noise_ratio(per_chan["rms"], per_chan["predicted_rms"])
         line_free[w.spw] = ~lines & np.isfinite(per_chan["rms"])
         store.update_attrs(rms=_jsonable(per_chan["rms"]), predicted_rms=_jsonable(per_chan["predicted_rms"]),
                            peak=_jsonable(per_chan["peak"]), beams=per_chan["beams"],
@@ -428,19 +424,6 @@ def _line_free_runs(keep: np.ndarray) -> list[slice]:
             runs.append(slice(start, i))
             start = None
     return runs
-
-
-def _median_ratio(rms, predicted) -> float:
-    with np.errstate(all="ignore"):
-        ratio = np.asarray(rms, dtype=np.float64) / np.asarray(predicted, dtype=np.float64)
-    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
-    return float(np.median(ratio)) if ratio.size else math.nan
-
-
-def window_weight_scales(noise_ratio: dict[str, float], limit: float = WINDOW_NOISE_RATIO_LIMIT) -> dict[str, float]:
-    """The factor each window's weights are multiplied by in the continuum: 1 / ratio^2 for a window whose
-    cube's noise is `ratio` > limit times what its weights predict (weights are inverse variances), else 1."""
-    return {spw: (1.0 / r**2 if np.isfinite(r) and r > limit else 1.0) for spw, r in noise_ratio.items()}
 
 
 def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: dict[str, np.ndarray],

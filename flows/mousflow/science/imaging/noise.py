@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MAD_TO_SIGMA = 1.482602218505602
@@ -50,3 +52,24 @@ def image_rms(image, *, exclude=None, pb=None, pblimit: float = 0.2) -> float:
     if pb is not None:
         sel &= np.asarray(pb) >= pblimit
     return robust_rms(image[sel])
+
+
+# A window whose cube is noisier than its weights predict by more than this factor (median over its channels)
+# has weights that do not describe its data (a receiver or correlator fault the weights did not see): the
+# continuum scales its weights down to what its noise says. Below it, the measured and predicted noise agree
+# within what calibration and deconvolution leave (1.0-1.3 measured), and nothing is changed.
+WINDOW_NOISE_RATIO_LIMIT = 2.0
+
+
+def median_noise_ratio(rms, predicted) -> float:
+    """Median over channels of measured / predicted noise (NaN if no channel has both)."""
+    with np.errstate(all="ignore"):
+        ratio = np.asarray(rms, dtype=np.float64) / np.asarray(predicted, dtype=np.float64)
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    return float(np.median(ratio)) if ratio.size else math.nan
+
+
+def window_weight_scales(noise_ratio: dict[str, float], limit: float = WINDOW_NOISE_RATIO_LIMIT) -> dict[str, float]:
+    """The factor each window's weights are multiplied by in the continuum: 1 / ratio^2 for a window whose
+    cube's noise is `ratio` > limit times what its weights predict (weights are inverse variances), else 1."""
+    return {spw: (1.0 / r**2 if np.isfinite(r) and r > limit else 1.0) for spw, r in noise_ratio.items()}

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from mousflow.stages.imaging import WINDOW_NOISE_RATIO_LIMIT, _median_ratio, window_weight_scales
+from mousflow.science.imaging.noise import WINDOW_NOISE_RATIO_LIMIT, median_noise_ratio, window_weight_scales
 
 
 def test_a_window_noisier_than_its_weights_predict_is_weighted_by_its_noise():
@@ -22,5 +22,5 @@ def test_the_limit_is_exclusive_and_unknown_ratios_change_nothing():
 
 
 def test_median_ratio_ignores_channels_without_a_measurement():
-    assert _median_ratio([2.0, math.nan, 6.0, 4.0], [1.0, 1.0, 2.0, 0.0]) == pytest.approx(2.5)
-    assert math.isnan(_median_ratio([math.nan], [1.0]))
+    assert median_noise_ratio([2.0, math.nan, 6.0, 4.0], [1.0, 1.0, 2.0, 0.0]) == pytest.approx(2.5)
+    assert math.isnan(median_noise_ratio([math.nan], [1.0]))
