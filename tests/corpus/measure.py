@@ -159,15 +159,17 @@ def measure_fits_continuum(paths, truth: dict, radius_arcsec: float) -> dict:
     img = read_fits_image(paths)
     plane, beam = img.data[0], Beam(*img.beams[0])
     beam_arcsec = math.degrees(beam.bmaj_rad) * 3600
+    centre = (truth["target"]["ra_deg"], truth["target"]["dec_deg"])
+    region = _noise_region(img, centre, radius_arcsec, [(s["ra_deg"], s["dec_deg"]) for s in truth["sources"]], beam)
+    rms = robust_rms(plane[region])
     sources = []
     for s in truth["sources"]:
         flux, offset = _fit_at(plane, beam, img, s["ra_deg"], s["dec_deg"])
         true_flux = s["flux_jy"] * (img.freq_hz[0] / REFERENCE_HZ) ** s["alpha"]
-        sources.append({"name": s["name"], "flux_ratio": flux / true_flux, "offset_beams": offset / beam_arcsec})
-    centre = (truth["target"]["ra_deg"], truth["target"]["dec_deg"])
-    region = _noise_region(img, centre, radius_arcsec, [(s["ra_deg"], s["dec_deg"]) for s in truth["sources"]], beam)
-    return {"sources": sources, "rms_jy": robust_rms(plane[region]), "beam_arcsec": beam_arcsec,
-            "freq_hz": float(img.freq_hz[0])}
+        # flux_sigma: the image's noise over the source's peak, the thermal uncertainty of flux_ratio
+        sources.append({"name": s["name"], "flux_ratio": flux / true_flux, "offset_beams": offset / beam_arcsec,
+                        "flux_sigma": rms / true_flux})
+    return {"sources": sources, "rms_jy": rms, "beam_arcsec": beam_arcsec, "freq_hz": float(img.freq_hz[0])}
 
 
 def measure_fits_line(paths, truth: dict, radius_arcsec: float) -> dict:
@@ -186,7 +188,10 @@ def measure_fits_line(paths, truth: dict, radius_arcsec: float) -> dict:
     centre = (truth["target"]["ra_deg"], truth["target"]["dec_deg"])
     avoid = [(s["ra_deg"], s["dec_deg"]) for s in truth["sources"]] + [(line["ra_deg"], line["dec_deg"])]
     region = _noise_region(img, centre, radius_arcsec, avoid, beam)
-    rms = [robust_rms(img.data[c][region]) for c in np.flatnonzero(~in_line)]
+    rms = float(np.nanmedian([robust_rms(img.data[c][region]) for c in np.flatnonzero(~in_line)]))
+    # flux_sigma: the integrated-intensity map's noise (channels' noise added in quadrature) over the line's
+    # integral, the thermal uncertainty of flux_ratio
     return {"flux_ratio": flux / line["integrated_jy_hz"],
             "offset_beams": offset / (math.degrees(beam.bmaj_rad) * 3600),
-            "channel_rms_jy": float(np.nanmedian(rms)), "n_chan": int(img.data.shape[0])}
+            "flux_sigma": rms * width * math.sqrt(chans.size) / line["integrated_jy_hz"],
+            "channel_rms_jy": rms, "n_chan": int(img.data.shape[0])}
