@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 from imported_sky import REFERENCE_HZ, measure_sources
 
 from mousflow.science.geometry import radec_to_lm
@@ -105,7 +106,9 @@ def read_fits_image(paths) -> FitsImage:
             data = np.asarray(hdus[0].data, dtype=np.float64)
             table = next((h for h in hdus[1:] if h.name == "BEAMS"), None)
             table = None if table is None else {k: np.asarray(table.data[k]) for k in ("BMAJ", "BMIN", "BPA")}
-        w = WCS(header)
+        with warnings.catch_warnings():  # astropy filling MJD-OBS and OBSGEO-* from CASA's and WSClean's cards
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            w = WCS(header)
         spec = w.wcs.spec  # FITS axis index (0-based) of the spectral axis
         data = np.moveaxis(data, data.ndim - 1 - spec, 0)  # (n_chan, [stokes,] ny, nx)
         data = data.reshape(data.shape[0], data.shape[-2], data.shape[-1])  # one Stokes (I)
