@@ -14,8 +14,9 @@ How each figure is made:
 - Every tool runs in a process of its own (mousflow's stages through `mousflow stage`, CASA's tasks in a Python
   process of their own, WSClean as itself); wall time is that process's, peak memory the highest summed RSS of
   its process tree (sampled every 0.1 s, and never below the tree's ru_maxrss from wait4), CPU time user +
-  system of the whole tree. Each gets 2 threads (WSClean `-j 2`, mousflow `--threads 2`; CASA's tasks are
-  serial here: no MPI). Nothing else of this benchmark runs meanwhile.
+  system of the whole tree. Each gets 2 threads (WSClean `-j 2`, mousflow `--threads 2`, OMP_NUM_THREADS=2;
+  CASA's tasks run without MPI, threaded only where casacore's OpenMP is). Nothing else of this benchmark runs
+  meanwhile.
 - Calibration is judged on the calibrated target visibilities themselves, not through an imager: the known
   point sources' visibilities are predicted here (numpy, from truth.json) and fitted to each pipeline's Stokes I
   visibilities of the continuum windows, so the flux error is the fitted scale - 1 and the rms ratio the rms of
