@@ -16,7 +16,9 @@ calibration with exact gains would leave), keeping the MS's own flags, uvw and c
   sqrt(sum W_i^2 / w_i) / sum W_i over the imaging weights W CASA computes (its own uv-grid density);
 - briggs_over_natural: their ratio as CASA reports it.
 
-SPEC keys: ms, field (the target's name), sigma_jy, robust, cell_arcsec, npix, workdir (for the copy).
+SPEC keys: ms, field (the target's name), sigma_jy, robust, cell_arcsec, npix, workdir (for the copy);
+optionally spw (a window's id) and channel (one of its channels): the noise of that one channel's image, as a
+cube's plane (bench/compare_imagers.py). Windows may have different channel counts (the test corpus's do).
 Prints one JSON object on stdout.
 """
 
@@ -61,27 +63,46 @@ def expected_noise(spec: dict) -> dict:
     weight = np.full(tb.getcol("WEIGHT").shape, 1.0 / sigma**2, dtype=np.float32)  # (corr, row)
     tb.putcol("WEIGHT", weight)
     tb.putcol("SIGMA", np.full(weight.shape, sigma, dtype=np.float32))
-    on_target = np.isin(tb.getcol("FIELD_ID"), fields)
-    flag = tb.getcol("FLAG")[:, :, on_target] | tb.getcol("FLAG_ROW")[None, None, on_target]  # (corr, chan, row)
+    tb.close()
+    spw, channel = spec.get("spw"), spec.get("channel")
+    tb.open(os.path.join(copy, "DATA_DESCRIPTION"))
+    ddid_spw = tb.getcol("SPECTRAL_WINDOW_ID")
     tb.close()
 
     # Stokes I from XX and YY (or RR and LL): the first and the last correlation; a sample counts when both
-    # hands are unflagged, and its weight is the sum of theirs.
-    usable = ~flag[0] & ~flag[-1]
-    w_i = usable * (weight[0, on_target] + weight[-1, on_target])[None, :]
-    natural = 1.0 / np.sqrt(w_i.sum())
+    # hands are unflagged, and its weight is the sum of theirs. Window by window: their channel counts differ.
+    sum_w, n_usable = 0.0, 0
+    tb.open(copy)
+    for ddid, spw_id in enumerate(ddid_spw):
+        if spw is not None and spw_id != int(spw):
+            continue
+        sub = tb.query(f"DATA_DESC_ID=={ddid} && FIELD_ID IN {fields}")
+        if sub.nrows() == 0:
+            sub.close()
+            continue
+        flag = sub.getcol("FLAG") | sub.getcol("FLAG_ROW")[None, None, :]  # (corr, chan, row)
+        if channel is not None:
+            flag = flag[:, int(channel):int(channel) + 1]
+        w = sub.getcol("WEIGHT")
+        sub.close()
+        usable = ~flag[0] & ~flag[-1]
+        sum_w += float((usable * (w[0] + w[-1])[None, :]).sum())
+        n_usable += int(usable.sum())
+    tb.close()
+    natural = 1.0 / np.sqrt(sum_w)
 
     im.open(copy)
-    im.selectvis(field=",".join(map(str, fields)))
+    selection = "" if spw is None else f"{int(spw)}" + ("" if channel is None else f":{int(channel)}~{int(channel)}")
+    im.selectvis(field=",".join(map(str, fields)), spw=selection)
     cell = f"{spec['cell_arcsec']}arcsec"
     im.defineimage(nx=int(spec["npix"]), ny=int(spec["npix"]), cellx=cell, celly=cell, stokes="I", mode="mfs",
-                   phasecenter=fields[0])
+                   phasecenter=fields[0], spw=[int(spw) if spw is not None else 0])
     im.weight(type="briggs", rmode="norm", robust=float(spec["robust"]))
     _, sensitivity, relative = im.apparentsens()
     im.close()
     shutil.rmtree(copy, ignore_errors=True)
     return {"natural_jy": float(natural), "briggs_jy": float(sensitivity), "briggs_over_natural": float(relative),
-            "n_samples": int(usable.sum())}
+            "n_samples": n_usable}
 
 
 if __name__ == "__main__":
