@@ -8,7 +8,8 @@ Event-driven, not polled (why: bench/control_plane.py, figures in the README). A
     patched, and the initial listing when the operator starts;
   * a wake (wake.Waker touching the annotation mousflow.io/wake), sent when a fact arrives elsewhere: one of its
     stage Jobs changed (`stage_job_event`, a watch on Jobs labelled mousflow.io/mous), its flow run reported a
-    stage outcome or retry or ended (flows run in threads of this process: runs.RunManager, pipeline.reports),
+    stage outcome or retry or ended (flows in threads of this process: runs.RunManager, pipeline.reports; flows in
+    pods of their own: their Job, `flow_job_event`),
     a processing slot it may take was freed (a MOUS left Processing, was deleted or turned Degraded), or a
     retry's backoff ended;
   * a slow timer (`mous_resync`, MOUSFLOW_RESYNC_SECONDS, 60 s) as the safety net for a lost wake and for what
@@ -51,6 +52,7 @@ from mousflow_operator.cluster import load_cluster_config
 from mousflow_operator.delivery import deliver, delivery_failure_facts, products_location
 from mousflow_operator.facts import FactStore
 from mousflow_operator.finalizers import FINALIZER, release_finalizers
+from mousflow_operator.flow_pod import FLOW_RUN_LABEL
 from mousflow_operator.metrics import OperatorMetrics
 from mousflow_operator.progress import overall_progress, stage_status
 from mousflow_operator.queue import QueueEntry, admissible, predicted_completions, settled_eta
@@ -89,7 +91,8 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     memo.facts = FactStore()
     memo.waker = Waker(_wake_patch).start()
     memo.runs = RunManager(threads=memo.config.stage_threads, job_config=memo.config.stage_jobs.to_json(),
-                           on_finished=memo.waker.wake, on_new_run=memo.facts.new_run)
+                           on_finished=memo.waker.wake, on_new_run=memo.facts.new_run,
+                           mode=memo.config.flow_runner, flow_pod=memo.config.flow_pod, history=memo.config.history)
     memo.admission = threading.Lock()
     memo.own_predictions = {}
     memo.in_flight = {}
@@ -224,6 +227,15 @@ def stage_job_event(type, body, namespace, memo: kopf.Memo, logger, **_):
         client.BatchV1Api().patch_namespaced_job(doc["metadata"]["name"], namespace,
                                                  {"metadata": {"ownerReferences": [memo.owner_bodies[key]]}})
     memo.waker.wake(key)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={FLOW_RUN_LABEL: kopf.PRESENT})
+def flow_job_event(type, body, memo: kopf.Memo, **_):
+    """A flow-run Job (MOUSFLOW_FLOW_RUNNER=pod) changed: its run's id and, once it has finished, its outcome
+    (RunManager.flow_job_event wakes the MOUS)."""
+    runs: RunManager | None = getattr(memo, "runs", None)
+    if runs is not None and runs.mode == "pod" and type != "DELETED":
+        runs.flow_job_event(dict(body))
 
 
 def _forget(memo: kopf.Memo, key: str, spec, logger) -> None:

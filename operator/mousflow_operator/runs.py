@@ -1,27 +1,33 @@
-"""One Prefect flow run per MOUS, run by the operator itself in a worker thread; stages as Kubernetes Jobs.
+"""One Prefect flow run per MOUS, executed in a worker thread of the operator or in a pod of its own; stages as
+Kubernetes Jobs.
 
-Mechanism (and why): the operator runs the `process-mous` flow in-process, one worker thread per admitted MOUS,
-with the "kubernetes" stage launcher, so every stage runs in its own Job sized from the MOUS's data, OOM kills
-are answered with more memory, and an existing Job is adopted instead of duplicated (mousflow.pipeline
-.kubernetes). A Prefect Kubernetes work pool would need a worker and a flow-run pod per MOUS on top of the stage
-pods, and its per-run job variables would size only the flow-run pod, not each stage's; the flow run is the
-bookkeeping, the pods are the work.
+Mechanism (and why): the `process-mous` flow runs with the "kubernetes" stage launcher, so every stage runs in
+its own Job sized from the MOUS's data, OOM kills are answered with more memory, and an existing Job is adopted
+instead of duplicated (mousflow.pipeline.kubernetes). Where the flow itself executes is a setting
+(MOUSFLOW_FLOW_RUNNER):
 
-The flow thread reports each stage's outcome and retries into the operator's memory as they happen
-(mousflow.pipeline.reports; the operator subscribes at start-up) and `on_finished` announces the run's end, so
-the operator learns a run's progress without polling storage (handlers, facts).
+  * "thread" (the default): in a worker thread of the operator. The flow thread reports each stage's outcome
+    and retries into the operator's memory as they happen (mousflow.pipeline.reports) and `on_finished`
+    announces the run's end. Cheap for a handful of MOUSs; but Prefect's engine and the xarray opens that size
+    each stage live in the operator's memory (550-640 MB with two flows, bench/control_plane.py).
+  * "pod": in a Job of its own in the MOUS's namespace (flow_pod: the Job, the pod's entry point, why), with
+    the namespace's credentials; the operator learns the run's end from the Job watch (`flow_job_event`) and
+    the stages' outcomes from their Jobs and, once each has finished, their reports in storage (facts). Not a
+    Prefect Kubernetes work pool: that needs a worker process beside the operator and sizes only the flow pod,
+    while the operator already decides when each MOUS runs (its queue) and the stages size their own pods.
 
 Idempotency: the flow run is created through the Prefect API with a deterministic idempotency key derived from
 (MOUS uid, generation, retry token, automatic attempt), so asking again (after an operator restart, say)
-returns the same flow run, which this module then executes again in place: the stages skip what their
-checkpoints hold and adopt their Jobs by deterministic name, so a restart starts neither a second flow run
-nor a second pod. The Job names carry a tag of that key (run_tag), so a retried run's Jobs never take the
-names of the failed run's.
+returns the same flow run, which is then executed again in place: the stages skip what their checkpoints hold
+and adopt their Jobs by deterministic name, so a restart starts neither a second flow run nor a second pod. The
+Job names (stage Jobs and the flow Job) carry a tag of that key (run_tag), so a retried run's Jobs never take
+the names of the failed run's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -83,6 +89,8 @@ class RunHandle:
     outcome: RunOutcome | None = None
     cancelled: bool = False
     finished_at: float | None = None
+    job: tuple[str, str] | None = None
+    """Mode "pod": (namespace, name) of the run's flow Job."""
 
 
 def run_failure(exc: BaseException) -> RunOutcome:
@@ -165,28 +173,65 @@ def _get_or_create_flow_run(flow_obj, key: str, name: str, parameters: dict):
 
 
 def cancel_flow_run(flow_run_id: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled
+    """Mark the flow run Cancelled, through the Prefect REST API itself: the operator does not import Prefect's
+    client for this one call when its flows run in pods (mousflow_operator.flow_pod)."""
+    import httpx
 
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(flow_run_id, Cancelled(message="MOUS deleted"), force=True)
+    url = (os.environ.get("PREFECT_API_URL") or "").rstrip("/")
+    if not url:
+        return
+    httpx.post(f"{url}/flow_runs/{flow_run_id}/set_state", timeout=30, json={
+        "state": {"type": "CANCELLED", "name": "Cancelled", "message": "MOUS deleted"}, "force": True,
+    }).raise_for_status()
+
+
+def execute_flow_run(key: str, name: str, parameters: dict, output_uri: str,
+                     on_flow_run: Callable[[str], None] = lambda flow_run_id: None) -> tuple[RunOutcome, str]:
+    """Execute the `process-mous` flow run of this idempotency key (created if new, executed again in place if
+    it exists and has not completed) and return its outcome and id; `on_flow_run(id)` once the id is known.
+    The same in an operator thread and in a flow-run pod (flow_pod)."""
+    from prefect.flow_engine import run_flow_sync
+
+    from mousflow.pipeline.flow import process_mous_flow
+
+    flow_run_id = ""
+    try:
+        flow_run = _get_or_create_flow_run(process_mous_flow, key, name, parameters)
+        flow_run_id = str(flow_run.id)
+        on_flow_run(flow_run_id)
+        if flow_run.state is None or flow_run.state.type.value != "COMPLETED":
+            run_flow_sync(process_mous_flow, flow_run=flow_run, parameters=parameters, return_type="state")
+        return summarise_stages(output_uri), flow_run_id
+    except Exception as exc:
+        log.exception("flow run %s failed", name)
+        return run_failure(exc), flow_run_id
 
 
 class RunManager:
-    """The flow runs this operator process is executing, by MOUS (namespace/name)."""
+    """The flow runs of this operator's MOUSs, by MOUS (namespace/name): executed in worker threads of this
+    process (mode "thread"), or each in a pod of its own that this manager creates and follows (mode "pod":
+    flow_pod, why there)."""
 
     def __init__(self, threads: int = 1, job_config: dict | None = None,
                  on_finished: Callable[[str], None] = lambda key: None,
-                 on_new_run: Callable[[str], None] = lambda uid: None):
+                 on_new_run: Callable[[str], None] = lambda uid: None,
+                 mode: str = "thread", flow_pod=None, history: str = ""):
         """`job_config`: the operator's settings of stage Jobs (launchers.StageJobConfig as JSON), handed to each
-        flow run; `on_finished(mous key)` is called in the run's thread when a run ends (the operator wakes the
-        MOUS), `on_new_run(uid)` when a run thread starts (the operator forgets the previous run's reports)."""
+        flow run; `on_finished(mous key)` is called when a run ends (the operator wakes the MOUS),
+        `on_new_run(uid)` when a run starts (the operator forgets the previous run's reports). Mode "pod" takes
+        `flow_pod` (flow_pod.FlowPodSettings) and `history` (MOUSFLOW_HISTORY, handed to the pods)."""
+        if mode not in ("thread", "pod"):
+            raise ValueError(f"flow runner {mode!r}: thread or pod")
         self.threads = threads
         self.job_config = job_config
         self.on_finished = on_finished
         self.on_new_run = on_new_run
+        self.mode = mode
+        self.flow_pod = flow_pod
+        self.history = history
         self.lock = threading.Lock()
         self.handles: dict[str, RunHandle] = {}
+        self._batch = None
 
     def get(self, mous_key: str) -> RunHandle | None:
         with self.lock:
@@ -212,16 +257,113 @@ class RunManager:
         parameters = {"uid": uid, "manifest_text": manifest_text, "launcher_kind": kind,
                       "threads": self.threads, "job_config": self.job_config}
         self.on_new_run(uid)
+        if self.mode == "pod":
+            try:
+                self._ensure_pod(handle, mous_key, uid, namespace, owner,
+                                 run_tag(uid, generation, retry_token, attempt), parameters, output_uri)
+            except Exception:  # no Job: the next reconcile asks again
+                with self.lock:
+                    if self.handles.get(mous_key) is handle:
+                        del self.handles[mous_key]
+                raise
+            return handle
         handle.thread = threading.Thread(target=self._execute, args=(handle, parameters, output_uri, mous_key),
                                          name=f"flow-{handle.name}", daemon=True)
         handle.thread.start()
         return handle
+
+    # ------------------------------------------------------------------------------- flow runs in pods
+    @property
+    def batch(self):
+        if self._batch is None:
+            from kubernetes import client
+
+            self._batch = client.BatchV1Api()
+        return self._batch
+
+    def _ensure_pod(self, handle: RunHandle, mous_key: str, uid: str, namespace: str,
+                    owner: tuple[str, str] | None, tag: str, parameters: dict, output_uri: str) -> None:
+        """Create the run's flow Job, or adopt it (a restarted operator): a finished one gives its outcome now."""
+        from kubernetes.client.rest import ApiException
+
+        from mousflow.pipeline.kubernetes import JobSettings
+        from mousflow_operator.flow_pod import build_flow_run_job_spec
+
+        cfg = self.job_config or {}
+        settings = JobSettings(namespace=namespace, image=cfg.get("image", "mousflow-runner:dev"),
+                               s3_secret=cfg.get("s3_secret", "mousflow-s3"), s3_endpoint=cfg.get("s3_endpoint"),
+                               s3_region=cfg.get("s3_region"),
+                               image_pull_policy=cfg.get("image_pull_policy", "IfNotPresent"), owner=owner)
+        spec = build_flow_run_job_spec(settings, self.flow_pod, uid=uid, mous_key=mous_key, run_key=handle.key,
+                                       run_tag=tag, run_name=handle.name, parameters=parameters,
+                                       output_uri=output_uri, history=self.history)
+        name = spec["metadata"]["name"]
+        handle.job = (namespace, name)
+        try:
+            self.batch.create_namespaced_job(namespace, spec)
+            log.info("created flow-run Job %s/%s for %s", namespace, name, handle.name)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.flow_job_event(self.batch.read_namespaced_job(name, namespace).to_dict())
+
+    def flow_job_event(self, job: dict) -> bool:
+        """A flow-run Job seen (the operator's watch, or adopted): its flow run's id, and its outcome once it has
+        finished, onto the handle of the run it belongs to. Whether the run has just ended (its MOUS is then
+        woken through on_finished)."""
+        from mousflow_operator.flow_pod import A_FLOW_RUN_ID, A_MOUS_KEY, A_RUN_KEY, flow_job_finished
+
+        meta = job.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        mous_key = annotations.get(A_MOUS_KEY, "")
+        with self.lock:
+            handle = self.handles.get(mous_key)
+            if handle is None or handle.key != annotations.get(A_RUN_KEY) or handle.outcome is not None:
+                return False
+            handle.flow_run_id = annotations.get(A_FLOW_RUN_ID) or handle.flow_run_id
+        if not flow_job_finished(job):
+            return False
+        from mousflow_operator.flow_pod import flow_job_outcome
+
+        pods = self._flow_pods(meta.get("namespace", ""), meta.get("name", ""))
+        state, reason, message, flow_run_id = flow_job_outcome(job, pods)
+        with self.lock:
+            if handle.outcome is not None:
+                return False
+            handle.flow_run_id = flow_run_id or handle.flow_run_id
+            handle.finished_at = time.monotonic()
+            handle.outcome = RunOutcome(state, reason, message)
+        try:
+            self.on_finished(mous_key)
+        except Exception:  # the resync timer comes back to it
+            log.exception("could not announce the end of flow run %s", handle.name)
+        return True
+
+    def _flow_pods(self, namespace: str, job: str) -> list[dict]:
+        """The Job's pods, API form (their termination messages hold the outcome)."""
+        from kubernetes import client
+
+        resp = client.CoreV1Api(self.batch.api_client).list_namespaced_pod(
+            namespace, label_selector=f"job-name={job}", _preload_content=False)
+        return json.loads(resp.data)["items"]
+
+    def _delete_flow_job(self, namespace: str, name: str) -> None:
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.batch.delete_namespaced_job(name, namespace, body=V1DeleteOptions(propagation_policy="Background"))
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("could not delete flow-run Job %s/%s: %s %s", namespace, name, exc.status, exc.reason)
 
     def forget(self, mous_key: str, cancel: bool = False) -> RunHandle | None:
         with self.lock:
             handle = self.handles.pop(mous_key, None)
         if handle is not None and cancel:
             handle.cancelled = True
+            if self.mode == "pod" and handle.job:
+                self._delete_flow_job(*handle.job)
             if handle.flow_run_id:
                 try:
                     cancel_flow_run(handle.flow_run_id)
@@ -230,19 +372,10 @@ class RunManager:
         return handle
 
     def _execute(self, handle: RunHandle, parameters: dict, output_uri: str, mous_key: str = "") -> None:
-        from prefect.flow_engine import run_flow_sync
+        def known(flow_run_id: str) -> None:
+            handle.flow_run_id = flow_run_id
 
-        from mousflow.pipeline.flow import process_mous_flow
-
-        try:
-            flow_run = _get_or_create_flow_run(process_mous_flow, handle.key, handle.name, parameters)
-            handle.flow_run_id = str(flow_run.id)
-            if flow_run.state is None or flow_run.state.type.value != "COMPLETED":
-                run_flow_sync(process_mous_flow, flow_run=flow_run, parameters=parameters, return_type="state")
-            outcome = summarise_stages(output_uri)
-        except Exception as exc:
-            log.exception("flow run %s failed", handle.name)
-            outcome = run_failure(exc)
+        outcome, _ = execute_flow_run(handle.key, handle.name, parameters, output_uri, on_flow_run=known)
         handle.finished_at = time.monotonic()
         handle.outcome = outcome
         try:

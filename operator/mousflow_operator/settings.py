@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from mousflow.pipeline.launchers import StageJobConfig
+from mousflow_operator.flow_pod import FlowPodSettings
 from mousflow_operator.tenancy import StoragePolicy
 
 
@@ -32,6 +33,12 @@ class OperatorSettings:
     stage_jobs: StageJobConfig = field(default_factory=StageJobConfig)
     """Everything about stage Jobs (image, S3 Secret and in-cluster endpoint, Dask worker pods, out-of-memory
     policy): handed to each flow run, whose launcher uses it as it is (it does not read the environment)."""
+    flow_runner: str = "thread"
+    """Where each MOUS's flow run executes: "thread" (a worker thread of the operator) or "pod" (a Job of its own
+    in the MOUS's namespace, settings `flow_pod`); runs.py and flow_pod.py say why."""
+    flow_pod: FlowPodSettings = field(default_factory=FlowPodSettings)
+    history: str = ""
+    """MOUSFLOW_HISTORY, handed to flow-run pods (pipeline.history)."""
     auto_delivery: bool = False
     """Deliver a QA2 Pass without review when neither the MOUS nor its namespace says otherwise."""
     stage_threads: int = 1
@@ -73,6 +80,9 @@ class OperatorSettings:
             namespaces=namespaces,
             max_processing=int(env.get("MOUSFLOW_MAX_PROCESSING", cls.max_processing)),
             stage_jobs=StageJobConfig.from_env(env),
+            flow_runner=(env.get("MOUSFLOW_FLOW_RUNNER") or cls.flow_runner).strip().lower(),
+            flow_pod=FlowPodSettings.from_env(env),
+            history=env.get("MOUSFLOW_HISTORY", "").strip(),
             auto_delivery=_bool(env.get("MOUSFLOW_AUTO_DELIVERY"), cls.auto_delivery),
             stage_threads=int(env.get("MOUSFLOW_STAGE_THREADS", cls.stage_threads)),
             max_run_attempts=int(env.get("MOUSFLOW_MAX_RUN_ATTEMPTS", cls.max_run_attempts)),

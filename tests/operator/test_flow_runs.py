@@ -40,3 +40,17 @@ def test_a_new_attempt_crashes_the_earlier_attempts_run_left_running():
             assert "superseded" in client.read_flow_run(first.id).state.message
             assert client.read_flow_run(second.id).state.type.value == "PENDING"
             assert client.read_flow_run(neighbour.id).state.type.value == "RUNNING"  # another MOUS's: untouched
+
+
+def test_a_deleted_mous_cancels_its_flow_run_through_the_rest_api(monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    from mousflow_operator.runs import cancel_flow_run
+
+    with local_prefect_server() as url:
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        run = _get_or_create_flow_run(_Flow, idempotency_key(UID, 1, "", 1), "a1", {"uid": UID})
+        cancel_flow_run(str(run.id))
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+        assert state.type.value == "CANCELLED" and state.message == "MOUS deleted"

@@ -96,6 +96,28 @@ class JobSettings:
     (a stage that fails once, outgrows its limit, loses a child for memory)."""
 
 
+def s3_env(settings: JobSettings) -> list[dict]:
+    """A pod's S3 access: the keys from the namespace's Secret (never their values), the endpoint and region as
+    pods reach them."""
+    env = [{"name": key, "valueFrom": {"secretKeyRef": {"name": settings.s3_secret, "key": key}}}
+           for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    if settings.s3_endpoint:
+        env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
+    if settings.s3_region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": settings.s3_region})
+    return env
+
+
+def restricted_pod_security() -> dict:
+    """The pod securityContext of the "restricted" Pod Security Standard, for every pod mousflow makes."""
+    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security() -> dict:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
 def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
     """What the imaging pod needs to start its own Dask cluster (stages.dask_kubernetes_cluster)."""
     def from_pod(path: str) -> dict:
@@ -130,18 +152,11 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     labels = {"app.kubernetes.io/name": "mousflow", "app.kubernetes.io/component": "stage",
               LABEL_MOUS: uid_digest(uid), LABEL_STAGE: stage}
     env = [
-        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": settings.s3_secret,
-                                                                     "key": "AWS_ACCESS_KEY_ID"}}},
-        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": settings.s3_secret,
-                                                                         "key": "AWS_SECRET_ACCESS_KEY"}}},
+        *s3_env(settings),
         {"name": "HOME", "value": "/tmp"},
         {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
         {"name": "OMP_NUM_THREADS", "value": str(threads)},
     ]
-    if settings.s3_endpoint:
-        env.append({"name": "MOUSFLOW_S3_ENDPOINT", "value": settings.s3_endpoint})
-    if settings.s3_region:
-        env.append({"name": "AWS_DEFAULT_REGION", "value": settings.s3_region})
     env += [{"name": name, "value": value} for name, value in sorted(settings.test_env.items())]
     scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None
     if scale_out:
@@ -153,8 +168,7 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
     pod_spec = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_pod_security(),
         "containers": [{
             "name": "stage",
             "image": settings.image,
@@ -162,8 +176,7 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
             "command": ["mousflow", "stage", stage, "--manifest", manifest_uri, "--threads", str(threads)],
             "env": env,
             "resources": resources.kubernetes(),
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]}},
+            "securityContext": restricted_container_security(),
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             # The stage's last log lines become the termination message when it fails: its one-line error
             # ("mousflow: error: <reason>: ...") reaches the launcher even when the stage could not write its

@@ -64,9 +64,9 @@ def remove_orphaned_homes() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -78,17 +78,18 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_server(home: str, port: int, log) -> subprocess.Popen:
-    """`prefect server start` on 127.0.0.1:`port` with its database in `home`, dying with the thread that calls
+def start_server(home: str, port: int, log, host: str = "127.0.0.1") -> subprocess.Popen:
+    """`prefect server start` on `host`:`port` (host: an address of this machine that pods of the test bed reach,
+    for flow runs in pods) with its database in `home`, dying with the thread that calls
     this (the kernel's PR_SET_PDEATHSIG follows the thread that forked, not the process: start it from a thread
     that lives as long as the server should); returns once it answers /health. A server started again on the
     same home and port has the same flow runs."""
-    url = f"http://127.0.0.1:{port}/api"
+    url = f"http://{host}:{port}/api"
     env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_URL": url}
     prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
     parent = os.getpid()
-    proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([prefect, "server", "start", "--host", host, "--port", str(port),
                              "--no-ui", "--analytics-off"], stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -115,19 +116,20 @@ def stop_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 @contextlib.contextmanager
-def local_prefect_server() -> Iterator[str]:
-    """Start a Prefect server, point this process (and its children) at it, yield its API URL."""
+def local_prefect_server(host: str = "127.0.0.1") -> Iterator[str]:
+    """Start a Prefect server, point this process (and its children) at it, yield its API URL. `host`: the
+    address it listens on (one the test bed's pods reach, for flow runs in pods)."""
     remove_orphaned_homes()
     home = tempfile.mkdtemp(prefix=HOME_PREFIX)
     with open(os.path.join(home, OWNER_FILE), "w") as fh:
         fh.write(str(os.getpid()))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
+    port = _free_port(host)
+    url = f"http://{host}:{port}/api"
     log = open(os.path.join(home, "server.log"), "w")
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     proc = None
     try:
-        proc = start_server(home, port, log)
+        proc = start_server(home, port, log, host=host)
         os.environ["PREFECT_API_URL"] = url
         os.environ["PREFECT_HOME"] = home
         # Prefect reads its settings when first imported; the environment alone does not reach a process that
