@@ -476,3 +476,40 @@ def test_lint_rejects_bad_values_too(helm):
     # template refuse them (test above)
     proc = _run(helm, "lint", str(CHART), "--set", "minio.enabled=false")
     assert "minio.enabled=false needs an external S3" in proc.stdout + proc.stderr
+
+
+def test_flow_runs_in_pods_by_default_get_an_account_and_a_role_in_each_namespace_threads_none(helm):
+    from mousflow_operator.flow_pod import FlowPodSettings
+
+    threads = render(helm, "operator.flowRunner.mode=thread")
+    assert operator_env(threads)["MOUSFLOW_FLOW_RUNNER"] == "thread"
+    assert not [d for d in threads if "flow-runner" in d["metadata"]["name"]]
+    default = release_objects(render(helm))
+    assert operator_env(default)["MOUSFLOW_FLOW_RUNNER"] == "pod"
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in default if "flow-runner" in d["metadata"]["name"]] == \
+        [("ServiceAccount", NS), ("Role", NS), ("RoleBinding", NS)]
+    docs = render(helm, "operator.flowRunner.mode=pod", "operator.watchNamespaces={alma,alma-test}",
+                  "operator.flowRunner.resources.limits.memory=3Gi")
+    env = operator_env(docs)
+    assert env["MOUSFLOW_FLOW_RUNNER"] == "pod" and env["MOUSFLOW_FLOW_RUNNER_MEMORY_LIMIT"] == "3Gi"
+    account = env["MOUSFLOW_FLOW_RUNNER_SERVICE_ACCOUNT"]
+    assert account == FlowPodSettings().service_account  # the chart's default is the operator's
+    installed = release_objects(docs)
+    assert {s["metadata"]["namespace"] for s in by_kind(installed, "ServiceAccount")
+            if s["metadata"]["name"] == account} == {"alma", "alma-test"}
+    roles = [r for r in by_kind(installed, "Role") if r["metadata"]["name"].endswith("-flow-runner")]
+    bindings = [b for b in by_kind(installed, "RoleBinding") if b["metadata"]["name"].endswith("-flow-runner")]
+    assert {r["metadata"]["namespace"] for r in roles} == {b["metadata"]["namespace"] for b in bindings} == \
+        {"alma", "alma-test"}
+    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": b["metadata"]["namespace"]}]
+               for b in bindings)
+    # what the flow's launcher calls, and nothing else: no Secrets, no MOUSs
+    assert rules_of(roles[0]) == {("batch", "jobs"): {"create", "get", "list", "patch", "delete"},
+                                  ("batch", "jobs/status"): {"get"}, ("", "pods"): {"get", "list"},
+                                  ("", "pods/log"): {"get"}, ("", "pods/resize"): {"patch"},
+                                  ("kubernetes.dask.org", "daskclusters"): {"delete"}}
+    everywhere = render(helm, "operator.flowRunner.mode=pod", "operator.watchAllNamespaces=true")
+    assert [r["metadata"]["name"] for r in by_kind(everywhere, "ClusterRole") if "flow-runner" in r["metadata"]["name"]]
+    assert not [d for d in everywhere if d["kind"] in ("Role", "ServiceAccount") and "flow-runner" in
+                d["metadata"]["name"] + d["metadata"].get("namespace", "")]
+    assert render(helm, "operator.flowRunner.mode=process", expect_ok=False).returncode != 0
