@@ -331,6 +331,17 @@ def _find_kubectl(versions: dict[str, str]) -> str:
     return found
 
 
+def _find_helm(versions: dict[str, str]) -> str:
+    import shutil
+
+    cache = Path(os.environ.get("MOUSFLOW_CACHE", Path.home() / ".cache" / "mousflow"))
+    cached = cache / "bin" / f"helm-{versions['HELM_VERSION']}" / "helm"
+    found = str(cached) if cached.is_file() else shutil.which("helm")
+    if not found:
+        raise SystemExit("control_plane: no helm (make cluster-up builds one)")
+    return found
+
+
 class _Kubectl:
     """What harness.create_mous_namespace needs of a cluster: kubectl and waiting."""
 
@@ -436,7 +447,10 @@ def _job_transitions(batch, ns: str, since: datetime) -> int:
 def _duplicates(batch, ns: str, prefect_url: str) -> dict[str, int]:
     jobs = batch.list_namespaced_job(ns).items
     per_stage = Counter((j.metadata.labels.get("mousflow.io/mous"), j.metadata.labels.get("mousflow.io/stage"))
-                        for j in jobs)
+                        for j in jobs if "mousflow.io/stage" in (j.metadata.labels or {}))
+    # flow-run Jobs (--flow-runner pod): one per run of a MOUS
+    per_stage.update((j.metadata.labels["mousflow.io/flow-run"], (j.metadata.annotations or {}).get(
+        "mousflow.io/run-key")) for j in jobs if "mousflow.io/flow-run" in (j.metadata.labels or {}))
     import httpx
 
     names: Counter = Counter()
@@ -463,6 +477,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--keep", action="store_true", help="keep the namespace (and the operator log) afterwards")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--flow-runner", choices=("pod", "thread"), default="pod",
+                   help="where the admitted MOUSs' flows run: pods of their own (the chart's default) or threads "
+                        "of the operator")
     a = p.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "tests" / "cluster"))
@@ -486,7 +503,7 @@ def main(argv: list[str] | None = None) -> dict:
     custom, batch = client.CustomObjectsApi(api_client), client.BatchV1Api(api_client)
     workdir = Path(os.environ.get("BENCH_WORKDIR", f"/tmp/mousflow-bench-cp-{os.getpid()}"))
     workdir.mkdir(parents=True, exist_ok=True)
-    fig: dict = {"n": a.n, "max_processing": a.max_processing, "window_s": a.window}
+    fig: dict = {"n": a.n, "max_processing": a.max_processing, "window_s": a.window, "flow_runner": a.flow_runner}
 
     sim = a.input
     if sim is None:
@@ -500,8 +517,18 @@ def main(argv: list[str] | None = None) -> dict:
     tag = ns.split("-")[-1]
     print(f"namespace {ns}, operator log {workdir / 'operator.log'}", flush=True)
 
-    with local_prefect_server() as prefect_url:
-        env = {**os.environ, "PREFECT_API_URL": prefect_url, "MOUSFLOW_NAMESPACES": ns,
+    flow_env = {}
+    if a.flow_runner == "pod":  # as the chart installs it: the flow-runner account and Role in the namespace
+        objects = subprocess.run([_find_helm(versions), "template", "cp", str(REPO / "helm" / "mousflow"), "-n", ns,
+                                  "--show-only", "templates/flow-runner.yaml"], check=True, capture_output=True,
+                                 text=True).stdout
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=objects)
+        flow_env = {"MOUSFLOW_FLOW_RUNNER_CPU": "100m", "MOUSFLOW_FLOW_RUNNER_MEMORY": "512Mi"}
+    # flows in pods reach the Prefect server on the test bed's node address (the S3 endpoint's host)
+    prefect_host = urlsplit(s3["MOUSFLOW_S3_ENDPOINT"]).hostname if a.flow_runner == "pod" else "127.0.0.1"
+    with local_prefect_server(host=prefect_host) as prefect_url:
+        env = {**os.environ, **flow_env, "MOUSFLOW_FLOW_RUNNER": a.flow_runner,
+               "PREFECT_API_URL": prefect_url, "MOUSFLOW_NAMESPACES": ns,
                "MOUSFLOW_RUNNER_IMAGE": os.environ.get("MOUSFLOW_RUNNER_IMAGE", versions["RUNNER_IMAGE"]),
                "MOUSFLOW_IMAGE_PULL_POLICY": "Never", "MOUSFLOW_S3_SECRET": "mousflow-s3",
                "MOUSFLOW_S3_ENDPOINT_IN_CLUSTER": in_cluster, "MOUSFLOW_MAX_PROCESSING": str(a.max_processing),

@@ -229,7 +229,8 @@ def stage_jobs(cluster, namespace: str, uid: str) -> dict[str, list[dict]]:
     """The stage Jobs of the MOUS with archive uid `uid`, by stage, in the order of their names (attempts)."""
     out: dict[str, list[dict]] = {}
     for job in json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]:
-        if job["metadata"].get("annotations", {}).get("mousflow.io/uid") == uid:
+        if job["metadata"].get("annotations", {}).get("mousflow.io/uid") == uid and \
+                "mousflow.io/stage" in job["metadata"].get("labels", {}):  # not a flow-run Job
             out.setdefault(job["metadata"]["labels"]["mousflow.io/stage"], []).append(job)
     return {stage: sorted(jobs, key=lambda j: j["metadata"]["name"]) for stage, jobs in out.items()}
 
