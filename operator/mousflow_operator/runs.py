@@ -305,7 +305,8 @@ class RunManager:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            self.flow_job_event(self.batch.read_namespaced_job(name, namespace).to_dict())
+            # jobs/status: the whole Job, and what the operator may read (its Role has no plain get on Jobs)
+            self.flow_job_event(self.batch.read_namespaced_job_status(name, namespace).to_dict())
 
     def flow_job_event(self, job: dict) -> bool:
         """A flow-run Job seen (the operator's watch, or adopted): its flow run's id, and its outcome once it has
