@@ -37,9 +37,9 @@ def test_many_mous_applied_at_once(cluster, tiny_s3_mous, tmp_path):
     # targets of issue 16 (for 1,000: 60 s, 300 MB), kept as they are at this size
     assert fig["queued_s"] is not None and fig["queued_s"] <= 60, (fig, log)
     assert fig["requeued_after_restart_s"] is not None and fig["requeued_after_restart_s"] <= 60, (fig, log)
-    # issue 16 asks 300 MB, not met yet: about 150 MB idle, and the flow runs executing in the operator's
-    # threads (Prefect's engine, the xarray opens that size each stage) add 400 MB whatever N is (README)
-    assert fig["rss_max_mb"] <= 800, fig
+    # issue 16 asks 300 MB, not met yet: with the flows in pods (the bench's default, as the chart's) 190 MB idle
+    # and 391 MB largest at this size (with flows in the operator's threads: 300 idle, 640 largest; README)
+    assert fig["flow_runner"] == "pod" and fig["rss_max_mb"] <= 500, fig
     assert fig["admitted_in_deadline_order"] and fig["admitted"] >= 2, fig
     assert fig["restart_phase_changes"] == 0, fig
     assert fig["duplicate_flow_runs"] == 0 and fig["duplicate_jobs"] == 0, fig
