@@ -20,6 +20,7 @@ Jobs on the test bed). Then:
 Prints one line per figure and a final JSON line (also written with --json FILE).
 
 Usage: python bench/control_plane.py [--n 1000] [--window 120] [--max-processing 2] [--keep]
+       [--flow-runner pod|thread] [--trace-memory]
 Needs the test bed (`make cluster-up`; KUBECONFIG defaults to /tmp/mousflow-cluster/kubeconfig).
 The namespace it creates is deleted at the end (after the operator, stopped normally, released its finalizers).
 """
@@ -201,8 +202,33 @@ def _install_counters(out_path: str) -> None:
     atexit.register(dump)
 
 
+def _trace_memory(out_path: str, every: float = 10.0) -> None:
+    """--trace-memory: where the operator's Python memory is held. Every `every` s, the 25 largest allocation
+    sites (4 frames each) of what is still allocated, into out_path (tracemalloc: Python and numpy allocations,
+    not the allocator's fragmentation, which is the rest of the resident memory)."""
+    import tracemalloc
+
+    tracemalloc.start(4)
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+            total = sum(stat.size for stat in snap.statistics("filename"))
+            lines = [f"{time.strftime('%H:%M:%S')} traced {total / 2**20:.1f} MB"]
+            for stat in snap.statistics("traceback")[:25]:
+                lines.append(f"{stat.size / 2**20:8.1f} MB in {stat.count} blocks")
+                lines += [f"      {line.strip()}" for line in stat.traceback.format() if line.strip()]
+            Path(out_path + ".tmp").write_text("\n".join(lines) + "\n")
+            os.replace(out_path + ".tmp", out_path)
+
+    threading.Thread(target=loop, daemon=True, name="memory-tracer").start()
+
+
 def run_counted_operator() -> int:
     _install_counters(os.environ["BENCH_COUNTS"])
+    if os.environ.get("BENCH_TRACE_MEMORY"):
+        _trace_memory(os.environ["BENCH_TRACE_MEMORY"])
     from mousflow_operator.__main__ import main
 
     return main([])
@@ -477,6 +503,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--keep", action="store_true", help="keep the namespace (and the operator log) afterwards")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--trace-memory", action="store_true",
+                   help="trace the operator's allocations (tracemalloc; slower): the largest sites, printed when all "
+                        "are queued and kept in the work directory as memory-trace.txt")
     p.add_argument("--flow-runner", choices=("pod", "thread"), default="pod",
                    help="where the admitted MOUSs' flows run: pods of their own (the chart's default) or threads "
                         "of the operator")
@@ -536,6 +565,8 @@ def main(argv: list[str] | None = None) -> dict:
                "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
                    [str(REPO / "flows"), str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])}
         env.pop("MOUSFLOW_HISTORY", None)
+        if a.trace_memory:
+            env["BENCH_TRACE_MEMORY"] = str(workdir / "memory-trace.txt")
         op = Operator(env, workdir / "operator.log", workdir)
         stop_sampling = threading.Event()
 
@@ -576,6 +607,10 @@ def main(argv: list[str] | None = None) -> dict:
             fig["queued_s"] = None if queued is None else round(queued + fig["apply_s"], 1)
             burst_s = time.monotonic() - t0
             fig["rss_queued_mb"] = round(op.sample() / 2**20, 1)
+            if a.trace_memory:
+                time.sleep(11)  # the tracer's next snapshot
+                trace = workdir / "memory-trace.txt"
+                print(trace.read_text() if trace.exists() else "no memory trace written", flush=True)
             burst = op.counts() - c0
             print(f"all {a.n} checked and queued in deadline order {fig['queued_s']} s after the apply began "
                   f"(None: not within --queued-timeout)", flush=True)
