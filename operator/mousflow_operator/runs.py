@@ -334,6 +334,9 @@ class RunManager:
             handle.flow_run_id = flow_run_id or handle.flow_run_id
             handle.finished_at = time.monotonic()
             handle.outcome = RunOutcome(state, reason, message)
+        # What the operator read of this run's stage reports may predate the flow pod's last word on them (the
+        # launcher amends a stage's report after its Job ended: an out-of-memory kill): read them again, once.
+        self.on_new_run(annotations.get("mousflow.io/uid", ""))
         try:
             self.on_finished(mous_key)
         except Exception:  # the resync timer comes back to it

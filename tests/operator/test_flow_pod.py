@@ -123,8 +123,11 @@ class _Batch:
 @pytest.fixture
 def manager(monkeypatch):
     finished: list[str] = []
+    new_runs: list[str] = []
     manager = RunManager(mode="pod", flow_pod=FlowPodSettings(prefect_api_url="http://p/api"),
-                         job_config={"image": "runner:1", "s3_secret": "alma-s3"}, on_finished=finished.append)
+                         job_config={"image": "runner:1", "s3_secret": "alma-s3"}, on_finished=finished.append,
+                         on_new_run=new_runs.append)
+    manager.new_runs = new_runs
     manager._batch = _Batch()
     manager.pods = {}
     monkeypatch.setattr(RunManager, "_flow_pods", lambda self, ns, job: self.pods.get(job, []))
@@ -153,8 +156,10 @@ def test_one_job_per_run_its_id_and_outcome_from_the_watch_and_a_new_attempt_a_n
     assert not manager.flow_job_event(stale) and handle.outcome is None
     job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
     manager.pods[handle.job[1]] = [_pod(json.dumps({"state": "succeeded", "flow_run_id": "run-1"}))]
+    assert manager.new_runs == [UID]  # the run began: what an earlier run reported is forgotten
     assert manager.flow_job_event(job)
     assert handle.outcome.state == "succeeded" and manager.finished == ["alma/m1"] and not manager.active()
+    assert manager.new_runs == [UID, UID]  # ... and at its end, so its stages' final reports are read
     assert not manager.flow_job_event(job) and manager.finished == ["alma/m1"]  # heard once
     second = _ensure(manager, attempt=2)
     assert second is not handle and second.job[1] != handle.job[1] and len(manager._batch.jobs) == 2
