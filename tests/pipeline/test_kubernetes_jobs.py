@@ -602,6 +602,11 @@ def test_an_earlier_runs_job_still_running_is_waited_for_before_this_runs_job_is
     assert any(f"Job {name} of an earlier run still runs" in line for line in lines), lines
     # the earlier Job over, a further stage launch waits for nothing
     assert launcher.running_job_of_another_run("imaging", str(manifest)) is None
+    # one just created, before the Job controller gave it a status, is running too
+    cluster.jobs[name]["status"] = {}
+    assert launcher.running_job_of_another_run("imaging", str(manifest)) == name
+    cluster.jobs[name]["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    assert launcher.running_job_of_another_run("imaging", str(manifest)) is None
 
 
 def test_the_platforms_retry_policy_reaches_the_launcher_from_the_operators_settings(monkeypatch):

@@ -461,8 +461,13 @@ class KubernetesJobLauncher:
         prefix, jobs = self._stage_jobs(stage, manifest_uri)
 
         def running(job: dict) -> bool:
+            # Not finished is running: a Job just created has no status yet (no pod counted active), for longer
+            # while the Job controller catches up after an API server restart; the chaos suite saw a second
+            # run start its own imaging Job beside such a one, and both succeeded.
             st = job.get("status") or {}
-            return bool(st.get("active")) and not (st.get("succeeded") or st.get("failed"))
+            ended = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                        for c in st.get("conditions") or [])
+            return not (ended or st.get("succeeded") or st.get("failed"))
 
         return max((j["metadata"]["name"] for j in jobs
                     if not j["metadata"]["name"].startswith(prefix) and running(j)), default=None)
