@@ -346,25 +346,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _find_kubectl(versions: dict[str, str]) -> str:
+def _find_tool(name: str, build: str) -> str:
+    """The test bed's build of `name` (in the cache directory `build`, e.g. kubernetes-v1.34.4), else PATH's."""
     import shutil
 
     cache = Path(os.environ.get("MOUSFLOW_CACHE", Path.home() / ".cache" / "mousflow"))
-    cached = cache / "bin" / f"kubernetes-{versions['KUBE_VERSION']}" / "kubectl"
-    found = str(cached) if cached.is_file() else shutil.which("kubectl")
+    cached = cache / "bin" / build / name
+    found = str(cached) if cached.is_file() else shutil.which(name)
     if not found:
-        raise SystemExit("control_plane: no kubectl (make cluster-up builds one)")
-    return found
-
-
-def _find_helm(versions: dict[str, str]) -> str:
-    import shutil
-
-    cache = Path(os.environ.get("MOUSFLOW_CACHE", Path.home() / ".cache" / "mousflow"))
-    cached = cache / "bin" / f"helm-{versions['HELM_VERSION']}" / "helm"
-    found = str(cached) if cached.is_file() else shutil.which("helm")
-    if not found:
-        raise SystemExit("control_plane: no helm (make cluster-up builds one)")
+        raise SystemExit(f"control_plane: no {name} (make cluster-up builds one)")
     return found
 
 
@@ -524,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict:
     from mousflow.storage.location import Location
 
     versions = _versions()
-    cluster = _Kubectl(os.environ["KUBECONFIG"], _find_kubectl(versions))
+    cluster = _Kubectl(os.environ["KUBECONFIG"], _find_tool("kubectl", f"kubernetes-{versions['KUBE_VERSION']}"))
     config.load_kube_config(os.environ["KUBECONFIG"])
     conf = client.Configuration.get_default_copy()
     conf.connection_pool_maxsize = 16  # the 16 clients of _create_all
@@ -548,7 +538,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     flow_env = {}
     if a.flow_runner == "pod":  # as the chart installs it: the flow-runner account and Role in the namespace
-        objects = subprocess.run([_find_helm(versions), "template", "cp", str(REPO / "helm" / "mousflow"), "-n", ns,
+        helm = _find_tool("helm", f"helm-{versions['HELM_VERSION']}")
+        objects = subprocess.run([helm, "template", "cp", str(REPO / "helm" / "mousflow"), "-n", ns,
                                   "--show-only", "templates/flow-runner.yaml"], check=True, capture_output=True,
                                  text=True).stdout
         cluster.kubectl("apply", "-n", ns, "-f", "-", input=objects)
