@@ -287,13 +287,13 @@ class RunManager:
         from kubernetes.client.rest import ApiException
 
         from mousflow.pipeline.kubernetes import JobSettings
+        from mousflow.pipeline.launchers import StageJobConfig
         from mousflow_operator.flow_pod import build_flow_run_job_spec
 
-        cfg = self.job_config or {}
-        settings = JobSettings(namespace=namespace, image=cfg.get("image", "mousflow-runner:dev"),
-                               s3_secret=cfg.get("s3_secret", "mousflow-s3"), s3_endpoint=cfg.get("s3_endpoint"),
-                               s3_region=cfg.get("s3_region"),
-                               image_pull_policy=cfg.get("image_pull_policy", "IfNotPresent"), owner=owner)
+        cfg = StageJobConfig.from_json(self.job_config)  # the one set of defaults
+        settings = JobSettings(namespace=namespace, image=cfg.image, s3_secret=cfg.s3_secret,
+                               s3_endpoint=cfg.s3_endpoint, s3_region=cfg.s3_region,
+                               image_pull_policy=cfg.image_pull_policy, owner=owner)
         spec = build_flow_run_job_spec(settings, self.flow_pod, uid=uid, mous_key=mous_key, run_key=handle.key,
                                        run_tag=tag, run_name=handle.name, parameters=parameters,
                                        output_uri=output_uri, history=self.history)
