@@ -129,7 +129,14 @@ def test_a_measurement_set_without_target_scans_is_refused(import_ms, casa_ms, c
 
 
 
-def test_a_mosaic_is_refused_by_import_with_its_pointings(import_ms, casa_mosaic_ms, tmp_path):
+def test_a_mosaic_is_refused_by_import_with_its_pointings(import_ms, casa_mosaic_ms, tmp_path, monkeypatch):
+    """From the Measurement Set's own tables, before any conversion."""
+    import mousflow.ingest.run
+
+    def no_conversion(*_args):
+        raise AssertionError("a mosaic was converted before it was refused")
+
+    monkeypatch.setattr(mousflow.ingest.run, "convert", no_conversion)
     out = tmp_path / "mous"
     code, _, err = import_ms(casa_mosaic_ms["ms"], "--out", str(out), *GOAL_ARGS)
     assert code == 4, err  # bad input

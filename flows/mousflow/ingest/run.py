@@ -28,7 +28,7 @@ import yaml
 import mousflow
 from mousflow.ingest.errors import ImportFailed
 from mousflow.ingest.manifest import ImportOptions, build_manifest, describe, execution_block_uid
-from mousflow.ingest.measurement_set import check_measurement_set, convert
+from mousflow.ingest.measurement_set import check_measurement_set, convert, target_fields
 from mousflow.ingest.metadata import ExecutionBlockSummary, summarise
 from mousflow.model.semantics import several_pointings
 from mousflow.storage.location import Location
@@ -64,6 +64,7 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
         check_measurement_set(ms)
     if len(set(ms_paths)) != len(ms_paths):
         raise ImportFailed("the same Measurement Set is given twice")
+    _refuse_mosaics_before_converting(ms_paths)
 
     final = Location.of(out)
     final.check_writable()
@@ -136,6 +137,20 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
         shutil.rmtree(staging, ignore_errors=True)
     return ImportResult(final, final.join("mous.yaml"), [(u, uri) for u, uri, _ in ebs], left,
                         time.perf_counter() - started)
+
+
+def _refuse_mosaics_before_converting(ms_paths: list[str]) -> None:
+    """The pointing checks made on the converted sets below, made first from the Measurement Sets' own tables
+    when they tell (measurement_set.target_fields): a mosaic is refused without a conversion."""
+    read = [(ms, target_fields(ms)) for ms in ms_paths]
+    for ms, fields in read:
+        mosaic = several_pointings(fields) if fields else None
+        if mosaic:
+            raise ImportFailed(f"{ms}: {mosaic}")
+    if all(fields for _, fields in read):
+        apart = several_pointings([(f"{name} of {ms}", c) for ms, fields in read for name, c in fields])
+        if apart:
+            raise ImportFailed(f"the Measurement Sets do not observe one pointing: {apart}")
 
 
 def _target_fields(summary: ExecutionBlockSummary) -> list[tuple[str, tuple[float, float]]]:
