@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mousflow.simulate import simulate_mous
@@ -22,6 +23,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Chart tests run last: on a fresh machine `make test` is still building their helm binary in the
     background (hack/testbed/prebuild.sh) when this session starts, and nothing else needs to wait for it."""
     items.sort(key=lambda item: "helm" in getattr(item, "fixturenames", ()))
+
+
+def _metadata_agrees_with_xradio(loc) -> None:
+    """Assert storage.processing_set_metadata.read_metadata(loc), which reads with zarr alone, says what xradio's
+    reader says of the same processing set."""
+    from mousflow.storage.partitions import open_checked, partition_infos
+    from mousflow.storage.processing_set_metadata import read_metadata
+
+    ps = open_checked(loc)
+    meta = read_metadata(loc)
+    assert [m.info for m in meta] == partition_infos(ps)
+    for m in meta:
+        node = ps[m.info.name]
+        np.testing.assert_array_equal(m.antenna1_names, np.asarray(node.baseline_antenna1_name.values).astype(str))
+        np.testing.assert_array_equal(m.antenna2_names, np.asarray(node.baseline_antenna2_name.values).astype(str))
+        np.testing.assert_array_equal(m.frequency_hz, np.asarray(node.frequency.values, dtype=np.float64))
+        fs = node.xr_ms.get_field_and_source_xds()
+        names = [str(f) for f in fs.field_name.values]
+        centres = np.asarray(fs["FIELD_PHASE_CENTER_DIRECTION"].values).reshape(len(names), -1)
+        first: dict[str, tuple[float, float]] = {}
+        for n, c in zip(names, centres, strict=True):
+            first.setdefault(n, (float(c[0]), float(c[1])))
+        assert m.field_centres == first
+
+
+@pytest.fixture
+def metadata_agrees_with_xradio():
+    return _metadata_agrees_with_xradio
 
 
 @pytest.fixture(scope="session")

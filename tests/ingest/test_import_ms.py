@@ -182,3 +182,9 @@ def test_an_existing_output_is_not_overwritten_without_force(import_ms, imported
         "measurement_set"])), "--out", str(imported))
     assert code != 0 and "already exists" in err
     assert sorted(p.name for p in imported.iterdir()) == before
+
+
+def test_the_metadata_the_input_checks_read_without_xarray_is_xradios(imported, metadata_agrees_with_xradio):
+    """The operator checks execution blocks from metadata read with zarr alone: on the converter's own output
+    (calibrators and target in partitions of their own, CASA's field and window names) it is what xradio reads."""
+    metadata_agrees_with_xradio(Location.of(_eb_path(imported)))

@@ -105,7 +105,7 @@ def test_an_execution_block_is_checked_once_for_many_mous(monkeypatch):
 
     checked = []
 
-    def check_block(spec, index, verify):
+    def check_block(spec, index, verify, open_data):
         checked.append(spec.execution_blocks[index].uri)
         return SimpleNamespace(digest=f"d-{spec.execution_blocks[index].uri}", target_fields=[("T", (1.0, -0.5))])
 

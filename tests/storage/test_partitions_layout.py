@@ -9,7 +9,7 @@ import pytest
 
 from mousflow.errors import InvalidInput
 from mousflow.storage.location import Location
-from mousflow.storage.partitions import InvalidProcessingSet, ProcessingSetMissing, check_layout
+from mousflow.storage.processing_set_metadata import InvalidProcessingSet, ProcessingSetMissing, check_layout
 
 
 def _group(path, kind="processing_set", **extra):

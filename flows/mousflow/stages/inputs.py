@@ -11,7 +11,9 @@ same way wherever it is found: one classified error whose message says what to f
    pipe or a device is never opened); with `verify`, every object read back against the checksums recorded
    when it was written; then its metadata: science target scans, enough antennas with baselines between them,
    target windows inside the declared band, for calibrate+image bandpass and phase calibrator scans in
-   every window, and the target fields at one phase centre;
+   every window, and the target fields at one phase centre. These read the metadata with zarr alone
+   (storage.processing_set_metadata), so the operator checks inputs without loading xarray; a stage that
+   reads the data opens the set with xarray too (`open_data`), which refuses a store it cannot read;
 3. across execution blocks: no two hold the same data (the same content digest, taken from the recorded
    checksums when there are some, so without reading the data), and the target is at one pointing (a
    mosaic, within an execution block or across them, is refused: it is not imaged yet).
@@ -21,9 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-import numpy as np
-import xarray as xr
+from typing import TYPE_CHECKING
 
 from mousflow.errors import InputMissing, InvalidInput
 from mousflow.model import MOUSSpec, Recipe, check_spec_semantics
@@ -31,7 +31,10 @@ from mousflow.model.semantics import location_overlaps, outside_band, several_po
 from mousflow.stages.intents import ROLES, has_role
 from mousflow.storage.integrity import content_digest, recorded_checksums, tree_digest, verify_checksums
 from mousflow.storage.location import Location
-from mousflow.storage.partitions import PartitionInfo, check_layout, field_centres, open_checked, partition_infos
+from mousflow.storage.processing_set_metadata import PartitionInfo, PartitionMetadata, check_layout, read_metadata
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 # Antenna-based calibration solves one gain per antenna from the baselines between them: with fewer than
 # three antennas it is not determined. Imaging alone needs one baseline.
@@ -48,7 +51,8 @@ class CheckedBlock:
     """Content digest of the processing set (the same data gives the same digest, wherever it is stored)."""
     verified: bool
     """Every object was read back and matched the checksums recorded when it was written."""
-    ps: xr.DataTree
+    ps: xr.DataTree | None
+    """The processing set opened with xarray, or None when the check was asked for metadata only."""
     infos: list[PartitionInfo]
     target_fields: list[tuple[str, tuple[float, float]]]
     """(name, phase centre) of its target fields: one pointing (several are refused)."""
@@ -71,8 +75,8 @@ def _resolved(uri: str) -> str:
     return os.path.realpath(loc.path) if loc.is_local else loc.uri
 
 
-def check_execution_block(spec: MOUSSpec, index: int, *, verify: bool) -> CheckedBlock:
-    """Step 2 for spec.executionBlocks[index]."""
+def check_execution_block(spec: MOUSSpec, index: int, *, verify: bool, open_data: bool = True) -> CheckedBlock:
+    """Step 2 for spec.executionBlocks[index]; `open_data=False` checks the metadata only (the operator)."""
     eb = spec.execution_blocks[index]
     loc = Location.of(eb.uri)
     where = f"execution block {eb.uid}"
@@ -81,30 +85,33 @@ def check_execution_block(spec: MOUSSpec, index: int, *, verify: bool) -> Checke
         verified = verify_checksums(loc, where) if verify else None
         recorded = verified if verified is not None else recorded_checksums(loc)
         digest = tree_digest(recorded) if recorded is not None else content_digest(loc)
-        ps = open_checked(loc)
+        partitions = read_metadata(loc)
+        ps = None
+        if open_data:
+            from mousflow.storage.partitions import open_checked  # xarray, for the stages only
+
+            ps = open_checked(loc)
     except (InvalidInput, InputMissing) as exc:  # the data's own problems; Unavailable passes through as it is
         if str(exc).startswith(where):
             raise
         raise type(exc)(f"{where}: {exc}") from exc
-    infos = partition_infos(ps)
-    targets = _check_contents(spec, eb.uid, ps, infos)
-    return CheckedBlock(eb.uid, eb.uri, digest, verified is not None, ps, infos, targets)
+    targets = _check_contents(spec, eb.uid, partitions)
+    return CheckedBlock(eb.uid, eb.uri, digest, verified is not None, ps, [p.info for p in partitions], targets)
 
 
-def _check_contents(spec: MOUSSpec, uid: str, ps: xr.DataTree,
-                    infos: list[PartitionInfo]) -> list[tuple[str, tuple[float, float]]]:
+def _check_contents(spec: MOUSSpec, uid: str,
+                    partitions: list[PartitionMetadata]) -> list[tuple[str, tuple[float, float]]]:
     """The checks of one execution block's metadata; returns its target fields (one pointing)."""
     where = f"execution block {uid}"
-    targets = [i for i in infos if has_role(i.intents, "target")]
+    infos = [p.info for p in partitions]
+    targets = [p for p in partitions if has_role(p.info.intents, "target")]
     if not targets:
         intents = sorted({x for i in infos for x in i.intents})
         raise InvalidInput(f"{where}: no science target (OBSERVE_TARGET) scans, only {', '.join(intents) or 'none'}:"
                            f" nothing to image")
     antennas, observing = set(), set()
     for t in targets:
-        node = ps[t.name]
-        a1 = np.asarray(node.baseline_antenna1_name.values).astype(str)
-        a2 = np.asarray(node.baseline_antenna2_name.values).astype(str)
+        a1, a2 = t.antenna1_names, t.antenna2_names
         cross = a1 != a2
         antennas |= set(a1[cross]) | set(a2[cross])
         observing |= set(a1) | set(a2)
@@ -116,21 +123,26 @@ def _check_contents(spec: MOUSSpec, uid: str, ps: xr.DataTree,
         raise InvalidInput(f"{where}: only {len(antennas)} antennas ({', '.join(sorted(antennas))}) form baselines "
                            f"on the target; {spec.recipe.value} needs at least {need}")
     for t in targets:
-        freq = np.asarray(ps[t.name].frequency.values, dtype=np.float64)
+        freq = t.frequency_hz
         mismatch = outside_band(float((freq.min() + freq.max()) / 2), spec.band) if freq.size else None
         if mismatch:
-            raise InvalidInput(f"{where}, window {t.spw_name}: {mismatch}: spec.band {spec.band} contradicts the data")
+            raise InvalidInput(f"{where}, window {t.info.spw_name}: {mismatch}: spec.band {spec.band} contradicts "
+                               f"the data")
     if spec.recipe == Recipe.CALIBRATE_IMAGE:
-        for spw in sorted({t.spw_name for t in targets}):
+        for spw in sorted({t.info.spw_name for t in targets}):
             in_spw = [i for i in infos if i.spw_name == spw]
             for role in ("bandpass", "phase"):
                 if not any(has_role(i.intents, role) for i in in_spw):
                     raise InvalidInput(f"{where}, {spw}: no {ROLES[role]} scans to calibrate with")
-    fields = field_centres(ps, targets)
-    mosaic = several_pointings(fields)
+    fields: dict[str, tuple[float, float]] = {}
+    for t in targets:  # each field once, at its first partition's centre
+        for name, centre in t.field_centres.items():
+            if name in t.info.field_names:
+                fields.setdefault(name, centre)
+    mosaic = several_pointings(list(fields.items()))
     if mosaic:
         raise InvalidInput(f"{where}: {mosaic}")
-    return fields
+    return list(fields.items())
 
 
 def pointing_across_blocks(blocks: list[tuple[str, list[tuple[str, tuple[float, float]]]]]) -> str | None:

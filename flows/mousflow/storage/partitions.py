@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import os
-import stat
 from dataclasses import dataclass, replace
-from dataclasses import field as dataclass_field
 
 import numpy as np
 import xarray as xr
 
-from mousflow.errors import InputMissing, InvalidInput
-from mousflow.storage.integrity import file_kind, require_regular_file
 from mousflow.storage.location import Location
 from mousflow.storage.msv4 import FIELD_AND_SOURCE, stored_uvw
+
+# the checks of a processing set's metadata, which need no xarray, live in processing_set_metadata
+from mousflow.storage.processing_set_metadata import (
+    InvalidProcessingSet,
+    PartitionInfo,
+    check_layout,
+)
 from mousflow.storage.zarr_io import open_processing_set
 
 # The parallel-hand pairs Stokes I is made of (linear and circular feeds), in the order they are kept.
 PARALLEL_HANDS = (("XX", "YY"), ("RR", "LL"))
-
-
-class InvalidProcessingSet(InvalidInput):
-    """A processing set that is unreadable or not MSv4."""
-
-
-class ProcessingSetMissing(InputMissing):
-    """No processing set where one should be."""
-
-
-# A processing set's root zarr.json holds the consolidated metadata of every partition: megabytes for a large
-# execution block, never gigabytes. Anything larger is not metadata and is not read.
-MAX_ROOT_METADATA_BYTES = 256 * 2**20
-
-
-@dataclass
-class PartitionInfo:
-    name: str
-    spw_name: str
-    field_name: str
-    intents: list[str]
-    n_time: int
-    n_baseline: int
-    n_chan: int
-    correlations: list[str]
-    field_names: list[str] = dataclass_field(default_factory=list)
-    """Every field in the partition (one unless the processing set was partitioned without FIELD_ID)."""
 
 
 def partition_infos(ps: xr.DataTree) -> list[PartitionInfo]:
@@ -62,59 +36,6 @@ def partition_infos(ps: xr.DataTree) -> list[PartitionInfo]:
             field_names=fields,
         ))
     return infos
-
-
-def field_centres(ps: xr.DataTree, infos: list[PartitionInfo]) -> list[tuple[str, tuple[float, float]]]:
-    """(field name, phase centre (RA, Dec) radians) of every field of these partitions, once each, read from
-    their field_and_source metadata only."""
-    out: dict[str, tuple[float, float]] = {}
-    for info in infos:
-        node = ps[info.name]
-        fs = node[FIELD_AND_SOURCE].dataset if FIELD_AND_SOURCE in node.children else \
-            node.xr_ms.get_field_and_source_xds()
-        names = [str(f) for f in fs.field_name.values]
-        centres = np.asarray(fs["FIELD_PHASE_CENTER_DIRECTION"].values, dtype=np.float64).reshape(len(names), -1)
-        for name, c in zip(names, centres, strict=True):
-            if name in info.field_names:
-                out.setdefault(name, (float(c[0]), float(c[1])))
-    return list(out.items())
-
-
-def check_layout(loc: Location) -> None:
-    """Check, opening nothing but its root metadata, that `loc` looks like a processing set: a directory (or
-    prefix) whose zarr.json is a Zarr group of type processing_set. Raises ProcessingSetMissing or
-    InvalidProcessingSet. A local path is only stat-ed before that: a named pipe or a device is refused by its
-    type, never opened."""
-    meta = loc.join("zarr.json")
-    if loc.is_local:
-        try:
-            st = os.stat(loc.path)
-        except FileNotFoundError:
-            raise ProcessingSetMissing(f"{loc.uri} does not exist") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise InvalidProcessingSet(f"{loc.uri}: not a processing set (it is {file_kind(st.st_mode)}; a "
-                                       f"processing set is a Zarr directory)")
-        try:
-            size = require_regular_file(meta.path).st_size
-        except FileNotFoundError:
-            raise InvalidProcessingSet(f"{loc.uri}: not a processing set (a directory without zarr.json)") from None
-    else:
-        if not meta.exists():
-            if loc.exists():
-                raise InvalidProcessingSet(f"{loc.uri}: not a processing set (no zarr.json)")
-            raise ProcessingSetMissing(f"{loc.uri} does not exist")
-        size = meta.fs.size(meta.path)
-    if size > MAX_ROOT_METADATA_BYTES:
-        raise InvalidProcessingSet(f"{loc.uri}: zarr.json is {size / 2**20:.0f} MiB, too large to be metadata")
-    try:
-        doc = json.loads(meta.read_bytes())
-    except ValueError as exc:
-        raise InvalidProcessingSet(f"{loc.uri}: zarr.json is damaged, not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("node_type") != "group":
-        raise InvalidProcessingSet(f"{loc.uri}: not a processing set (zarr.json is not a Zarr group's)")
-    kind = (doc.get("attributes") or {}).get("type") if isinstance(doc.get("attributes"), dict) else None
-    if kind != "processing_set":
-        raise InvalidProcessingSet(f"{loc.uri}: not a processing set (a Zarr group of type {kind!r})")
 
 
 def open_checked(loc: Location) -> xr.DataTree:

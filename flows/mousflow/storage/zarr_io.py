@@ -17,6 +17,7 @@ from zarr.errors import UnstableSpecificationWarning
 
 from mousflow.storage.integrity import CHECKSUMS, record_checksums
 from mousflow.storage.location import Location
+from mousflow.storage.processing_set_metadata import zarr_target
 
 # Channel-chunked on disk, so an imaging worker reads only its slab of a wide spectral window.
 CHANNELS_PER_CHUNK = 256
@@ -40,12 +41,6 @@ def _quiet_zarr():
         warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         yield
-
-
-def _zarr_target(loc: Location):
-    if loc.is_local:
-        return loc.path
-    return zarr.storage.FsspecStore.from_url(loc.uri, storage_options=loc.storage_options())
 
 
 def visibility_chunks(shape: tuple[int, int, int, int], itemsize: int = 8) -> tuple[int, int, int, int]:
@@ -113,7 +108,7 @@ def laid_out_for_storage(ds: xr.Dataset, compressors: dict[str, list | None] | N
 
 
 def write_processing_set_root(loc: Location) -> None:
-    root = zarr.open_group(_zarr_target(loc), mode="w", zarr_format=3)
+    root = zarr.open_group(zarr_target(loc), mode="w", zarr_format=3)
     root.attrs["type"] = "processing_set"
 
 
@@ -127,13 +122,13 @@ def write_processing_set_node(loc: Location, name: str, node: xr.DataTree) -> No
         for path, n in node.subtree_with_keys
     })
     with _quiet_zarr():
-        tree.to_zarr(_zarr_target(loc.join(name)), mode="w", consolidated=False, zarr_format=3)
+        tree.to_zarr(zarr_target(loc.join(name)), mode="w", consolidated=False, zarr_format=3)
 
 
 def write_dataset_group(loc: Location, ds: xr.Dataset, group: str) -> None:
     """Write a plain xarray Dataset (e.g. a calibration table) as group `group` of the Zarr store at loc."""
     with _quiet_zarr():
-        laid_out_for_storage(ds).to_zarr(_zarr_target(loc), group=group, mode="a" if loc.exists() else "w",
+        laid_out_for_storage(ds).to_zarr(zarr_target(loc), group=group, mode="a" if loc.exists() else "w",
                                          consolidated=False, zarr_format=3)
 
 
@@ -141,13 +136,13 @@ def finalize_processing_set(loc: Location) -> None:
     """Consolidate the metadata and record the checksums: the last writes of a processing set."""
     loc.join(CHECKSUMS).remove()  # not part of the Zarr hierarchy: recorded again below, after consolidation
     with _quiet_zarr():
-        zarr.consolidate_metadata(_zarr_target(loc))
+        zarr.consolidate_metadata(zarr_target(loc))
     record_checksums(loc)
 
 
 def open_zarr_tree(loc: Location) -> xr.DataTree:
     """Open any Zarr hierarchy written without consolidated metadata (e.g. calibration tables), anywhere."""
-    return xr.open_datatree(_zarr_target(loc), engine="zarr", consolidated=False)
+    return xr.open_datatree(zarr_target(loc), engine="zarr", consolidated=False)
 
 
 def open_processing_set(loc: Location) -> xr.DataTree:
@@ -158,7 +153,7 @@ def open_processing_set(loc: Location) -> xr.DataTree:
         warnings.simplefilter("ignore", category=RuntimeWarning)
         if loc.is_local:
             return xradio_open(loc.path)
-        return xr.open_datatree(_zarr_target(loc), engine="zarr", chunks={})
+        return xr.open_datatree(zarr_target(loc), engine="zarr", chunks={})
 
 
 __all__ = ["finalize_processing_set", "laid_out_for_storage", "open_processing_set", "open_zarr_tree",

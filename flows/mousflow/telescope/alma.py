@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import astropy.units as u
-from astropy.constants import c
-from astropy.coordinates import EarthLocation
-
-SPEED_OF_LIGHT = c.to_value(u.m / u.s)
-
-# Array centre (WGS84). Given explicitly: astropy's site registry needs the network.
-ALMA_SITE = EarthLocation.from_geodetic(lon=-67.7549290 * u.deg, lat=-23.022886 * u.deg, height=5056.8 * u.m)
+# m/s, exact by the SI's definition of the metre. Not from astropy.constants: the band table below is read by
+# the operator's spec checks, which do not load astropy (issue 16: its memory); the site is in arrays.py.
+SPEED_OF_LIGHT = 299_792_458.0
 
 # Correlator efficiencies used by the ALMA sensitivity calculator: quantisation and correlator.
 ETA_QUANTISATION = 0.96

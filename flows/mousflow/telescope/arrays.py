@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
+import astropy.units as u
 import numpy as np
 from astropy.coordinates import EarthLocation
 
-from mousflow.telescope.alma import ALMA_SITE
+# Array centre (WGS84). Given explicitly: astropy's site registry needs the network.
+ALMA_SITE = EarthLocation.from_geodetic(lon=-67.7549290 * u.deg, lat=-23.022886 * u.deg, height=5056.8 * u.m)
 
 CONFIGURATIONS = {"alma.cycle7.3": "alma.cycle7.3.cfg", "aca.cycle7": "aca.cycle7.cfg"}
 
