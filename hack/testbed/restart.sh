@@ -26,10 +26,18 @@ case "$action" in restart | kill | start) ;; *) die "unknown action '$action' (r
 
 if [[ "$action" != start ]] && pid_alive "$PIDS/$component.pid" "$component"; then
   pid="$(cat "$PIDS/$component.pid")"
+  # The ports it listens on, to see them released: a SIGKILLed multi-threaded process's leader can be a zombie
+  # while its other threads still exit holding its sockets, and a new API server started then fails with
+  # "bind: address already in use" (seen once in the chaos suite).
+  ports="$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," 'index($0, p) {n = split($4, a, ":"); print a[n]}' | sort -u)"
   log "killing $component (pid $pid)"
   kill -9 "$pid"
   for _ in $(seq 100); do proc_running "$pid" || break; sleep 0.1; done
   ! proc_running "$pid" || die "$component (pid $pid) did not die"
+  for port in $ports; do
+    for _ in $(seq 300); do [[ -z "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]] && break; sleep 0.1; done
+    [[ -z "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]] || die "$component's port $port is still in use 30 s after the kill"
+  done
 fi
 if [[ "$action" != kill ]]; then
   "$start"
