@@ -305,7 +305,8 @@ class Operator:
 
     def start(self) -> None:
         self.generation += 1
-        env = {**self.env, "BENCH_COUNTS": str(self.counts_path)}
+        # MALLOC_ARENA_MAX as the chart's operator Deployment sets it: the figures are those of what is installed
+        env = {"MALLOC_ARENA_MAX": "2", **self.env, "BENCH_COUNTS": str(self.counts_path)}
         with open(self.log, "a") as fh:
             fh.write(f"\n===== operator start {time.strftime('%H:%M:%S')}\n")
             fh.flush()

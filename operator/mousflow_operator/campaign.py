@@ -20,6 +20,7 @@ import kopf
 import yaml
 from pydantic import ValidationError
 
+from mousflow.kube_config import shared_api_client
 from mousflow.model import GROUP, PLURAL, VERSION
 from mousflow.model.campaign import EntryStatus, MOUSCampaignSpec, MOUSCampaignStatus
 from mousflow.model.status import Condition
@@ -80,7 +81,7 @@ def _manifest_reads(spec: MOUSCampaignSpec) -> dict[str, cp.ManifestRead]:
 def _owned_mouses(namespace: str, name: str, uid: str) -> list[dict]:
     from kubernetes import client
 
-    items = client.CustomObjectsApi().list_namespaced_custom_object(
+    items = client.CustomObjectsApi(shared_api_client()).list_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, label_selector=f"{cp.LABEL_CAMPAIGN}={name}")["items"]
     return [m for m in items if any(o.get("uid") == uid for o in m["metadata"].get("ownerReferences") or [])]
 
@@ -91,7 +92,8 @@ def _create(namespace: str, doc: dict) -> tuple[bool, str]:
     from kubernetes.client.rest import ApiException
 
     try:
-        client.CustomObjectsApi().create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
+        api = client.CustomObjectsApi(shared_api_client())
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
     except ApiException as exc:
         if exc.status == 409:  # made before (a restart between creating it and recording it)
             return True, ""
@@ -102,7 +104,7 @@ def _create(namespace: str, doc: dict) -> tuple[bool, str]:
 def _retry(namespace: str, retry: cp.Retry) -> None:
     from kubernetes import client
 
-    client.CustomObjectsApi().patch_namespaced_custom_object(
+    client.CustomObjectsApi(shared_api_client()).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, retry.mous, {"metadata": {"annotations": retry.annotations}})
 
 

@@ -40,6 +40,7 @@ import kopf
 import yaml
 
 from mousflow.kpi import deadline, delivered_at, parse_time
+from mousflow.kube_config import shared_api_client
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status, uid_digest
 from mousflow.model.status import ProductsStatus, StageRetry
 from mousflow.pipeline import reports
@@ -118,7 +119,7 @@ def mous_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_):
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mousflow.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="mousflow.io", key="last-handled-configuration")
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = memo.config.handler_threads
     logger.info("mousflow operator: %s", memo.config)
 
 
@@ -157,7 +158,8 @@ def _mous_label(uid: str) -> str:
 def _wake_patch(namespace: str, name: str, body: dict) -> None:
     from kubernetes import client
 
-    client.CustomObjectsApi().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+    api = client.CustomObjectsApi(shared_api_client())
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
 
 
 def _owner(body) -> dict:
@@ -168,7 +170,8 @@ def _owner(body) -> dict:
 def _namespace_auto_delivery(namespace: str) -> bool | None:
     from kubernetes import client
 
-    value = (client.CoreV1Api().read_namespace(namespace).metadata.annotations or {}).get(A_AUTO_DELIVERY)
+    namespace_doc = client.CoreV1Api(shared_api_client()).read_namespace(namespace)
+    value = (namespace_doc.metadata.annotations or {}).get(A_AUTO_DELIVERY)
     return None if value is None else value.lower() == "true"
 
 
@@ -224,7 +227,7 @@ def stage_job_event(type, body, namespace, memo: kopf.Memo, logger, **_):
     if not owners and key and type != "DELETED" and key in memo.owner_bodies:
         from kubernetes import client
 
-        client.BatchV1Api().patch_namespaced_job(doc["metadata"]["name"], namespace,
+        client.BatchV1Api(shared_api_client()).patch_namespaced_job(doc["metadata"]["name"], namespace,
                                                  {"metadata": {"ownerReferences": [memo.owner_bodies[key]]}})
     memo.waker.wake(key)
 

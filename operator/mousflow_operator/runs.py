@@ -278,7 +278,9 @@ class RunManager:
         if self._batch is None:
             from kubernetes import client
 
-            self._batch = client.BatchV1Api()
+            from mousflow.kube_config import shared_api_client
+
+            self._batch = client.BatchV1Api(shared_api_client())
         return self._batch
 
     def _ensure_pod(self, handle: RunHandle, mous_key: str, uid: str, namespace: str,
