@@ -90,9 +90,8 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
                 intents = sorted({i for f in summary.fields for i in f.intents})
                 raise ImportFailed(f"{ms}: no science target (no OBSERVE_TARGET scans; intents found: "
                                    f"{', '.join(intents) or 'none'}): nothing to image")
-            mosaic = several_pointings(_target_fields(summary))
-            if mosaic:  # refused here, before anything is written, rather than by every later check
-                raise ImportFailed(f"{ms}: {mosaic}")
+            # refused here, before anything is written, rather than by every later check
+            _refuse_several_pointings([(ms, _target_fields(summary))])
             uid, synthesised = execution_block_uid(summary, ms, k)
             if any(uid == u for u, _, _ in ebs):
                 raise ImportFailed(f"{ms}: execution block {uid} is already imported from another Measurement Set")
@@ -103,9 +102,7 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
                 f"{summary.n_partitions} partitions, {len(summary.fields)} fields, {len(summary.windows)} windows, "
                 f"{len(summary.antennas)} antennas, {time.perf_counter() - t0:.1f} s")
 
-        apart = several_pointings([(f"{name} of {u}", c) for u, _, s in ebs for name, c in _target_fields(s)])
-        if apart:
-            raise ImportFailed(f"the Measurement Sets do not observe one pointing: {apart}")
+        _refuse_several_pointings([(u, _target_fields(s)) for u, _, s in ebs])
         doc, left = build_manifest(ebs, final, options)
         with open(os.path.join(staging, "mous.yaml"), "w") as fh:
             fh.write(describe(ebs, left) + yaml.safe_dump(doc, sort_keys=False))
@@ -143,14 +140,21 @@ def _refuse_mosaics_before_converting(ms_paths: list[str]) -> None:
     """The pointing checks made on the converted sets below, made first from the Measurement Sets' own tables
     when they tell (measurement_set.target_fields): a mosaic is refused without a conversion."""
     read = [(ms, target_fields(ms)) for ms in ms_paths]
-    for ms, fields in read:
-        mosaic = several_pointings(fields) if fields else None
+    _refuse_several_pointings([(ms, fields) for ms, fields in read if fields], across=all(f for _, f in read))
+
+
+def _refuse_several_pointings(blocks: list[tuple[str, list[tuple[str, tuple[float, float]]]]], *,
+                              across: bool = True) -> None:
+    """ImportFailed when one block's (label, target fields) are a mosaic, or (`across`) the blocks together are
+    more than one pointing."""
+    for label, fields in blocks:
+        mosaic = several_pointings(fields)
         if mosaic:
-            raise ImportFailed(f"{ms}: {mosaic}")
-    if all(fields for _, fields in read):
-        apart = several_pointings([(f"{name} of {ms}", c) for ms, fields in read for name, c in fields])
-        if apart:
-            raise ImportFailed(f"the Measurement Sets do not observe one pointing: {apart}")
+            raise ImportFailed(f"{label}: {mosaic}")
+    apart = several_pointings([(f"{name} of {label}", c) for label, fields in blocks for name, c in fields]) \
+        if across else None
+    if apart:
+        raise ImportFailed(f"the Measurement Sets do not observe one pointing: {apart}")
 
 
 def _target_fields(summary: ExecutionBlockSummary) -> list[tuple[str, tuple[float, float]]]:

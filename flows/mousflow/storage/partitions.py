@@ -12,6 +12,7 @@ from mousflow.storage.msv4 import FIELD_AND_SOURCE, stored_uvw
 
 # the checks of a processing set's metadata, which need no xarray, live in processing_set_metadata
 from mousflow.storage.processing_set_metadata import (
+    VISIBILITY_TYPES,
     InvalidProcessingSet,
     PartitionInfo,
     check_layout,
@@ -25,7 +26,7 @@ PARALLEL_HANDS = (("XX", "YY"), ("RR", "LL"))
 def partition_infos(ps: xr.DataTree) -> list[PartitionInfo]:
     infos = []
     for name, node in sorted(ps.children.items()):
-        if node.attrs.get("type") not in ("visibility",):
+        if node.attrs.get("type") not in VISIBILITY_TYPES:
             continue
         p = node.xr_ms.get_partition_info()
         fields = [str(f) for f in p["field_name"]]
@@ -46,7 +47,7 @@ def open_checked(loc: Location) -> xr.DataTree:
         ps = open_processing_set(loc)
     except Exception as exc:  # zarr/xarray raise many types for a damaged store
         raise InvalidProcessingSet(f"{loc.uri}: not a readable Zarr processing set ({exc})") from exc
-    if not any(n.attrs.get("type") == "visibility" for n in ps.children.values()):
+    if not any(n.attrs.get("type") in VISIBILITY_TYPES for n in ps.children.values()):
         raise InvalidProcessingSet(f"{loc.uri}: contains no MSv4 visibility datasets")
     return ps
 
