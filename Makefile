@@ -92,7 +92,7 @@ bench-quick: venv
 	$(PY) bench/run_all.py --quick $(BENCH_ARGS)
 
 # The operator's control plane on the test bed: 1,000 MOUSs applied at once (bench/control_plane.py; the
-# cluster tier runs it with 150 in tests/cluster/test_control_plane_scale.py). Needs `make cluster-up`.
+# cluster tier runs it with 200 in tests/cluster/test_control_plane_scale.py). Needs `make cluster-up`.
 bench-control-plane: venv
 	KUBECONFIG=$${KUBECONFIG:-/tmp/mousflow-cluster/kubeconfig} $(PY) bench/control_plane.py --n 1000 $(BENCH_ARGS)
 

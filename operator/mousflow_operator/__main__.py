@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules.setdefault(unused, None)
     import kopf
 
-    from mousflow_operator import campaign, handlers
+    from mousflow_operator import api_session, campaign, handlers
     from mousflow_operator.cluster import check_cluster_reachable
     from mousflow_operator.settings import OperatorSettings
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     # kopf's peering (and its peering resources and RBAC) is not used.
     kopf.run(standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
              liveness_endpoint=args.liveness or settings.liveness_endpoint, registry=kopf.get_default_registry())
-    del handlers, campaign  # imported for their handlers' registration
+    del api_session, handlers, campaign  # imported for their handlers' registration
     return 0
 
 

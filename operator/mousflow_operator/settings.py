@@ -59,6 +59,9 @@ class OperatorSettings:
     """Threads kopf runs the (synchronous) handlers in. Each thread keeps its own allocator arena and its own S3
     client (fsspec caches file systems per thread), so more threads cost memory: 32 took 783 MB in a burst of
     1,000 new MOUSs, where the handlers are short and mostly wait for the API server (bench/control_plane.py)."""
+    api_connections: int = 32
+    """Connections kopf may use at once for its requests to the API server, besides one per watch stream
+    (api_session.py). Unbounded, a burst of 1,000 new MOUSs opened one TLS connection per MOUS (~230 MB)."""
     admission_settle_seconds: float = 120.0
     """A MOUS not yet checked (FullyObserved, not Degraded) keeps its place in the queue for at most this long
     after its creation: long enough for the input checks of many MOUSs applied at once."""
@@ -98,6 +101,7 @@ class OperatorSettings:
             resync_seconds=float(env.get("MOUSFLOW_RESYNC_SECONDS") or cls.resync_seconds),
             progress_seconds=float(env.get("MOUSFLOW_PROGRESS_SECONDS") or cls.progress_seconds),
             handler_threads=int(env.get("MOUSFLOW_HANDLER_THREADS") or cls.handler_threads),
+            api_connections=int(env.get("MOUSFLOW_API_CONNECTIONS") or cls.api_connections),
             admission_settle_seconds=float(env.get("MOUSFLOW_ADMISSION_SETTLE_SECONDS",
                                                    cls.admission_settle_seconds)),
             eta_refresh_seconds=float(env.get("MOUSFLOW_ETA_REFRESH_SECONDS", cls.eta_refresh_seconds)),

@@ -515,11 +515,16 @@ def test_flow_runs_in_pods_by_default_get_an_account_and_a_role_in_each_namespac
     assert render(helm, "operator.flowRunner.mode=process", expect_ok=False).returncode != 0
 
 
-def test_the_operator_runs_its_handlers_in_the_threads_the_values_give(helm):
-    """Each handler thread keeps an S3 client and an allocator arena of its own (the operator's memory at scale,
-    README): the chart passes the number on, and the operator reads it."""
+def test_the_operator_runs_its_handlers_in_the_threads_and_connections_the_values_give(helm):
+    """Each handler thread keeps an S3 client and an allocator arena of its own, each connection to the API
+    server a TLS buffer (the operator's memory at scale, README): the chart passes the numbers on, and the
+    operator reads them."""
     from mousflow_operator.settings import OperatorSettings
 
     env = operator_env(render(helm))
-    assert OperatorSettings.from_env(env).handler_threads == 8 and env["MALLOC_ARENA_MAX"] == "2"
-    assert OperatorSettings.from_env(operator_env(render(helm, "operator.handlerThreads=3"))).handler_threads == 3
+    default = OperatorSettings.from_env(env)
+    assert (default.handler_threads, default.api_connections, env["MALLOC_ARENA_MAX"]) == (8, 32, "2")
+    given = OperatorSettings.from_env(operator_env(render(helm, "operator.handlerThreads=3",
+                                                          "operator.apiConnections=5")))
+    assert (given.handler_threads, given.api_connections) == (3, 5)
+    assert render(helm, "operator.apiConnections=0", expect_ok=False).returncode != 0
