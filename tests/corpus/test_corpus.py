@@ -23,6 +23,9 @@ SIZES = [pytest.param("reduced", marks=pytest.mark.slow),
 
 FLUX_TOLERANCE = 0.03
 POSITION_TOLERANCE_BEAMS = 0.05
+# issue 12 item 3. Not asserted yet for the two-block 12 m case, 1.21x: the single-term continuum CLEAN leaves a
+# floor for sources whose flux changes across the band (README, bench/continuum_spectral_floor.py)
+MAX_RMS_OVER_EXPECTED = 1.10
 
 
 def _assert_the_known_sky(result: dict) -> None:
@@ -46,17 +49,27 @@ def import_ms_corpus(capsys):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_aca_seven_metre_execution_block(size, tmp_path):
+def test_aca_seven_metre_execution_block(size, tmp_path, casa_expected_noise):
     """(b) the 7 m array (ACA, 10 antennas) on the same field: its 7 m dishes through import (dish diameters)
-    and imaging; QA2 Pass."""
+    and imaging; QA2 Pass; the continuum's rms within 10 % of what CASA expects of the same data perfectly
+    calibrated, with the same weighting (`imager.apparentsens`, issue 12 item 3)."""
     c = case("aca-7m", size)
     root, generated, seconds = process(c, tmp_path)
     (eb,) = generated["execution_blocks"]
     result = figures(root, eb, c.line_window)
+    summary = json.loads((root / "imaging" / "summary.json").read_text())
+    continuum = summary["continuum"]
+    expected = casa_expected_noise(tmp_path / "expected", ms=eb["ms"], field=eb["target"]["name"],
+                                   sigma_jy=eb["sigma_jy"], robust=summary["robust"],
+                                   cell_arcsec=continuum["cell_arcsec"], npix=continuum["npix"])
+    result["rms_over_casa_expected"] = continuum["rms_jy"] / expected["briggs_jy"]
     report(c, result, seconds)
     assert eb["dish_diameter_m"] == 7.0 and eb["n_antennas"] == 10
     _assert_the_known_sky(result)
     assert result["qa2"] == c.expected_qa2, result["qa2_reasons"]
+    # CASA's figure is for every channel: the continuum must have used them all (no line in this case)
+    assert continuum["n_channels"] == sum(w["n_chan"] for w in eb["windows"]), continuum
+    assert result["rms_over_casa_expected"] <= MAX_RMS_OVER_EXPECTED, (continuum["rms_jy"], expected)
 
 
 @pytest.mark.parametrize("size", SIZES)
