@@ -49,22 +49,32 @@ BASE = datetime(2026, 9, 1, tzinfo=UTC)
 
 
 # ------------------------------------------------------------------ the operator, wrapped in request counters
+def _port_of(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _api_server_port() -> int:
+    """The port of the API server KUBECONFIG names (its first cluster)."""
+    import yaml
+
+    return _port_of(yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())["clusters"][0]["cluster"]["server"])
+
+
 def _install_counters(out_path: str) -> None:
     """Count every HTTP request this process makes, by destination port, and dump the counts to out_path every
     second (and at exit). The destinations are named from the environment: the API server's port from the
     kubeconfig, S3's from MOUSFLOW_S3_ENDPOINT, Prefect's from PREFECT_API_URL."""
     import atexit
 
-    import yaml
 
-    kubeconfig = os.environ.get("KUBECONFIG", "")
-    server = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"] if kubeconfig else ""
     ports = {}
-    for name, url in (("api", server), ("s3", os.environ.get("MOUSFLOW_S3_ENDPOINT", "")),
+    if os.environ.get("KUBECONFIG"):
+        ports[_api_server_port()] = "api"
+    for name, url in (("s3", os.environ.get("MOUSFLOW_S3_ENDPOINT", "")),
                       ("prefect", os.environ.get("PREFECT_API_URL", ""))):
         if url:
-            parts = urlsplit(url)
-            ports[parts.port or (443 if parts.scheme == "https" else 80)] = name
+            ports[_port_of(url)] = name
     counts: Counter = Counter()
     lock = threading.Lock()
     flow_module = os.path.join("mousflow", "pipeline", "flow.py")
@@ -590,8 +600,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.trace_memory:
             env["BENCH_TRACE_MEMORY"] = str(workdir / "memory-trace.txt")
         op = Operator(env, workdir / "operator.log", workdir)
-        op.api_port = urlsplit(yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
-                               ["clusters"][0]["cluster"]["server"]).port or 443
+        op.api_port = _api_server_port()
         stop_sampling = threading.Event()
 
         def sampler() -> None:
