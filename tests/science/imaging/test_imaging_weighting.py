@@ -90,3 +90,30 @@ def test_stokes_i_from_parallel_hands():
     # var(I) = (1/wxx + 1/wyy) / 4
     np.testing.assert_allclose(w[0], [4.0, 4.0 / (1 + 1 / 3), 0.0])
     np.testing.assert_array_equal(flag[0], [False, False, True])
+
+
+@pytest.mark.parametrize("block_samples", [7, 1 << 20])
+def test_gridded_density_is_each_cells_summed_weight_whatever_the_row_blocks(data, plan, monkeypatch, block_samples):
+    """The density, gridded in row blocks (a few samples each, or all at once), against a dictionary of uv cells
+    filled sample by sample, each sample also counted at its Hermitian twin."""
+    from mousflow.science.imaging import weighting
+
+    monkeypatch.setattr(weighting, "DENSITY_BLOCK_SAMPLES", block_samples)
+    uvw, freq, w = data
+    rng = np.random.default_rng(5)
+    w = w * rng.uniform(0.5, 1.5, size=w.shape)
+    w[rng.random(w.shape) < 0.2] = 0.0
+    du = 1.0 / (plan.npix * plan.cell_rad)
+    density = weighting.gridded_weight_density(uvw, freq, w, du)
+    cells: dict[tuple[int, int], float] = {}
+    lam = SPEED_OF_LIGHT / freq
+    for r in range(uvw.shape[0]):
+        for k in range(freq.size):
+            if w[r, k] > 0:
+                iu, iv = round(uvw[r, 0] / lam[k] / du), round(uvw[r, 1] / lam[k] / du)
+                for cell in ((iu, iv), (-iu, -iv)):
+                    cells[cell] = cells.get(cell, 0.0) + w[r, k]
+    for r in range(0, uvw.shape[0], 37):
+        for k in range(freq.size):
+            expected = 0.0 if w[r, k] <= 0 else cells[(round(uvw[r, 0] / lam[k] / du), round(uvw[r, 1] / lam[k] / du))]
+            assert density[r, k] == pytest.approx(expected, rel=1e-12)

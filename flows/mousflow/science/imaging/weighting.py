@@ -52,29 +52,52 @@ def natural_weights(uvw_m, freq_hz, weight=None, flag=None) -> np.ndarray:
     return _effective(weight, flag, shape)
 
 
+# Samples per block when gridding weights: the index arithmetic holds ~100 bytes per sample in temporaries, so
+# blocks keep it to ~100 MB whatever the data's size (all at once it was 13x the complex64 visibilities, the
+# continuum imaging's peak).
+DENSITY_BLOCK_SAMPLES = 1 << 20
+
+
+def _uv_keys(uvw_m, scale, lim: int, width: int, rows: slice):
+    """Flat uv-cell keys of the rows' samples and of their Hermitian twins."""
+    iu = np.rint(uvw_m[rows, 0:1] * scale).astype(np.int64)
+    iv = np.rint(uvw_m[rows, 1:2] * scale).astype(np.int64)
+    return (iu + lim) * width + (iv + lim), (lim - iu) * width + (lim - iv)
+
+
 def gridded_weight_density(uvw_m, freq_hz, w, uv_cell: float) -> np.ndarray:
     """For each sample (n_row, n_chan), the summed weight W_k of its uv cell (both Hermitian halves counted)."""
     freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    uvw_m = np.asarray(uvw_m, dtype=np.float64)
     scale = freq[None, :] / SPEED_OF_LIGHT / uv_cell
-    iu = np.rint(np.asarray(uvw_m)[:, 0:1] * scale).astype(np.int64)
-    iv = np.rint(np.asarray(uvw_m)[:, 1:2] * scale).astype(np.int64)
     sel = w > 0
     if not np.any(sel):
         return np.zeros_like(w)
-    lim = int(max(np.abs(iu[sel]).max(), np.abs(iv[sel]).max())) + 1
+    used_rows = np.any(sel, axis=1)
+    # the largest cell index of any sample with weight (a row's extreme is at its highest frequency)
+    lim = int(np.rint(np.abs(uvw_m[used_rows, :2]).max() * scale.max())) + 1
     width = 2 * lim + 1
-    key = (iu + lim) * width + (iv + lim)
-    twin = (-iu + lim) * width + (-iv + lim)
-    flat_w = w[sel]
-    keys = np.concatenate([key[sel], twin[sel]])
-    both = np.concatenate([flat_w, flat_w])
     density = np.zeros_like(w)
+    step = max(1, DENSITY_BLOCK_SAMPLES // max(1, freq.size))
+    blocks = [slice(r, min(r + step, w.shape[0])) for r in range(0, w.shape[0], step)]
     if width * width <= 64_000_000:
-        grid = np.bincount(keys, weights=both, minlength=width * width)
-        density[sel] = grid[key[sel]]
-    else:  # a sparse, huge uv plane: compress the key range first
-        uniq, inv = np.unique(keys, return_inverse=True)
-        grid = np.bincount(inv, weights=both, minlength=uniq.size)
+        grid = np.zeros(width * width)
+        for rows in blocks:
+            key, twin = _uv_keys(uvw_m, scale, lim, width, rows)
+            s = sel[rows]
+            grid += np.bincount(key[s], weights=w[rows][s], minlength=width * width)
+            grid += np.bincount(twin[s], weights=w[rows][s], minlength=width * width)
+        for rows in blocks:
+            key, _ = _uv_keys(uvw_m, scale, lim, width, rows)
+            s = sel[rows]
+            block = density[rows]
+            block[s] = grid[key[s]]
+            density[rows] = block
+    else:  # a sparse, huge uv plane: compress the key range first (all at once)
+        key, twin = _uv_keys(uvw_m, scale, lim, width, slice(None))
+        flat_w = w[sel]
+        uniq, inv = np.unique(np.concatenate([key[sel], twin[sel]]), return_inverse=True)
+        grid = np.bincount(inv, weights=np.concatenate([flat_w, flat_w]), minlength=uniq.size)
         density[sel] = grid[inv[: flat_w.size]]
     return density
 
