@@ -1,19 +1,23 @@
-"""Why the corpus's two-block continuum is above the thermal noise (issue 12, item 3): the error floor of a
-single-term continuum (MFS) CLEAN on a wide band, for a point source with and without a spectral index.
+"""The error floor of a single-term continuum (MFS) CLEAN on a wide band, and its removal by a two-term one
+(issue 12, item 3: why the corpus's two-block continuum was 1.21x its expected noise).
 
-The continuum CLEAN of `mousflow.science.imaging.image_mfs` models the sky with one flux per component for the
-whole band. A source whose flux changes across the band (its own spectral index, or the primary beam's, which
-narrows with frequency: an off-centre source looks steeper) leaves a residual that no point component removes
-and that does not fall with more data. This prints that residual floor on noise-free-enough data (43 antennas
-of the ALMA configuration, a 9-minute track, 32 channels over 97-112 GHz as the corpus's four windows span,
-a 20 mJy source 20" from the centre, visibilities with 0.5 mJy noise so the thermal rms is ~1 uJy).
+A one-term CLEAN models the sky with one flux per component for the whole band. A source whose flux changes
+across the band (its own spectral index, or the primary beam's, which narrows with frequency: an off-centre
+source looks steeper) leaves a residual that no point component removes and that does not fall with more data.
+`mousflow.science.imaging.image_mfs` now models a spectral index per component (`multiterm`, two Taylor terms)
+whenever the band spans 1 % or more. This prints both on noise-free-enough data (43 antennas of the ALMA
+configuration, a 9-minute track, 32 channels over 97-112 GHz as the corpus's four windows span, a 20 mJy
+source 20" from the centre, visibilities with 0.5 mJy noise so the thermal rms is ~1 uJy).
 
-Measured (2026-12-05): flat spectrum, residual rms 0.71 uJy (thermal 0.96); spectral index -1.5, 10.6 uJy,
-11x the thermal noise. In the corpus's 12 m case (both sources off centre, apparent indices about -0.5 and
--1.6) the same floor is about 10 uJy (a block made with 100x less noise still images to 9.9 uJy), which leaves a
-single block 1.08x its expected noise and the two blocks together 1.21x: the floor stays while the thermal
-noise falls by sqrt(2). The fix is a continuum model with a spectral term (multi-term MFS, as tclean's
-`mtmfs` or WSClean's `-join-channels -fit-spectral-pol`); not done yet.
+Measured (2026-12-05, 2 shared cores):
+
+    spectral index   nterms 1: rms / thermal, flux / truth   nterms 2: rms / thermal, flux / truth   seconds
+     0.0             0.8x, 1.0011                              0.7x, 1.0013                            7 / 10
+    -0.7             5.2x, 1.0143                              0.8x, 1.0025                            6 / 11
+    -1.5             11.0x, 1.0302                             0.9x, 1.0052                            6 / 10
+
+In the corpus's 12 m case (both sources off centre, apparent indices about -0.5 and -1.6) the one-term floor
+was about 10 uJy, which left the two blocks together at 1.21x CASA's expected noise; with two terms, 1.005x.
 
 Usage: python bench/continuum_spectral_floor.py [--alphas 0 -0.7 -1.5]
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +54,7 @@ def coverage(n_time: int = 24, minutes: float = 9.0, dec_deg: float = -27.8):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--alphas", type=float, nargs="+", default=[0.0, -0.7, -1.5])
+    p.add_argument("--nterms", type=int, nargs="+", default=[1, 2], help="Taylor terms of the continuum model")
     a = p.parse_args(argv)
     uvw = coverage()
     freq = np.linspace(97e9, 112e9, 32)
@@ -64,11 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         flux = 0.02 * (freq / freq.mean()) ** alpha
         vis = flux[None, :] * np.exp(phase) + sigma * (rng.normal(size=phase.shape) + 1j * rng.normal(size=phase.shape))
         weight = np.full(vis.shape, 1 / (2 * sigma**2))
-        products = image_mfs(vis, uvw, freq, weight, np.zeros(vis.shape, bool), plan)
-        rms = robust_rms(products.residual.squeeze())
-        print(f"spectral index {alpha:+.1f}: residual rms {rms * 1e6:.2f} uJy = {rms / products.predicted_rms:.1f}x "
-              f"the thermal {products.predicted_rms * 1e6:.2f} uJy ({products.n_components} components, "
-              f"{products.n_major} major cycles)", flush=True)
+        for nterms in a.nterms:
+            start = time.monotonic()
+            products = image_mfs(vis, uvw, freq, weight, np.zeros(vis.shape, bool), plan, nterms=nterms)
+            seconds = time.monotonic() - start
+            rms = robust_rms(products.residual.squeeze())
+            truth = 0.02 * (products.freq_hz / freq.mean()) ** alpha
+            print(f"spectral index {alpha:+.1f}, nterms {nterms}: residual rms {rms * 1e6:.2f} uJy = "
+                  f"{rms / products.predicted_rms:.1f}x the thermal {products.predicted_rms * 1e6:.2f} uJy; "
+                  f"model flux / truth {products.model.sum() / truth:.4f} ({products.n_components} components, "
+                  f"{products.n_major} major cycles, {seconds:.0f} s)", flush=True)
     return 0
 
 

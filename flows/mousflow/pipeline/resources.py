@@ -34,12 +34,16 @@ LIMIT_HEADROOM = 1.25
 # Bytes held per stored visibility sample (complex64 + float32 weight + bool flag = 13 B) times the copies a
 # stage makes while working (raw, calibrated, Stokes I and model/residual).
 BYTES_PER_SAMPLE = 13
-WORKING_COPIES = {"calibration": 6.0, "imaging": 6.0, "imaging-worker": 4.0}
+# The continuum's two-term CLEAN (science.imaging.multiterm) adds one: the visibilities times t for the
+# Taylor-1 residual.
+WORKING_COPIES = {"calibration": 6.0, "imaging": 7.0, "imaging-worker": 4.0}
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes
 # CLEAN works on (model, psf at twice the size, residual: float64); the gridder adds an oversampled
 # complex128 grid (2x2 oversampling) while it runs.
 WORKER_PLANE_BYTES = 4 * 4 + 8 * (1 + 4 + 1)
 GRIDDER_BYTES = 16 * 4
+# ... and a two-term continuum CLEAN a second model and residual and two more PSFs at twice the size (float64)
+MULTITERM_PLANE_BYTES = 8 * (1 + 4 + 4 + 1)
 STAGES = ("calibration", "imaging", "imaging-worker", "packaging")
 
 
@@ -103,7 +107,8 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0, thr
             WORKING_COPIES["imaging"]
         # line finding reads each cube at every second pixel (image and pb, float32)
         line_finding = demand.max_channels * (demand.image_pixels // 2) ** 2 * 4 * 2
-        planes = demand.image_pixels**2 * (WORKER_PLANE_BYTES + GRIDDER_BYTES * max(1, threads)) * 2
+        planes = demand.image_pixels**2 * (WORKER_PLANE_BYTES + MULTITERM_PLANE_BYTES
+                                           + GRIDDER_BYTES * max(1, threads)) * 2
         workers = workers_in_pod * imaging_worker_bytes(demand)
         return BASE_BYTES + int(continuum + line_finding + planes + workers)
     if stage == "packaging":

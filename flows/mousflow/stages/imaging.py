@@ -63,9 +63,6 @@ MIN_LINE_CHANNELS = 2
 # The sensitivity a proposal asks for is the one at the pointing centre: QA measures the residual's rms where
 # the primary beam is at least half its peak (the whole field, to pblimit, is reported too).
 QA_RMS_PBLIMIT = 0.5
-# The continuum model has one flat-spectrum term (nterms=1). Beyond this fractional bandwidth a source's
-# spectral index leaves errors of several percent (the ALMA pipeline uses nterms=2 there); we say so.
-NTERMS1_MAX_FRACTIONAL_BANDWIDTH = 0.10
 
 
 # Processing sets opened by this process when it is a Dask worker: once per worker, not once per chunk.
@@ -465,13 +462,9 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
         "rms_field_jy": plane.image_rms, "predicted_rms_jy": plane.predicted_rms, "threshold_jy": plane.threshold,
         "n_components": plane.n_components, "n_major": plane.n_major, "converged": bool(plane.converged),
         "stop_reason": plane.stop_reason, "npix": plan.npix, "cell_arcsec": _arcsec(plan.cell_rad),
-        "fractional_bandwidth": float((freq.max() - freq.min()) / plane.freq_hz),
+        "fractional_bandwidth": float((freq.max() - freq.min()) / plane.freq_hz), "nterms": plane.nterms,
         "warnings": warnings,
     }
-    if info["fractional_bandwidth"] > NTERMS1_MAX_FRACTIONAL_BANDWIDTH:
-        info["warnings"].append(
-            f"continuum spans {info['fractional_bandwidth']:.0%} fractional bandwidth with a flat-spectrum (nterms=1) "
-            f"model: fluxes of sources with steep spectra may be off by several percent")
     store.create(PLANE_PRODUCTS, 1, plan.npix, 1, {"header": header_to_attrs(header), **_jsonable_dict(info)})
     store.write_slab(0, {name: getattr(plane, name)[None].astype(np.float32) for name in PLANE_PRODUCTS})
     return _jsonable_dict(info)

@@ -261,6 +261,8 @@ figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }} img {{ m
 <p>Continuum: {cont['n_channels']} line-free channels, {cont['bandwidth_hz'] / 1e9:.3f} GHz, rms
 {cont['rms_jy'] * 1e3:.4g} mJy/beam (predicted from the weights {cont['predicted_rms_jy'] * 1e3:.4g}),
 CLEAN {cont['n_components']} components in {cont['n_major']} major cycles ({html.escape(cont['stop_reason'])}),
+{"a flat spectrum" if cont.get('nterms', 1) == 1 else f"{cont['nterms']} Taylor terms (spectral index)"} over
+{cont.get('fractional_bandwidth', 0.0):.1%} fractional bandwidth,
 image {cont['npix']} px of {cont['cell_arcsec']:.3f}".</p>
 {"".join(f'<p><b>Warning:</b> {html.escape(w)}</p>' for w in cont.get('warnings', []))}
 <p>Cubes: {html.escape(", ".join(f"{spw}: {c['n_chan']} channels, line channels {c['line_channels'] or 'none'}"

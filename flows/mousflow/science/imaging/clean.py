@@ -12,6 +12,10 @@ The minor cycle stops at the cycle threshold (CASA's rule)
 and CLEAN stops when the peak |residual| inside the mask is below `threshold`, when the mask is empty, after
 `max_major` major cycles or `max_iter` components in total, or if the residual peak diverges.
 
+Multi-term (nterms > 1, the continuum of a wide band): the minor cycle is `multiterm.multiterm_minor_cycle`
+on the Taylor-term residuals with the cross PSFs, and the major cycle predicts the Taylor models' visibilities;
+the mask, the thresholds and the noise follow the Taylor-0 residual, the sky at the reference frequency.
+
 Deep pass (optional, `deep_threshold` with `deep_above`): once CLEAN has reached `threshold` in the whole
 mask, it goes on down to `deep_threshold` only in a tight mask, the mask's pixels within one beam FWHM of
 where the CLEAN model (convolved with the beam) exceeds `deep_above` Jy/beam, i.e. around truly bright
@@ -30,8 +34,15 @@ import numpy as np
 from scipy import ndimage
 
 from mousflow.science.imaging.beam import Beam, fit_beam, max_sidelobe
-from mousflow.science.imaging.gridding import DEFAULT_EPSILON, degrid_model, make_dirty, make_psf
+from mousflow.science.imaging.gridding import DEFAULT_EPSILON, make_psf
 from mousflow.science.imaging.mask import AutoMaskParams, auto_mask, disk_structure
+from mousflow.science.imaging.multiterm import (
+    degrid_taylor_models,
+    multiterm_minor_cycle,
+    taylor_dirty_images,
+    taylor_factors,
+    taylor_psfs,
+)
 from mousflow.science.imaging.noise import image_rms
 from mousflow.science.imaging.restore import convolve_with_beam
 
@@ -70,6 +81,13 @@ class CleanResult:
     deep_mask: np.ndarray | None = None
     """(npix, npix) bool mask of the deep pass (None if there was none)."""
     deep_threshold: float | None = None
+    taylor_models: np.ndarray | None = None
+    """(nterms, npix, npix) Taylor-term models (Jy/pixel) of a multi-term CLEAN (`multiterm`); model is the
+    first. None when nterms is 1."""
+    taylor_residuals: np.ndarray | None = None
+    """(nterms, npix, npix) Taylor-term residuals of a multi-term CLEAN; residual is the first."""
+    freq_ref_hz: float | None = None
+    """Reference frequency of the Taylor terms."""
 
 
 def hogbom_minor_cycle(residual: np.ndarray, psf2: np.ndarray, mask: np.ndarray, model: np.ndarray, *,
@@ -109,8 +127,13 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
           gain: float = 0.1, max_major: int = 10, max_iter: int = 100_000, cycle_factor: float = 1.0,
           min_psf_fraction: float = 0.05, max_psf_fraction: float = 0.8, psf: np.ndarray | None = None,
           beam: Beam | None = None, deep_threshold: float | None = None, deep_above: float | None = None,
-          epsilon: float = DEFAULT_EPSILON, double: bool = True, nthreads: int = 1) -> CleanResult:
+          nterms: int = 1, freq_ref_hz: float | None = None, epsilon: float = DEFAULT_EPSILON,
+          double: bool = True, nthreads: int = 1) -> CleanResult:
     """CLEAN Stokes I visibilities (n_row, n_chan) to `threshold` (Jy/beam) on an npix x npix image.
+
+    nterms > 1 models each component's spectrum as a Taylor series about freq_ref_hz (default: the
+    imaging-weighted mean frequency) with the multi-term minor cycle of `multiterm`; thresholds, the mask
+    and the noise then apply to the Taylor-0 residual (the image at freq_ref_hz).
 
     mask: "auto" (see `mask.auto_mask`, rebuilt and grown every major cycle), None (everywhere, inside
     pb >= automask.pblimit if pb is given) or a fixed bool array. pb is the primary-beam pattern used to
@@ -120,13 +143,30 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     grid = {"epsilon": epsilon, "double": double, "nthreads": nthreads}
     automask = automask or AutoMaskParams()
     vis = np.asarray(vis)
-    if psf is None:
-        psf = make_psf(uvw_m, freq_hz, imaging_weight, 2 * npix, cell_rad, **grid)
+    freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    if nterms < 1:
+        raise ValueError(f"nterms must be >= 1, got {nterms}")
+    if freq_ref_hz is None:
+        chan_w = np.sum(imaging_weight, axis=0, dtype=np.float64)
+        freq_ref_hz = float(np.sum(chan_w * freq) / chan_w.sum()) if chan_w.sum() > 0 else float(freq.mean())
+    # one term is the Taylor machinery with t^0 = 1: the same residual (make_dirty) and model prediction
+    taylor = taylor_factors(freq, freq_ref_hz, nterms)
+    if nterms > 1:
+        psfs = taylor_psfs(uvw_m, freq, imaging_weight, 2 * npix, cell_rad, freq_ref_hz, nterms, **grid)
+        psf = psfs[0]
+    elif psf is None:
+        psf = make_psf(uvw_m, freq, imaging_weight, 2 * npix, cell_rad, **grid)
     if beam is None:
         beam = fit_beam(psf, cell_rad, window=npix // 2)
     sidelobe = max_sidelobe(psf, beam, cell_rad)
-    residual = make_dirty(vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, **grid)
-    model = np.zeros((npix, npix))
+
+    def residual_images(v):
+        return taylor_dirty_images(v, uvw_m, freq, imaging_weight, npix, cell_rad, taylor, **grid)
+
+    residuals = residual_images(vis)
+    residual = residuals[0]
+    models = np.zeros((nterms, npix, npix))
+    model = models[0]
     inside = np.ones((npix, npix), dtype=bool) if pb is None else np.asarray(pb) >= automask.pblimit
 
     def noise(current_mask):
@@ -154,7 +194,7 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     def run(current, threshold, n_major, deep=False):
         """Major cycles until the peak |residual| in the CLEAN mask (current, or near_bright(current) if deep)
         is below threshold; returns (current, clean mask, converged, stop reason)."""
-        nonlocal residual, n_comp
+        nonlocal residuals, residual, n_comp
         best_peak = np.inf
         active = near_bright(current) if deep else current
         for _ in range(n_major):
@@ -168,11 +208,17 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
             best_peak = min(best_peak, peak)
             frac = float(np.clip(cycle_factor * sidelobe, min_psf_fraction, max_psf_fraction))
             cycle_thr = max(threshold, frac * peak)
-            n, _ = hogbom_minor_cycle(residual, psf, active, model, gain=gain, cycle_threshold=cycle_thr,
-                                      max_components=max_iter - n_comp)
+            # one term: plain Hogbom (the same choice as the multi-term criterion, which reduces to |r|, faster)
+            if nterms == 1:
+                n, _ = hogbom_minor_cycle(residual, psf, active, model, gain=gain, cycle_threshold=cycle_thr,
+                                          max_components=max_iter - n_comp)
+            else:
+                n, _ = multiterm_minor_cycle(residuals, psfs, active, models, gain=gain,
+                                             cycle_threshold=cycle_thr, max_components=max_iter - n_comp)
+            model_vis = degrid_taylor_models(models, uvw_m, freq, cell_rad, taylor, **grid)
             n_comp += n
-            model_vis = degrid_model(model, uvw_m, freq_hz, cell_rad, **grid)
-            residual = make_dirty(vis - model_vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, **grid)
+            residuals = residual_images(vis - model_vis)
+            residual = residuals[0]
             del model_vis
             if auto:
                 current = auto_mask(residual, noise(current), beam, cell_rad, psf_sidelobe=sidelobe, pb=pb,
@@ -194,4 +240,7 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     return CleanResult(model=model, residual=residual, mask=current, psf=psf, beam=beam, psf_sidelobe=sidelobe,
                        threshold=threshold, n_components=n_comp, n_major=len(cycles), peak_residual=final_peak,
                        converged=converged, stop_reason=reason, cycles=cycles, deep_mask=deep,
-                       deep_threshold=None if deep is None else deep_threshold)
+                       deep_threshold=None if deep is None else deep_threshold,
+                       taylor_models=models if nterms > 1 else None,
+                       taylor_residuals=residuals if nterms > 1 else None,
+                       freq_ref_hz=freq_ref_hz if nterms > 1 else None)

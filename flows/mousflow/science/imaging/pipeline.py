@@ -23,6 +23,7 @@ from mousflow.science.imaging.beam import Beam
 from mousflow.science.imaging.clean import clean
 from mousflow.science.imaging.gridding import DEFAULT_EPSILON
 from mousflow.science.imaging.mask import AutoMaskParams
+from mousflow.science.imaging.multiterm import MIN_FRACTIONAL_BANDWIDTH
 from mousflow.science.imaging.noise import image_rms, predicted_rms
 from mousflow.science.imaging.plan import ImagingPlan
 from mousflow.science.imaging.primary_beam import pb_correct, primary_beam
@@ -78,6 +79,8 @@ class PlaneProducts:
     n_major: int
     converged: bool
     stop_reason: str
+    nterms: int = 1
+    """Taylor terms of the CLEAN model (1: flat spectrum; 2: with a spectral index, `multiterm`)."""
 
 
 @dataclass
@@ -113,9 +116,12 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
                 restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = CUBE_NSIGMA,
                 deep_nsigma: float | None = None, bright_nsigma: float = CONTINUUM_BRIGHT_NSIGMA,
                 mask="auto", automask: AutoMaskParams | None = None, gain: float = 0.1, max_major: int = 10,
-                max_iter: int = 100_000, epsilon: float = DEFAULT_EPSILON, double: bool = True,
+                max_iter: int = 100_000, nterms: int = 1, epsilon: float = DEFAULT_EPSILON, double: bool = True,
                 nthreads: int = 1) -> PlaneProducts:
     """Image all the given channels together into one plane (MFS when n_chan > 1).
+
+    nterms > 1: a multi-term CLEAN (`multiterm`) about the imaging-weighted mean frequency, the plane's
+    frequency; the image is the Taylor-0 term (the sky at that frequency).
 
     CLEAN goes to nsigma x the predicted rms in the mask (or to `threshold`, Jy/beam), then, if deep_nsigma is
     given, to deep_nsigma x the rms within a beam of the emission above bright_nsigma x the rms (`clean.clean`).
@@ -134,7 +140,8 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
     params = automask or AutoMaskParams(pblimit=plan.pblimit)
     deep = {} if deep_nsigma is None else {"deep_threshold": deep_nsigma * rms, "deep_above": bright_nsigma * rms}
     cr = clean(vis, uvw_m, freq, iw, npix, cell, thr, mask=mask, pb=pb, automask=params, gain=gain, **deep,
-               max_major=max_major, max_iter=max_iter, epsilon=epsilon, double=double, nthreads=nthreads)
+               max_major=max_major, max_iter=max_iter, nterms=nterms, freq_ref_hz=fmean, epsilon=epsilon,
+               double=double, nthreads=nthreads)
     beam = restoring_beam or cr.beam
     restored = restore(cr.model, cr.residual, beam, cell)
     psf = cr.psf[npix // 2 : npix // 2 + npix, npix // 2 : npix // 2 + npix].copy()
@@ -143,15 +150,33 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
         psf=psf, pb=pb, mask=cr.mask, beam=beam, psf_beam=cr.beam, freq_hz=fmean, bandwidth_hz=width,
         predicted_rms=rms, image_rms=image_rms(cr.residual, exclude=cr.mask, pb=pb, pblimit=plan.pblimit),
         threshold=thr, n_components=cr.n_components, n_major=cr.n_major, converged=cr.converged,
-        stop_reason=cr.stop_reason)
+        stop_reason=cr.stop_reason, nterms=nterms)
+
+
+def continuum_nterms(freq_hz, weight=None, flag=None) -> int:
+    """Taylor terms for a continuum over these channels: 2 (a spectral index, as the ALMA pipeline's
+    `mtmfs` continuum) once the channels with data span MIN_FRACTIONAL_BANDWIDTH, else 1."""
+    freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+    used = np.ones(freq.size, dtype=bool)
+    if weight is not None:
+        w = np.asarray(weight) if flag is None else np.where(np.asarray(flag), 0.0, weight)
+        used = np.any(w > 0, axis=0)
+    if not used.any():
+        return 1
+    f = freq[used]
+    return 2 if (f.max() - f.min()) / f.mean() >= MIN_FRACTIONAL_BANDWIDTH else 1
 
 
 def image_mfs(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, nsigma: float = CONTINUUM_NSIGMA,
-              deep_nsigma: float | None = CONTINUUM_DEEP_NSIGMA, **kwargs) -> PlaneProducts:
+              deep_nsigma: float | None = CONTINUUM_DEEP_NSIGMA, nterms: int | None = None,
+              **kwargs) -> PlaneProducts:
     """Continuum (MFS) plane from all the channels given, CLEANed to CONTINUUM_NSIGMA x the predicted rms in
-    the mask and to CONTINUUM_DEEP_NSIGMA around bright emission; select line-free channels with `flag`."""
+    the mask and to CONTINUUM_DEEP_NSIGMA around bright emission; select line-free channels with `flag`.
+    nterms None: `continuum_nterms`."""
+    if nterms is None:
+        nterms = continuum_nterms(freq_hz, weight, flag)
     return image_plane(vis, uvw_m, freq_hz, weight, flag, plan, per_channel_weighting=False, nsigma=nsigma,
-                       deep_nsigma=deep_nsigma, **kwargs)
+                       deep_nsigma=deep_nsigma, nterms=nterms, **kwargs)
 
 
 def image_channels(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, channels=None, **kwargs) -> CubeProducts:
