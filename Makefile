@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test test-fast test-fast-but-chart test-chart test-pipeline test-full corpus browser-deps lint bench bench-quick bench-control-plane campaign-test chaos clean
+.PHONY: venv demo test test-fast test-fast-but-chart test-chart test-pipeline test-full corpus browser-deps lint bench-deps bench bench-quick bench-control-plane campaign-test chaos clean
 venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,10 +85,13 @@ chaos: venv
 	  $(PY) -m pytest -m cluster tests/cluster/test_chaos.py -s --durations=5 $(PYTEST_ARGS)
 
 # Every benchmark with the arguments of the README's figures (an hour or more), or a smoke run of each.
-bench: venv
+bench-deps:
+	hack/testbed/bench-deps.sh
+
+bench: venv bench-deps
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-bench-quick: venv
+bench-quick: venv bench-deps
 	$(PY) bench/run_all.py --quick $(BENCH_ARGS)
 
 # The operator's control plane on the test bed: 1,000 MOUSs applied at once (bench/control_plane.py; the
