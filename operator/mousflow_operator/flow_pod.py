@@ -24,7 +24,8 @@ import sys
 from dataclasses import dataclass
 
 from mousflow.model import API_VERSION, KIND, uid_digest
-from mousflow.pipeline.kubernetes import JobSettings, restricted_container_security, restricted_pod_security, s3_env
+from mousflow.pipeline.kubernetes import JobSettings, s3_env
+from mousflow.pod_security import restricted_container_security, restricted_pod_security, tmp_mount, tmp_volume
 
 FLOW_RUN_LABEL = "mousflow.io/flow-run"
 """On a flow-run Job and its pod: the MOUS's digest (the Job watch's selector; not mousflow.io/mous, which marks
@@ -110,10 +111,10 @@ def build_flow_run_job_spec(jobs: JobSettings, pod: FlowPodSettings, *, uid: str
                     "resources": {"requests": {"cpu": pod.cpu, "memory": pod.memory},
                                   "limits": {"memory": pod.memory_limit}},
                     "securityContext": restricted_container_security(),
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "volumeMounts": [tmp_mount()],
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                 }],
-                "volumes": [{"name": "tmp", "emptyDir": {}}],
+                "volumes": [tmp_volume()],
             }},
         },
     }

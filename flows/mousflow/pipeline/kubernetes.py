@@ -24,6 +24,7 @@ from mousflow.model import API_VERSION, KIND
 from mousflow.model.spec import uid_digest
 from mousflow.pipeline import reports
 from mousflow.pipeline.resources import ResourceRequest, parse_memory
+from mousflow.pod_security import restricted_container_security, restricted_pod_security, tmp_mount, tmp_volume
 from mousflow.stages.context import StageOutcome
 from mousflow.stages.memory_watch import memory_location
 from mousflow.stages.runner import progress_location, status_location
@@ -108,16 +109,6 @@ def s3_env(settings: JobSettings) -> list[dict]:
     return env
 
 
-def restricted_pod_security() -> dict:
-    """The pod securityContext of the "restricted" Pod Security Standard, for every pod mousflow makes."""
-    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def restricted_container_security() -> dict:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-
-
 def _dask_env(settings: JobSettings, worker: ResourceRequest) -> list[dict]:
     """What the imaging pod needs to start its own Dask cluster (stages.dask_kubernetes_cluster)."""
     def from_pod(path: str) -> dict:
@@ -177,13 +168,13 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
             "env": env,
             "resources": resources.kubernetes(),
             "securityContext": restricted_container_security(),
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            "volumeMounts": [tmp_mount()],
             # The stage's last log lines become the termination message when it fails: its one-line error
             # ("mousflow: error: <reason>: ...") reaches the launcher even when the stage could not write its
             # report to storage (credentials refused there, say).
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [tmp_volume()],
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account

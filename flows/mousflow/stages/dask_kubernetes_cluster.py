@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+from mousflow.pod_security import restricted_container_security, restricted_pod_security, tmp_mount, tmp_volume
+
 MiB = 2**20
 SCHEDULER_MEMORY = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}}
 
@@ -41,20 +43,14 @@ def cluster_name(pod_name: str) -> str:
     return f"dask-{hashlib.sha256(pod_name.encode()).hexdigest()[:12]}"
 
 
-def _restricted(container: dict) -> dict:
-    container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}}
-    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
-    return container
-
-
 def _pod(container: dict) -> dict:
+    """A restricted pod of one container (the scheduler or a worker)."""
     return {
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_restricted(container)],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "securityContext": restricted_pod_security(),
+        "containers": [{**container, "securityContext": restricted_container_security(),
+                        "volumeMounts": [tmp_mount()]}],
+        "volumes": [tmp_volume()],
     }
 
 
