@@ -76,10 +76,10 @@ def test_continuum_nterms_follows_the_fractional_bandwidth_of_the_channels_with_
     assert continuum_nterms(freq) == 2
     assert continuum_nterms(freq[:1]) == 1
     assert continuum_nterms(np.linspace(230e9, 231e9, 64)) == 1  # 0.4 %
-    w = np.ones((3, 16))
-    flag = np.zeros((3, 16), bool)
-    flag[:, 1:] = True
-    assert continuum_nterms(freq, w, flag) == 1
+    only_the_first = np.zeros(16)
+    only_the_first[0] = 3.0
+    assert continuum_nterms(freq, only_the_first) == 1
+    assert continuum_nterms(freq, np.zeros(16)) == 1
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def steep_source(wide):
 def test_two_term_continuum_recovers_flux_and_spectral_index_and_reaches_the_thermal_noise(wide, steep_source):
     cov, plan = wide
     (y, x), (alpha, s0, f0), vis, weight = steep_source
-    two = image_mfs(vis, cov.uvw, cov.freq, weight, None, plan, nterms=2)
+    two = image_mfs(vis, cov.uvw, cov.freq, weight, None, plan)  # a 15 % band: two terms by itself
     one = image_mfs(vis, cov.uvw, cov.freq, weight, None, plan, nterms=1)
     assert two.nterms == 2 and one.nterms == 1
     truth = s0 * (two.freq_hz / f0) ** alpha
@@ -117,6 +117,16 @@ def test_two_term_continuum_recovers_flux_and_spectral_index_and_reaches_the_the
     rms_two, rms_one = robust_rms(two.residual), robust_rms(one.residual)
     assert rms_one > 3 * two.predicted_rms
     assert rms_two < 1.1 * two.predicted_rms
+
+
+def test_the_continuum_takes_one_term_when_flags_leave_a_narrow_band(wide, steep_source):
+    cov, plan = wide
+    _, _, vis, weight = steep_source
+    flag = np.ones(vis.shape, dtype=bool)
+    flag[:, 5] = False
+    plane = image_mfs(vis, cov.uvw, cov.freq, weight, flag, plan)
+    assert plane.nterms == 1
+    assert plane.freq_hz == pytest.approx(cov.freq[5])
 
 
 def test_two_term_clean_models_the_spectral_index(wide, steep_source):

@@ -116,12 +116,13 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
                 restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = CUBE_NSIGMA,
                 deep_nsigma: float | None = None, bright_nsigma: float = CONTINUUM_BRIGHT_NSIGMA,
                 mask="auto", automask: AutoMaskParams | None = None, gain: float = 0.1, max_major: int = 10,
-                max_iter: int = 100_000, nterms: int = 1, epsilon: float = DEFAULT_EPSILON, double: bool = True,
+                max_iter: int = 100_000, nterms: int | None = 1, epsilon: float = DEFAULT_EPSILON, double: bool = True,
                 nthreads: int = 1) -> PlaneProducts:
     """Image all the given channels together into one plane (MFS when n_chan > 1).
 
     nterms > 1: a multi-term CLEAN (`multiterm`) about the imaging-weighted mean frequency, the plane's
-    frequency; the image is the Taylor-0 term (the sky at that frequency).
+    frequency; the image is the Taylor-0 term (the sky at that frequency). None: `continuum_nterms` of the
+    channels the imaging weights (flags applied) leave with data.
 
     CLEAN goes to nsigma x the predicted rms in the mask (or to `threshold`, Jy/beam), then, if deep_nsigma is
     given, to deep_nsigma x the rms within a beam of the emission above bright_nsigma x the rms (`clean.clean`).
@@ -134,6 +135,8 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
     if chan_w.sum() <= 0:
         return _empty_plane(npix, float(freq.mean()), width, primary_beam(npix, cell, freq, plan.dish_diameter_m))
     fmean = float(np.sum(chan_w * freq) / chan_w.sum())
+    if nterms is None:
+        nterms = continuum_nterms(freq, chan_w)
     pb = primary_beam(npix, cell, freq, plan.dish_diameter_m, channel_weight=chan_w)
     rms = predicted_rms(weight if weight is not None else np.ones_like(iw), iw, flag)
     thr = nsigma * rms if threshold is None else threshold
@@ -153,14 +156,12 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
         stop_reason=cr.stop_reason, nterms=nterms)
 
 
-def continuum_nterms(freq_hz, weight=None, flag=None) -> int:
+def continuum_nterms(freq_hz, channel_weight=None) -> int:
     """Taylor terms for a continuum over these channels: 2 (a spectral index, as the ALMA pipeline's
-    `mtmfs` continuum) once the channels with data span MIN_FRACTIONAL_BANDWIDTH, else 1."""
+    `mtmfs` continuum) once the channels with weight (channel_weight > 0: the imaging weights summed over
+    rows, flags applied; None: every channel) span MIN_FRACTIONAL_BANDWIDTH, else 1."""
     freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
-    used = np.ones(freq.size, dtype=bool)
-    if weight is not None:
-        w = np.asarray(weight) if flag is None else np.where(np.asarray(flag), 0.0, weight)
-        used = np.any(w > 0, axis=0)
+    used = np.ones(freq.size, dtype=bool) if channel_weight is None else np.asarray(channel_weight) > 0
     if not used.any():
         return 1
     f = freq[used]
@@ -172,9 +173,7 @@ def image_mfs(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, nsigma: f
               **kwargs) -> PlaneProducts:
     """Continuum (MFS) plane from all the channels given, CLEANed to CONTINUUM_NSIGMA x the predicted rms in
     the mask and to CONTINUUM_DEEP_NSIGMA around bright emission; select line-free channels with `flag`.
-    nterms None: `continuum_nterms`."""
-    if nterms is None:
-        nterms = continuum_nterms(freq_hz, weight, flag)
+    nterms None: `continuum_nterms` of the channels with imaging weight."""
     return image_plane(vis, uvw_m, freq_hz, weight, flag, plan, per_channel_weighting=False, nsigma=nsigma,
                        deep_nsigma=deep_nsigma, nterms=nterms, **kwargs)
 
