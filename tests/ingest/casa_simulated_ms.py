@@ -132,6 +132,38 @@ def _line_spectrum(line: dict, windows: list[dict]) -> tuple[list[float], list[f
     return freqs.tolist(), flux.tolist()
 
 
+# Visibilities (rows x channels x correlations) corrupted at once; see main's corruption loop.
+BLOCK_SAMPLES = 1 << 25
+
+
+def _corrupt_rows(sub, start: int, nrow: int, spec: dict, d: int, sigma: float, dead, bad_window, rng,
+                  gains: tuple, bp_window: np.ndarray, rp: np.ndarray, rq: np.ndarray) -> None:
+    """g_p(t) B_p(nu) V_pq conj(g_q(t) B_q(nu)) + noise for rows [start, start + nrow) of one window's table."""
+    amp0, ph0, ph_rate, t0 = gains
+    t_sub, a1, a2 = (sub.getcol(c, start, nrow) for c in ("TIME", "ANTENNA1", "ANTENNA2"))
+    g = amp0[None] * np.exp(1j * (ph0[None] + ph_rate[None] * (t_sub - t0)[:, None, None]))  # (row, ant, 2)
+    rows = np.arange(t_sub.size)
+    gp, gq = g[rows, a1], g[rows, a2]  # (row, 2)
+    bpp, bpq = bp_window[a1], bp_window[a2]  # (row, chan, 2)
+    jones = (gp[:, None, rp] * bpp[..., rp]) * np.conj(gq[:, None, rq] * bpq[..., rq])  # (row, chan, corr)
+    del bpp, bpq
+    model = np.transpose(sub.getcol("DATA", start, nrow), (2, 1, 0))
+    if dead is not None:  # its receivers deliver no sky signal, only noise
+        model[(a1 == dead) | (a2 == dead)] = 0.0
+    scale = sigma * (float(spec.get("bad_window_noise_factor", 30.0)) if d == bad_window else 1.0)
+    noise = scale * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
+    if not spec.get("corrupt", True):
+        jones, noise = np.ones_like(jones), np.zeros_like(noise)
+    elif not spec.get("gains", True):  # perfectly calibrated: the same noise (same draws), no gains or bandpasses
+        jones = np.ones_like(jones)
+    corrupted = jones * (model + noise)
+    del model, noise
+    weight = 1.0 / (sigma**2 * np.mean(np.abs(jones) ** 2, axis=1))  # (row, corr): the nominal noise
+    sub.putcol("DATA", np.transpose(corrupted, (2, 1, 0)).astype(np.complex64), start, nrow)
+    sub.putcol("WEIGHT", weight.T.astype(np.float32), start, nrow)
+    sub.putcol("SIGMA", (1.0 / np.sqrt(weight)).T.astype(np.float32), start, nrow)
+
+
 def main(spec: dict) -> dict:
     out = spec["out"]
     workdir = os.path.dirname(os.path.abspath(out))
@@ -241,29 +273,18 @@ def main(spec: dict) -> dict:
     # Receptors (p's, q's) of each correlation: XX YY -> (0, 0), (1, 1); XX XY YX YY -> all four pairs.
     hands = [(0, 0), (1, 1)] if len(corr.split()) == 2 else [(0, 0), (0, 1), (1, 0), (1, 1)]
     rp, rq = np.array([h[0] for h in hands]), np.array([h[1] for h in hands])
-    # Window by window: their channel counts differ, so DATA is not one array.
+    # Window by window: their channel counts differ, so DATA is not one array. Within a window, blocks of
+    # rows of at most BLOCK_SAMPLES visibilities: a full-size corpus window (254,646 rows x 480 channels x 2)
+    # made whole needs ~25 GB of complex128 temporaries. A window that fits one block draws its noise exactly
+    # as before blocks existed.
     for d in range(len(windows)):
         sub = tb.query(f"DATA_DESC_ID=={d}")
-        t_sub, a1, a2 = sub.getcol("TIME"), sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2")
-        g = amp0[None] * np.exp(1j * (ph0[None] + ph_rate[None] * (t_sub - t0)[:, None, None]))  # (row, ant, 2)
-        rows = np.arange(t_sub.size)
-        gp, gq = g[rows, a1], g[rows, a2]  # (row, 2)
-        bpp, bpq = bp[d][a1], bp[d][a2]  # (row, chan, 2)
-        jones = (gp[:, None, rp] * bpp[..., rp]) * np.conj(gq[:, None, rq] * bpq[..., rq])  # (row, chan, corr)
-        model = np.transpose(sub.getcol("DATA"), (2, 1, 0))
-        if dead is not None:  # its receivers deliver no sky signal, only noise
-            model[(a1 == dead) | (a2 == dead)] = 0.0
-        scale = sigma * (float(spec.get("bad_window_noise_factor", 30.0)) if d == bad_window else 1.0)
-        noise = scale * (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape))
-        if not spec.get("corrupt", True):
-            jones, noise = np.ones_like(jones), np.zeros_like(noise)
-        elif not spec.get("gains", True):  # perfectly calibrated: the same noise (same draws), no gains or bandpasses
-            jones = np.ones_like(jones)
-        corrupted = jones * (model + noise)
-        weight = 1.0 / (sigma**2 * np.mean(np.abs(jones) ** 2, axis=1))  # (row, corr): the nominal noise
-        sub.putcol("DATA", np.transpose(corrupted, (2, 1, 0)).astype(np.complex64))
-        sub.putcol("WEIGHT", weight.T.astype(np.float32))
-        sub.putcol("SIGMA", (1.0 / np.sqrt(weight)).T.astype(np.float32))
+        n_rows = sub.nrows()
+        block = max(1, BLOCK_SAMPLES // (windows[d]["n_chan"] * len(hands)))
+        for start in range(0, n_rows, block):
+            nrow = min(block, n_rows - start)
+            _corrupt_rows(sub, start, nrow, spec, d, sigma, dead, bad_window, rng, (amp0, ph0, ph_rate, t0),
+                          bp[d], rp, rq)
         sub.close()
     a1, a2 = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
     if spec.get("drop_baseline_rows", False):
