@@ -1,9 +1,13 @@
 """Processing a corpus case as a user would: `mousflow import-ms` of its Measurement Sets with its science
-goals, then every stage through its entry point (what `mousflow stage` and a pod run)."""
+goals, then the MOUS processed. At full size by `mousflow run --manifest` (the Prefect flow with its stages as
+local processes, a user's command); reduced, in `make test`'s pipeline tier, every stage through its entry
+point (what `mousflow stage` and a pod run), which spares the tier a Prefect server's start per case."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,9 +40,21 @@ def process(c: Case, workdir: Path) -> tuple[Path, dict, dict]:
     assert code == 0, f"import-ms of {c.key} exited {code}"
     seconds["import"] = time.monotonic() - start
     start = time.monotonic()
-    run_stages(out / "mous.yaml", *STAGES)
+    if c.size == "full":
+        run_with_the_cli(out / "mous.yaml")
+    else:
+        run_stages(out / "mous.yaml", *STAGES)
     seconds["stages"] = time.monotonic() - start
     return out / "output", generated, seconds
+
+
+def run_with_the_cli(manifest: Path, threads: int = 2) -> None:
+    """`mousflow run --manifest`, which must succeed; its one-line outcome and its last lines on failure."""
+    mousflow = Path(sys.executable).parent / "mousflow"
+    done = subprocess.run([str(mousflow), "run", "--manifest", str(manifest), "--threads", str(threads)],
+                          capture_output=True, text=True)
+    print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "")
+    assert done.returncode == 0, f"mousflow run exited {done.returncode}:\n{done.stderr[-3000:]}"
 
 
 def report(c: Case, figures: dict, seconds: dict) -> None:
