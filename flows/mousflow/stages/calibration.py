@@ -168,6 +168,9 @@ def run(ctx: StageContext) -> str:
                     target = load_partition(ps[t.name], t.name)
                     vis, flag, weight, _ = apply_to_target(cal, target)
                     write_processing_set_node(out_ps, t.name, _calibrated_node(ps[t.name], vis, flag, weight))
+                    # released before the next partition loads, not when its name is bound again: a full-size
+                    # line window's target and its corrected copy are GBs each
+                    del target, vis, flag, weight
             except CalibrationFailed as exc:
                 raise CalibrationFailed(f"execution block {eb.uid}, {spw}: {exc}") from exc
             _write_tables(out_tables, spw, cal, roles["bandpass"].antenna_names, roles["bandpass"].frequency_hz)
