@@ -51,10 +51,14 @@ from mousflow.storage.zarr_io import (
 from mousflow.telescope.calibrators import FLUX_MODELS
 
 STAGE = "calibration"
-# The most of a science target's visibilities (complex64 bytes) one block of its calibration holds: a block's
-# flags, weights and the complex128 intermediates of applying come on top (~10 times this in all, measured on
-# tiny), once per thread. A full-size ALMA window's target is GBs: it is calibrated in such blocks, never whole.
-BLOCK_BYTES = 256 * 2**20
+# A full-size ALMA window's target is GBs: it is calibrated in blocks, never whole. APPLY_BLOCK_BYTES: the most
+# of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags,
+# weights and the complex128 intermediates of applying come on top (~10 times this in all, measured on tiny), once
+# per thread. STATISTIC_BLOCK_BYTES: the most one block of channels holds in the first pass (the channel
+# statistic: the block, its amplitudes in float64 and flags, ~2.5 times this); larger, because a block narrower
+# than the stored frequency chunk reads that chunk again for each block.
+APPLY_BLOCK_BYTES = 64 * 2**20
+STATISTIC_BLOCK_BYTES = 512 * 2**20
 VIS_ITEMSIZE = np.dtype(np.complex64).itemsize
 
 
@@ -224,11 +228,18 @@ def _stage_scores(summary: dict) -> dict[str, float]:
     return scores
 
 
-def _blocks(n: int, bytes_per_item: int, unit: int = 1) -> list[slice]:
+def _blocks(n: int, bytes_per_item: int, budget: int, unit: int = 1) -> list[slice]:
     """Consecutive ranges covering n items, each a whole number of `unit` items (but the last) and at most
-    BLOCK_BYTES of them (at least one unit, however large)."""
-    step = max(1, BLOCK_BYTES // max(1, bytes_per_item * unit)) * unit
+    `budget` bytes of them (at least one unit, however large)."""
+    step = max(1, budget // max(1, bytes_per_item * unit)) * unit
     return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def _stored_channel_chunk(node: xr.DataTree) -> int:
+    """Channels per stored chunk of the partition's visibilities (the whole window if not chunked)."""
+    vis = node.dataset["VISIBILITY"]
+    axis = vis.dims.index("frequency")
+    return int(vis.chunks[axis][0]) if vis.chunks else int(vis.shape[axis])
 
 
 def _vis_shape(info: PartitionInfo) -> tuple[int, int, int, int]:
@@ -242,8 +253,12 @@ def target_channel_statistic(node: xr.DataTree, info: PartitionInfo) -> np.ndarr
     integrations of each): the first pass of the target's calibration, which decides its excess-power
     channels on the whole observation before any integration is calibrated."""
     n_time, n_bl, n_chan, n_corr = _vis_shape(info)
+    per_channel = n_time * n_bl * n_corr * VIS_ITEMSIZE
+    stored = _stored_channel_chunk(node)
+    # whole stored chunks per block when one fits, so each is read once
+    unit = stored if stored * per_channel <= STATISTIC_BLOCK_BYTES else 1
     stats = []
-    for channels in _blocks(n_chan, n_time * n_bl * n_corr * VIS_ITEMSIZE):
+    for channels in _blocks(n_chan, per_channel, STATISTIC_BLOCK_BYTES, unit):
         block = load_partition(node, info.name, channels=channels)
         stats.append(channel_log_amplitude(block.vis, block.flag))
         del block  # released before the next block is read, not when the name is bound again
@@ -264,7 +279,7 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
     shape = _vis_shape(info)
     n_time, n_bl, n_chan, n_corr = shape
     chunk = visibility_chunks(shape, VIS_ITEMSIZE)[0]
-    blocks = _blocks(n_time, n_bl * n_chan * n_corr * VIS_ITEMSIZE, unit=chunk)
+    blocks = _blocks(n_time, n_bl * n_chan * n_corr * VIS_ITEMSIZE, APPLY_BLOCK_BYTES, unit=chunk)
     flagged: dict[int, int] = {}  # per block, as each task reports it
 
     def calibrate_block(k: int, times: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
