@@ -7,17 +7,27 @@ calibrates each window with mousflow.science.calibration and writes, per executi
     calibration/<eb>/caltables.zarr       bandpass and gain tables per window
     calibration/summary.json              flags, derived calibrator fluxes and sub-scores
 
-then the checkpoint. The `image-only` recipe takes the target partitions as they are (already calibrated).
+then the checkpoint. A target partition is calibrated in blocks (write_calibrated_target), never whole in memory.
+The `image-only` recipe takes the target partitions as they are (already calibrated).
 """
 
 from __future__ import annotations
 
+import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
 from mousflow.errors import CalibrationFailed, InvalidInput
 from mousflow.model import Recipe
-from mousflow.science.calibration import apply_to_target, calibrate_window
+from mousflow.science.calibration import (
+    WindowCalibration,
+    apply_to_target_block,
+    calibrate_window,
+    channel_log_amplitude,
+    fraction_flagged_score_of_counts,
+    target_channel_flags,
+)
 from mousflow.stages.context import StageContext
 from mousflow.stages.inputs import CheckedBlock, check_inputs
 from mousflow.stages.intents import ROLES, has_role
@@ -33,6 +43,7 @@ from mousflow.storage.partitions import (
 )
 from mousflow.storage.zarr_io import (
     finalize_processing_set,
+    visibility_chunks,
     write_dataset_group,
     write_processing_set_node,
     write_processing_set_root,
@@ -40,6 +51,15 @@ from mousflow.storage.zarr_io import (
 from mousflow.telescope.calibrators import FLUX_MODELS
 
 STAGE = "calibration"
+# A full-size ALMA window's target is GBs: it is calibrated in blocks, never whole. APPLY_BLOCK_BYTES: the most
+# of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags,
+# weights and the complex128 intermediates of applying come on top (~10 times this in all, measured on tiny), once
+# per thread. STATISTIC_BLOCK_BYTES: the most one block of channels holds in the first pass (the channel
+# statistic: the block, its amplitudes in float64 and flags, ~2.5 times this); larger, because a block narrower
+# than the stored frequency chunk reads that chunk again for each block.
+APPLY_BLOCK_BYTES = 64 * 2**20
+STATISTIC_BLOCK_BYTES = 512 * 2**20
+VIS_ITEMSIZE = np.dtype(np.complex64).itemsize
 
 
 def eb_label(uid: str) -> str:
@@ -165,12 +185,7 @@ def run(ctx: StageContext) -> str:
             try:
                 cal = calibrate_window(roles["bandpass"], roles["flux"], roles["phase"], model)
                 for t in targets:
-                    target = load_partition(ps[t.name], t.name)
-                    vis, flag, weight, _ = apply_to_target(cal, target)
-                    write_processing_set_node(out_ps, t.name, _calibrated_node(ps[t.name], vis, flag, weight))
-                    # released before the next partition loads, not when its name is bound again: a full-size
-                    # line window's target and its corrected copy are GBs each
-                    del target, vis, flag, weight
+                    write_calibrated_target(out_ps, ps[t.name], t, cal, threads=ctx.threads)
             except CalibrationFailed as exc:
                 raise CalibrationFailed(f"execution block {eb.uid}, {spw}: {exc}") from exc
             _write_tables(out_tables, spw, cal, roles["bandpass"].antenna_names, roles["bandpass"].frequency_hz)
@@ -213,7 +228,83 @@ def _stage_scores(summary: dict) -> dict[str, float]:
     return scores
 
 
-def _calibrated_node(node: xr.DataTree, vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> xr.DataTree:
+def _blocks(n: int, bytes_per_item: int, budget: int, unit: int = 1) -> list[slice]:
+    """Consecutive ranges covering n items, each a whole number of `unit` items (but the last) and at most
+    `budget` bytes of them (at least one unit, however large)."""
+    step = max(1, budget // max(1, bytes_per_item * unit)) * unit
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def _stored_channel_chunk(node: xr.DataTree) -> int:
+    """Channels per stored chunk of the partition's visibilities (the whole window if not chunked)."""
+    vis = node.dataset["VISIBILITY"]
+    axis = vis.dims.index("frequency")
+    return int(vis.chunks[axis][0]) if vis.chunks else int(vis.shape[axis])
+
+
+def _vis_shape(info: PartitionInfo) -> tuple[int, int, int, int]:
+    """The shape of a target partition as load_partition reads it and the calibrated one is stored: parallel
+    hands only."""
+    return info.n_time, info.n_baseline, info.n_chan, len(parallel_hand_indices(info.correlations))
+
+
+def target_channel_statistic(node: xr.DataTree, info: PartitionInfo) -> np.ndarray:
+    """channel_log_amplitude of a target partition (n_chan, n_corr), read in blocks of channels (all
+    integrations of each): the first pass of the target's calibration, which decides its excess-power
+    channels on the whole observation before any integration is calibrated."""
+    n_time, n_bl, n_chan, n_corr = _vis_shape(info)
+    per_channel = n_time * n_bl * n_corr * VIS_ITEMSIZE
+    stored = _stored_channel_chunk(node)
+    # whole stored chunks per block when one fits, so each is read once
+    unit = stored if stored * per_channel <= STATISTIC_BLOCK_BYTES else 1
+    stats = []
+    for channels in _blocks(n_chan, per_channel, STATISTIC_BLOCK_BYTES, unit):
+        block = load_partition(node, info.name, channels=channels)
+        stats.append(channel_log_amplitude(block.vis, block.flag))
+        del block  # released before the next block is read, not when the name is bound again
+    return np.concatenate(stats, axis=0)
+
+
+def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: PartitionInfo, cal: WindowCalibration, *,
+                            threads: int = 1) -> None:
+    """Calibrate one target partition and write it as partition info.name of out_ps, in bounded memory, to the
+    bit what apply_to_target on the whole partition gives; sets cal.scores["fraction_flagged"] as it does.
+
+    Two passes: the excess-power channels from the channel statistic, read in channel blocks
+    (target_channel_statistic), then the calibrated VISIBILITY, FLAG and WEIGHT as lazy Dask arrays, one task
+    per block of integrations (read, flag, apply), computed as the partition is written: `threads` blocks in
+    memory at once. A block is a whole number of the stored time chunks, so no Zarr chunk is written by two.
+    """
+    bad_channels, _ = target_channel_flags(cal, target_channel_statistic(node, info))
+    shape = _vis_shape(info)
+    n_time, n_bl, n_chan, n_corr = shape
+    chunk = visibility_chunks(shape, VIS_ITEMSIZE)[0]
+    blocks = _blocks(n_time, n_bl * n_chan * n_corr * VIS_ITEMSIZE, APPLY_BLOCK_BYTES, unit=chunk)
+    flagged: dict[int, int] = {}  # per block, as each task reports it
+
+    def calibrate_block(k: int, times: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        block = load_partition(node, info.name, times=times)
+        vis, flag, weight, flagged[k] = apply_to_target_block(cal, block, bad_channels)
+        return vis, flag, weight
+
+    pieces: dict[str, list] = {"vis": [], "flag": [], "weight": []}
+    for k, times in enumerate(blocks):
+        task = dask.delayed(calibrate_block, nout=3, pure=False)(k, times)
+        block_shape = (times.stop - times.start, *shape[1:])
+        for name, part, dtype in zip(pieces, task, (np.complex64, np.bool_, np.float32), strict=True):
+            pieces[name].append(da.from_delayed(part, block_shape, dtype=dtype))
+    vis, flag, weight = (da.concatenate(p, axis=0) for p in pieces.values())
+    # to_zarr computes all three variables in one graph: each block task runs once, `threads` at a time
+    with dask.config.set(scheduler="threads", num_workers=max(1, threads)):
+        write_processing_set_node(out_ps, info.name, _calibrated_node(node, vis, flag, weight))
+    if sorted(flagged) != list(range(len(blocks))):
+        raise RuntimeError(f"partition {info.name}: calibrated blocks {sorted(flagged)} of {len(blocks)}")
+    cal.scores["fraction_flagged"] = fraction_flagged_score_of_counts(sum(flagged.values()), int(np.prod(shape)))
+
+
+def _calibrated_node(node: xr.DataTree, vis, flag, weight) -> xr.DataTree:
+    """The partition `node` with its VISIBILITY, FLAG and WEIGHT replaced (numpy or Dask arrays, parallel hands
+    only) and its data group described as calibrated."""
     out = node.copy()
     ds = out.to_dataset(inherit=False)
     # load_partition kept the parallel hands only: so does the calibrated partition.

@@ -75,9 +75,11 @@ class PartitionArrays:
 
 
 def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = None,
-                   field: str | None = None) -> PartitionArrays:
-    """Read one partition (optionally a channel range, optionally only the integrations on one `field`) into
-    memory, parallel hands only; a damaged store raises InvalidProcessingSet.
+                   field: str | None = None, times: slice | None = None) -> PartitionArrays:
+    """Read one partition (optionally a channel range, optionally a range of integrations, optionally only the
+    integrations on one `field`) into memory, parallel hands only; a damaged store raises InvalidProcessingSet.
+    A lazily opened store is read only where the ranges select: a window too large for memory can be read in
+    blocks of channels or of integrations.
 
     Whatever the processing set's origin, what comes out is what the kernels assume: the two parallel hands
     (XX, YY or RR, LL; cross hands dropped), uvw in the kernels' sign convention, and every sample that cannot
@@ -85,7 +87,7 @@ def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = N
     with its values zeroed, so no NaN reaches a sum.
     """
     try:
-        return _load_partition(node, name, channels, field)
+        return _load_partition(node, name, channels, field, times)
     except (KeyError, IndexError, AttributeError) as exc:
         raise InvalidProcessingSet(f"partition {name or node.name}: not a usable MSv4 dataset ({exc})") from exc
     except (ValueError, OSError, RuntimeError) as exc:
@@ -102,12 +104,15 @@ def parallel_hand_indices(correlations: list[str]) -> list[int]:
     raise InvalidProcessingSet(f"no parallel-hand correlations (XX/YY or RR/LL) among {correlations}")
 
 
-def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field: str | None) -> PartitionArrays:
+def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field: str | None,
+                    times: slice | None) -> PartitionArrays:
     import xradio.measurement_set  # noqa: F401  (registers the xr_ms accessor on nodes not opened by xradio)
 
     ds = node.dataset
     if channels is not None:
         ds = ds.isel(frequency=channels)
+    if times is not None:
+        ds = ds.isel(time=times)
     fields_in_time = np.asarray(ds.field_name.values).astype(str) if "field_name" in ds.coords else None
     if field is not None and fields_in_time is not None and fields_in_time.ndim == 1:
         on_field = fields_in_time == field

@@ -14,7 +14,9 @@ Order of use per execution block and spectral window:
     fs = fluxscale(gf, gp)             fs.flux_jy: phase calibrator's flux; fs.table: gains in true units
     g, gflag = interpolate_gains(fs.table, target_times)
     vis, flag, weight = apply_calibration(target..., g, gflag, bp)
-calibrate_window / apply_to_target do exactly this for one window (see recipe.py).
+calibrate_window / apply_to_target do exactly this for one window (see recipe.py); for a target too large for
+memory, channel_log_amplitude over channel blocks, target_channel_flags, then apply_to_target_block over blocks
+of integrations give the same result.
 Across windows (and execution blocks) fit_spectral_index combines the phase calibrator's flux densities.
 Every kernel raises CalibrationFailed for unusable input.
 """
@@ -24,6 +26,8 @@ from mousflow.science.calibration.bandpass import BandpassTable, normalise_bandp
 from mousflow.science.calibration.errors import CalibrationFailed
 from mousflow.science.calibration.flagging import (
     FlagReport,
+    channel_log_amplitude,
+    excess_power_channels,
     flag_antennas,
     flag_channels,
     flag_invalid,
@@ -33,10 +37,17 @@ from mousflow.science.calibration.fluxscale import FluxScaleResult, SpectralFit,
 from mousflow.science.calibration.gains import GainTable, solution_intervals, solve_gains
 from mousflow.science.calibration.interpolation import interpolate_gains
 from mousflow.science.calibration.models import calibrator_model, power_law_flux
-from mousflow.science.calibration.recipe import WindowCalibration, apply_to_target, calibrate_window
+from mousflow.science.calibration.recipe import (
+    WindowCalibration,
+    apply_to_target,
+    apply_to_target_block,
+    calibrate_window,
+    target_channel_flags,
+)
 from mousflow.science.calibration.scores import (
     SubScore,
     fraction_flagged_score,
+    fraction_flagged_score_of_counts,
     gain_snr_score,
     phase_rms_deg,
     phase_rms_score,
@@ -55,9 +66,12 @@ __all__ = [
     "WindowCalibration",
     "apply_calibration",
     "apply_to_target",
+    "apply_to_target_block",
     "calibrate_window",
     "calibrator_model",
+    "channel_log_amplitude",
     "choose_reference_antenna",
+    "excess_power_channels",
     "fit_spectral_index",
     "flag_antennas",
     "flag_channels",
@@ -65,6 +79,7 @@ __all__ = [
     "flag_outliers",
     "fluxscale",
     "fraction_flagged_score",
+    "fraction_flagged_score_of_counts",
     "gain_snr_score",
     "interpolate_gains",
     "normalise_bandpass",
@@ -76,4 +91,5 @@ __all__ = [
     "solve_bandpass",
     "solve_gains",
     "stefcal",
+    "target_channel_flags",
 ]

@@ -31,6 +31,11 @@ from scipy.ndimage import median_filter
 from mousflow.science.calibration.errors import CalibrationFailed
 
 MAD_TO_SIGMA = 1.4826
+# The channel test's defaults: a spur is > 6 robust sigma above the running median of 5 channels, with the
+# scatter of log amplitude taken as at least 2 % (a clean bandpass would otherwise have a MAD of ~0).
+CHANNEL_THRESHOLD = 6.0
+MIN_CHANNEL_SCATTER = 0.02
+CHANNEL_WINDOW = 5
 
 
 @dataclass
@@ -88,10 +93,57 @@ def _robust_z(values: np.ndarray, min_scale: float) -> np.ndarray:
     return np.where(ok, (values - centre) / scale, 0.0)
 
 
+def usable_amplitude(vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """|vis| as float64, NaN where `flag` (already including flag_invalid's samples) is set."""
+    return np.where(flag, np.nan, np.abs(vis).astype(np.float64))
+
+
+def _log_median_per_channel(amp: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(_nanmedian(amp, axis=(0, 1)))  # (n_chan, n_corr)
+
+
+def channel_log_amplitude(vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """(n_chan, n_corr): the log of each channel's median amplitude over time and baseline of its usable
+    samples (not flagged, finite, not zero); NaN for a channel with none. The statistic flag_outliers' channel
+    test judges. Each channel's value depends on that channel's samples only, so it can be computed on channel
+    blocks of a window too large for memory and the blocks concatenated along axis 0."""
+    return _log_median_per_channel(usable_amplitude(vis, flag_invalid(vis, flag)))
+
+
+def excess_power_channels(ch_stat: np.ndarray, threshold: float = CHANNEL_THRESHOLD,
+                          min_scatter: float = MIN_CHANNEL_SCATTER, window: int = CHANNEL_WINDOW,
+                          protect_channels: Sequence[int] = ()) -> tuple[list[int], np.ndarray | None, list[str]]:
+    """The channel test of flag_outliers on its statistic (channel_log_amplitude): each channel against a
+    running median over `window` channels, flagged where its robust z-score of excess amplitude exceeds
+    `threshold` (never the `protect_channels`). Returns (channels, excess (n_chan, n_corr) or None when there
+    are fewer than 3 channels to compare, one reason per channel)."""
+    if ch_stat.shape[0] < 3:
+        return [], None, []
+    excess = np.full(ch_stat.shape, np.nan)
+    for c in range(ch_stat.shape[1]):
+        col = ch_stat[:, c]
+        ok = np.isfinite(col)
+        if ok.sum() < 3:
+            continue
+        filled = np.interp(np.arange(col.size), np.flatnonzero(ok), col[ok])
+        trend = median_filter(filled, size=min(window, col.size), mode="mirror")
+        excess[:, c] = np.where(ok, col - trend, np.nan)
+    z = np.stack([_robust_z(excess[:, c], min_scatter) for c in range(excess.shape[1])], axis=1)
+    z[list(protect_channels)] = 0.0
+    channels, reasons = [], []
+    for ch in np.flatnonzero(np.any(z > threshold, axis=1)):
+        c = int(np.argmax(z[ch]))
+        channels.append(int(ch))
+        reasons.append(f"channel {ch}: amplitude {np.exp(excess[ch, c]):.3g} x its neighbours' "
+                       f"(robust z = {z[ch, c]:+.1f}, correlation {c})")
+    return channels, excess, reasons
+
+
 def flag_outliers(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray, n_ant: int, *,
                   antennas: bool = True, channels: bool = True, antenna_threshold: float = 5.0,
-                  channel_threshold: float = 6.0, min_antenna_scatter: float = 0.1,
-                  min_channel_scatter: float = 0.02, channel_window: int = 5,
+                  channel_threshold: float = CHANNEL_THRESHOLD, min_antenna_scatter: float = 0.1,
+                  min_channel_scatter: float = MIN_CHANNEL_SCATTER, channel_window: int = CHANNEL_WINDOW,
                   protect_channels: Sequence[int] = ()) -> tuple[np.ndarray, FlagReport]:
     """Flag invalid data, then amplitude-outlier antennas and channels (see the module docstring).
 
@@ -111,7 +163,7 @@ def flag_outliers(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, anten
         report.reasons.append(f"{n_new} samples NaN/inf or exactly zero")
     if out.all():
         raise CalibrationFailed("no unflagged data (all samples flagged, NaN or zero)")
-    amp = np.where(out, np.nan, np.abs(vis).astype(np.float64))
+    amp = usable_amplitude(vis, out)
 
     if antennas:
         with np.errstate(divide="ignore"):
@@ -133,26 +185,11 @@ def flag_outliers(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, anten
             out = flag_antennas(out, a1, a2, report.antennas)
             amp[:, np.isin(a1, report.antennas) | np.isin(a2, report.antennas)] = np.nan
 
-    if channels and vis.shape[2] >= 3:
-        with np.errstate(divide="ignore"):
-            ch_stat = np.log(_nanmedian(amp, axis=(0, 1)))  # (n_chan, n_corr)
-        excess = np.full(ch_stat.shape, np.nan)
-        for c in range(ch_stat.shape[1]):
-            col = ch_stat[:, c]
-            ok = np.isfinite(col)
-            if ok.sum() < 3:
-                continue
-            filled = np.interp(np.arange(col.size), np.flatnonzero(ok), col[ok])
-            trend = median_filter(filled, size=min(channel_window, col.size), mode="mirror")
-            excess[:, c] = np.where(ok, col - trend, np.nan)
-        report.channel_excess = excess
-        z = np.stack([_robust_z(excess[:, c], min_channel_scatter) for c in range(excess.shape[1])], axis=1)
-        z[list(protect_channels)] = 0.0
-        for ch in np.flatnonzero(np.any(z > channel_threshold, axis=1)):
-            c = int(np.argmax(z[ch]))
-            report.channels.append(int(ch))
-            report.reasons.append(f"channel {ch}: amplitude {np.exp(excess[ch, c]):.3g} x its neighbours' "
-                                  f"(robust z = {z[ch, c]:+.1f}, correlation {c})")
+    if channels:
+        found, report.channel_excess, reasons = excess_power_channels(
+            _log_median_per_channel(amp), channel_threshold, min_channel_scatter, channel_window, protect_channels)
+        report.channels += found
+        report.reasons += reasons
         if report.channels:
             out = flag_channels(out, report.channels)
 

@@ -13,6 +13,7 @@ atmosphere does within a scan, as on the target, not only thermal noise).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,13 +21,22 @@ import numpy as np
 
 from mousflow.science.calibration.apply import apply_calibration
 from mousflow.science.calibration.bandpass import BandpassTable, solve_bandpass
-from mousflow.science.calibration.flagging import FlagReport, flag_antennas, flag_channels, flag_outliers
+from mousflow.science.calibration.errors import CalibrationFailed
+from mousflow.science.calibration.flagging import (
+    FlagReport,
+    channel_log_amplitude,
+    excess_power_channels,
+    flag_antennas,
+    flag_channels,
+    flag_invalid,
+    flag_outliers,
+)
 from mousflow.science.calibration.fluxscale import FluxScaleResult, fluxscale
 from mousflow.science.calibration.gains import GainTable, solve_gains
 from mousflow.science.calibration.interpolation import interpolate_gains
 from mousflow.science.calibration.scores import (
     SubScore,
-    fraction_flagged_score,
+    fraction_flagged_score_of_counts,
     gain_snr_score,
     phase_rms_score,
 )
@@ -91,16 +101,49 @@ def calibrate_window(bandpass_cal: Visibilities, flux_cal: Visibilities, phase_c
     return result
 
 
+def target_channel_flags(cal: WindowCalibration, channel_stat: np.ndarray) -> tuple[list[int], FlagReport]:
+    """The channels to flag on the target: its own excess-power channels, judged on channel_stat (its
+    channel_log_amplitude, (n_chan, n_corr), which channel blocks can build), and the calibrators' bad channels.
+    Returns (sorted channels, the report of the target's own channel test). Raises CalibrationFailed, as
+    flag_outliers does, when the target has no usable sample or its excess channels are all it has."""
+    usable = np.isfinite(channel_stat).any(axis=1)  # a channel with an unflagged sample (its amplitude is > 0)
+    if not usable.any():
+        raise CalibrationFailed("no unflagged data (all samples flagged, NaN or zero)")
+    found, excess, reasons = excess_power_channels(channel_stat)
+    left = usable.copy()
+    left[found] = False
+    if not left.any():
+        raise CalibrationFailed("no unflagged data left after outlier flagging")
+    report = FlagReport(channels=found, reasons=reasons, channel_excess=excess)
+    return sorted(set(found) | set(cal.bad_channels)), report
+
+
+def apply_to_target_block(cal: WindowCalibration, block: Visibilities, bad_channels: Sequence[int], *,
+                          scale_weights: bool = True, max_extrapolation_s: float | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Flag and calibrate some of the target's integrations (all its baselines and channels): invalid samples,
+    the calibrators' bad antennas and `bad_channels` (from target_channel_flags) flagged, the gains
+    interpolated at the block's times and applied with the bandpass. Every step is per integration, so blocks
+    of integrations give, to the bit, what the whole target gives. Returns (vis complex64, flag, weight
+    float32, number of flagged samples)."""
+    flag = flag_invalid(block.vis, block.flag)
+    flag = flag_channels(flag_antennas(flag, block.antenna1, block.antenna2, cal.bad_antennas), bad_channels)
+    g, gflag = interpolate_gains(cal.gains, block.time_s, max_extrapolation_s=max_extrapolation_s)
+    v, f, w = apply_calibration(block.vis, flag, block.weight, block.antenna1, block.antenna2, g, gflag,
+                                cal.bandpass, scale_weights=scale_weights)
+    return v, f, w, int(np.count_nonzero(f))
+
+
 def apply_to_target(cal: WindowCalibration, target: Visibilities, *, scale_weights: bool = True,
                     max_extrapolation_s: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, FlagReport]:
     """Flag the target (invalid data, excess-power channels, plus the calibrators' bad antennas and channels)
-    and apply the window's calibration. Returns (vis, flag, weight, report); the fraction-flagged sub-score
-    of the result is added to cal.scores["fraction_flagged"]."""
-    n_ant = len(target.antenna_names)
-    flag, report = flag_outliers(target.vis, target.flag, target.antenna1, target.antenna2, n_ant, antennas=False)
-    flag = flag_channels(flag_antennas(flag, target.antenna1, target.antenna2, cal.bad_antennas), cal.bad_channels)
-    g, gflag = interpolate_gains(cal.gains, target.time_s, max_extrapolation_s=max_extrapolation_s)
-    v, f, w = apply_calibration(target.vis, flag, target.weight, target.antenna1, target.antenna2, g, gflag,
-                                cal.bandpass, scale_weights=scale_weights)
-    cal.scores["fraction_flagged"] = fraction_flagged_score(f)
+    and apply the window's calibration, all of it in memory: target_channel_flags and apply_to_target_block
+    on the whole target. Returns (vis, flag, weight, report of the target's channel test, with the fractions
+    flagged as read and after calibration); the fraction-flagged sub-score of the result is added to
+    cal.scores["fraction_flagged"]."""
+    bad_channels, report = target_channel_flags(cal, channel_log_amplitude(target.vis, target.flag))
+    v, f, w, n_flagged = apply_to_target_block(cal, target, bad_channels, scale_weights=scale_weights,
+                                               max_extrapolation_s=max_extrapolation_s)
+    report.fraction_before, report.fraction_after = float(np.mean(target.flag)), n_flagged / f.size
+    cal.scores["fraction_flagged"] = fraction_flagged_score_of_counts(n_flagged, f.size)
     return v, f, w, report

@@ -41,9 +41,15 @@ def _ramp(value: float, good: float, bad: float) -> float:
 def fraction_flagged_score(flag: np.ndarray) -> SubScore:
     """Fraction of flagged samples in a (any-shaped) flag array, e.g. the calibrated target's."""
     f = np.asarray(flag, bool)
-    if f.size == 0:
+    return fraction_flagged_score_of_counts(int(np.count_nonzero(f)), f.size)
+
+
+def fraction_flagged_score_of_counts(n_flagged: int, n_samples: int) -> SubScore:
+    """fraction_flagged_score from the counts alone, so data seen in blocks can be scored: n_flagged of
+    n_samples flagged. (The quotient of the two exact counts is the value flag.mean() gives, to the bit.)"""
+    if n_samples == 0:
         raise CalibrationFailed("fraction_flagged_score: empty flag array")
-    value = float(f.mean())
+    value = n_flagged / n_samples
     return SubScore("fraction_flagged", value, _ramp(value, FLAGGED_GOOD, FLAGGED_BAD), "",
                     f"{100 * value:.1f} % flagged (1 at <= {100 * FLAGGED_GOOD:.0f} %, 0 at >= "
                     f"{100 * FLAGGED_BAD:.0f} %)")

@@ -1,0 +1,91 @@
+"""The target's calibration in blocks (channel blocks for its channel test, blocks of integrations for the
+apply) gives, to the bit, what apply_to_target gives on the whole target."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mousflow.science.calibration import (
+    apply_to_target,
+    apply_to_target_block,
+    calibrate_window,
+    channel_log_amplitude,
+    excess_power_channels,
+    flag_outliers,
+    fraction_flagged_score_of_counts,
+    target_channel_flags,
+)
+from mousflow.telescope.calibrators import FLUX_MODELS
+
+SPUR_CHANNEL, BAD_ANTENNA, BAD_CHANNEL = 4, 3, 9
+
+
+@pytest.fixture(scope="module")
+def window(tiny_mous):
+    """spw1 of the tiny MOUS calibrated, with a bad antenna and a bad channel as if its calibrators had shown
+    them, and a target with flagged samples, NaNs, exact zeros and a spur channel."""
+    _, parts = tiny_mous
+    fc = parts[("spw1", "flux")]
+    cal = calibrate_window(parts[("spw1", "bandpass")], fc, parts[("spw1", "phase")],
+                           FLUX_MODELS[fc.field_name].at(fc.frequency_hz))
+    cal = replace(cal, bad_antennas=sorted({*cal.bad_antennas, BAD_ANTENNA}),
+                  bad_channels=sorted({*cal.bad_channels, BAD_CHANNEL}), scores=dict(cal.scores))
+    t = parts[("spw1", "target")]
+    vis, flag = t.vis.copy(), t.flag.copy()
+    vis[:, :, SPUR_CHANNEL] *= 30
+    vis[3, 5, 2, 0] = np.nan
+    vis[10, 7, 11, 1] = 0
+    vis[20:23, 40, :, :] = np.inf
+    flag[1:3, 7] = True
+    flag[30, :, 20] = True
+    return cal, replace(t, vis=vis, flag=flag)
+
+
+def _time_block(target, times: slice):
+    return replace(target, vis=target.vis[times], flag=target.flag[times], weight=target.weight[times],
+                   uvw_m=target.uvw_m[times], time_s=target.time_s[times])
+
+
+def test_channel_statistic_from_channel_blocks_is_the_whole_windows(window):
+    _, target = window
+    whole = channel_log_amplitude(target.vis, target.flag)
+    for size in (1, 3, 7):
+        parts = [channel_log_amplitude(target.vis[:, :, c:c + size], target.flag[:, :, c:c + size])
+                 for c in range(0, whole.shape[0], size)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_flag_outliers_channel_test_is_excess_power_channels_on_the_statistic(window):
+    _, target = window
+    n_ant = len(target.antenna_names)
+    _, report = flag_outliers(target.vis, target.flag, target.antenna1, target.antenna2, n_ant, antennas=False)
+    channels, excess, reasons = excess_power_channels(channel_log_amplitude(target.vis, target.flag))
+    assert SPUR_CHANNEL in channels
+    assert report.channels == channels
+    assert report.reasons[-len(reasons):] == reasons
+    np.testing.assert_array_equal(report.channel_excess, excess)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 16])
+def test_apply_over_time_blocks_is_apply_to_target_to_the_bit(window, block_size):
+    cal, target = window
+    whole_cal = replace(cal, scores=dict(cal.scores))
+    vis, flag, weight, report = apply_to_target(whole_cal, target)
+    assert SPUR_CHANNEL in report.channels
+
+    bad_channels, _ = target_channel_flags(cal, channel_log_amplitude(target.vis, target.flag))
+    assert {SPUR_CHANNEL, BAD_CHANNEL} <= set(bad_channels)
+    n_time = target.time_s.size
+    blocks = [apply_to_target_block(cal, _time_block(target, slice(t, t + block_size)), bad_channels)
+              for t in range(0, n_time, block_size)]
+    assert len(blocks) == -(-n_time // block_size)
+    for k, whole in enumerate((vis, flag, weight)):
+        joined = np.concatenate([b[k] for b in blocks])
+        assert joined.dtype == whole.dtype
+        assert joined.tobytes() == whole.tobytes()
+    assert flag[:, (target.antenna1 == BAD_ANTENNA) | (target.antenna2 == BAD_ANTENNA)].all()
+    assert flag[:, :, [SPUR_CHANNEL, BAD_CHANNEL]].all() and flag[3, 5, 2, 0] and not flag.all()
+    score = fraction_flagged_score_of_counts(sum(b[3] for b in blocks), flag.size)
+    assert score == whole_cal.scores["fraction_flagged"]
+    assert score.value == float(flag.mean())

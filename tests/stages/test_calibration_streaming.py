@@ -1,0 +1,156 @@
+"""The calibration stage applies to each target partition in blocks, in bounded memory, and writes what the
+whole partition calibrated at once gives, to the bit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from mousflow.science.calibration import calibrate_window
+from mousflow.stages import calibration
+from mousflow.stages.runner import run_stage
+from mousflow.storage import zarr_io
+from mousflow.storage.location import Location
+from mousflow.storage.partitions import load_partition, open_checked, partition_infos
+from mousflow.telescope.calibrators import FLUX_MODELS
+
+# Small enough that tiny's target partitions (1.8 and 3.7 MB of visibilities) are split into several blocks
+# of channels and of integrations, the stored time chunk being one or two integrations.
+SMALL_BLOCK_BYTES = 400_000
+SMALL_CHUNK_BYTES = 2**16
+
+
+def _small_blocks(monkeypatch) -> None:
+    monkeypatch.setattr(calibration, "APPLY_BLOCK_BYTES", SMALL_BLOCK_BYTES)
+    monkeypatch.setattr(calibration, "STATISTIC_BLOCK_BYTES", SMALL_BLOCK_BYTES)
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", SMALL_CHUNK_BYTES)
+
+
+def _count_block_calls(monkeypatch) -> dict[str, list]:
+    """Spy on the stage's reads and block applications: {"channels": [...], "times": [...], "applied": [...]}."""
+    calls: dict[str, list] = {"channels": [], "times": [], "applied": []}
+    read, apply = calibration.load_partition, calibration.apply_to_target_block
+
+    def counting_read(node, name="", channels=None, field=None, times=None):
+        for key, value in (("channels", channels), ("times", times)):
+            if value is not None:
+                calls[key].append((name, value.start, value.stop))
+        return read(node, name, channels=channels, field=field, times=times)
+
+    def counting_apply(cal, block, bad_channels, **kw):
+        calls["applied"].append(block.time_s[0])
+        return apply(cal, block, bad_channels, **kw)
+
+    monkeypatch.setattr(calibration, "load_partition", counting_read)
+    monkeypatch.setattr(calibration, "apply_to_target_block", counting_apply)
+    return calls
+
+
+def _target_partitions(output: Path) -> dict[str, xr.Dataset]:
+    out = {}
+    for ps_path in sorted(output.glob("calibration/*/calibrated.ps.zarr")):
+        ps = open_checked(Location.of(str(ps_path)))
+        for info in partition_infos(ps):
+            out[f"{ps_path.parent.name}/{info.name}"] = ps[info.name].dataset[["VISIBILITY", "FLAG", "WEIGHT"]].load()
+    return out
+
+
+def test_stage_output_is_the_same_in_tiny_blocks_as_whole(make_run, tmp_path, monkeypatch):
+    manifest = make_run()
+    assert run_stage("calibration", str(manifest)).state == "Succeeded"
+    whole = tmp_path / "whole"
+    shutil.move(tmp_path / "output", whole)
+
+    _small_blocks(monkeypatch)
+    calls = _count_block_calls(monkeypatch)
+    assert run_stage("calibration", str(manifest)).state == "Succeeded"
+    blocked = tmp_path / "output"
+
+    # really in blocks: per target partition, several channel blocks and several blocks of integrations,
+    # and each block of integrations applied exactly once
+    names = {name for name, *_ in calls["times"]}
+    assert names and all(sum(n == name for n, *_ in calls["channels"]) > 1 for name in names)
+    assert all(sum(n == name for n, *_ in calls["times"]) > 1 for name in names)
+    assert len(calls["applied"]) == len(calls["times"]) == len(set(calls["times"]))
+
+    expected, got = _target_partitions(whole), _target_partitions(blocked)
+    assert expected.keys() == got.keys() and len(got) >= 2
+    for name in expected:
+        for var in ("VISIBILITY", "FLAG", "WEIGHT"):
+            a, b = expected[name][var], got[name][var]
+            assert a.dtype == b.dtype and a.dims == b.dims
+            assert a.values.tobytes() == b.values.tobytes(), (name, var)
+        assert got[name]["FLAG"].values.any() and not got[name]["FLAG"].values.all()
+    summary = [json.loads((d / "calibration" / "summary.json").read_text()) for d in (whole, blocked)]
+    assert summary[0]["scores"] == summary[1]["scores"]
+    assert ([w["scores"]["fraction_flagged"] for eb in summary[0]["execution_blocks"] for w in eb["windows"].values()]
+            == [w["scores"]["fraction_flagged"] for eb in summary[1]["execution_blocks"]
+                for w in eb["windows"].values()])
+
+
+def _traced_peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _longer_partition(node: xr.DataTree, repeats: int) -> xr.DataTree:
+    """`node` observed `repeats` times in a row: its integrations repeated, later each time."""
+    ds = node.to_dataset(inherit=False).load()
+    span = float(ds.time[-1] - ds.time[0]) + float(ds.time[1] - ds.time[0])
+    longer = xr.concat([ds.assign_coords(time=ds.time + k * span) for k in range(repeats)], dim="time",
+                       data_vars="minimal", coords="minimal", compat="override")
+    longer.time.attrs = ds.time.attrs
+    out = node.copy()
+    out.dataset = longer
+    return out
+
+
+@pytest.mark.slow  # about a minute: 60 blocks of 0.5 MB, each read and written under tracemalloc
+def test_streamed_target_peak_memory_is_blocks_not_the_partition(tiny_mous, tmp_path, monkeypatch):
+    """Python-allocated peak (numpy's buffers included) of calibrating a target partition of 30 MB of
+    visibilities (tiny's spw1 target observed 8 times over), in blocks of 0.5 MB, stored in chunks of as much: a
+    block's worth (applying takes ~10 times its visibilities) and Dask's bookkeeping, under half the
+    partition. Reading it whole, as the stage did before applying to it, takes more than the partition."""
+    eb = next((Path(tiny_mous.out.path) / "eb").glob("*.ps.zarr"))
+    ps = open_checked(Location.of(str(eb)))
+    infos = [i for i in partition_infos(ps) if i.spw_name == "spw1"]
+    role = {"bandpass": "CALIBRATE_BANDPASS", "flux": "CALIBRATE_FLUX", "phase": "CALIBRATE_PHASE"}
+    parts = {r: load_partition(ps[next(i.name for i in infos if i.intents[0].startswith(intent))])
+             for r, intent in role.items()}
+    cal = calibrate_window(parts["bandpass"], parts["flux"], parts["phase"],
+                           FLUX_MODELS[parts["flux"].field_name].at(parts["flux"].frequency_hz))
+    target = next(i for i in infos if i.intents[0].startswith("OBSERVE_TARGET"))
+
+    def streamed(ps, target, where: str):
+        out = Location.of(str(tmp_path / where))
+        zarr_io.write_processing_set_root(out)
+        calibration.write_calibrated_target(out, ps[target.name], target, cal)
+
+    streamed(ps, target, "warm-up")  # imports and first-use caches are not what is measured
+    monkeypatch.setattr(calibration, "APPLY_BLOCK_BYTES", 2**19)
+    monkeypatch.setattr(calibration, "STATISTIC_BLOCK_BYTES", 2**21)
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 2**19)
+    longer = Location.of(str(tmp_path / "longer.ps.zarr"))
+    zarr_io.write_processing_set_root(longer)
+    zarr_io.write_processing_set_node(longer, target.name, _longer_partition(ps[target.name], 8))
+    zarr_io.finalize_processing_set(longer)
+    ps = open_checked(longer)
+    (target,) = partition_infos(ps)
+    vis_bytes = target.n_time * target.n_baseline * target.n_chan * 2 * 8
+    assert vis_bytes > 50 * calibration.APPLY_BLOCK_BYTES
+
+    peak_streamed = _traced_peak(lambda: streamed(ps, target, "measured"))
+    peak_whole_read = _traced_peak(lambda: load_partition(ps[target.name], target.name))
+    print(f"partition {vis_bytes / 1e6:.1f} MB of vis: peak streamed {peak_streamed / 1e6:.2f} MB, "
+          f"reading it whole {peak_whole_read / 1e6:.2f} MB")
+    assert peak_whole_read > vis_bytes  # the old stage read the partition whole before applying to it
+    assert peak_streamed < vis_bytes / 2
