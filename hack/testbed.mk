@@ -59,12 +59,13 @@ testbed-chart:
 	  --set history.uri=s3://$(TESTBED_HISTORY_BUCKET)/history \
 	  --set dask.workerCpu=100m
 
-# Bring the cluster up (building what is missing), run the cluster tier, then bring it down again unless
+# Bring the cluster up (building what is missing), run the cluster tier (the `exclusive` modules alone, then the
+# others in two lanes side by side: hack/testbed/cluster-tests.sh), then bring it down again unless
 # KEEP_CLUSTER=1 or it was already running before.
 test-cluster: venv
 	@was_up=0; if [ -f $(TESTBED_KUBECONFIG) ] && $(TESTBED_DIR)/cluster-status.sh >/dev/null 2>&1; then was_up=1; fi; \
 	$(TESTBED_DIR)/cluster-up.sh || exit $$?; \
-	rc=0; KUBECONFIG=$(TESTBED_KUBECONFIG) $(PYTHON_FOR_CLUSTER_TESTS) -m pytest -m cluster tests/cluster --durations=15 $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; KUBECONFIG=$(TESTBED_KUBECONFIG) $(TESTBED_DIR)/cluster-tests.sh $(PYTHON_FOR_CLUSTER_TESTS) $(PYTEST_ARGS) || rc=$$?; \
 	if [ "$(KEEP_CLUSTER)" != 1 ] && [ $$was_up = 0 ]; then $(TESTBED_DIR)/cluster-down.sh; fi; \
 	exit $$rc
 

@@ -52,6 +52,9 @@ VERSIONS = _versions()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: needs a real Kubernetes cluster (tests/cluster)")
+    config.addinivalue_line("markers", "exclusive: restarts the test bed's components, fills its node or times its "
+                                       "control plane; the cluster tier runs it alone, before the other modules run "
+                                       "in two lanes side by side (hack/testbed/cluster-tests.sh)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

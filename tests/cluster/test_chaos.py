@@ -55,7 +55,7 @@ from harness import (
 from mousflow.pipeline.local_server import start_server, stop_server
 from mousflow.storage.location import Location
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive, pytest.mark.usefixtures("host_s3")]
 NAMESPACE_PREFIX = "chaos"
 N_MOUSES = int(os.environ.get("CHAOS_MOUSES", "3"))
 N_POD_KILLS = int(os.environ.get("CHAOS_POD_KILLS", "4"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.cluster]
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive]
 REPO = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("MOUSFLOW_CONTROL_PLANE_N", "200"))
 

@@ -45,7 +45,9 @@ from mousflow.pipeline.resources import JobDemand, estimate_stage_resources
 from mousflow.stages.image_store import ImageStore
 from mousflow.storage.location import Location
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+# exclusive: its imaging asserts two Dask worker pods beside the imaging pod, which the 2-core node fits only
+# when no other module's stage pods hold its CPU requests
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive, pytest.mark.usefixtures("host_s3")]
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "mousflow"
 SUFFIX = uuid.uuid4().hex[:8]
@@ -238,10 +240,31 @@ def first(cluster, release, sim, module_s3) -> dict:
 def test_tiny_mous_goes_from_apply_to_delivered(cluster, first):
     doc, status = first["doc"], first["status"]
     assert status["qa2"]["verdict"] == "Pass"
-    assert all(status["stages"][s]["state"] == "Succeeded" for s in STAGES)
+    for stage in STAGES:
+        st = status["stages"][stage]
+        assert st["state"] == "Succeeded", st
+        assert st["startedAt"] and st["finishedAt"] and st["progressPercent"] == 100
+        assert st["checkpointUri"].endswith(f"checkpoints/{stage}.json")
+        assert st["resources"]["requested"]["memory"].endswith("Mi")
+        assert st["resources"]["used"]["peakMemoryBytes"] > 50 * MiB
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Degraded"]["status"] == "False"
     assert_delivered_products(doc)
-    # the stage pods ran under the restricted profile (the namespace admits nothing else), from the chart's image
-    assert sorted(jobs_by_stage(cluster, NS, doc["spec"]["uid"])) == list(STAGES)
+    assert status["products"]["deliveredUri"] == doc["spec"]["delivery"]["uri"]
+    # an Event per transition, and the phase and verdict in `kubectl get mous`
+    events = json.loads(cluster.kubectl("get", "events", "-n", NS, "-o", "json",
+                                        "--field-selector", "involvedObject.name=helm-a"))["items"]
+    reasons = [e["reason"] for e in events]
+    for reason in ("InputsPresent", "Admitted", "ProcessingSucceeded", "AutomaticDelivery", "Delivered"):
+        assert reason in reasons, reasons
+    row = cluster.kubectl("get", "mous", "helm-a", "-n", NS).splitlines()[1].split()
+    assert row[1] == "Delivered" and "Pass" in row, row
+    # one Job per stage, owned by the MOUS; the stage pods ran under the restricted profile (the namespace admits
+    # nothing else), from the chart's image
+    jobs = stage_jobs(cluster, NS, doc["spec"]["uid"])
+    assert sorted(jobs) == list(STAGES) and all(len(j) == 1 for j in jobs.values()), jobs_by_stage(
+        cluster, NS, doc["spec"]["uid"])
+    assert all(j["metadata"]["ownerReferences"][0]["name"] == "helm-a" for js in jobs.values() for j in js)
     # the flow run was recorded by the chart's Prefect server
     assert status.get("flowRunId")
     _assert_kpi_metrics_after_one_delivery(_metrics(cluster), doc)

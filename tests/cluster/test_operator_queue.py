@@ -14,7 +14,7 @@ import yaml
 
 from mousflow.storage.location import Location
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive, pytest.mark.usefixtures("host_s3")]
 NAMESPACE_PREFIX = "queue"
 LIMIT = 2
 OPERATOR_ENV = {"MOUSFLOW_MAX_PROCESSING": str(LIMIT)}

@@ -29,7 +29,7 @@ from mousflow.pipeline.history import PROCESSING_STAGES, History, StageRecord
 from mousflow.pipeline.resources import model_peak_bytes
 from mousflow.storage.location import Location
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("host_s3")]
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive, pytest.mark.usefixtures("host_s3")]
 NAMESPACE_PREFIX = "queue-sizes"
 STAGE_SECONDS = 600.0
 
