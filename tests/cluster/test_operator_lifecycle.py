@@ -1,5 +1,7 @@
 """The MOUS operator on the real test bed: a local operator process (kopf) and a local Prefect server, stage
-pods as Jobs in the cluster, MinIO as the only storage."""
+pods as Jobs in the cluster, MinIO as the only storage. A tiny MOUS from apply to Delivered (every stage's
+status, the conditions, an Event per transition, one owned Job per stage) is shown through the installed chart, the
+way a user meets it: tests/cluster/test_helm_release.py."""
 
 from __future__ import annotations
 
@@ -101,49 +103,6 @@ def test_retry_command_runs_a_failed_mous_again(cluster, mous_namespace, tiny_s3
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4 and "applies to Failed" in proc.stderr, proc.stderr
     cluster.kubectl("delete", "mous", name, "-n", mous_namespace, "--timeout=60s")
-
-
-def test_tiny_mous_goes_from_apply_to_delivered(cluster, mous_namespace, tiny_s3_mous, operator):
-    name = "tiny-delivered"
-    doc = _apply_mous(cluster, mous_namespace, tiny_s3_mous, name)
-    cluster.wait_until("phase Processing", lambda: _phase(cluster, mous_namespace, name) in
-                       ("Processing", "ReadyForReview", "DeliveryInProgress", "Delivered"), timeout=120)
-    try:
-        cluster.wait_until("phase Delivered", lambda: _phase(cluster, mous_namespace, name) in ("Delivered", "Failed"),
-                           timeout=900, interval=3)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail()}") from None
-    mous = cluster.get("mous", name, mous_namespace)
-    status = mous["status"]
-    assert status["phase"] == "Delivered", (status, operator.log_tail())
-    assert status["qa2"]["verdict"] == "Pass"
-    for stage in ("calibration", "imaging", "packaging"):
-        st = status["stages"][stage]
-        assert st["state"] == "Succeeded", st
-        assert st["startedAt"] and st["finishedAt"] and st["progressPercent"] == 100
-        assert st["checkpointUri"].endswith(f"checkpoints/{stage}.json")
-        assert st["resources"]["requested"]["memory"].endswith("Mi")
-        assert st["resources"]["used"]["peakMemoryBytes"] > 50 * 2**20
-    conditions = {c["type"]: c for c in status["conditions"]}
-    assert conditions["Ready"]["status"] == "True" and conditions["Degraded"]["status"] == "False"
-    # products copied to the delivery location and matching the manifest
-    delivered = Location(doc["spec"]["delivery"]["uri"])
-    manifest = delivered.join("manifest.json").read_json()
-    assert manifest["qa2"] == "Pass" and any(p["name"].endswith(".fits") for p in manifest["products"])
-    assert all(delivered.join(p["name"]).exists() for p in manifest["products"])
-    assert status["products"]["deliveredUri"] == delivered.uri
-    # an Event per transition, and the phase in `kubectl get mous`
-    reasons = [e["reason"] for e in _events(cluster, mous_namespace, name)]
-    for reason in ("InputsPresent", "Admitted", "ProcessingSucceeded", "AutomaticDelivery", "Delivered"):
-        assert reason in reasons, reasons
-    row = cluster.kubectl("get", "mous", name, "-n", mous_namespace).splitlines()[1].split()
-    assert row[1] == "Delivered" and "Pass" in row, row
-    # one Job per stage (each sized from the MOUS's data, owned by the MOUS)
-    jobs = [j for j in _jobs(cluster, mous_namespace)
-            if j["metadata"]["annotations"]["mousflow.io/uid"] == doc["spec"]["uid"]]
-    assert sorted(j["metadata"]["labels"]["mousflow.io/stage"] for j in jobs) == ["calibration", "imaging",
-                                                                                  "packaging"]
-    assert all(j["metadata"]["ownerReferences"][0]["name"] == name for j in jobs)
 
 
 def test_a_mous_deleted_while_the_operator_is_away_is_not_stuck(cluster, mous_namespace, tiny_s3_mous, operator):
