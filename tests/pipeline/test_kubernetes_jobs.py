@@ -17,6 +17,7 @@ from mousflow.pipeline.kubernetes import (
     retries_location,
 )
 from mousflow.pipeline.resources import JobDemand, ResourceRequest, estimate_stage_resources
+from mousflow.stages.context import StageOutcome
 from mousflow.stages.runner import status_location
 from mousflow.storage.location import Location
 
@@ -327,6 +328,31 @@ def test_a_failure_after_the_kernel_killed_a_child_for_memory_is_retried_even_if
     assert outcome.state == "Succeeded", (outcome, lines)
     assert [_limit(j) for j in cluster.created] == ["4096Mi", "6144Mi"]
     assert any("OOMKilled; retrying with memory limit 6144Mi" in line for line in lines), lines
+
+
+def test_a_pod_lost_after_its_stage_wrote_the_checkpoint_is_not_followed_by_another(tmp_path, monkeypatch):
+    """Killed between the checkpoint write and its exit (the chaos suite's SIGKILL can land there): the stage is
+    complete, so the interruption is not answered with a pod that would only skip itself."""
+    from mousflow.pipeline import kubernetes
+
+    asked = []
+
+    def complete_after_the_first_attempt(stage, manifest_uri):
+        asked.append(stage)
+        return StageOutcome(stage, "Skipped", message="valid checkpoint, nothing to do: not started")
+
+    monkeypatch.setattr(kubernetes, "skip_if_complete", complete_after_the_first_attempt)
+    sigkilled = {"reason": "Error", "exit_code": 137}
+    outcome, cluster, _, lines = _launch(tmp_path, [(False, sigkilled, None), (True, COMPLETED, _report("Succeeded"))])
+    assert outcome.state == "Skipped" and len(cluster.created) == 1 and asked == ["imaging"], (outcome, lines)
+    assert any("after the stage's checkpoint was written" in line for line in lines), lines
+
+
+def test_an_interrupted_stage_without_a_valid_checkpoint_runs_again(tmp_path):
+    sigkilled = {"reason": "Error", "exit_code": 137}
+    outcome, cluster, _, lines = _launch(tmp_path, [(False, sigkilled, None), (True, COMPLETED, _report("Succeeded"))])
+    assert outcome.state == "Succeeded" and len(cluster.created) == 2, (outcome, lines)
+    assert outcome.metrics["interruptions"], outcome
 
 
 def test_a_stage_that_finished_despite_an_oom_killed_worker_is_not_run_again(tmp_path):

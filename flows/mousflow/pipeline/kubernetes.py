@@ -27,7 +27,7 @@ from mousflow.pipeline.resources import ResourceRequest, parse_memory
 from mousflow.pod_security import restricted_container_security, restricted_pod_security, tmp_mount, tmp_volume
 from mousflow.stages.context import StageOutcome
 from mousflow.stages.memory_watch import memory_location
-from mousflow.stages.runner import progress_location, status_location
+from mousflow.stages.runner import progress_location, skip_if_complete, status_location
 from mousflow.storage.location import Location
 
 LineFn = Callable[[str], None]
@@ -395,6 +395,13 @@ class KubernetesJobLauncher:
             exceeded = worker if grow_worker else request
             if outcome.reason in (*MEMORY_REASONS, "Interrupted"):
                 self._record_retry(run_root, stage, outcome, exceeded, uid)
+                # A pod lost between its stage's last checkpoint write and its exit (deleted, evicted, killed)
+                # finished the work: a new pod would only find that out, and would start after the checkpoint.
+                if (done := skip_if_complete(stage, manifest_uri)) is not None:
+                    on_line(f"stage {stage}: its pod ended {outcome.reason} after the stage's checkpoint was "
+                            "written: complete, not started again")
+                    outcome = done
+                    break
             if outcome.reason in MEMORY_REASONS and len(oom_kills) < self.oom_max_retries and \
                     exceeded.memory_limit_bytes < self.memory_cap_bytes:
                 oom_kills.append(exceeded.memory_limit_bytes)
