@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -39,7 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     kopf.run(standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
              liveness_endpoint=args.liveness or settings.liveness_endpoint, registry=kopf.get_default_registry())
     del api_session, handlers, campaign  # imported for their handlers' registration
-    return 0
+    end_without_finalizing(0)
+    return 0  # not reached
+
+
+def end_without_finalizing(code: int) -> None:
+    """End the process once kopf has stopped (its cleanup done: finalizers released), without Python's
+    finalization. Flow runs go on in daemon threads (flow_runner=thread) and one may be in C++ code at that
+    moment (a flow being cancelled for its deleted MOUS, reading storage); finalization ends such a thread with a
+    forced unwind, which a C++ catch(...) turns into abort(): "FATAL: exception not rethrown", exit -6 instead of 0
+    (seen in the cluster tier). What the operator owns lives in the API server and in storage: nothing is left
+    to finalize but its output, flushed here."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
