@@ -26,16 +26,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _metadata_agrees_with_xradio(loc) -> None:
-    """Assert storage.processing_set_metadata.read_metadata(loc), which reads with zarr alone, says what xradio's
-    reader says of the same processing set."""
+    """Assert that what mousflow reads of a processing set, with zarr alone (storage.processing_set_metadata) and
+    with xarray (storage.partitions; neither imports xradio), is what xradio's own reader and accessors say."""
+    from xradio.measurement_set import open_processing_set as xradio_open
+
     from mousflow.storage.partitions import open_checked, partition_infos
     from mousflow.storage.processing_set_metadata import read_metadata
 
-    ps = open_checked(loc)
+    ps = xradio_open(str(loc.path))
     meta = read_metadata(loc)
-    assert [m.info for m in meta] == partition_infos(ps)
+    assert [m.info for m in meta] == partition_infos(open_checked(loc))
     for m in meta:
         node = ps[m.info.name]
+        told = node.xr_ms.get_partition_info()
+        assert (m.info.spw_name, m.info.field_names, m.info.intents) == (
+            told["spectral_window_name"], sorted(str(f) for f in told["field_name"]), list(told["scan_intents"]))
         np.testing.assert_array_equal(m.antenna1_names, np.asarray(node.baseline_antenna1_name.values).astype(str))
         np.testing.assert_array_equal(m.antenna2_names, np.asarray(node.baseline_antenna2_name.values).astype(str))
         np.testing.assert_array_equal(m.frequency_hz, np.asarray(node.frequency.values, dtype=np.float64))

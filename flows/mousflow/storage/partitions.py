@@ -16,6 +16,8 @@ from mousflow.storage.processing_set_metadata import (
     InvalidProcessingSet,
     PartitionInfo,
     check_layout,
+    field_and_source_path,
+    scan_intents,
 )
 from mousflow.storage.zarr_io import open_processing_set
 
@@ -28,11 +30,12 @@ def partition_infos(ps: xr.DataTree) -> list[PartitionInfo]:
     for name, node in sorted(ps.children.items()):
         if node.attrs.get("type") not in VISIBILITY_TYPES:
             continue
-        p = node.xr_ms.get_partition_info()
-        fields = [str(f) for f in p["field_name"]]
+        fs = node[field_and_source_path(name, node.attrs)]
+        fields = sorted({str(f) for f in np.asarray(fs.field_name.values).ravel()})
         infos.append(PartitionInfo(
-            name=name, spw_name=p["spectral_window_name"], field_name=fields[0],
-            intents=list(p["scan_intents"]), n_time=node.sizes["time"], n_baseline=node.sizes["baseline_id"],
+            name=name, spw_name=str(node.frequency.attrs["spectral_window_name"]), field_name=fields[0],
+            intents=scan_intents(node.attrs, node.scan_name.attrs), n_time=node.sizes["time"],
+            n_baseline=node.sizes["baseline_id"],
             n_chan=node.sizes["frequency"], correlations=[str(c) for c in node.polarization.values],
             field_names=fields,
         ))
@@ -106,8 +109,6 @@ def parallel_hand_indices(correlations: list[str]) -> list[int]:
 
 def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field: str | None,
                     times: slice | None) -> PartitionArrays:
-    import xradio.measurement_set  # noqa: F401  (registers the xr_ms accessor on nodes not opened by xradio)
-
     ds = node.dataset
     if channels is not None:
         ds = ds.isel(frequency=channels)
@@ -128,12 +129,12 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field:
     index = {a: i for i, a in enumerate(names)}
     a1 = np.array([index[str(a)] for a in ds.baseline_antenna1_name.values])
     a2 = np.array([index[str(a)] for a in ds.baseline_antenna2_name.values])
-    fs = node[FIELD_AND_SOURCE].dataset if FIELD_AND_SOURCE in node.children else node.xr_ms.get_field_and_source_xds()
+    fs = (node[FIELD_AND_SOURCE] if FIELD_AND_SOURCE in node.children
+          else node[field_and_source_path(name or node.name, node.attrs)]).dataset
     fs_fields = [str(f) for f in fs.field_name.values]
     field_name = field if field is not None and field in fs_fields else fs_fields[0]
     centre = fs["FIELD_PHASE_CENTER_DIRECTION"].values[fs_fields.index(field_name)]
     dish = node["antenna_xds"].dataset.get("ANTENNA_DISH_DIAMETER")
-    p = node.xr_ms.get_partition_info()
 
     vis = np.asarray(ds["VISIBILITY"].values)
     flag = np.asarray(ds["FLAG"].values).astype(bool) if "FLAG" in ds else np.zeros(vis.shape, bool)
@@ -164,7 +165,7 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field:
         field_name=field_name,
         phase_centre_rad=(float(centre[0]), float(centre[1])),
         spw_name=str(ds.frequency.attrs.get("spectral_window_name", "")),
-        intents=list(p["scan_intents"]),
+        intents=scan_intents(node.attrs, node.scan_name.attrs),
     )
 
 

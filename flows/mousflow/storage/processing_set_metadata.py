@@ -3,7 +3,7 @@
 Checking an execution block (stages.inputs) needs each MSv4 partition's window, fields, intents, sizes and
 correlations, its baselines' antenna names, its frequencies and its fields' phase centres: the root zarr.json's
 consolidated metadata and a handful of small coordinate arrays, read here with zarr alone. Opening the set
-with xarray and xradio (storage.partitions) gives the same values but loads xarray, pandas, dask and scipy,
+with xarray (storage.partitions) gives the same values but loads xarray, pandas, dask and scipy,
 about 165 MB, which the operator that checks a thousand MOUSs' inputs never needs otherwise (issue 16); the
 stages, which read the data, open it with xarray as before.
 
@@ -19,6 +19,7 @@ import json
 import os
 import stat
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -148,18 +149,31 @@ def _strings(array) -> list[str]:
     return [str(s) for s in np.asarray(array[...]).ravel()]
 
 
-def _partition(name: str, node) -> PartitionMetadata:
-    attrs = node.attrs
+def field_and_source_path(name: str, attrs: Mapping) -> str:
+    """Where partition `name` (its attributes `attrs`) keeps its field_and_source dataset: that of data group
+    "base", else of the first group, as xradio's `get_field_and_source_xds` picks it."""
     groups = attrs.get("data_groups") or {}
     group = "base" if "base" in groups else next(iter(groups), None)
     if group is None:
         raise InvalidProcessingSet(f"partition {name}: no data groups in its attributes, not an MSv4 dataset")
-    fs = node[groups[group]["field_and_source"]]
-    fs_field_names = _strings(fs["field_name"])
-    fields = sorted(set(fs_field_names))
+    return groups[group]["field_and_source"]
+
+
+def scan_intents(attrs: Mapping, scan_name_attrs: Mapping) -> list[str]:
+    """A partition's scan intents as xradio's `get_partition_info` gives them: those of its observation_info,
+    else those of its scan_name coordinate."""
     intents = (attrs.get("observation_info") or {}).get("intents")
     if intents is None:
-        intents = node["scan_name"].attrs.get("scan_intents", ["UNSPECIFIED"])
+        intents = scan_name_attrs.get("scan_intents", ["UNSPECIFIED"])
+    return list(intents)
+
+
+def _partition(name: str, node) -> PartitionMetadata:
+    attrs = node.attrs
+    fs = node[field_and_source_path(name, attrs)]
+    fs_field_names = _strings(fs["field_name"])
+    fields = sorted(set(fs_field_names))
+    intents = scan_intents(attrs, node["scan_name"].attrs)
     frequency = node["frequency"]
     centres = np.asarray(fs["FIELD_PHASE_CENTER_DIRECTION"][...], dtype=np.float64).reshape(len(fs_field_names), -1)
     field_centres: dict[str, tuple[float, float]] = {}
@@ -167,7 +181,7 @@ def _partition(name: str, node) -> PartitionMetadata:
         field_centres.setdefault(field_name, (float(c[0]), float(c[1])))
     info = PartitionInfo(
         name=name, spw_name=str(frequency.attrs["spectral_window_name"]), field_name=fields[0],
-        intents=list(intents), n_time=int(node["time"].shape[0]), n_baseline=int(node["baseline_id"].shape[0]),
+        intents=intents, n_time=int(node["time"].shape[0]), n_baseline=int(node["baseline_id"].shape[0]),
         n_chan=int(frequency.shape[0]), correlations=_strings(node["polarization"]), field_names=fields)
     return PartitionMetadata(
         info=info, antenna1_names=np.asarray(_strings(node["baseline_antenna1_name"])),
