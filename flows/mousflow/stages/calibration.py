@@ -204,6 +204,8 @@ def run(ctx: StageContext) -> str:
                 "scores": {name: {"value": s.value, "score": s.score, "unit": s.unit, "detail": s.detail}
                            for name, s in cal.scores.items()},
             }
+            # this window's calibrator data and solutions go now, not once the next window's are loaded
+            del roles, cal
         finalize_processing_set(out_ps)
         outputs += [f"{STAGE}/{label}/calibrated.ps.zarr"]
         if out_tables.exists():

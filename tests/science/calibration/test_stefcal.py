@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,29 @@ def test_reduce_baselines_matches_explicit_sums():
     xc, _, _ = reduce_baselines(vis, model, w, flag, index, 2, per_channel=True)
     assert xc.shape == (2, 4, 2, 3)
     np.testing.assert_allclose(xc.sum(axis=1), x)
+
+
+def test_reduce_baselines_in_blocks_of_integrations_and_with_a_phasor(monkeypatch):
+    """The sums are taken a block of integrations at a time (memory): the same sums as all at once, and a
+    per-integration phasor multiplied in block by block is the full model it stands for."""
+    # the module, not the function of the same name the package exports
+    stefcal_module = importlib.import_module("mousflow.science.calibration.stefcal")
+
+    rng = np.random.default_rng(7)
+    shape = (11, 6, 5, 2)
+    vis = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    model = rng.uniform(0.5, 2, (5, 1))
+    phasor = np.exp(1j * rng.uniform(-np.pi, np.pi, (11, 6, 2)))
+    w = rng.uniform(1, 2, shape).astype(np.float32)
+    flag = rng.random(shape) < 0.2
+    index = np.array([0, 0, 1, 1, -1, 2, 2, 2, 0, 1, 3])
+    whole = [reduce_baselines(vis, model[None, None] * phasor[:, :, None, :], w, flag, index, 3, per_channel=pc)
+             for pc in (False, True)]
+    monkeypatch.setattr(stefcal_module, "REDUCE_BLOCK_SAMPLES", 2 * 6 * 5 * 2)  # two integrations a block
+    for pc, expected in zip((False, True), whole, strict=True):
+        blocked = reduce_baselines(vis, model, w, flag, index, 3, per_channel=pc, phasor=phasor)
+        for got, want in zip(blocked, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # integrations of no solution (-1, or an interval past the last) count nowhere
+    in_solution = (index >= 0) & (index < 3)
+    assert whole[0][2].sum() == (~flag[in_solution]).sum()

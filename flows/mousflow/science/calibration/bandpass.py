@@ -93,8 +93,7 @@ def solve_bandpass(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenn
     flag = flag | (rot == 0)[:, :, None, :]
 
     # 2. per channel over the whole scan, with the phases in the model
-    full_model = model[None, None] * rot[:, :, None, :]
-    x, y, _ = reduce_baselines(vis, full_model, weight, flag, np.zeros(n_time, int), 1, per_channel=True)
+    x, y, _ = reduce_baselines(vis, model, weight, flag, np.zeros(n_time, int), 1, per_channel=True, phasor=rot)
     res = stefcal(x[0], y[0], a1, a2, n_ant, reference_antenna=reference_antenna, min_snr=min_snr,
                   min_baselines=min_baselines)  # (chan, corr, ant)
     flags = res.flags.transpose(2, 0, 1)

@@ -56,36 +56,64 @@ class StefcalResult:
     reference_antenna: np.ndarray
 
 
+# The sums over integrations are taken a block of integrations at a time: the weighted products are complex128
+# and float64 temporaries, several of them, each up to twice the size of the complex64 visibilities, and a whole
+# calibrator scan of hundreds of channels reduced at once made gigabytes of them (the calibration stage's peak
+# on a full-size execution block). This many samples (time x baseline x channel x correlation) per block, or
+# one integration where that is more.
+REDUCE_BLOCK_SAMPLES = 1 << 19
+
+
 def reduce_baselines(vis: np.ndarray, model, weight: np.ndarray, flag: np.ndarray, time_index: np.ndarray,
-                     n_interval: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     n_interval: int, per_channel: bool, *, phasor: np.ndarray | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reduce (time, baseline, channel, corr) data to the StEFCal sufficient statistics per solution.
 
     model: broadcastable to vis (e.g. (n_chan, 1) flux densities, or a full array with a bandpass folded in).
+    phasor: (time, baseline, corr), multiplied into the model (e.g. per-integration phases solved first), so
+    the product of the two is never held for the whole data at once.
     time_index: (n_time,) solution interval of each integration, -1 to leave an integration out.
     Returns X = sum w conj(M) D, Y = sum w |M|^2 and the number of unflagged samples N, each shaped
     (n_interval, n_corr, n_baseline) or, with per_channel, (n_interval, n_chan, n_corr, n_baseline).
     Flagged and non-finite samples carry no weight.
     """
     vis = np.asarray(vis)
-    good = ~np.asarray(flag, bool) & np.isfinite(vis) & (np.asarray(weight) > 0)
-    m = np.broadcast_to(np.asarray(model), vis.shape)
-    good &= np.isfinite(m)
+    model = np.broadcast_to(np.asarray(model), vis.shape)
+    weight = np.broadcast_to(np.asarray(weight), vis.shape)
+    flag = np.broadcast_to(np.asarray(flag, bool), vis.shape)
+    time_index = np.asarray(time_index)
+    n_time, n_bl, n_chan, n_corr = vis.shape
+    shape = (n_interval, n_chan, n_corr, n_bl) if per_channel else (n_interval, n_corr, n_bl)
+    x, y, n = np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape)
+    step = max(1, REDUCE_BLOCK_SAMPLES // max(1, n_bl * n_chan * n_corr))
+    for t0 in range(0, n_time, step):
+        t = slice(t0, min(n_time, t0 + step))
+        index = time_index[t]
+        ok = (index >= 0) & (index < n_interval)
+        if not ok.any():
+            continue
+        onehot = np.zeros((n_interval, index.size))
+        onehot[index[ok], np.nonzero(ok)[0]] = 1.0
+        xb, yb, nb = _weighted_products(vis[t], model[t] if phasor is None else model[t] * phasor[t][:, :, None, :],
+                                        weight[t], flag[t])
+        if per_channel:
+            sig = "it,tbcp->icpb"
+        else:
+            xb, yb, nb = xb.sum(axis=2), yb.sum(axis=2), nb.sum(axis=2)
+            sig = "it,tbp->ipb"
+        x += np.einsum(sig, onehot, xb)
+        y += np.einsum(sig, onehot, yb)
+        n += np.einsum(sig, onehot, nb)
+    return x, y, n
+
+
+def _weighted_products(vis, model, weight, flag) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """w conj(M) D, w |M|^2 and the count of usable samples, sample by sample (0 where unusable)."""
+    good = ~flag & np.isfinite(vis) & (weight > 0) & np.isfinite(model)
     w = np.where(good, weight, 0.0).astype(np.float64)
     d = np.where(good, vis, 0)
-    m = np.where(good, m, 0)
-    wm = w * np.conj(m)
-    xs = wm * d
-    ys = (w * np.abs(m) ** 2)
-    ns = good.astype(np.float64)
-    onehot = np.zeros((n_interval, vis.shape[0]))
-    ok = (time_index >= 0) & (time_index < n_interval)
-    onehot[np.asarray(time_index)[ok], np.nonzero(ok)[0]] = 1.0
-    if per_channel:
-        sig = "it,tbcp->icpb"
-    else:
-        xs, ys, ns = xs.sum(axis=2), ys.sum(axis=2), ns.sum(axis=2)
-        sig = "it,tbp->ipb"
-    return np.einsum(sig, onehot, xs), np.einsum(sig, onehot, ys), np.einsum(sig, onehot, ns)
+    m = np.where(good, model, 0)
+    return w * np.conj(m) * d, w * np.abs(m) ** 2, good.astype(np.float64)
 
 
 def stefcal(x: np.ndarray, y: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray, n_ant: int, *,
