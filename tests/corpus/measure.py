@@ -192,9 +192,13 @@ def measure_fits_line(paths, truth: dict, radius_arcsec: float) -> dict:
     avoid = [(s["ra_deg"], s["dec_deg"]) for s in truth["sources"]] + [(line["ra_deg"], line["dec_deg"])]
     region = _noise_region(img, centre, radius_arcsec, avoid, beam)
     rms = float(np.nanmedian([robust_rms(img.data[c][region]) for c in np.flatnonzero(~in_line)]))
+    # the line-free channels' mean restoring beam (major, minor; arcsec): a lower rms with a larger beam is
+    # another weighting, not a better image
+    free_beam = np.degrees(np.mean(np.array([img.beams[c][:2] for c in np.flatnonzero(~in_line)]), axis=0)) * 3600
     # flux_sigma: the integrated-intensity map's noise (channels' noise added in quadrature) over the line's
     # integral, the thermal uncertainty of flux_ratio
     return {"flux_ratio": flux / line["integrated_jy_hz"],
             "offset_beams": offset / (math.degrees(beam.bmaj_rad) * 3600),
             "flux_sigma": rms * width * math.sqrt(chans.size) / line["integrated_jy_hz"],
-            "channel_rms_jy": rms, "n_chan": int(img.data.shape[0])}
+            "channel_rms_jy": rms, "n_chan": int(img.data.shape[0]),
+            "channel_beam_arcsec": [float(free_beam[0]), float(free_beam[1])]}
