@@ -359,11 +359,9 @@ def role_casa_export(spec: dict) -> None:
 
 def _mousflow_imaging_context(manifest: str):
     from mousflow.stages import imaging
-    from mousflow.stages.allocator import return_freed_memory_to_the_kernel
     from mousflow.stages.context import print_progress
     from mousflow.stages.runner import _context
 
-    return_freed_memory_to_the_kernel()  # as `mousflow stage` does for the stage these steps are part of
     ctx = _context("imaging", manifest, threads=THREADS, progress=print_progress)
     upstream = ctx.checkpoints.read("calibration")
     calibrated = [rel for rel in upstream.outputs if rel.endswith("calibrated.ps.zarr")]

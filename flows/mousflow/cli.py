@@ -139,11 +139,9 @@ def _exit_on_sigterm() -> None:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from mousflow.stages.allocator import return_freed_memory_to_the_kernel
     from mousflow.stages.runner import exit_code, run_stage
 
     _exit_on_sigterm()
-    return_freed_memory_to_the_kernel()
     outcome = run_stage(args.stage, args.manifest, threads=args.threads)
     if outcome.state == "Failed":
         print(f"mousflow: error: {outcome.reason}: stage {outcome.stage} failed: {outcome.message}", file=sys.stderr,
