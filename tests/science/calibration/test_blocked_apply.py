@@ -56,6 +56,26 @@ def test_channel_statistic_from_channel_blocks_is_the_whole_windows(window):
         np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
+def test_channel_statistic_in_groups_of_channels_is_numpys_median_of_the_usable_amplitudes(window, monkeypatch):
+    """Worked out a few channels at a time (memory), the statistic is still, to the bit, numpy's median over
+    time and baseline of the amplitudes that are not flagged, finite or zero; NaN for a channel without any."""
+    from mousflow.science.calibration import flagging
+
+    _, target = window
+    flag = target.flag.copy()
+    flag[:, :, 13] = True  # a channel with no usable sample
+    unusable = flag | ~np.isfinite(target.vis) | (target.vis == 0)
+    with np.errstate(divide="ignore", invalid="ignore"), pytest.warns(RuntimeWarning, match="All-NaN"):
+        expected = np.log(np.nanmedian(np.where(unusable, np.nan, np.abs(target.vis).astype(np.float64)),
+                                       axis=(0, 1)))
+    per_channel = target.vis[:, :, 0].nbytes
+    for channels in (1, 3, 64):
+        monkeypatch.setattr(flagging, "CHANNEL_GROUP_BYTES", channels * per_channel)
+        got = channel_log_amplitude(target.vis, flag)
+        np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[13]).all() and np.isfinite(np.delete(got, 13, axis=0)).all()
+
+
 def test_flag_outliers_channel_test_is_excess_power_channels_on_the_statistic(window):
     _, target = window
     n_ant = len(target.antenna_names)

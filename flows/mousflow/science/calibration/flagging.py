@@ -51,6 +51,10 @@ class FlagReport:
     channel_excess: np.ndarray | None = None  # (n_chan, n_corr) log(amplitude / running median)
 
 
+# channel_log_amplitude's working set: this many bytes of visibilities at a time (its temporaries come to ~6x)
+CHANNEL_GROUP_BYTES = 32 * 2**20
+
+
 def flag_invalid(vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
     """Return flag | (vis not finite) | (vis exactly zero). Does not modify its inputs."""
     vis = np.asarray(vis)
@@ -107,8 +111,25 @@ def channel_log_amplitude(vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
     """(n_chan, n_corr): the log of each channel's median amplitude over time and baseline of its usable
     samples (not flagged, finite, not zero); NaN for a channel with none. The statistic flag_outliers' channel
     test judges. Each channel's value depends on that channel's samples only, so it can be computed on channel
-    blocks of a window too large for memory and the blocks concatenated along axis 0."""
-    return _log_median_per_channel(usable_amplitude(vis, flag_invalid(vis, flag)))
+    blocks of a window too large for memory and the blocks concatenated along axis 0.
+
+    Worked out a group of channels at a time (CHANNEL_GROUP_BYTES of visibilities): the invalid-sample flags,
+    the float64 amplitudes and the median's working copies of a whole block were together several times the
+    block, the calibration stage's peak on a full-size execution block. Each channel's median is of the same
+    samples, so the result is the same to the bit."""
+    vis = np.asarray(vis)
+    flag = np.asarray(flag, bool)
+    if vis.shape != flag.shape:
+        raise CalibrationFailed(f"flag shape {flag.shape} does not match visibilities {vis.shape}")
+    n_chan = vis.shape[2]
+    per_channel = max(1, vis.size // max(1, n_chan) * vis.itemsize)
+    step = max(1, CHANNEL_GROUP_BYTES // per_channel)
+    out = np.empty((n_chan, vis.shape[3]))
+    for c0 in range(0, n_chan, step):
+        group = slice(c0, min(n_chan, c0 + step))
+        v = vis[:, :, group]
+        out[group] = _log_median_per_channel(usable_amplitude(v, flag_invalid(v, flag[:, :, group])))
+    return out
 
 
 def excess_power_channels(ch_stat: np.ndarray, threshold: float = CHANNEL_THRESHOLD,
