@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import dask.array
 import numpy as np
 import xarray as xr
 
@@ -136,18 +137,22 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field:
     centre = fs["FIELD_PHASE_CENTER_DIRECTION"].values[fs_fields.index(field_name)]
     dish = node["antenna_xds"].dataset.get("ANTENNA_DISH_DIAMETER")
 
-    vis = np.asarray(ds["VISIBILITY"].values)
-    flag = np.asarray(ds["FLAG"].values).astype(bool) if "FLAG" in ds else np.zeros(vis.shape, bool)
-    weight = np.asarray(ds["WEIGHT"].values) if "WEIGHT" in ds else np.ones(vis.shape, np.float32)
+    # the arrays read here are this function's own (filled_from), so the unusable samples are zeroed in place
+    vis = filled_from(ds["VISIBILITY"])
+    flag = filled_from(ds["FLAG"]).astype(bool, copy=False) if "FLAG" in ds else np.zeros(vis.shape, bool)
+    weight = filled_from(ds["WEIGHT"]) if "WEIGHT" in ds else np.ones(vis.shape, np.float32)
     if weight.shape != vis.shape:  # a weight per (time, baseline, correlation), as MSv2's WEIGHT column has it
         weight = np.broadcast_to(weight[:, :, None, :] if weight.ndim == 3 else weight, vis.shape)
     uvw = stored_uvw(ds["UVW"].values)
     bad_row = ~np.isfinite(uvw).all(axis=-1)
     unusable = ~np.isfinite(vis) | ~np.isfinite(weight) | (weight < 0) | bad_row[:, :, None, None]
     if unusable.any():
-        flag = flag | unusable
-        vis = np.where(unusable, 0, vis).astype(vis.dtype, copy=False)
-        weight = np.where(unusable, 0, weight).astype(np.float32, copy=False)
+        flag |= unusable
+        vis[unusable] = 0
+        if weight.flags.writeable:
+            weight[unusable] = 0
+        else:  # broadcast from a weight per row
+            weight = np.where(unusable, 0, weight).astype(np.float32, copy=False)
         uvw = np.where(bad_row[..., None], 0.0, uvw)
     return PartitionArrays(
         name=name or node.name,
@@ -167,6 +172,20 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field:
         spw_name=str(ds.frequency.attrs.get("spectral_window_name", "")),
         intents=scan_intents(node.attrs, node.scan_name.attrs),
     )
+
+
+def filled_from(array: xr.DataArray) -> np.ndarray:
+    """A new numpy array holding `array`'s values, filled a stored chunk at a time.
+
+    Why not `.values`: computing a Dask-backed array holds every chunk and the array they are concatenated into
+    at once, twice the array, where storing chunk by chunk into one array allocated first holds it once (plus a
+    chunk per thread). A numpy-backed array is copied, so the caller may change the result."""
+    data = array.data
+    if not isinstance(data, dask.array.Array):
+        return np.array(array.values, copy=True)
+    out = np.empty(data.shape, data.dtype)
+    dask.array.store(data, out, lock=False)  # disjoint regions of one array: no lock needed
+    return out
 
 
 def concatenate_partitions(parts: list[PartitionArrays]) -> PartitionArrays:
