@@ -48,3 +48,19 @@ def test_chunk_by_chunk_the_array_is_held_once():
         filled = _peak_bytes(lambda: filled_from(_lazy()))
     assert concatenated > 1.8 * size  # dask's compute: the chunks and their concatenation at once
     assert filled < 1.3 * size, (filled / size, concatenated / size)
+
+
+def _read_in_a_worker() -> bool:
+    """What a cube chunk does in a Dask worker's task, where dask's configured scheduler is the cluster's."""
+    lazy = xr.DataArray(dask.array.arange(10**6, chunks=10**5).reshape(1000, 1000), dims=("t", "b"))
+    return bool(np.array_equal(filled_from(lazy), np.arange(10**6).reshape(1000, 1000)))
+
+
+def test_in_a_dask_workers_task_the_array_is_filled_here():
+    """Not by the cluster's scheduler, whose tasks would fill copies of the array in other processes and leave
+    this one as np.empty left it."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        assert client.submit(_read_in_a_worker).result(timeout=120)

@@ -22,6 +22,8 @@ from mousflow.storage.processing_set_metadata import (
 )
 from mousflow.storage.zarr_io import open_processing_set
 
+# Dask's schedulers whose tasks run in this process (dask.base.named_schedulers, less "processes")
+IN_PROCESS_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded")
 # The parallel-hand pairs Stokes I is made of (linear and circular feeds), in the order they are kept.
 PARALLEL_HANDS = (("XX", "YY"), ("RR", "LL"))
 
@@ -184,8 +186,17 @@ def filled_from(array: xr.DataArray) -> np.ndarray:
     if not isinstance(data, dask.array.Array):
         return np.array(array.values, copy=True)
     out = np.empty(data.shape, data.dtype)
-    dask.array.store(data, out, lock=False)  # disjoint regions of one array: no lock needed
+    # disjoint regions of one array: no lock needed
+    dask.array.store(data, out, lock=False, scheduler=_in_process_scheduler())
     return out
+
+
+def _in_process_scheduler() -> str:
+    """The Dask scheduler that fills an array of this process: the one configured if it runs here (threads, or
+    synchronous in tests), else threads. Never the distributed one, which a Dask worker's tasks have configured
+    (the imaging stage's cube chunks): its tasks would fill copies of the array in other processes."""
+    configured = dask.config.get("scheduler", None)
+    return configured if configured in IN_PROCESS_SCHEDULERS else "threads"
 
 
 def concatenate_partitions(parts: list[PartitionArrays]) -> PartitionArrays:
