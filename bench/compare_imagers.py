@@ -381,8 +381,7 @@ def role_mousflow_cube(spec: dict) -> None:
     for c0 in range(0, w.freq_hz.size, chunk):
         c1 = min(w.freq_hz.size, c0 + chunk)
         vis, weight, flag = w.load(slice(c0, c1))
-        imaging.image_channels(vis, w.uvw_m, w.freq_hz[c0:c1], weight, flag, plans[w.spw], nthreads=THREADS,
-                               double=imaging.CUBE_DOUBLE_PRECISION, epsilon=1e-5)
+        imaging.image_channels(vis, w.uvw_m, w.freq_hz[c0:c1], weight, flag, plans[w.spw], nthreads=THREADS)
 
 
 def role_mousflow_continuum(spec: dict) -> None:

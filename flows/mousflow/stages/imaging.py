@@ -54,9 +54,6 @@ from mousflow.storage.partitions import load_partition, open_checked, partition_
 
 STAGE = "imaging"
 DEFAULT_CHANNEL_CHUNK = 16
-# Cube planes are gridded in single precision (ducc0 epsilon 1e-5, far below a channel's thermal noise):
-# twice as fast as double, which the continuum keeps for its higher dynamic range.
-CUBE_DOUBLE_PRECISION = False
 LINE_SIGMA = 6.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
@@ -169,7 +166,7 @@ def image_cube_chunk(task: CubeChunk, window: WindowData, plan: ImagingPlan) -> 
     complete work). Runs wherever the scale-out puts it: in this process, a local worker or a worker pod."""
     vis, weight, flag = window.load(slice(task.c0, task.c1))
     cube = image_channels(vis, window.uvw_m, window.freq_hz[task.c0:task.c1], weight, flag, plan,
-                          nthreads=task.threads, double=CUBE_DOUBLE_PRECISION, epsilon=1e-5)
+                          nthreads=task.threads)
     del vis, weight, flag
     digests = ImageStore(Location.of(task.cube_uri)).write_slab(
         task.c0, {name: getattr(cube, name) for name in CUBE_PRODUCTS})
@@ -463,7 +460,7 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
         "n_components": plane.n_components, "n_major": plane.n_major, "converged": bool(plane.converged),
         "stop_reason": plane.stop_reason, "npix": plan.npix, "cell_arcsec": _arcsec(plan.cell_rad),
         "fractional_bandwidth": float((freq.max() - freq.min()) / plane.freq_hz), "nterms": plane.nterms,
-        "warnings": warnings,
+        "double_precision": plane.double_precision, "warnings": warnings,
     }
     store.create(PLANE_PRODUCTS, 1, plan.npix, 1, {"header": header_to_attrs(header), **_jsonable_dict(info)})
     store.write_slab(0, {name: getattr(plane, name)[None].astype(np.float32) for name in PLANE_PRODUCTS})

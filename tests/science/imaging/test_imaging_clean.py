@@ -8,7 +8,14 @@ from mousflow.science.imaging import (
     hogbom_minor_cycle,
     make_psf,
     natural_weights,
+    plan_image,
     primary_beam,
+)
+from mousflow.science.imaging.gridding import (
+    SINGLE_PRECISION_RESIDUAL_ERROR,
+    degrid_model,
+    make_dirty,
+    needs_double_precision,
 )
 from mousflow.science.simulation.sky import SkyComponent, predict_visibilities
 
@@ -60,6 +67,40 @@ def test_cotton_schwab_cleans_noise_free_sources_to_threshold(coverage, plan):
     assert res.n_major >= 2 and res.n_components == sum(c.n_components for c in res.cycles)
     # the beam it fitted is the PSF's
     assert res.beam.bmaj_rad == pytest.approx(fit_beam(res.psf, cell, window=n // 2).bmaj_rad)
+
+
+@pytest.mark.parametrize("threshold", [1e-4, 1e-6])
+def test_a_single_precision_residual_is_the_models_true_residual(coverage_factory, threshold):
+    """What bounds single precision's use (SINGLE_PRECISION_RESIDUAL_ERROR): CLEANed in single precision to a
+    dynamic range of up to 1e6, the residual CLEAN reports is the one its model truly leaves, as gridded in
+    double precision, within that fraction of the peak. 43 antennas over a 15 % band, sources across the
+    field."""
+    cov = coverage_factory(n_ant=43, n_time=20, n_chan=16, df=1e9, shrink=0.3)
+    plan = plan_image(cov.uvw, cov.freq, cov.dish)
+    n, cell = plan.npix, plan.cell_rad
+    comps = [SkyComponent("a", -9 * cell, 14 * cell, 1.0, 1e11), SkyComponent("b", 23 * cell, -17 * cell, 0.3, 1e11),
+             SkyComponent("c", -0.4 * n * cell, -0.35 * n * cell, 0.1, 1e11)]
+    vis = predict_visibilities(comps, cov.uvw, cov.freq, None)
+    iw = briggs_weights(cov.uvw, cov.freq, None, None, n, cell, 0.5)
+    res = clean(vis, cov.uvw, cov.freq, iw, n, cell, threshold, mask=None, max_major=20, double=False)
+    assert res.converged and not res.double_precision
+    true_residual = make_dirty(vis - degrid_model(res.model, cov.uvw, cov.freq, cell), cov.uvw, cov.freq, iw, n,
+                               cell)
+    assert np.max(np.abs(true_residual - res.residual)) < SINGLE_PRECISION_RESIDUAL_ERROR * 1.0
+
+
+def test_clean_grids_in_double_precision_only_for_a_high_dynamic_range(coverage, plan):
+    n, cell = plan.npix, plan.cell_rad
+    vis = predict_visibilities([SkyComponent("a", -9 * cell, 14 * cell, 1.0, 1e11)], coverage.uvw, coverage.freq,
+                               None)
+    iw = briggs_weights(coverage.uvw, coverage.freq, None, None, n, cell, 0.5)
+    for threshold, deep, double in [(1e-3, None, False), (1e-3, 1e-6, True), (1e-6, None, True)]:
+        assert needs_double_precision(1.0, min(threshold, deep or threshold)) is double
+        res = clean(vis, coverage.uvw, coverage.freq, iw, n, cell, threshold, mask=None, max_major=20,
+                    deep_threshold=deep, deep_above=0.5)
+        assert res.double_precision is double
+        assert res.converged and res.model.sum() == pytest.approx(1.0, abs=2 * (deep or threshold))
+    assert clean(vis, coverage.uvw, coverage.freq, iw, n, cell, 1e-3, mask=None, double=True).double_precision
 
 
 def test_auto_mask_finds_the_sources_and_nothing_in_pure_noise(coverage, plan, complex_noise):

@@ -78,7 +78,7 @@ def test_mfs_noise_and_threshold(plan, sky, mfs):
 
 def test_mfs_beam_is_the_psf_fit_and_psf_is_centred(plan, mfs):
     n = plan.npix
-    assert mfs.psf[n // 2, n // 2] == pytest.approx(1.0, abs=1e-6)
+    assert mfs.psf[n // 2, n // 2] == pytest.approx(1.0, abs=1e-5)  # to single precision's gridding accuracy
     assert mfs.beam == mfs.psf_beam
     assert mfs.beam.bmin_rad == pytest.approx(plan.expected_beam.bmin_rad, rel=0.05)
 

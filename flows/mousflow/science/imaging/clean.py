@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from mousflow.science.imaging.beam import Beam, fit_beam, max_sidelobe
-from mousflow.science.imaging.gridding import DEFAULT_EPSILON, make_psf
+from mousflow.science.imaging.gridding import DEFAULT_EPSILON, make_psf, needs_double_precision
 from mousflow.science.imaging.mask import AutoMaskParams, auto_mask, disk_structure
 from mousflow.science.imaging.multiterm import (
     degrid_taylor_models,
@@ -88,6 +88,8 @@ class CleanResult:
     """(nterms, npix, npix) Taylor-term residuals of a multi-term CLEAN; residual is the first."""
     freq_ref_hz: float | None = None
     """Reference frequency of the Taylor terms."""
+    double_precision: bool = True
+    """Whether the residuals were gridded and the model degridded in double precision."""
 
 
 def hogbom_minor_cycle(residual: np.ndarray, psf2: np.ndarray, mask: np.ndarray, model: np.ndarray, *,
@@ -128,7 +130,7 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
           min_psf_fraction: float = 0.05, max_psf_fraction: float = 0.8, psf: np.ndarray | None = None,
           beam: Beam | None = None, deep_threshold: float | None = None, deep_above: float | None = None,
           nterms: int = 1, freq_ref_hz: float | None = None, epsilon: float = DEFAULT_EPSILON,
-          double: bool = True, nthreads: int = 1) -> CleanResult:
+          double: bool | None = None, nthreads: int = 1) -> CleanResult:
     """CLEAN Stokes I visibilities (n_row, n_chan) to `threshold` (Jy/beam) on an npix x npix image.
 
     nterms > 1 models each component's spectrum as a Taylor series about freq_ref_hz (default: the
@@ -139,8 +141,11 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     pb >= automask.pblimit if pb is given) or a fixed bool array. pb is the primary-beam pattern used to
     restrict the mask and the noise estimate. psf (2 npix square) and beam may be given to skip computing
     them. deep_threshold and deep_above (Jy/beam): the deep pass of the module docstring.
+
+    double: the gridding precision; None chooses single unless the dirty image's peak over the lowest
+    threshold calls for double (`gridding.needs_double_precision`). The result says which was used.
     """
-    grid = {"epsilon": epsilon, "double": double, "nthreads": nthreads}
+    grid = {"epsilon": epsilon, "double": bool(double), "nthreads": nthreads}
     automask = automask or AutoMaskParams()
     vis = np.asarray(vis)
     freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
@@ -151,6 +156,16 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
         freq_ref_hz = float(np.sum(chan_w * freq) / chan_w.sum()) if chan_w.sum() > 0 else float(freq.mean())
     # one term is the Taylor machinery with t^0 = 1: the same residual (make_dirty) and model prediction
     taylor = taylor_factors(freq, freq_ref_hz, nterms)
+
+    def residual_images(v):
+        return taylor_dirty_images(v, uvw_m, freq, imaging_weight, npix, cell_rad, taylor, **grid)
+
+    residuals = residual_images(vis)
+    if double is None and needs_double_precision(float(np.max(np.abs(residuals[0]))),
+                                                 min(threshold, deep_threshold or threshold)):
+        grid["double"] = True
+        residuals = residual_images(vis)
+    residual = residuals[0]
     if nterms > 1:
         psfs = taylor_psfs(uvw_m, freq, imaging_weight, 2 * npix, cell_rad, freq_ref_hz, nterms, **grid)
         psf = psfs[0]
@@ -159,12 +174,6 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     if beam is None:
         beam = fit_beam(psf, cell_rad, window=npix // 2)
     sidelobe = max_sidelobe(psf, beam, cell_rad)
-
-    def residual_images(v):
-        return taylor_dirty_images(v, uvw_m, freq, imaging_weight, npix, cell_rad, taylor, **grid)
-
-    residuals = residual_images(vis)
-    residual = residuals[0]
     models = np.zeros((nterms, npix, npix))
     model = models[0]
     inside = np.ones((npix, npix), dtype=bool) if pb is None else np.asarray(pb) >= automask.pblimit
@@ -215,11 +224,13 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
             else:
                 n, _ = multiterm_minor_cycle(residuals, psfs, active, models, gain=gain,
                                              cycle_threshold=cycle_thr, max_components=max_iter - n_comp)
-            model_vis = degrid_taylor_models(models, uvw_m, freq, cell_rad, taylor, **grid)
+            # the residual visibilities overwrite the model's: one array of the visibilities' size, not two
+            residual_vis = degrid_taylor_models(models, uvw_m, freq, cell_rad, taylor, **grid)
+            np.subtract(vis, residual_vis, out=residual_vis)
             n_comp += n
-            residuals = residual_images(vis - model_vis)
+            residuals = residual_images(residual_vis)
             residual = residuals[0]
-            del model_vis
+            del residual_vis
             if auto:
                 current = auto_mask(residual, noise(current), beam, cell_rad, psf_sidelobe=sidelobe, pb=pb,
                                     prior=current, params=automask)
@@ -243,4 +254,4 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
                        deep_threshold=None if deep is None else deep_threshold,
                        taylor_models=models if nterms > 1 else None,
                        taylor_residuals=residuals if nterms > 1 else None,
-                       freq_ref_hz=freq_ref_hz if nterms > 1 else None)
+                       freq_ref_hz=freq_ref_hz if nterms > 1 else None, double_precision=grid["double"])

@@ -81,6 +81,8 @@ class PlaneProducts:
     stop_reason: str
     nterms: int = 1
     """Taylor terms of the CLEAN model (1: flat spectrum; 2: with a spectral index, `multiterm`)."""
+    double_precision: bool = False
+    """Whether CLEAN gridded in double precision (`clean.clean`'s choice, by the dynamic range)."""
 
 
 @dataclass
@@ -116,7 +118,8 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
                 restoring_beam: Beam | None = None, threshold: float | None = None, nsigma: float = CUBE_NSIGMA,
                 deep_nsigma: float | None = None, bright_nsigma: float = CONTINUUM_BRIGHT_NSIGMA,
                 mask="auto", automask: AutoMaskParams | None = None, gain: float = 0.1, max_major: int = 10,
-                max_iter: int = 100_000, nterms: int | None = 1, epsilon: float = DEFAULT_EPSILON, double: bool = True,
+                max_iter: int = 100_000, nterms: int | None = 1, epsilon: float = DEFAULT_EPSILON,
+                double: bool | None = None,
                 nthreads: int = 1) -> PlaneProducts:
     """Image all the given channels together into one plane (MFS when n_chan > 1).
 
@@ -153,7 +156,7 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
         psf=psf, pb=pb, mask=cr.mask, beam=beam, psf_beam=cr.beam, freq_hz=fmean, bandwidth_hz=width,
         predicted_rms=rms, image_rms=image_rms(cr.residual, exclude=cr.mask, pb=pb, pblimit=plan.pblimit),
         threshold=thr, n_components=cr.n_components, n_major=cr.n_major, converged=cr.converged,
-        stop_reason=cr.stop_reason, nterms=nterms)
+        stop_reason=cr.stop_reason, nterms=nterms, double_precision=cr.double_precision)
 
 
 def continuum_nterms(freq_hz, channel_weight=None) -> int:
