@@ -115,9 +115,10 @@ class WindowData:
 def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
     by_spw: dict[str, dict] = {}
     centres: list[tuple[str, tuple[float, float]]] = []
+    opened: dict = {}  # every window reads from these handles: a processing set's metadata is read once
     for rel in calibrated:
         loc = ctx.path(rel)
-        ps = open_checked(loc)
+        ps = opened[loc.uri] = open_checked(loc)
         for info in partition_infos(ps):
             if len(info.field_names) > 1:
                 raise ImagingFailed(f"{info.name}: target fields {', '.join(info.field_names)} in one partition: "
@@ -140,7 +141,7 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
         p = e["p"]
         dish = float(np.nanmedian(p.dish_diameter_m)) if np.isfinite(p.dish_diameter_m).any() else 12.0
         windows.append(WindowData(spw, e["freq"], np.concatenate(e["uvw"]), dish, p.phase_centre_rad, p.field_name,
-                                  e["sources"]))
+                                  e["sources"], opened))
     return windows
 
 
