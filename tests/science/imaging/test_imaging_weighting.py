@@ -92,13 +92,16 @@ def test_stokes_i_from_parallel_hands():
     np.testing.assert_array_equal(flag[0], [False, False, True])
 
 
-@pytest.mark.parametrize("block_samples", [7, 1 << 20])
-def test_gridded_density_is_each_cells_summed_weight_whatever_the_row_blocks(data, plan, monkeypatch, block_samples):
-    """The density, gridded in row blocks (a few samples each, or all at once), against a dictionary of uv cells
-    filled sample by sample, each sample also counted at its Hermitian twin."""
+@pytest.mark.parametrize("block_samples,dense_cells", [(7, 64_000_000), (1 << 20, 64_000_000), (1 << 20, 0)])
+def test_gridded_density_is_each_cells_summed_weight_whatever_the_row_blocks(data, plan, monkeypatch, block_samples,
+                                                                            dense_cells):
+    """The density, gridded in row blocks (a few samples each, or all at once) on a dense uv plane or over the
+    occupied cells only, against a dictionary of uv cells filled sample by sample, each sample also counted at
+    its Hermitian twin."""
     from mousflow.science.imaging import weighting
 
     monkeypatch.setattr(weighting, "DENSITY_BLOCK_SAMPLES", block_samples)
+    monkeypatch.setattr(weighting, "DENSE_GRID_MAX_CELLS", dense_cells)
     uvw, freq, w = data
     rng = np.random.default_rng(5)
     w = w * rng.uniform(0.5, 1.5, size=w.shape)
@@ -117,3 +120,24 @@ def test_gridded_density_is_each_cells_summed_weight_whatever_the_row_blocks(dat
         for k in range(freq.size):
             expected = 0.0 if w[r, k] <= 0 else cells[(round(uvw[r, 0] / lam[k] / du), round(uvw[r, 1] / lam[k] / du))]
             assert density[r, k] == pytest.approx(expected, rel=1e-12)
+
+
+def test_briggs_weights_are_the_formula_over_the_uv_cells(data, plan):
+    """Briggs (1995) as CASA: w / (1 + W_k f^2), f^2 = (5 10^-R)^2 / (sum_k W_k^2 / sum_k W_k) over the uv
+    cells k (both Hermitian halves), from a dictionary of cells filled sample by sample."""
+    uvw, freq, w = data
+    du = 1.0 / (plan.npix * plan.cell_rad)
+    lam = SPEED_OF_LIGHT / freq
+    keys = [[(round(uvw[r, 0] / lam[k] / du), round(uvw[r, 1] / lam[k] / du)) for k in range(freq.size)]
+            for r in range(uvw.shape[0])]
+    cells: dict[tuple[int, int], float] = {}
+    for r, row in enumerate(keys):
+        for k, (iu, iv) in enumerate(row):
+            for cell in ((iu, iv), (-iu, -iv)):
+                cells[cell] = cells.get(cell, 0.0) + w[r, k]
+    density = np.array([[cells[c] for c in row] for row in keys])
+    total = np.array(list(cells.values()))
+    for robust in (-1.0, 0.5):
+        f2 = (5.0 * 10.0**-robust) ** 2 / (np.sum(total**2) / np.sum(total))
+        np.testing.assert_allclose(briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, robust),
+                                   w / (1.0 + density * f2), rtol=1e-12)

@@ -39,10 +39,14 @@ def stokes_i(vis_a, vis_b, weight_a, weight_b, flag_a=None, flag_b=None):
 
 
 def _effective(weight, flag, shape):
-    w = np.broadcast_to(np.asarray(weight, dtype=np.float64), shape) if weight is not None else np.ones(shape)
-    w = np.where(w > 0, w, 0.0)
+    """The weights as a new float64 array, 0 where flagged or not positive (NaN included)."""
+    if weight is None:
+        w = np.ones(shape)
+    else:
+        w = np.array(np.broadcast_to(np.asarray(weight), shape), dtype=np.float64)
+        w[~(w > 0)] = 0.0
     if flag is not None:
-        w = np.where(np.broadcast_to(np.asarray(flag, dtype=bool), shape), 0.0, w)
+        w[np.broadcast_to(np.asarray(flag, dtype=bool), shape)] = 0.0
     return w
 
 
@@ -52,17 +56,26 @@ def natural_weights(uvw_m, freq_hz, weight=None, flag=None) -> np.ndarray:
     return _effective(weight, flag, shape)
 
 
-# Samples per block when gridding weights: the index arithmetic holds ~100 bytes per sample in temporaries, so
-# blocks keep it to ~100 MB whatever the data's size (all at once it was 13x the complex64 visibilities, the
+# Samples per block when gridding weights: the index arithmetic holds ~50 bytes per sample in temporaries, so
+# blocks keep it to ~13 MB whatever the data's size (all at once it was 13x the complex64 visibilities, the
 # continuum imaging's peak).
-DENSITY_BLOCK_SAMPLES = 1 << 20
+DENSITY_BLOCK_SAMPLES = 1 << 18
+# Cells of the largest uv plane gridded as a dense array (512 MB); beyond it the occupied cells are compressed.
+DENSE_GRID_MAX_CELLS = 64_000_000
 
 
-def _uv_keys(uvw_m, scale, lim: int, width: int, rows: slice):
-    """Flat uv-cell keys of the rows' samples and of their Hermitian twins."""
+def _uv_keys(uvw_m, scale, lim: int, width: int, rows: slice) -> np.ndarray:
+    """Flat uv-cell keys (iu + lim) * width + (iv + lim) of the rows' samples.
+
+    A sample's Hermitian twin (-u, -v) has the key width^2 - 1 - key (width = 2 lim + 1), so a grid of the
+    samples' keys, reversed, is the grid of their twins: the twins need no keys of their own."""
     iu = np.rint(uvw_m[rows, 0:1] * scale).astype(np.int64)
-    iv = np.rint(uvw_m[rows, 1:2] * scale).astype(np.int64)
-    return (iu + lim) * width + (iv + lim), (lim - iu) * width + (lim - iv)
+    key = np.rint(uvw_m[rows, 1:2] * scale).astype(np.int64)
+    key += lim
+    iu += lim
+    iu *= width
+    key += iu
+    return key
 
 
 def gridded_weight_density(uvw_m, freq_hz, w, uv_cell: float) -> np.ndarray:
@@ -80,21 +93,22 @@ def gridded_weight_density(uvw_m, freq_hz, w, uv_cell: float) -> np.ndarray:
     density = np.zeros_like(w)
     step = max(1, DENSITY_BLOCK_SAMPLES // max(1, freq.size))
     blocks = [slice(r, min(r + step, w.shape[0])) for r in range(0, w.shape[0], step)]
-    if width * width <= 64_000_000:
+    if width * width <= DENSE_GRID_MAX_CELLS:
         grid = np.zeros(width * width)
         for rows in blocks:
-            key, twin = _uv_keys(uvw_m, scale, lim, width, rows)
             s = sel[rows]
-            grid += np.bincount(key[s], weights=w[rows][s], minlength=width * width)
-            grid += np.bincount(twin[s], weights=w[rows][s], minlength=width * width)
+            grid += np.bincount(_uv_keys(uvw_m, scale, lim, width, rows)[s], weights=w[rows][s],
+                                minlength=width * width)
+        grid += grid[::-1].copy()  # the twins (see _uv_keys)
         for rows in blocks:
-            key, _ = _uv_keys(uvw_m, scale, lim, width, rows)
+            key = _uv_keys(uvw_m, scale, lim, width, rows)
             s = sel[rows]
             block = density[rows]
             block[s] = grid[key[s]]
             density[rows] = block
     else:  # a sparse, huge uv plane: compress the key range first (all at once)
-        key, twin = _uv_keys(uvw_m, scale, lim, width, slice(None))
+        key = _uv_keys(uvw_m, scale, lim, width, slice(None))
+        twin = width * width - 1 - key
         flat_w = w[sel]
         uniq, inv = np.unique(np.concatenate([key[sel], twin[sel]]), return_inverse=True)
         grid = np.bincount(inv, weights=np.concatenate([flat_w, flat_w]), minlength=uniq.size)
@@ -119,17 +133,18 @@ def briggs_weights(uvw_m, freq_hz, weight, flag, npix: int, cell_rad: float, rob
         for k in range(freq.size):
             out[:, k : k + 1] = briggs_weights(uvw_m, freq[k : k + 1], w[:, k : k + 1], None, npix, cell_rad, robust)
         return out
-    density = gridded_weight_density(uvw_m, freq, w, uv_cell)
-    sel = w > 0
-    if not np.any(sel):
+    if not np.any(w > 0):
         return w
-    # sum over cells of W_k^2 equals sum over gridded samples of w_i W_k (each sample twice)
-    sum_wk2 = 2.0 * np.sum(w[sel] * density[sel])
-    sum_wk = 2.0 * np.sum(w[sel])
+    density = gridded_weight_density(uvw_m, freq, w, uv_cell)
+    # sum over cells of W_k^2 equals sum over gridded samples of w_i W_k (each sample twice); unused samples
+    # have w = 0 and W_k = 0
+    sum_wk2 = 2.0 * np.vdot(w.ravel(), density.ravel())
+    sum_wk = 2.0 * np.sum(w)
     f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (sum_wk2 / sum_wk)
-    out = np.zeros_like(w)
-    out[sel] = w[sel] / (1.0 + density[sel] * f2)
-    return out
+    # w / (1 + W_k f^2), in the density's array: one array of the weights' size, not four
+    density *= f2
+    density += 1.0
+    return np.divide(w, density, out=density)
 
 
 def uniform_weights(uvw_m, freq_hz, weight, flag, npix: int, cell_rad: float) -> np.ndarray:
