@@ -445,6 +445,7 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
     if not vis_all:
         raise ImagingFailed("no line-free channels with data for the continuum image")
     vis, weight, flag, uvw, freq = _join_windows(vis_all, w_all, f_all, uvw_all, freq_all)
+    del vis_all, w_all, f_all, uvw_all  # the windows' own copies: only the joined arrays are imaged
     w0 = windows[0]
     plan = plan_image(uvw, freq, w0.dish_diameter_m, weight=weight, flag=flag, robust=robust, nthreads=ctx.threads)
     plane = image_mfs(vis, uvw, freq, weight, flag, plan, nthreads=ctx.threads)
@@ -472,8 +473,9 @@ def _join_windows(vis_list, w_list, f_list, uvw_list, freq_list):
     """One (rows, channels) problem for ducc0, which takes a single frequency axis per call.
 
     Windows observed with the same rows (the same integrations and baselines, as within an execution block)
-    are joined along the channel axis. Otherwise each window's rows carry only its own channels (the others
-    flagged with weight 0), which costs memory but is always right.
+    are joined along the channel axis, emptying the lists of visibilities, weights and flags as they are.
+    Otherwise each window's rows carry only its own channels (the others flagged with weight 0), which costs
+    memory but is always right.
     """
     if len(vis_list) == 1:
         return vis_list[0], w_list[0], f_list[0], uvw_list[0], freq_list[0]
@@ -481,8 +483,21 @@ def _join_windows(vis_list, w_list, f_list, uvw_list, freq_list):
     if same_rows:
         freq = np.concatenate(freq_list)
         order = np.argsort(freq, kind="stable")
-        return (np.concatenate(vis_list, axis=1)[:, order], np.concatenate(w_list, axis=1)[:, order],
-                np.concatenate(f_list, axis=1)[:, order], uvw_list[0], freq[order])
+        column = np.empty_like(order)
+        column[order] = np.arange(order.size)  # where each window's channels go in frequency order
+
+        def joined(parts):
+            # written into one array, each window's part released once copied (the lists are consumed): a
+            # concatenation reordered would hold two arrays of the joined size besides the parts
+            out = np.empty((parts[0].shape[0], freq.size), dtype=np.result_type(*parts))
+            c = 0
+            while parts:
+                part = parts.pop(0)
+                out[:, column[c:c + part.shape[1]]] = part
+                c += part.shape[1]
+            return out
+
+        return joined(vis_list), joined(w_list), joined(f_list), uvw_list[0], freq[order]
     freq = np.concatenate(freq_list)
     order = np.argsort(freq, kind="stable")
     n_rows = sum(v.shape[0] for v in vis_list)
