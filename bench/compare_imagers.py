@@ -452,6 +452,10 @@ def bench(size: str, ebs: list[int], work: Path) -> tuple[list[Row], dict]:
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    # mousflow's processes start as its launchers start them (process_env: glibc's arena cap)
+    from mousflow.process_env import STAGE_PROCESS_ENV
+
+    mf_env = {**env, **STAGE_PROCESS_ENV}
     rows: list[Row] = []
     extra: dict = {}
 
@@ -470,7 +474,7 @@ def bench(size: str, ebs: list[int], work: Path) -> tuple[list[Row], dict]:
     for stage in ("calibration", "imaging", "packaging"):
         print(f"mousflow {stage} ...", flush=True)
         stage_runs[stage] = measured([*mf, "stage", stage, "--manifest", manifest, "--threads", str(THREADS)],
-                                     cwd=work, log=logs / f"mousflow-{stage}.log", env=env)
+                                     cwd=work, log=logs / f"mousflow-{stage}.log", env=mf_env)
     root = out / "output"
     summary = json.loads((root / "imaging" / "summary.json").read_text())
     robust, cont = summary["robust"], summary["continuum"]
@@ -480,12 +484,12 @@ def bench(size: str, ebs: list[int], work: Path) -> tuple[list[Row], dict]:
     cube = summary["cubes"][line_name]
     print("mousflow continuum and cube, alone ...", flush=True)
     mf_cont = measured(_role_cmd("mousflow-continuum", {"manifest": manifest}, work), cwd=work,
-                       log=logs / "mousflow-continuum.log", env=env)
+                       log=logs / "mousflow-continuum.log", env=mf_env)
     mf_cube = measured(_role_cmd("mousflow-cube", {"manifest": manifest, "spw": line_name}, work), cwd=work,
-                       log=logs / "mousflow-cube.log", env=env)
+                       log=logs / "mousflow-cube.log", env=mf_env)
     measured(_role_cmd("mousflow-dump", {"manifest": manifest, "workdir": str(work),
                                          "spws": [mf_spw[i] for i in continuum_spws]}, work),
-             cwd=work, log=logs / "mousflow-dump.log", env=env)
+             cwd=work, log=logs / "mousflow-dump.log", env=mf_env)
     mf_vis = calibration_quality(_load_npz(sorted(work.glob("mousflow-*.npz"))), truth)
     for p in work.glob("mousflow-*.npz"):
         p.unlink()

@@ -76,7 +76,7 @@ def test_operator_is_not_importable_as_the_standard_library_operator():
     assert hasattr(operator, "itemgetter") and "site-packages" not in str(getattr(operator, "__file__", ""))
 
 
-@pytest.mark.parametrize("helper", ["errors.py", "kube_config.py", "pod_security.py"])
+@pytest.mark.parametrize("helper", ["errors.py", "kube_config.py", "pod_security.py", "process_env.py"])
 def test_the_shared_helpers_at_the_package_top_import_no_layer(helper):
     """Helpers every layer may use (one error vocabulary, kube-config loading, the restricted securityContext)
     sit below all of them: they import no mousflow module but mousflow.errors."""

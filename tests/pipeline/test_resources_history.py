@@ -203,3 +203,41 @@ def test_a_jobs_image_size_is_read_from_a_sample_of_the_targets_integrations(tin
     assert lengths
     expected = estimate_image_pixels(float(np.median(lengths)), min(freqs), max(freqs), 12.0)
     assert demand_of(mous).image_pixels == expected
+
+
+def test_stage_pods_dask_workers_and_local_stage_processes_start_with_the_stage_process_environment(monkeypatch,
+                                                                                                   tmp_path):
+    """glibc reads MALLOC_ARENA_MAX when a process starts: every process that holds visibilities gets it in its
+    environment, whichever way it is started."""
+    import subprocess
+
+    from mousflow.pipeline import launchers
+    from mousflow.process_env import STAGE_PROCESS_ENV
+
+    assert STAGE_PROCESS_ENV == {"MALLOC_ARENA_MAX": "2"}
+    pod_env = {e["name"]: e.get("value") for e in _pod("calibration", SETTINGS)["containers"][0]["env"]}
+    worker_env = {e["name"]: e.get("value") for e in cluster_spec(
+        "x", image="i", s3_secret=None, s3_endpoint=None, worker_memory_bytes=MiB,
+        worker_memory_limit_bytes=MiB)["spec"]["worker"]["spec"]["containers"][0]["env"]}
+    assert pod_env["MALLOC_ARENA_MAX"] == worker_env["MALLOC_ARENA_MAX"] == "2"
+
+    seen = {}
+
+    class Child:
+        def __init__(self, cmd, env, **kw):
+            seen.update(env)
+            self.stdout = iter(())
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Child)
+    launchers.LocalProcessLauncher().launch("calibration", "/nowhere/mous.yaml", Location.of(tmp_path),
+                                            lambda line: None)
+    assert seen["MALLOC_ARENA_MAX"] == "2"

@@ -25,6 +25,7 @@ from mousflow.model.spec import uid_digest
 from mousflow.pipeline import reports
 from mousflow.pipeline.resources import ResourceRequest, parse_memory
 from mousflow.pod_security import restricted_container_security, restricted_pod_security, tmp_mount, tmp_volume
+from mousflow.process_env import stage_process_env_vars
 from mousflow.stages.context import StageOutcome
 from mousflow.stages.memory_watch import memory_location
 from mousflow.stages.runner import progress_location, skip_if_complete, status_location
@@ -147,6 +148,7 @@ def build_stage_job_spec(settings: JobSettings, *, uid: str, stage: str, attempt
         {"name": "HOME", "value": "/tmp"},
         {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
         {"name": "OMP_NUM_THREADS", "value": str(threads)},
+        *stage_process_env_vars(),
     ]
     env += [{"name": name, "value": value} for name, value in sorted(settings.test_env.items())]
     scale_out = stage == "imaging" and settings.dask_service_account is not None and worker_resources is not None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Protocol
 
+from mousflow.process_env import STAGE_PROCESS_ENV
 from mousflow.stages.context import StageOutcome
 from mousflow.stages.runner import TEST_VARIABLES, skip_if_complete, status_location
 from mousflow.storage.location import Location
@@ -70,7 +71,7 @@ class LocalProcessLauncher:
         status.remove()  # a stale status from an earlier run must not pass for this one's
         cmd = [sys.executable, "-m", "mousflow.cli", "stage", stage, "--manifest", manifest_uri,
                "--threads", str(self.threads)]
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **STAGE_PROCESS_ENV, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from mousflow.pod_security import restricted_container_security, restricted_pod_security, tmp_mount, tmp_volume
+from mousflow.process_env import stage_process_env_vars
 
 MiB = 2**20
 SCHEDULER_MEMORY = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}}
@@ -61,7 +62,7 @@ def cluster_spec(name: str, *, image: str, s3_secret: str | None, s3_endpoint: s
                  labels: dict | None = None) -> dict:
     """The DaskCluster resource (a pure function of its arguments)."""
     env = [{"name": "HOME", "value": "/tmp"}, {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
-           {"name": "OMP_NUM_THREADS", "value": str(worker_threads)}]
+           {"name": "OMP_NUM_THREADS", "value": str(worker_threads)}, *stage_process_env_vars()]
     if s3_secret:
         env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": s3_secret, "key": key}}}
                 for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
