@@ -137,8 +137,9 @@ def briggs_weights(uvw_m, freq_hz, weight, flag, npix: int, cell_rad: float, rob
         return w
     density = gridded_weight_density(uvw_m, freq, w, uv_cell)
     # sum over cells of W_k^2 equals sum over gridded samples of w_i W_k (each sample twice); unused samples
-    # have w = 0 and W_k = 0
-    sum_wk2 = 2.0 * np.vdot(w.ravel(), density.ravel())
+    # have w = 0 and W_k = 0. einsum, not a dot product: BLAS's threads would spin on the cores for a while
+    # after it, and slowed the gridding that follows by half (the benchmark's cube: 10 -> 15 CPU s)
+    sum_wk2 = 2.0 * np.einsum("ij,ij->", w, density)
     sum_wk = 2.0 * np.sum(w)
     f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (sum_wk2 / sum_wk)
     # w / (1 + W_k f^2), in the density's array: one array of the weights' size, not four
