@@ -106,9 +106,12 @@ class WindowData:
             v, w, f = stokes_i(p.vis[..., 0].reshape(n, -1), p.vis[..., -1].reshape(n, -1),
                                p.weight[..., 0].reshape(n, -1), p.weight[..., -1].reshape(n, -1),
                                p.flag[..., 0].reshape(n, -1), p.flag[..., -1].reshape(n, -1))
+            del p  # both hands of the partition, released before the next one is read
             vis.append(v)
             weight.append(w)
             flag.append(f)
+        if len(vis) == 1:  # one partition (one execution block): concatenating would only copy it
+            return vis[0], weight[0], flag[0]
         return np.concatenate(vis), np.concatenate(weight), np.concatenate(flag)
 
 

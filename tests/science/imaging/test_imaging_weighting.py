@@ -141,3 +141,23 @@ def test_briggs_weights_are_the_formula_over_the_uv_cells(data, plan):
         f2 = (5.0 * 10.0**-robust) ** 2 / (np.sum(total**2) / np.sum(total))
         np.testing.assert_allclose(briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, robust),
                                    w / (1.0 + density * f2), rtol=1e-12)
+
+
+def test_stokes_i_is_the_textbook_formula_to_the_bit():
+    """The in-place computation against the one-line formula, on float32 weights with zeros, negatives and
+    flags: the same bits, float64 weights, complex64 visibilities."""
+    rng = np.random.default_rng(4)
+    shape = (300, 7)
+    wa, wb = (rng.uniform(-0.2, 3.0, size=shape).astype(np.float32) for _ in range(2))
+    wa[5, :] = 0.0
+    fa, fb = rng.random(shape) < 0.1, rng.random(shape) < 0.1
+    va, vb = ((rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64) for _ in range(2))
+    vis, w, flag = stokes_i(va, vb, wa, wb, fa, fb)
+    a, b = wa.astype(np.float64), wb.astype(np.float64)
+    expected_flag = (a <= 0) | (b <= 0) | fa | fb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected_w = np.where(expected_flag, 0.0, 4.0 / (1.0 / a + 1.0 / b))
+    np.testing.assert_array_equal(flag, expected_flag)
+    np.testing.assert_array_equal(w, expected_w)
+    np.testing.assert_array_equal(vis, 0.5 * (va + vb))
+    assert w.dtype == np.float64 and vis.dtype == np.complex64

@@ -25,16 +25,25 @@ def stokes_i(vis_a, vis_b, weight_a, weight_b, flag_a=None, flag_b=None):
     The weight of the mean is 4 / (1/w_a + 1/w_b) (2 w for equal weights). A sample is flagged when either
     hand is flagged or has a non-positive weight. Returns (vis, weight, flag); flagged samples have weight 0.
     """
-    wa = np.asarray(weight_a, dtype=np.float64)
-    wb = np.asarray(weight_b, dtype=np.float64)
-    flag = (wa <= 0) | (wb <= 0)
+    wa, wb = np.asarray(weight_a), np.asarray(weight_b)
+    flag = wa <= 0
+    flag |= wb <= 0
     if flag_a is not None:
-        flag = flag | np.asarray(flag_a, dtype=bool)
+        flag |= np.asarray(flag_a, dtype=bool)
     if flag_b is not None:
-        flag = flag | np.asarray(flag_b, dtype=bool)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(flag, 0.0, 4.0 / (1.0 / np.where(flag, 1.0, wa) + 1.0 / np.where(flag, 1.0, wb)))
-    vis = 0.5 * (np.asarray(vis_a) + np.asarray(vis_b))
+        flag |= np.asarray(flag_b, dtype=bool)
+    # computed in float64 into two arrays of the output's size, not the five a one-line expression makes (a
+    # window of the full 12 m case is 1.4 GB per float64 array)
+    ok = ~flag
+    w = np.zeros(flag.shape)
+    np.divide(1.0, wa, out=w, where=ok, dtype=np.float64)
+    inverse_b = np.zeros(flag.shape)
+    np.divide(1.0, wb, out=inverse_b, where=ok, dtype=np.float64)
+    w += inverse_b
+    del inverse_b
+    np.divide(4.0, w, out=w, where=ok)
+    vis = np.add(vis_a, vis_b)
+    vis *= 0.5
     return vis, w, flag
 
 
