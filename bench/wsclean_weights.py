@@ -6,7 +6,7 @@ came out 1-2 % quieter than mousflow's and tclean's. This asks whether its weigh
 WSClean images the line window of a `compare_imagers.py --keep` work directory once more with
 `-store-imaging-weights` (on a split of that window: WSClean stores them only for an MS it reads without
 reordering), and for every line-free channel the thermal noise of a Stokes I image,
-sqrt(sum W^2 var) / sum W over the visibilities (var from their weights), is worked out with WSClean's stored
+sqrt(sum W^2 var) / sum W over the visibilities (`noise.predicted_rms`), is worked out with WSClean's stored
 imaging weights W and with mousflow's Briggs weights, same robust, image size and cell. Prints the two
 expectations per channel, their ratio, and how alike the two sets of weights are (the correlation over the
 visibilities).
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from casatools import table
     from compare_imagers import TARGET_FIELD_ID, THREADS
 
+    from mousflow.science.imaging.noise import predicted_rms
     from mousflow.science.imaging.weighting import briggs_weights, stokes_i
 
     line_ms = out / "line.ms"
@@ -89,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     wa = np.repeat(weight[0][:, None], n_chan, axis=1)
     wb = np.repeat(weight[-1][:, None], n_chan, axis=1)
     _, w, flag = stokes_i(np.zeros(wa.shape), np.zeros(wb.shape), wa, wb, flags[0].T, flags[-1].T)
-    var = np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0), 0.0)
 
     def thermal(imaging_weight, k):
-        return math.sqrt(np.sum(imaging_weight**2 * var[:, k])) / np.sum(imaging_weight)
+        return float(predicted_rms(w[:, k:k + 1], imaging_weight[:, None], flag[:, k:k + 1]))
 
     print(f"line window {spw} of {ms[0].name}: {n_chan} channels, {uvw.shape[0]} rows, image {npix} x {npix} of "
           f"{math.degrees(cell) * 3600:.3f}\", Briggs {plan['robust']}")
