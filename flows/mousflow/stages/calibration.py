@@ -52,9 +52,9 @@ from mousflow.telescope.calibrators import FLUX_MODELS
 
 STAGE = "calibration"
 # A full-size ALMA window's target is GBs: it is calibrated in blocks, never whole. APPLY_BLOCK_BYTES: the most
-# of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags,
-# weights and the complex128 intermediates of applying come on top (~10 times this in all, measured on tiny), once
-# per thread. STATISTIC_BLOCK_BYTES: the most one block of channels holds in the first pass (the channel
+# of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags
+# and weights, their calibrated copies and the intermediates of applying (bounded by apply's SAMPLES_PER_CHUNK)
+# come on top (~4 times this in all, measured at 480 channels), once per thread. STATISTIC_BLOCK_BYTES: the most one block of channels holds in the first pass (the channel
 # statistic: the block, its amplitudes in float64 and flags, ~2.5 times this); larger, because a block narrower
 # than the stored frequency chunk reads that chunk again for each block.
 APPLY_BLOCK_BYTES = 64 * 2**20

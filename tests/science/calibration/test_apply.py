@@ -44,3 +44,27 @@ def test_shape_mismatch_raises(synthetic):
     s = synthetic(n_time=2)
     with pytest.raises(CalibrationFailed):
         apply_calibration(s.vis, s.flag, s.weight, s.antenna1, s.antenna2, s.gains[:1])
+
+
+@pytest.mark.parametrize("samples", [1, 5 * 16, 3 * 15 * 16, 10**9])
+def test_chunking_gives_the_same_bits(synthetic, monkeypatch, samples):
+    """Chunks of part of an integration's baselines, of several baselines, of several integrations and one
+    chunk for everything calibrate every sample alike, to the bit (n_chan x n_corr = 16 samples a row)."""
+    from mousflow.science.calibration import apply as apply_module
+
+    s = synthetic(seed=13, n_ant=6, n_time=7, n_chan=8, sigma=0.3)
+    s.vis[2, 4, 1, 0] = np.nan
+    s.vis[5, 1, 6, 1] = np.inf
+    s.flag[3, 2] = True
+    gains = s.gains.copy()
+    gains[4, 2, 0] = 0  # a singular gain: its baselines flagged, not divided by
+    flags = np.zeros(s.bandpass.shape, bool)
+    flags[1, 3, 1] = True
+    bp = BandpassTable(s.bandpass, flags, np.ones(flags.shape), np.zeros((8, 2), int))
+    expected = apply_calibration(s.vis, s.flag, s.weight, s.antenna1, s.antenna2, gains, None, bp)
+    monkeypatch.setattr(apply_module, "SAMPLES_PER_CHUNK", samples)
+    got = apply_calibration(s.vis, s.flag, s.weight, s.antenna1, s.antenna2, gains, None, bp)
+    for e, g in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert got[1][4, (s.antenna1 == 2) | (s.antenna2 == 2), :, 0].all()
+    assert np.isfinite(got[0]).all() and np.all(got[2][got[1]] == 0)

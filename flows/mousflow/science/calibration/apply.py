@@ -13,7 +13,10 @@ import numpy as np
 from mousflow.science.calibration.bandpass import BandpassTable
 from mousflow.science.calibration.errors import CalibrationFailed
 
-ROWS_PER_CHUNK = 65536
+# Samples (time x baseline x channel x correlation) calibrated at a time: each complex128 intermediate of a
+# chunk is 8 MiB whatever the window's width. (Counted in rows, a chunk of a 480-channel window was the whole
+# 64 MiB block of the calibration stage: five intermediates of 128 MiB each, per thread.)
+SAMPLES_PER_CHUNK = 2**19
 
 
 def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1: np.ndarray,
@@ -46,18 +49,37 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
     out_vis = np.empty(vis.shape, np.complex64)
     out_flag = np.empty(vis.shape, bool)
     out_weight = np.empty(vis.shape, np.float32)
-    step = max(1, ROWS_PER_CHUNK // max(1, n_bl))
-    for t0 in range(0, n_time, step):
-        ts = slice(t0, min(n_time, t0 + step))
-        gg = (gains[ts][:, a1] * np.conj(gains[ts][:, a2]))[:, :, None, :]  # (t, bl, 1, corr)
-        gf = (gflag[ts][:, a1] | gflag[ts][:, a2])[:, :, None, :]
-        j = gg * bb[None]
-        d = vis[ts]
-        f = np.asarray(flag[ts], bool) | gf | bflag[None] | ~np.isfinite(d) | (j == 0)
-        with np.errstate(all="ignore"):
-            v = d / np.where(j == 0, 1, j)
-        out_vis[ts] = np.where(np.isfinite(v), v, 0)
-        out_flag[ts] = f
+    for ts, bs in _sample_chunks(n_time, n_bl, n_chan * n_corr):
+        b1, b2 = a1[bs], a2[bs]
+        gg = (gains[ts][:, b1] * np.conj(gains[ts][:, b2]))[:, :, None, :]  # (t, bl, 1, corr)
+        gf = (gflag[ts][:, b1] | gflag[ts][:, b2])[:, :, None, :]
+        j = gg * bb[bs][None]  # complex128: the one full-size intermediate; the rest is done in it, in place
+        d = vis[ts, bs]
+        singular = j == 0
+        f = np.asarray(flag[ts, bs], bool) | gf | bflag[bs][None] | singular
+        f |= ~np.isfinite(d)
+        out_flag[ts, bs] = f
         scale = np.abs(j) ** 2 if scale_weights else 1.0
-        out_weight[ts] = np.where(f, 0.0, np.asarray(weight[ts]) * scale)
+        out_weight[ts, bs] = np.where(f, 0.0, np.asarray(weight[ts, bs]) * scale)
+        del scale
+        np.copyto(j, 1, where=singular)
+        with np.errstate(all="ignore"):
+            v = np.divide(d, j, out=j)
+        np.copyto(v, 0, where=~np.isfinite(v))
+        out_vis[ts, bs] = v
     return out_vis, out_flag, out_weight
+
+
+def _sample_chunks(n_time: int, n_bl: int, per_row: int):
+    """(time slice, baseline slice) pairs covering (n_time, n_bl) in order, each of at most SAMPLES_PER_CHUNK
+    samples (a row is one baseline's per_row channels x correlations), or one row where a row is more: whole
+    integrations while they fit, else part of one integration's baselines."""
+    rows = max(1, SAMPLES_PER_CHUNK // max(1, per_row))
+    if rows >= n_bl:
+        step = rows // n_bl
+        for t0 in range(0, n_time, step):
+            yield slice(t0, min(n_time, t0 + step)), slice(0, n_bl)
+    else:
+        for t0 in range(n_time):
+            for b0 in range(0, n_bl, rows):
+                yield slice(t0, t0 + 1), slice(b0, min(n_bl, b0 + rows))
