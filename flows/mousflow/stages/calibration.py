@@ -53,12 +53,14 @@ from mousflow.telescope.calibrators import FLUX_MODELS
 STAGE = "calibration"
 # A full-size ALMA window's target is GBs: it is calibrated in blocks, never whole. APPLY_BLOCK_BYTES: the most
 # of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags
-# and weights, their calibrated copies and the intermediates of applying (bounded by apply's SAMPLES_PER_CHUNK)
-# come on top (~4 times this in all, measured at 480 channels), once per thread. STATISTIC_BLOCK_BYTES: the most one block of channels holds in the first pass (the channel
-# statistic: the block, its amplitudes in float64 and flags, ~2.5 times this); larger, because a block narrower
-# than the stored frequency chunk reads that chunk again for each block.
+# and weights, their calibrated copies and the intermediates of applying (bounded by chunking.SAMPLES_PER_CHUNK)
+# come on top (~4 times this in all, measured at 480 channels), once per thread. STATISTIC_BLOCK_BYTES: the most
+# one block of channels holds in the first pass (the channel statistic: the block with its flags and weights,
+# ~2 times this). A block narrower than the stored frequency chunk reads that chunk again for each block, a cost
+# in reading, not memory: 512 MiB read a 480-channel window's 256-channel chunks twice, 256 MiB four times, and
+# took the full-size calibration stage's peak from 1.46 to 1.12 GB.
 APPLY_BLOCK_BYTES = 64 * 2**20
-STATISTIC_BLOCK_BYTES = 512 * 2**20
+STATISTIC_BLOCK_BYTES = 256 * 2**20
 VIS_ITEMSIZE = np.dtype(np.complex64).itemsize
 
 
@@ -184,28 +186,35 @@ def run(ctx: StageContext) -> str:
 
             try:
                 cal = calibrate_window(roles["bandpass"], roles["flux"], roles["phase"], model)
+                # what the tables and the summary need of the calibrators; their data go before the target's
+                # pass, whose blocks would otherwise come on top of them (at full size a 480-channel window's
+                # calibrators are ~0.7 GB)
+                antenna_names, bandpass_freq_hz = roles["bandpass"].antenna_names, roles["bandpass"].frequency_hz
+                flux_field, phase_field = roles["flux"].field_name, roles["phase"].field_name
+                phase_freq_hz = float(np.mean(roles["phase"].frequency_hz))
+                del roles
                 for t in targets:
                     write_calibrated_target(out_ps, ps[t.name], t, cal, threads=ctx.threads)
             except CalibrationFailed as exc:
                 raise CalibrationFailed(f"execution block {eb.uid}, {spw}: {exc}") from exc
-            _write_tables(out_tables, spw, cal, roles["bandpass"].antenna_names, roles["bandpass"].frequency_hz)
+            _write_tables(out_tables, spw, cal, antenna_names, bandpass_freq_hz)
             eb_summary["windows"][spw] = {
                 "calibrated": True,
                 "flux_model": model_source,
-                "flux_calibrator": roles["flux"].field_name,
+                "flux_calibrator": flux_field,
                 "flux_calibrator_observed": flux_note is None,
-                "phase_calibrator": roles["phase"].field_name,
+                "phase_calibrator": phase_field,
                 "phase_calibrator_flux_jy": cal.flux.flux_jy,
                 "phase_calibrator_flux_error_jy": cal.flux.flux_error_jy,
-                "phase_calibrator_frequency_hz": float(np.mean(roles["phase"].frequency_hz)),
-                "bad_antennas": [roles["bandpass"].antenna_names[a] for a in cal.bad_antennas],
+                "phase_calibrator_frequency_hz": phase_freq_hz,
+                "bad_antennas": [antenna_names[a] for a in cal.bad_antennas],
                 "bad_channels": list(map(int, cal.bad_channels)),
-                "reference_antenna": [roles["bandpass"].antenna_names[a] for a in cal.reference_antenna if a >= 0],
+                "reference_antenna": [antenna_names[a] for a in cal.reference_antenna if a >= 0],
                 "scores": {name: {"value": s.value, "score": s.score, "unit": s.unit, "detail": s.detail}
                            for name, s in cal.scores.items()},
             }
-            # this window's calibrator data and solutions go now, not once the next window's are loaded
-            del roles, cal
+            # this window's solutions go now, not once the next window's calibrators are loaded
+            del cal
         finalize_processing_set(out_ps)
         outputs += [f"{STAGE}/{label}/calibrated.ps.zarr"]
         if out_tables.exists():

@@ -50,7 +50,7 @@ def test_shape_mismatch_raises(synthetic):
 def test_chunking_gives_the_same_bits(synthetic, monkeypatch, samples):
     """Chunks of part of an integration's baselines, of several baselines, of several integrations and one
     chunk for everything calibrate every sample alike, to the bit (n_chan x n_corr = 16 samples a row)."""
-    from mousflow.science.calibration import apply as apply_module
+    from mousflow.science.calibration import chunking
 
     s = synthetic(seed=13, n_ant=6, n_time=7, n_chan=8, sigma=0.3)
     s.vis[2, 4, 1, 0] = np.nan
@@ -62,7 +62,7 @@ def test_chunking_gives_the_same_bits(synthetic, monkeypatch, samples):
     flags[1, 3, 1] = True
     bp = BandpassTable(s.bandpass, flags, np.ones(flags.shape), np.zeros((8, 2), int))
     expected = apply_calibration(s.vis, s.flag, s.weight, s.antenna1, s.antenna2, gains, None, bp)
-    monkeypatch.setattr(apply_module, "SAMPLES_PER_CHUNK", samples)
+    monkeypatch.setattr(chunking, "SAMPLES_PER_CHUNK", samples)
     got = apply_calibration(s.vis, s.flag, s.weight, s.antenna1, s.antenna2, gains, None, bp)
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_array_equal(g, e)

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mousflow.science.calibration import chunking
 from mousflow.science.calibration.bandpass import BandpassTable
 from mousflow.science.calibration.errors import CalibrationFailed
-
-# Samples (time x baseline x channel x correlation) calibrated at a time: each complex128 intermediate of a
-# chunk is 8 MiB whatever the window's width. (Counted in rows, a chunk of a 480-channel window was the whole
-# 64 MiB block of the calibration stage: five intermediates of 128 MiB each, per thread.)
-SAMPLES_PER_CHUNK = 2**19
 
 
 def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1: np.ndarray,
@@ -49,7 +45,7 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
     out_vis = np.empty(vis.shape, np.complex64)
     out_flag = np.empty(vis.shape, bool)
     out_weight = np.empty(vis.shape, np.float32)
-    for ts, bs in _sample_chunks(n_time, n_bl, n_chan * n_corr):
+    for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
         b1, b2 = a1[bs], a2[bs]
         gg = (gains[ts][:, b1] * np.conj(gains[ts][:, b2]))[:, :, None, :]  # (t, bl, 1, corr)
         gf = (gflag[ts][:, b1] | gflag[ts][:, b2])[:, :, None, :]
@@ -69,17 +65,3 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
         out_vis[ts, bs] = v
     return out_vis, out_flag, out_weight
 
-
-def _sample_chunks(n_time: int, n_bl: int, per_row: int):
-    """(time slice, baseline slice) pairs covering (n_time, n_bl) in order, each of at most SAMPLES_PER_CHUNK
-    samples (a row is one baseline's per_row channels x correlations), or one row where a row is more: whole
-    integrations while they fit, else part of one integration's baselines."""
-    rows = max(1, SAMPLES_PER_CHUNK // max(1, per_row))
-    if rows >= n_bl:
-        step = rows // n_bl
-        for t0 in range(0, n_time, step):
-            yield slice(t0, min(n_time, t0 + step)), slice(0, n_bl)
-    else:
-        for t0 in range(n_time):
-            for b0 in range(0, n_bl, rows):
-                yield slice(t0, t0 + 1), slice(b0, min(n_bl, b0 + rows))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mousflow.science.calibration import chunking
 from mousflow.science.calibration.errors import CalibrationFailed
 from mousflow.science.calibration.gains import GainTable
 
@@ -69,10 +70,18 @@ def phase_rms_deg(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> tupl
     """(total, thermal) weighted rms phase in degrees of calibrated point-source data (expected phase 0),
     averaged over channels per (time, baseline, corr) first. `thermal` is the rms expected from the weights
     alone; sqrt(total^2 - thermal^2) is what the atmosphere and the calibration left."""
-    vis = np.asarray(vis)
-    w = np.where(np.asarray(flag, bool) | ~np.isfinite(vis), 0.0, np.asarray(weight, np.float64))
-    sw = w.sum(axis=2)
-    avg = np.where(sw > 0, (w * np.nan_to_num(vis)).sum(axis=2) / np.where(sw > 0, sw, 1), 0)
+    vis, flag, weight = np.asarray(vis), np.asarray(flag, bool), np.asarray(weight)
+    n_time, n_bl, n_chan, n_corr = vis.shape
+    # the channel sums of each (time, baseline) row, a bounded chunk of rows at a time: over the whole array the
+    # float64 weights and complex128 products were 24 bytes a sample, the calibration stage's peak at full size
+    sw = np.empty((n_time, n_bl, n_corr))
+    swv = np.empty((n_time, n_bl, n_corr), np.complex128)
+    for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
+        v = vis[ts, bs]
+        w = np.where(flag[ts, bs] | ~np.isfinite(v), 0.0, weight[ts, bs].astype(np.float64))
+        sw[ts, bs] = w.sum(axis=2)
+        swv[ts, bs] = (w * np.nan_to_num(v)).sum(axis=2)
+    avg = np.where(sw > 0, swv / np.where(sw > 0, sw, 1), 0)
     ok = (sw > 0) & (np.abs(avg) > 0)
     if not ok.any():
         raise CalibrationFailed("phase_rms_deg: no unflagged data")
