@@ -1,6 +1,7 @@
 """The continuum's windows joined into one (rows, channels) problem for the gridder."""
 
 import numpy as np
+import pytest
 
 from mousflow.stages.imaging import _join_windows
 
@@ -40,3 +41,73 @@ def test_windows_of_different_rows_each_carry_only_their_own_channels():
     np.testing.assert_array_equal(vis[:30][:, [0, 2]], a[0])
     np.testing.assert_array_equal(vis[30:][:, [1]], b[0])
     assert np.all(flag[:30, 1]) and np.all(weight[:30, 1] == 0) and np.all(flag[30:][:, [0, 2]])
+
+
+def _target_processing_set(root, name, seed, n_time=7, n_chan=11):
+    """A calibrated processing set with one target partition: 4 antennas, XX/YY, random weights and flags."""
+    from mousflow.storage.location import Location
+    from mousflow.storage.msv4 import AntennaTable, FieldInfo, Partition, build_msv4_node
+    from mousflow.storage.zarr_io import finalize_processing_set, write_processing_set_node, write_processing_set_root
+
+    rng = np.random.default_rng(seed)
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    shape = (n_time, len(pairs), n_chan, 2)
+    p = Partition(
+        time_unix_s=1e9 + 10.0 * np.arange(n_time), integration_s=10.0, scan_names=np.array(["1"] * n_time),
+        antenna1=np.array([a for a, _ in pairs]), antenna2=np.array([b for _, b in pairs]),
+        antennas=AntennaTable(["DA41", "DA42", "DA43", "DA44"], ["A1", "A2", "A3", "A4"], np.zeros((4, 3)),
+                              np.full(4, 12.0)),
+        frequency_hz=230e9 + 1e7 * np.arange(n_chan), channel_width_hz=1e7, spw_name="ALMA_RB_06#BB_1#SW-01",
+        correlations=("XX", "YY"), field=FieldInfo("CDFS", "CDFS", 0.9, -0.4),
+        intents=["OBSERVE_TARGET#ON_SOURCE"],
+        vis=(rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64),
+        flag=rng.random(shape) < 0.15, weight=rng.uniform(0.5, 3.0, shape).astype(np.float32),
+        uvw_m=rng.standard_normal((n_time, len(pairs), 3)) * 100, execution_block_uid=f"uid://A002/X1/X{seed}",
+        project_uid="2026.1.00001.S", creation_date="2026-01-01T00:00:00.000")
+    loc = Location.of(root / name / "calibrated.ps.zarr")
+    write_processing_set_root(loc)
+    write_processing_set_node(loc, "target", build_msv4_node(p))
+    finalize_processing_set(loc)
+    return f"{name}/calibrated.ps.zarr"
+
+
+@pytest.mark.parametrize(("factor", "scale"), [(3, 1.0), (3, 0.25), (1, 1.0)])
+def test_continuum_channels_read_in_row_blocks_are_the_whole_window_averaged(tmp_path, monkeypatch, factor, scale):
+    """Two execution blocks stored in chunks of 2 integrations, read a chunk at a time: the line-free runs
+    averaged `factor` channels at a time (a remainder channel left as it is), weights scaled, give the bits the
+    whole window loaded and averaged gives."""
+    from mousflow.stages import imaging
+    from mousflow.storage import zarr_io
+    from mousflow.storage.location import Location
+
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 2 * 6 * 11 * 2 * 8)  # 2 integrations a stored chunk
+
+    class Context:  # the part of StageContext _windows uses
+        def path(self, *parts):
+            return Location.of(tmp_path).join(*parts)
+
+    rels = [_target_processing_set(tmp_path, f"eb{k}", seed=k) for k in (1, 2)]
+    (window,) = imaging._windows(Context(), rels)
+    keep = np.ones(11, bool)
+    keep[[4, 5]] = False  # a line: runs of 4 and 5 channels, each with a remainder when factor is 3
+    vis, weight, flag = window.load()
+    weight = weight * np.float32(scale)
+    runs = [slice(0, 4), slice(6, 11)]
+    parts = [imaging.average_channels(vis[:, r], weight[:, r], flag[:, r], window.freq_hz[r], factor) for r in runs]
+    expected = [np.concatenate([p[k] for p in parts], axis=1 if k < 3 else 0) for k in range(4)]
+
+    read = []
+    original = imaging.WindowData.row_blocks
+
+    def counted(self, budget):
+        for block in original(self, budget):
+            read.append(block[0].shape[0])
+            yield block
+
+    monkeypatch.setattr(imaging.WindowData, "row_blocks", counted)
+    monkeypatch.setattr(imaging, "CONTINUUM_READ_BLOCK_BYTES", 1)  # one stored chunk a block
+    got = imaging.continuum_channels(window, keep, factor, scale)
+    assert read == [12, 12, 12, 6] * 2  # 7 integrations of 6 baselines, 2 a chunk, in each of the two blocks
+    for e, g in zip(expected, got, strict=True):
+        assert g.dtype == e.dtype
+        np.testing.assert_array_equal(g, e)

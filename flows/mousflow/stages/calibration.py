@@ -40,6 +40,8 @@ from mousflow.storage.partitions import (
     concatenate_partitions,
     load_partition,
     parallel_hand_indices,
+    read_blocks,
+    stored_chunk_length,
 )
 from mousflow.storage.zarr_io import (
     finalize_processing_set,
@@ -239,20 +241,6 @@ def _stage_scores(summary: dict) -> dict[str, float]:
     return scores
 
 
-def _blocks(n: int, bytes_per_item: int, budget: int, unit: int = 1) -> list[slice]:
-    """Consecutive ranges covering n items, each a whole number of `unit` items (but the last) and at most
-    `budget` bytes of them (at least one unit, however large)."""
-    step = max(1, budget // max(1, bytes_per_item * unit)) * unit
-    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
-
-
-def _stored_channel_chunk(node: xr.DataTree) -> int:
-    """Channels per stored chunk of the partition's visibilities (the whole window if not chunked)."""
-    vis = node.dataset["VISIBILITY"]
-    axis = vis.dims.index("frequency")
-    return int(vis.chunks[axis][0]) if vis.chunks else int(vis.shape[axis])
-
-
 def _vis_shape(info: PartitionInfo) -> tuple[int, int, int, int]:
     """The shape of a target partition as load_partition reads it and the calibrated one is stored: parallel
     hands only."""
@@ -265,11 +253,11 @@ def target_channel_statistic(node: xr.DataTree, info: PartitionInfo) -> np.ndarr
     channels on the whole observation before any integration is calibrated."""
     n_time, n_bl, n_chan, n_corr = _vis_shape(info)
     per_channel = n_time * n_bl * n_corr * VIS_ITEMSIZE
-    stored = _stored_channel_chunk(node)
+    stored = stored_chunk_length(node, "frequency")
     # whole stored chunks per block when one fits, so each is read once
     unit = stored if stored * per_channel <= STATISTIC_BLOCK_BYTES else 1
     stats = []
-    for channels in _blocks(n_chan, per_channel, STATISTIC_BLOCK_BYTES, unit):
+    for channels in read_blocks(n_chan, per_channel, STATISTIC_BLOCK_BYTES, unit):
         block = load_partition(node, info.name, channels=channels)
         stats.append(channel_log_amplitude(block.vis, block.flag))
         del block  # released before the next block is read, not when the name is bound again
@@ -290,7 +278,7 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
     shape = _vis_shape(info)
     n_time, n_bl, n_chan, n_corr = shape
     chunk = visibility_chunks(shape, VIS_ITEMSIZE)[0]
-    blocks = _blocks(n_time, n_bl * n_chan * n_corr * VIS_ITEMSIZE, APPLY_BLOCK_BYTES, unit=chunk)
+    blocks = read_blocks(n_time, n_bl * n_chan * n_corr * VIS_ITEMSIZE, APPLY_BLOCK_BYTES, unit=chunk)
     flagged: dict[int, int] = {}  # per block, as each task reports it
 
     def calibrate_block(k: int, times: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

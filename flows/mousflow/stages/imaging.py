@@ -50,10 +50,13 @@ from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import CheckpointManifest, CheckpointStore, Validity, hash_inputs
 from mousflow.storage.integrity import verify_checksums
 from mousflow.storage.location import Location
-from mousflow.storage.partitions import load_partition, open_checked, partition_infos
+from mousflow.storage.partitions import load_partition, open_checked, partition_infos, read_blocks, stored_chunk_length
 
 STAGE = "imaging"
 DEFAULT_CHANNEL_CHUNK = 16
+# The continuum reads a window a block of integrations at a time, each about this much of a partition's stored
+# visibilities (both hands; the block's Stokes I and averaging intermediates are ~2.5 times its Stokes I).
+CONTINUUM_READ_BLOCK_BYTES = 128 * 2**20
 LINE_SIGMA = 6.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
@@ -101,18 +104,35 @@ class WindowData:
         """Stokes I (vis, weight, flag), each (n_row, n_chan), for `channels` of this window."""
         vis, weight, flag = [], [], []
         for loc, name in self.sources:
-            p = load_partition(self._node(loc, name), name, channels=channels)
-            n = p.vis.shape[0] * p.vis.shape[1]
-            v, w, f = stokes_i(p.vis[..., 0].reshape(n, -1), p.vis[..., -1].reshape(n, -1),
-                               p.weight[..., 0].reshape(n, -1), p.weight[..., -1].reshape(n, -1),
-                               p.flag[..., 0].reshape(n, -1), p.flag[..., -1].reshape(n, -1))
-            del p  # both hands of the partition, released before the next one is read
+            v, w, f = _stokes_i_rows(load_partition(self._node(loc, name), name, channels=channels))
             vis.append(v)
             weight.append(w)
             flag.append(f)
         if len(vis) == 1:  # one partition (one execution block): concatenating would only copy it
             return vis[0], weight[0], flag[0]
         return np.concatenate(vis), np.concatenate(weight), np.concatenate(flag)
+
+    def row_blocks(self, budget_bytes: int):
+        """Stokes I (vis, weight, flag) of all channels, a block of rows at a time, in the order load() stacks
+        the rows: whole stored time chunks of one partition, about `budget_bytes` of its stored visibilities a
+        block. For work done row by row (averaging channels): the window is never in memory whole, and each
+        stored chunk is read once, where blocks of channels narrower than a stored chunk read it again each."""
+        for loc, name in self.sources:
+            node = self._node(loc, name)
+            stored = node.dataset["VISIBILITY"]
+            n_time = stored.sizes["time"]
+            for times in read_blocks(n_time, stored.nbytes // max(1, n_time), budget_bytes,
+                                     stored_chunk_length(node, "time")):
+                yield _stokes_i_rows(load_partition(node, name, times=times))
+
+
+def _stokes_i_rows(p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A partition's (vis, weight, flag) as Stokes I rows (time x baseline, channel); `p`'s arrays are the
+    caller's to release (both hands are read, a window's largest arrays)."""
+    n = p.vis.shape[0] * p.vis.shape[1]
+    return stokes_i(p.vis[..., 0].reshape(n, -1), p.vis[..., -1].reshape(n, -1),
+                    p.weight[..., 0].reshape(n, -1), p.weight[..., -1].reshape(n, -1),
+                    p.flag[..., 0].reshape(n, -1), p.flag[..., -1].reshape(n, -1))
 
 
 def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
@@ -424,6 +444,38 @@ def _line_free_runs(keep: np.ndarray) -> list[slice]:
     return runs
 
 
+def continuum_channels(w: WindowData, keep: np.ndarray, factor: int, weight_scale: float = 1.0):
+    """A window's line-free channels (`keep`) for the continuum: (vis, weight, flag, freq), each run of
+    line-free channels averaged `factor` channels at a time, weights scaled by `weight_scale`.
+
+    Read a block of rows at a time (WindowData.row_blocks): averaging is per row, so this is, to the bit, the
+    whole window loaded and averaged, without holding it. Whole, a full-size 480-channel window was 1.4 GB per
+    float64 array and its averaging's float64 and complex128 intermediates twice that, the imaging stage's peak
+    while the continuum's data were gathered."""
+    runs = _line_free_runs(keep)
+    out = None
+    row = 0
+    for vis, weight, flag in w.row_blocks(CONTINUUM_READ_BLOCK_BYTES):
+        if weight_scale != 1.0:
+            weight *= np.float32(weight_scale)
+        parts = [average_channels(vis[:, r], weight[:, r], flag[:, r], w.freq_hz[r], factor) for r in runs]
+        del vis, weight, flag
+        if out is None:  # the averaged window, filled block by block: a concatenation would hold it twice
+            n_rows, n_chan = w.uvw_m.shape[0], sum(p[3].size for p in parts)
+            out = (*(np.empty((n_rows, n_chan), np.result_type(*[p[k] for p in parts])) for k in range(3)),
+                   np.concatenate([p[3] for p in parts]))
+        n = parts[0][0].shape[0]
+        c = 0
+        for p in parts:
+            for k in range(3):
+                out[k][row:row + n, c:c + p[3].size] = p[k]
+            c += p[3].size
+        row += n
+    if out is None or row != out[0].shape[0]:
+        raise ImagingFailed(f"window {w.spw}: read {row} rows of the {w.uvw_m.shape[0]} its uvw has")
+    return out
+
+
 def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: dict[str, np.ndarray],
                      robust: float, plans: dict[str, ImagingPlan], noise_ratio: dict[str, float]) -> dict:
     vis_all, w_all, f_all, uvw_all, freq_all = [], [], [], [], []
@@ -434,17 +486,14 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
         keep = line_free[w.spw]
         if not keep.any():
             continue
-        vis, weight, flag = w.load()
-        if scales.get(w.spw, 1.0) != 1.0:
-            weight = weight * np.float32(scales[w.spw])
-        factor = continuum_averaging_factor(w.freq_hz, plans[w.spw])
-        parts = [average_channels(vis[:, r], weight[:, r], flag[:, r], w.freq_hz[r], factor)
-                 for r in _line_free_runs(keep)]
-        vis_all.append(np.concatenate([p[0] for p in parts], axis=1))
-        w_all.append(np.concatenate([p[1] for p in parts], axis=1))
-        f_all.append(np.concatenate([p[2] for p in parts], axis=1))
+        vis, weight, flag, freq = continuum_channels(w, keep, continuum_averaging_factor(w.freq_hz, plans[w.spw]),
+                                                     scales.get(w.spw, 1.0))
+        vis_all.append(vis)
+        w_all.append(weight)
+        f_all.append(flag)
         uvw_all.append(w.uvw_m)
-        freq_all.append(np.concatenate([p[3] for p in parts]))
+        freq_all.append(freq)
+        del vis, weight, flag
     if not vis_all:
         raise ImagingFailed("no line-free channels with data for the continuum image")
     vis, weight, flag, uvw, freq = _join_windows(vis_all, w_all, f_all, uvw_all, freq_all)

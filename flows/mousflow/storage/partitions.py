@@ -101,6 +101,22 @@ def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = N
                                    f"or corrupted ({type(exc).__name__}: {exc})") from exc
 
 
+def read_blocks(n: int, bytes_per_item: int, budget: int, unit: int = 1) -> list[slice]:
+    """Consecutive ranges covering n items (integrations or channels) to read a block at a time: each a whole
+    number of `unit` items (a stored chunk's, so no chunk is read twice; but the last) and at most `budget` bytes
+    of them (at least one unit, however large)."""
+    step = max(1, budget // max(1, bytes_per_item * unit)) * unit
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def stored_chunk_length(node: xr.DataTree, dim: str) -> int:
+    """The length along `dim` ("time" or "frequency") of a stored chunk of the partition's visibilities (the
+    whole axis if they are not chunked)."""
+    vis = node.dataset["VISIBILITY"]
+    axis = vis.dims.index(dim)
+    return int(vis.chunks[axis][0]) if vis.chunks else int(vis.shape[axis])
+
+
 def parallel_hand_indices(correlations: list[str]) -> list[int]:
     """Indices of the parallel hands among `correlations` (both of a pair, or the one there is)."""
     for pair in PARALLEL_HANDS:
