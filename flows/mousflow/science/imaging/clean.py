@@ -37,8 +37,8 @@ from mousflow.science.imaging.beam import Beam, fit_beam, max_sidelobe
 from mousflow.science.imaging.gridding import DEFAULT_EPSILON, make_psf, needs_double_precision
 from mousflow.science.imaging.mask import AutoMaskParams, auto_mask, disk_structure
 from mousflow.science.imaging.multiterm import (
-    degrid_taylor_models,
     multiterm_minor_cycle,
+    residual_visibilities,
     taylor_dirty_images,
     taylor_factors,
     taylor_psfs,
@@ -224,9 +224,8 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
             else:
                 n, _ = multiterm_minor_cycle(residuals, psfs, active, models, gain=gain,
                                              cycle_threshold=cycle_thr, max_components=max_iter - n_comp)
-            # the residual visibilities overwrite the model's: one array of the visibilities' size, not two
-            residual_vis = degrid_taylor_models(models, uvw_m, freq, cell_rad, taylor, **grid)
-            np.subtract(vis, residual_vis, out=residual_vis)
+            # one array of the visibilities' size and precision, made a block of rows at a time
+            residual_vis = residual_visibilities(vis, models, uvw_m, freq, cell_rad, taylor, **grid)
             n_comp += n
             residuals = residual_images(residual_vis)
             residual = residuals[0]

@@ -35,6 +35,11 @@ SINGLE_PRECISION_RESIDUAL_ERROR = 1e-5
 # Single precision is used while that error stays below this fraction of the lowest CLEAN threshold: with the
 # continuum's deep pass at 0.5 sigma, up to a dynamic range of 5,000.
 PRECISION_ERROR_FRACTION_OF_THRESHOLD = 0.1
+# Gridding and degridding take a block of rows at a time (`grid_blocks`): each block's visibilities and weights
+# in the gridding precision are at most 64 MiB (complex128) where the whole continuum of a full-size block was
+# GBs per array. A block has at least 16 samples per image cell, so a call's FFT stays small beside its gridding.
+GRID_BLOCK_SAMPLES = 2**22
+GRID_BLOCK_CELL_SAMPLES = 16
 
 
 def needs_double_precision(peak: float, lowest_threshold: float) -> bool:
@@ -61,32 +66,40 @@ def _check_npix(npix: int) -> int:
     return npix
 
 
-def _prepare(uvw_m, freq_hz, imaging_weight, double):
-    fdt, _ = _dtypes(double)
+def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *, channel_factor=None,
+                  epsilon: float = DEFAULT_EPSILON, double: bool = True, nthreads: int = 1) -> np.ndarray:
+    """Unnormalised weighted adjoint: sum_i W_i Re(V_i exp(+2 pi i (u l + v m + w (n - 1)))), sky orientation.
+
+    channel_factor (n_chan,), optional: the visibilities multiplied by it as they are gridded (a Taylor term's
+    t^k). vis may be any array of the right shape (a broadcast one for a PSF): it is converted to the gridding
+    precision a block of rows at a time (`grid_blocks`), so no array of the visibilities' size in that precision
+    (16 bytes a sample in double) is ever made."""
+    npix = _check_npix(npix)
+    fdt, cdt = _dtypes(double)
     uvw = np.ascontiguousarray(uvw_m, dtype=np.float64)
     freq = np.ascontiguousarray(np.atleast_1d(freq_hz), dtype=np.float64)
-    wgt = np.ascontiguousarray(imaging_weight, dtype=fdt)
-    if wgt.shape != (uvw.shape[0], freq.size):
-        raise ValueError(f"imaging weights {wgt.shape} do not match (n_row, n_chan) = {(uvw.shape[0], freq.size)}")
-    mask = None
-    if not np.all(wgt > 0):
-        mask = np.ascontiguousarray(wgt > 0, dtype=np.uint8)
-    return uvw, freq, wgt, mask
-
-
-def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *, epsilon: float = DEFAULT_EPSILON,
-                  double: bool = True, nthreads: int = 1) -> np.ndarray:
-    """Unnormalised weighted adjoint: sum_i W_i Re(V_i exp(+2 pi i (u l + v m + w (n - 1)))), sky orientation."""
-    npix = _check_npix(npix)
-    _, cdt = _dtypes(double)
-    uvw, freq, wgt, mask = _prepare(uvw_m, freq_hz, imaging_weight, double)
-    v = np.ascontiguousarray(vis, dtype=cdt)
+    weight = np.asarray(imaging_weight)
+    if weight.shape != (uvw.shape[0], freq.size):
+        raise ValueError(f"imaging weights {weight.shape} do not match (n_row, n_chan) = {(uvw.shape[0], freq.size)}")
+    factor = None if channel_factor is None else np.asarray(channel_factor)[None, :]
 
     def adjoint(rows: slice) -> np.ndarray:
-        return vis2dirty(uvw=uvw[rows], freq=freq, vis=v[rows], wgt=wgt[rows],
-                         mask=None if mask is None else mask[rows], npix_x=npix, npix_y=npix, pixsize_x=cell_rad,
-                         pixsize_y=cell_rad, center_x=cell_rad, center_y=0.0, epsilon=_epsilon(epsilon, double),
-                         do_wgridding=True, flip_w=True, divide_by_n=False, nthreads=1)
+        img = None
+        for block in grid_blocks(rows, freq.size, npix):
+            wgt = np.ascontiguousarray(weight[block], dtype=fdt)
+            v = (np.ascontiguousarray(vis[block], dtype=cdt) if factor is None
+                 else np.multiply(vis[block], factor, dtype=cdt))
+            mask = None if np.all(wgt > 0) else np.ascontiguousarray(wgt > 0, dtype=np.uint8)
+            part = vis2dirty(uvw=uvw[block], freq=freq, vis=v, wgt=wgt, mask=mask, npix_x=npix, npix_y=npix,
+                             pixsize_x=cell_rad, pixsize_y=cell_rad, center_x=cell_rad, center_y=0.0,
+                             epsilon=_epsilon(epsilon, double), do_wgridding=True, flip_w=True, divide_by_n=False,
+                             nthreads=1)
+            del v, wgt, mask
+            if img is None:
+                img = part
+            else:
+                img += part
+        return img
 
     blocks = row_blocks(uvw.shape[0], nthreads)
     if len(blocks) == 1:
@@ -100,6 +113,16 @@ def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: floa
         for part in parts[1:]:
             img += part
     return np.ascontiguousarray(to_sky(img))
+
+
+def grid_blocks(rows: slice, n_chan: int, npix: int) -> list[slice]:
+    """`rows` split into consecutive blocks of at most GRID_BLOCK_SAMPLES samples, or of GRID_BLOCK_CELL_SAMPLES
+    per image cell where that is more: one ducc0 call each, the visibilities converted to the gridding
+    precision a block at a time. The floor per cell keeps each call's FFT of the (oversampled) grid small beside
+    its gridding, for large images."""
+    samples = max(GRID_BLOCK_SAMPLES, GRID_BLOCK_CELL_SAMPLES * npix * npix)
+    step = max(1, samples // max(1, n_chan))
+    return [slice(a, min(rows.stop, a + step)) for a in range(rows.start, rows.stop, step)]
 
 
 def row_blocks(n_rows: int, nthreads: int) -> list[slice]:
@@ -117,19 +140,19 @@ def row_blocks(n_rows: int, nthreads: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
-def make_dirty(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *,
+def make_dirty(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *, channel_factor=None,
                epsilon: float = DEFAULT_EPSILON, double: bool = True, nthreads: int = 1) -> np.ndarray:
     """Dirty image (npix, npix) in Jy/beam, sky orientation, normalised by the sum of the imaging weights.
 
     vis and imaging_weight are (n_row, n_chan) (Stokes I); flagged samples must carry weight 0. All channels
     are gridded together at their own frequencies (multi-frequency synthesis); pass one channel for a plane
-    of a cube.
+    of a cube. channel_factor (n_chan,): the visibilities multiplied by it as they are gridded.
     """
     wsum = float(np.sum(imaging_weight, dtype=np.float64))
     if wsum <= 0:
         raise ValueError("all imaging weights are zero")
-    return grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, epsilon=epsilon, double=double,
-                         nthreads=nthreads) / wsum
+    return grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix, cell_rad, channel_factor=channel_factor,
+                         epsilon=epsilon, double=double, nthreads=nthreads) / wsum
 
 
 def make_psf(uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *, epsilon: float = DEFAULT_EPSILON,
@@ -139,8 +162,7 @@ def make_psf(uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *, epsi
     For CLEAN pass npix = 2 * image npix so that a component anywhere in the image can be subtracted over the
     whole image.
     """
-    _, cdt = _dtypes(double)
-    ones = np.ones(np.shape(imaging_weight), dtype=cdt)
+    ones = np.broadcast_to(np.ones((), np.complex64), np.shape(imaging_weight))  # no memory: made per block
     return make_dirty(ones, uvw_m, freq_hz, imaging_weight, npix, cell_rad, epsilon=epsilon, double=double,
                       nthreads=nthreads)
 
