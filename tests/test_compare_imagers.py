@@ -205,3 +205,12 @@ def test_a_cube_is_measured_alike_whatever_wrote_it(layout, tmp_path):
     assert m["offset_beams"] < 0.05
     assert m["channel_rms_jy"] == pytest.approx(1e-3, rel=0.1)
     assert m["n_chan"] == n_chan
+
+
+def test_a_child_is_not_charged_with_its_parents_memory(tmp_path):
+    """Linux carries a parent's high-water mark into a child's ru_maxrss across fork/vfork and exec: a small
+    child of a large parent is measured at its own size."""
+    ballast = np.ones(400 * 2**20 // 8)  # this process's RSS (and high-water mark) up by 400 MiB
+    run = ci.measured([sys.executable, "-c", "import time; time.sleep(0.5)"], cwd=tmp_path, log=tmp_path / "log")
+    assert ballast.sum() > 0
+    assert 0 < run.peak_bytes < 100 * 2**20
