@@ -55,7 +55,7 @@ from mousflow.storage.partitions import load_partition, open_checked, partition_
 STAGE = "imaging"
 DEFAULT_CHANNEL_CHUNK = 16
 # The continuum reads a window a block of integrations at a time, each about this much of a partition's stored
-# visibilities (both hands; the block's Stokes I and averaging intermediates are ~2.5 times its Stokes I).
+# visibilities (both hands, as stored; the block's Stokes I and its averaging's intermediates come on top).
 CONTINUUM_READ_BLOCK_BYTES = 128 * 2**20
 LINE_SIGMA = 6.0
 CONTINUUM_SYSTEMATIC = 0.1

@@ -49,7 +49,7 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
         b1, b2 = a1[bs], a2[bs]
         gg = (gains[ts][:, b1] * np.conj(gains[ts][:, b2]))[:, :, None, :]  # (t, bl, 1, corr)
         gf = (gflag[ts][:, b1] | gflag[ts][:, b2])[:, :, None, :]
-        j = gg * bb[bs][None]  # complex128: the one full-size intermediate; the rest is done in it, in place
+        j = gg * bb[bs][None]  # the chunk's one complex128 intermediate; the rest is done in it, in place
         d = vis[ts, bs]
         singular = j == 0
         f = np.asarray(flag[ts, bs], bool) | gf | bflag[bs][None] | singular

@@ -115,6 +115,12 @@ def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: floa
     return np.ascontiguousarray(to_sky(img))
 
 
+def unit_visibilities(shape) -> np.ndarray:
+    """Visibilities of 1 everywhere (a PSF's), as a read-only broadcast: no memory until gridding converts a
+    block of rows."""
+    return np.broadcast_to(np.ones((), np.complex64), shape)
+
+
 def grid_blocks(rows: slice, n_chan: int, npix: int) -> list[slice]:
     """`rows` split into consecutive blocks of at most GRID_BLOCK_SAMPLES samples, or of GRID_BLOCK_CELL_SAMPLES
     per image cell where that is more: one ducc0 call each, the visibilities converted to the gridding
@@ -162,7 +168,7 @@ def make_psf(uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *, epsi
     For CLEAN pass npix = 2 * image npix so that a component anywhere in the image can be subtracted over the
     whole image.
     """
-    ones = np.broadcast_to(np.ones((), np.complex64), np.shape(imaging_weight))  # no memory: made per block
+    ones = unit_visibilities(np.shape(imaging_weight))
     return make_dirty(ones, uvw_m, freq_hz, imaging_weight, npix, cell_rad, epsilon=epsilon, double=double,
                       nthreads=nthreads)
 

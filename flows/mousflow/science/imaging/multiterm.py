@@ -28,7 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mousflow.science.imaging.gridding import DEFAULT_EPSILON, degrid_model, grid_blocks, make_dirty
+from mousflow.science.imaging.gridding import (
+    DEFAULT_EPSILON,
+    degrid_model,
+    grid_blocks,
+    make_dirty,
+    unit_visibilities,
+)
 
 # Below this fractional bandwidth a spectral term is not worth its cost (the flat model's error scales with
 # the bandwidth) and the Hessian's t^2 term (~ bandwidth^2 / 12) makes it ill-conditioned.
@@ -59,7 +65,7 @@ def taylor_psfs(uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, freq
                 **grid) -> np.ndarray:
     """(2 nterms - 1, npix, npix) cross PSFs B_k, k = 0 .. 2 nterms - 2; B_0 is the usual PSF (peak 1)."""
     taylor = taylor_factors(freq_hz, freq_ref_hz, 2 * nterms - 1)
-    ones = np.broadcast_to(np.ones((), np.complex64), np.shape(imaging_weight))  # no memory: made per block
+    ones = unit_visibilities(np.shape(imaging_weight))
     return taylor_dirty_images(ones, uvw_m, freq_hz, imaging_weight, npix, cell_rad, taylor, **grid)
 
 
