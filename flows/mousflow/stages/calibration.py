@@ -13,6 +13,9 @@ The `image-only` recipe takes the target partitions as they are (already calibra
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
+
 import dask
 import dask.array as da
 import numpy as np
@@ -22,9 +25,9 @@ from mousflow.errors import CalibrationFailed, InvalidInput
 from mousflow.model import Recipe
 from mousflow.science.calibration import (
     WindowCalibration,
+    amplitude_median,
     apply_to_target_block,
     calibrate_window,
-    channel_log_amplitude,
     fraction_flagged_score_of_counts,
     target_channel_flags,
 )
@@ -57,12 +60,12 @@ STAGE = "calibration"
 # of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags
 # and weights, their calibrated copies and the intermediates of applying (bounded by chunking.SAMPLES_PER_CHUNK)
 # come on top (~4 times this in all, measured at 480 channels), once per thread. STATISTIC_BLOCK_BYTES: the most
-# one block of channels holds in the first pass (the channel statistic: the block with its flags and weights,
-# ~2 times this). A block narrower than the stored frequency chunk reads that chunk again for each block, a cost
-# in reading, not memory: 512 MiB read a 480-channel window's 256-channel chunks twice, 256 MiB four times, and
-# took the full-size calibration stage's peak from 1.46 to 1.12 GB.
+# one block of integrations holds in the first pass (the channel statistic: the block with its flags and weights,
+# ~1.6 times this; the counting works a small chunk at a time), once per thread. A block is whole stored time
+# chunks where one fits, as import-ms writes them (16 MiB); a larger stored chunk (xradio's converter's default
+# is 128 MiB) is read in blocks of the budget, and decompressed for each block it straddles.
 APPLY_BLOCK_BYTES = 64 * 2**20
-STATISTIC_BLOCK_BYTES = 256 * 2**20
+STATISTIC_BLOCK_BYTES = 64 * 2**20
 VIS_ITEMSIZE = np.dtype(np.complex64).itemsize
 
 
@@ -247,21 +250,26 @@ def _vis_shape(info: PartitionInfo) -> tuple[int, int, int, int]:
     return info.n_time, info.n_baseline, info.n_chan, len(parallel_hand_indices(info.correlations))
 
 
-def target_channel_statistic(node: xr.DataTree, info: PartitionInfo) -> np.ndarray:
-    """channel_log_amplitude of a target partition (n_chan, n_corr), read in blocks of channels (all
-    integrations of each): the first pass of the target's calibration, which decides its excess-power
-    channels on the whole observation before any integration is calibrated."""
+def target_channel_statistic(node: xr.DataTree, info: PartitionInfo, *, threads: int = 1) -> np.ndarray:
+    """channel_log_amplitude of a target partition (n_chan, n_corr): the first pass of the target's
+    calibration, which decides its excess-power channels on the whole observation before any integration is
+    calibrated. The partition is read once, a block of integrations at a time (whole stored time chunks, so
+    no chunk is decompressed twice, where one fits STATISTIC_BLOCK_BYTES), `threads` blocks at once; each
+    block's amplitudes are counted and the counts merged (amplitude_median): the whole partition's medians."""
     n_time, n_bl, n_chan, n_corr = _vis_shape(info)
-    per_channel = n_time * n_bl * n_corr * VIS_ITEMSIZE
-    stored = stored_chunk_length(node, "frequency")
-    # whole stored chunks per block when one fits, so each is read once
-    unit = stored if stored * per_channel <= STATISTIC_BLOCK_BYTES else 1
-    stats = []
-    for channels in read_blocks(n_chan, per_channel, STATISTIC_BLOCK_BYTES, unit):
-        block = load_partition(node, info.name, channels=channels)
-        stats.append(channel_log_amplitude(block.vis, block.flag))
-        del block  # released before the next block is read, not when the name is bound again
-    return np.concatenate(stats, axis=0)
+    per_time = n_bl * n_chan * n_corr * VIS_ITEMSIZE
+    stored = stored_chunk_length(node, "time")
+    unit = stored if stored * per_time <= STATISTIC_BLOCK_BYTES else 1
+
+    def count(times: slice) -> amplitude_median.AmplitudeCounts:
+        block = load_partition(node, info.name, times=times)
+        return amplitude_median.count_per_channel(block.vis, block.flag)
+
+    counts = amplitude_median.AmplitudeCounts(n_chan * n_corr)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for part in pool.map(count, read_blocks(n_time, per_time, STATISTIC_BLOCK_BYTES, unit)):
+            counts.merge(part)
+    return amplitude_median.log_median(counts, (n_chan, n_corr))
 
 
 def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: PartitionInfo, cal: WindowCalibration, *,
@@ -269,16 +277,22 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
     """Calibrate one target partition and write it as partition info.name of out_ps, in bounded memory, to the
     bit what apply_to_target on the whole partition gives; sets cal.scores["fraction_flagged"] as it does.
 
-    Two passes: the excess-power channels from the channel statistic, read in channel blocks
+    Two passes: the excess-power channels from the channel statistic, counted in blocks of integrations
     (target_channel_statistic), then the calibrated VISIBILITY, FLAG and WEIGHT as lazy Dask arrays, one task
     per block of integrations (read, flag, apply), computed as the partition is written: `threads` blocks in
-    memory at once. A block is a whole number of the stored time chunks, so no Zarr chunk is written by two.
+    memory at once. A block is a whole number of the chunks written, so no Zarr chunk is written by two, and of
+    the chunks read where that fits APPLY_BLOCK_BYTES (import-ms writes chunks that do), so none is read twice.
     """
-    bad_channels, _ = target_channel_flags(cal, target_channel_statistic(node, info))
+    bad_channels, _ = target_channel_flags(cal, target_channel_statistic(node, info, threads=threads))
     shape = _vis_shape(info)
     n_time, n_bl, n_chan, n_corr = shape
-    chunk = visibility_chunks(shape, VIS_ITEMSIZE)[0]
-    blocks = read_blocks(n_time, n_bl * n_chan * n_corr * VIS_ITEMSIZE, APPLY_BLOCK_BYTES, unit=chunk)
+    per_time = n_bl * n_chan * n_corr * VIS_ITEMSIZE
+    written = visibility_chunks(shape, VIS_ITEMSIZE)[0]
+    # Whole chunks written (no Zarr chunk written by two tasks) and, where a block of both layouts fits the
+    # budget, whole chunks read: a stored chunk straddling two blocks is decompressed for each.
+    both = math.lcm(written, stored_chunk_length(node, "time"))
+    blocks = read_blocks(n_time, per_time, APPLY_BLOCK_BYTES, unit=both if both * per_time <= APPLY_BLOCK_BYTES
+                         else written)
     flagged: dict[int, int] = {}  # per block, as each task reports it
 
     def calibrate_block(k: int, times: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
