@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mousflow.science.calibration import chunking
 from mousflow.science.calibration.apply import apply_calibration
 from mousflow.science.calibration.bandpass import BandpassTable, solve_bandpass
 from mousflow.science.calibration.errors import CalibrationFailed
@@ -38,7 +39,9 @@ from mousflow.science.calibration.scores import (
     SubScore,
     fraction_flagged_score_of_counts,
     gain_snr_score,
-    phase_rms_score,
+    phase_rms_of_row_sums,
+    phase_rms_score_of,
+    row_sums,
 )
 from mousflow.science.calibration.stefcal import choose_reference_antenna
 
@@ -95,9 +98,16 @@ def calibrate_window(bandpass_cal: Visibilities, flux_cal: Visibilities, phase_c
                                          phase_cal.time_s, bandpass=bp, solint="scan", reference_antenna=refant,
                                          min_snr=min_snr)).table
     g, gflag = interpolate_gains(per_scan, phase_cal.time_s)
-    v, f, w = apply_calibration(phase_cal.vis, flags["phase"], phase_cal.weight, a1, a2, g, gflag, bp,
-                                scale_weights=scale_weights)
-    result.scores = {"phase_rms": phase_rms_score(v, f, w), "gain_snr": gain_snr_score(fs.table)}
+    # calibrated a chunk of rows at a time, only the rows' channel sums kept: a calibrated copy of the whole
+    # phase calibrator on top of the three calibrators was the calibration stage's peak at full size
+    n_time, n_bl, n_chan, n_corr = phase_cal.vis.shape
+    sw, swv = np.empty((n_time, n_bl, n_corr)), np.empty((n_time, n_bl, n_corr), np.complex128)
+    for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
+        v, f, w = apply_calibration(phase_cal.vis[ts, bs], flags["phase"][ts, bs], phase_cal.weight[ts, bs],
+                                    a1[bs], a2[bs], g[ts], gflag[ts], bp, scale_weights=scale_weights)
+        sw[ts, bs], swv[ts, bs] = row_sums(v, f, w)
+    result.scores = {"phase_rms": phase_rms_score_of(*phase_rms_of_row_sums(sw, swv)),
+                     "gain_snr": gain_snr_score(fs.table)}
     return result
 
 

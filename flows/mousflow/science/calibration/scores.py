@@ -70,10 +70,16 @@ def phase_rms_deg(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> tupl
     """(total, thermal) weighted rms phase in degrees of calibrated point-source data (expected phase 0),
     averaged over channels per (time, baseline, corr) first. `thermal` is the rms expected from the weights
     alone; sqrt(total^2 - thermal^2) is what the atmosphere and the calibration left."""
+    return phase_rms_of_row_sums(*row_sums(vis, flag, weight))
+
+
+def row_sums(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The channel sums phase_rms_deg starts from, per (time, baseline, corr): sum w and sum w V over the
+    usable samples. Each row's depends on that row alone, so blocks of rows give the whole array's."""
     vis, flag, weight = np.asarray(vis), np.asarray(flag, bool), np.asarray(weight)
     n_time, n_bl, n_chan, n_corr = vis.shape
-    # the channel sums of each (time, baseline) row, a bounded chunk of rows at a time: over the whole array the
-    # float64 weights and complex128 products were 24 bytes a sample, the calibration stage's peak at full size
+    # a bounded chunk of rows at a time: over the whole array the float64 weights and complex128 products were
+    # 24 bytes a sample, the calibration stage's peak at full size
     sw = np.empty((n_time, n_bl, n_corr))
     swv = np.empty((n_time, n_bl, n_corr), np.complex128)
     for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
@@ -81,6 +87,11 @@ def phase_rms_deg(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> tupl
         w = np.where(flag[ts, bs] | ~np.isfinite(v), 0.0, weight[ts, bs].astype(np.float64))
         sw[ts, bs] = w.sum(axis=2)
         swv[ts, bs] = (w * np.nan_to_num(v)).sum(axis=2)
+    return sw, swv
+
+
+def phase_rms_of_row_sums(sw: np.ndarray, swv: np.ndarray) -> tuple[float, float]:
+    """phase_rms_deg from row_sums."""
     avg = np.where(sw > 0, swv / np.where(sw > 0, sw, 1), 0)
     ok = (sw > 0) & (np.abs(avg) > 0)
     if not ok.any():
@@ -97,7 +108,11 @@ def phase_rms_deg(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> tupl
 
 def phase_rms_score(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> SubScore:
     """Phase rms of the calibrated phase calibrator (see phase_rms_deg), scored on the total rms."""
-    total, thermal = phase_rms_deg(vis, flag, weight)
+    return phase_rms_score_of(*phase_rms_deg(vis, flag, weight))
+
+
+def phase_rms_score_of(total: float, thermal: float) -> SubScore:
+    """phase_rms_score from phase_rms_deg's (total, thermal)."""
     return SubScore("phase_rms", total, _ramp(total, PHASE_RMS_GOOD_DEG, PHASE_RMS_BAD_DEG), "deg",
                     f"phase rms {total:.1f} deg of which thermal {thermal:.1f} deg (1 at <= "
                     f"{PHASE_RMS_GOOD_DEG:g} deg, 0 at >= {PHASE_RMS_BAD_DEG:g} deg)")
