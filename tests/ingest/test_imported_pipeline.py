@@ -3,7 +3,6 @@ the known sky must come back (fluxes within 5 %, positions within 0.1 beam)."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -45,15 +44,14 @@ def test_imported_ms_calibrates_and_images_to_the_known_sky(imported, casa_ms):
 
 
 def test_converter_chunks_other_than_ours(import_ms, casa_ms, tmp_path, monkeypatch):
-    """Issue 12: an execution block the converter wrote in chunks of its own (here 7 integrations x 3
-    channels; a large MS gets ~128 MiB time chunks by default) is calibrated and imaged, the calibrated
-    partitions written in our chunks (scaled down to 2 channels and 16 KiB, so both layouts have several
-    chunks and straddle each other)."""
-    from xradio import measurement_set as xradio_ms
+    """Issue 12: an execution block converted in chunks of another layout (here 7 integrations x 3 channels, as
+    another converter's settings might give; xradio's default is ~128 MiB time chunks) is calibrated and imaged,
+    the calibrated partitions written in our chunks (scaled down to 2 channels and 16 KiB, so both layouts have
+    several chunks and straddle each other)."""
+    from mousflow.ingest import measurement_set
 
     theirs = {"time": 7, "frequency": 3}
-    monkeypatch.setattr(xradio_ms, "convert_msv2_to_processing_set",
-                        functools.partial(xradio_ms.convert_msv2_to_processing_set, main_chunksize=theirs))
+    monkeypatch.setattr(measurement_set, "converter_chunks", lambda _path: theirs)
     monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 16 * 2**10)
     monkeypatch.setattr(zarr_io, "CHANNELS_PER_CHUNK", 2)
     monkeypatch.setenv("MOUSFLOW_DASK", "inline")  # the patched chunking is this process's
@@ -71,6 +69,28 @@ def test_converter_chunks_other_than_ours(import_ms, casa_ms, tmp_path, monkeypa
     t, n_bl, c, _ = ours["VISIBILITY"].chunks
     assert c == 2 and t not in (theirs["time"], target.n_time) and ours["UVW"].chunks == (t, n_bl, 3)
     _assert_the_known_sky(out / "output", casa_ms)
+
+
+def test_import_ms_stores_chunks_the_stages_read_once(import_ms, casa_ms, tmp_path, monkeypatch):
+    """import-ms asks the converter for time chunks of about TARGET_CHUNK_BYTES of the widest window (frequency
+    in slabs of CHANNELS_PER_CHUNK), not its ~128 MiB default: a stage's block of integrations is then whole
+    chunks. (Scaled down to 64 KiB and 3 channels so that this small MS has several chunks either way.)"""
+    from mousflow.ingest import measurement_set
+
+    monkeypatch.setattr(measurement_set, "TARGET_CHUNK_BYTES", 64 * 2**10)
+    monkeypatch.setattr(measurement_set, "CHANNELS_PER_CHUNK", 3)
+    out = tmp_path / "mous"
+    code, _, err = import_ms(casa_ms["ms"], "--out", str(out), *GOAL_ARGS, *FLUX_CALIBRATOR_ARGS)
+    assert code == 0, err
+    ps = open_checked(Location.of(next((out / "eb").glob("*.ps.zarr"))))
+    infos = partition_infos(ps)
+    n_ant = len(ps[infos[0].name]["antenna_xds"].antenna_name)
+    widest = max(min(i.n_chan, 3) * len(i.correlations) for i in infos)
+    time_chunk = 64 * 2**10 // (n_ant * (n_ant + 1) // 2 * widest * 8)
+    assert 1 < time_chunk < max(i.n_time for i in infos) and max(i.n_chan for i in infos) > 3
+    for info in infos:
+        t, _, c, _ = ps[info.name]["VISIBILITY"].encoding["chunks"]
+        assert (min(t, info.n_time), c) == (min(time_chunk, info.n_time), min(info.n_chan, 3)), info.name
 
 
 def test_circular_feeds_no_flux_calibrator_and_padded_baselines(import_ms, casa_ms_circular, tmp_path):

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from mousflow.ingest.errors import ImportFailed, MeasurementSetMissing
+from mousflow.storage.zarr_io import CHANNELS_PER_CHUNK, TARGET_CHUNK_BYTES
 
 REQUIRED_SUBTABLES = ("ANTENNA", "FIELD", "SPECTRAL_WINDOW", "DATA_DESCRIPTION", "POLARIZATION")
 # One MSv4 partition per field (and, as the converter always does, per spectral window, polarisation setup and
@@ -77,6 +78,36 @@ def target_fields(path: str) -> list[tuple[str, tuple[float, float]]] | None:
             for i in ids]
 
 
+def converter_chunks(path: str) -> dict[str, int] | None:
+    """The chunks the converter is asked for: time chunks of about TARGET_CHUNK_BYTES of the widest window's
+    visibilities, frequency in slabs of CHANNELS_PER_CHUNK, the layout the stages write theirs in. The
+    converter's own default (time chunks of ~128 MiB) is larger than a stage's block of integrations (calibration
+    applies 64 MiB at a time), so blocks straddled its chunks and each chunk was decompressed several times (a
+    full-size 480-channel window read 4.2 times over in the calibration stage). Read from the SPECTRAL_WINDOW,
+    POLARIZATION and ANTENNA tables (baselines counted with autocorrelations); None when they cannot be read
+    (the converter's default then)."""
+    try:
+        from arcae import table
+    except ImportError:
+        return None
+    opened = []
+    try:
+        for name in ("SPECTRAL_WINDOW", "POLARIZATION", "ANTENNA"):
+            opened.append(table(f"{path}::{name}"))
+        spw, pol, antennas = opened
+        n_chan = int(np.max(np.asarray(spw.getcol("NUM_CHAN"))))
+        n_corr = int(np.max(np.asarray(pol.getcol("NUM_CORR"))))
+        n_ant = antennas.nrow()
+    except Exception:  # anything the table reader refuses is the converter's to report
+        return None
+    finally:
+        for t in opened:
+            t.close()
+    channels = max(1, min(n_chan, CHANNELS_PER_CHUNK))
+    per_time = n_ant * (n_ant + 1) // 2 * channels * n_corr * np.dtype(np.complex64).itemsize
+    return {"time": max(1, TARGET_CHUNK_BYTES // max(1, per_time)), "frequency": channels}
+
+
 def _quiet_converter_log() -> None:
     """xradio logs every partition at INFO through toolviper's logger, to stdout; the importer reports its own
     progress, so only the converter's errors are let through."""
@@ -96,7 +127,8 @@ def convert(ms_path: str, out_path: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             convert_msv2_to_processing_set(ms_path, out_path, partition_scheme=PARTITION_SCHEME,
-                                           with_pointing=False, persistence_mode="w-", parallel_mode="none")
+                                           main_chunksize=converter_chunks(ms_path), with_pointing=False,
+                                           persistence_mode="w-", parallel_mode="none")
     except ImportError as exc:
         raise ImportFailed(f"{ms_path}: reading Measurement Sets needs xradio's casacore backend (arcae): "
                            f"{exc}") from exc
