@@ -170,6 +170,29 @@ def test_resource_model_scales_with_the_job_not_a_fixed_size():
     assert r.scaled(100, cap_bytes=2**31).memory_limit_bytes == 2**31
 
 
+def test_calibration_memory_follows_the_calibrator_scans_not_the_target():
+    """Calibration holds a window's calibrator scans whole and streams the target a block per thread: a target
+    ten times longer needs no more memory; ten times the calibrator scans do; a thread adds a block."""
+    from dataclasses import replace
+
+    from mousflow.pipeline.resources import CALIBRATION_BLOCK_BYTES, model_peak_bytes
+    from mousflow.stages.calibration import APPLY_BLOCK_BYTES
+
+    assert CALIBRATION_BLOCK_BYTES == 4 * APPLY_BLOCK_BYTES  # the model's block is the stage's
+
+    full = JobDemand(rows_per_window=254_646, calibrator_rows_per_window=37_926, correlations=2, max_channels=480,
+                     total_channels=864)  # the full-size corpus' execution block: 43 antennas, 282 integrations
+    longer = replace(full, rows_per_window=10 * full.rows_per_window)
+    assert model_peak_bytes("calibration", longer) == model_peak_bytes("calibration", full)
+    more_scans = replace(full, calibrator_rows_per_window=10 * full.calibrator_rows_per_window)
+    assert model_peak_bytes("calibration", more_scans) > 3 * model_peak_bytes("calibration", full)
+    assert model_peak_bytes("calibration", full, threads=2) - model_peak_bytes("calibration", full) == \
+        CALIBRATION_BLOCK_BYTES
+    # a record from before calibrator rows were kept: every row counted, as the model then did
+    old = replace(full, calibrator_rows_per_window=None)
+    assert model_peak_bytes("calibration", old) > 5 * model_peak_bytes("calibration", full)
+
+
 def test_jobs_are_owned_by_their_mous_from_creation():
     from dataclasses import replace
 

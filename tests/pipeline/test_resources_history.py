@@ -191,8 +191,10 @@ def test_a_jobs_image_size_is_read_from_a_sample_of_the_targets_integrations(tin
     mous = load_manifest(tiny_mous.manifest.read_text())
     (eb,) = mous.spec.execution_blocks
     ps = open_checked(Location.of(eb.uri))
-    lengths, freqs = [], []
+    lengths, freqs, calibrator_rows = [], [], {}
     for info in partition_infos(ps):
+        if "CALIBRATE" in " ".join(info.intents).upper():
+            calibrator_rows[info.spw_name] = calibrator_rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
         if "OBSERVE_TARGET" in " ".join(info.intents).upper():
             node = ps[info.name]
             assert node.sizes["time"] > UVW_TIME_SAMPLES  # the sample is a real subset here
@@ -202,7 +204,9 @@ def test_a_jobs_image_size_is_read_from_a_sample_of_the_targets_integrations(tin
             freqs += [float(node.frequency.min()), float(node.frequency.max())]
     assert lengths
     expected = estimate_image_pixels(float(np.median(lengths)), min(freqs), max(freqs), 12.0)
-    assert demand_of(mous).image_pixels == expected
+    demand = demand_of(mous)
+    assert demand.image_pixels == expected
+    assert 0 < demand.calibrator_rows_per_window == max(calibrator_rows.values()) < demand.rows_per_window
 
 
 def test_stage_pods_dask_workers_and_local_stage_processes_start_with_the_stage_process_environment(monkeypatch,

@@ -6,6 +6,7 @@ import numpy as np
 
 from mousflow.model import MOUSResource
 from mousflow.pipeline.resources import JobDemand, estimate_image_pixels
+from mousflow.stages.intents import has_role
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import open_checked, partition_infos
 
@@ -17,6 +18,7 @@ pixel count's rounding, while reading all of a 40-minute, 43-antenna execution b
 about 50 MB, three times that while it is measured) would cost each flow that much memory for each stage it
 sizes, in the operator's process."""  # the imaging stage's default (stages.imaging.DEFAULT_CHANNEL_CHUNK)
 ALMA_12M_DISH_M = 12.0
+CALIBRATOR_ROLES = ("bandpass", "flux", "phase")
 
 
 def sampled_times(n_time: int, samples: int = UVW_TIME_SAMPLES) -> np.ndarray:
@@ -25,9 +27,11 @@ def sampled_times(n_time: int, samples: int = UVW_TIME_SAMPLES) -> np.ndarray:
 
 
 def demand_of(mous: MOUSResource) -> JobDemand:
-    """Rows per window (all execution blocks and fields of the largest window), correlations, channels and the
+    """Rows per window (all execution blocks and fields of the largest window; and of its calibrators' scans,
+    which calibration holds whole, the target being streamed), correlations, channels and the
     image size (from the target's uvw and frequencies: a few MB read, never the visibilities)."""
     rows: dict[str, int] = {}
+    calibrator_rows: dict[str, int] = {}
     chans: dict[str, int] = {}
     correlations = 1
     freq_min, freq_max, l80 = np.inf, 0.0, []
@@ -35,6 +39,8 @@ def demand_of(mous: MOUSResource) -> JobDemand:
         ps = open_checked(Location.of(eb.uri))
         for info in partition_infos(ps):
             rows[info.spw_name] = rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
+            if any(has_role(info.intents, role) for role in CALIBRATOR_ROLES):
+                calibrator_rows[info.spw_name] = calibrator_rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
             chans[info.spw_name] = max(chans.get(info.spw_name, 0), info.n_chan)
             correlations = max(correlations, len(info.correlations))
             if "OBSERVE_TARGET" in " ".join(info.intents).upper() or not l80:
@@ -49,6 +55,7 @@ def demand_of(mous: MOUSResource) -> JobDemand:
     chunk = mous.spec.imaging.channel_chunk if mous.spec.imaging and mous.spec.imaging.channel_chunk else \
         DEFAULT_CHANNEL_CHUNK
     pixels = estimate_image_pixels(float(np.median(l80)), freq_min, freq_max, ALMA_12M_DISH_M) if l80 else 512
-    return JobDemand(rows_per_window=max(rows.values(), default=0), correlations=correlations,
+    return JobDemand(rows_per_window=max(rows.values(), default=0),
+                     calibrator_rows_per_window=max(calibrator_rows.values(), default=0), correlations=correlations,
                      max_channels=max(chans.values(), default=1), total_channels=sum(chans.values()),
                      image_pixels=pixels, channel_chunk=chunk, n_windows=len(chans))

@@ -3,7 +3,8 @@
 The model counts the bytes a stage holds at once (its working set, which the stage code bounds) and adds the
 interpreter and libraries:
 
-- calibration holds one spectral window's partitions (all channels of its rows) in a few copies;
+- calibration holds one spectral window's calibrator scans (all channels of their rows) in a few copies, and
+  streams the target: a block of integrations per thread (stages.calibration), whatever the target's length;
 - an imaging *worker* (a Dask task, stages.imaging_scaleout) holds one channel chunk of visibilities plus that
   chunk's image planes and the gridder's grids: it depends on the chunk, never on the cube's total channels;
 - the imaging *stage* process (the Dask client) reads every window for the continuum image and each cube at
@@ -37,6 +38,9 @@ BYTES_PER_SAMPLE = 13
 # The continuum's two-term CLEAN (science.imaging.multiterm) adds one: the visibilities times t for the
 # Taylor-1 residual.
 WORKING_COPIES = {"calibration": 6.0, "imaging": 7.0, "imaging-worker": 4.0}
+# Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, with their flags,
+# weights, calibrated copies and the intermediates of applying (~4 times the block, measured at full size).
+CALIBRATION_BLOCK_BYTES = 4 * 64 * 2**20
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes
 # CLEAN works on (model, psf at twice the size, residual: float64); the gridder adds an oversampled
 # complex128 grid (2x2 oversampling) while it runs.
@@ -60,6 +64,9 @@ class JobDemand:
     """Pixels on a side of the cube images (estimated from the longest baselines and the primary beam)."""
     channel_chunk: int = 16
     n_windows: int = 1
+    calibrator_rows_per_window: int | None = None
+    """Of rows_per_window, the rows of calibrator scans (bandpass, flux, phase): what calibration holds whole.
+    None (a history record from before it was kept) counts every row."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +103,11 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0, thr
     """The model's peak resident memory of `stage` (no margin, no learned factor); `threads`: the stage's own
     gridding threads, each with a grid of its own (science.imaging.gridding.row_blocks)."""
     if stage == "calibration":
-        working = demand.rows_per_window * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
+        rows = demand.rows_per_window if demand.calibrator_rows_per_window is None else \
+            demand.calibrator_rows_per_window
+        calibrators = rows * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
             WORKING_COPIES["calibration"]
-        return CALIBRATION_BASE_BYTES + int(working)
+        return CALIBRATION_BASE_BYTES + int(calibrators) + max(1, threads) * CALIBRATION_BLOCK_BYTES
     if stage == "imaging-worker":
         return imaging_worker_bytes(demand)
     if stage == "imaging":
