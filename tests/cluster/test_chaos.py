@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -366,6 +367,25 @@ class Chaos:
         raise AssertionError("no stage pod was evicted under memory pressure in three tries")
 
 
+def _duplicate_work_report(name, stage, jobs, succeeded, late, written, chaos, operator, uid) -> str:
+    """What a failure of the no-duplicate-work check needs to be understood after the test bed is gone: each
+    Job's run tag, attempt and interval, the pods seen, and the operator's lines about this MOUS."""
+    def clock(t: float) -> str:
+        return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 10)}"
+
+    lines = [f"{name} {stage}: {len(succeeded)} Jobs succeeded {succeeded}, started after the checkpoint {late}; "
+             f"checkpoint written {clock(written)}"]
+    for j in sorted(jobs, key=lambda j: _interval(j)[0]):
+        start, end = _interval(j)
+        lines.append(f"  job {j['metadata']['name']}: {clock(start)}-{clock(end)} status {j.get('status')}")
+    for start, end, pod in sorted(chaos.pod_intervals([j["metadata"]["name"] for j in jobs])):
+        lines.append(f"  pod {pod}: {clock(start)}-{clock(end)}")
+    digest = uid.removeprefix("uid://").replace("/", "-")
+    log = [line for line in operator.log_path.read_text(errors="replace").splitlines()
+           if name in line or digest in line or "operator start" in line]
+    return "\n".join([*lines, "operator log (this MOUS):", *log[-150:]])
+
+
 def _interval(job: dict) -> tuple[float, float]:
     """When a Job ran: from its start to its completion or failure (now, if neither)."""
     st = job.get("status") or {}
@@ -414,6 +434,10 @@ def test_every_mous_is_delivered_identical_to_an_undisturbed_run_through_chaos(
     prefect_server.kill()
     prefect_server.start()
     elapsed = time.monotonic() - started
+    # kept beside the test bed's own logs, which cluster-down saves: the evidence of a rare failure outlives
+    # pytest's temporary directories
+    with contextlib.suppress(OSError):
+        shutil.copyfile(operator.log_path, STATE / "logs" / "chaos-operator.log")
 
     statuses = {n: cluster.get("mous", n, ns).get("status") or {} for n in names}
     report = {n: (s.get("phase"), s.get("message", "")[:200]) for n, s in statuses.items()}
@@ -461,7 +485,8 @@ def test_every_mous_is_delivered_identical_to_an_undisturbed_run_through_chaos(
             checkpoint = run_root.join("checkpoints", f"{stage}.json")
             written = checkpoint.fs.info(checkpoint.path)["LastModified"].timestamp()
             late = [j["metadata"]["name"] for j in stage_jobs_ if _interval(j)[0] > written + 1.0]
-            assert len(succeeded) <= 1 and not late, (name, stage, names, succeeded, late)
+            assert len(succeeded) <= 1 and not late, _duplicate_work_report(
+                name, stage, stage_jobs_, succeeded, late, written, chaos, operator, uid)
             # No two pods of the stage ran at once (1 s: the API server's clock against this process's, one
             # machine, and its list cache)
             pods = chaos.pod_intervals(names)
