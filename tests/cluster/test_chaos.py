@@ -47,6 +47,7 @@ import pytest
 import yaml
 from harness import (
     DASK_IMAGING_ACCOUNT,
+    DASK_RELEASE,
     apply_mous,
     install_chart_dask_objects,
     release_dask_finalizers,
@@ -504,5 +505,19 @@ def test_every_mous_is_delivered_identical_to_an_undisturbed_run_through_chaos(
         print(f"{name}: jobs {[(s, len(j)) for s, j in jobs.items()]}, flow runs "
               f"{[(r['name'], r['state_type']) for r in runs]}")
 
-    cluster.wait_until("the Dask objects to go", lambda: not json.loads(cluster.kubectl(
-        "get", "daskclusters,pods", "-n", ns, "-l", "dask.org/cluster-name", "-o", "json"))["items"], timeout=300)
+    def dask_objects() -> list[dict]:
+        return json.loads(cluster.kubectl("get", "daskclusters,pods", "-n", ns, "-l", "dask.org/cluster-name",
+                                          "-o", "json"))["items"]
+
+    try:
+        cluster.wait_until("the Dask objects to go", lambda: not dask_objects(), timeout=300)
+    except AssertionError as exc:  # what is left, and what holds it, for a failure seen once (2026-12-06)
+        left = [(o["kind"], o["metadata"]["name"], o["metadata"].get("deletionTimestamp"),
+                 o["metadata"].get("finalizers"), [r["kind"] + "/" + r["name"] for r in
+                                                   o["metadata"].get("ownerReferences") or []],
+                 (o.get("status") or {}).get("phase")) for o in dask_objects()]
+        stage_jobs_left = cluster.kubectl("get", "jobs", "-n", ns, "-o", "name", check=False)
+        controller = cluster.kubectl("logs", "-n", ns, f"deployment/{DASK_RELEASE}-mousflow-dask-controller",
+                                     "--tail=80", check=False)
+        raise AssertionError(f"{exc}: {left}\njobs: {stage_jobs_left}\nDask controller log:\n{controller}\n"
+                             f"operator log:\n{operator.log_tail()}") from exc
