@@ -75,10 +75,8 @@ def test_import_ms_stores_chunks_the_stages_read_once(import_ms, casa_ms, tmp_pa
     """import-ms asks the converter for time chunks of about TARGET_CHUNK_BYTES of the widest window (frequency
     in slabs of CHANNELS_PER_CHUNK), not its ~128 MiB default: a stage's block of integrations is then whole
     chunks. (Scaled down to 64 KiB and 3 channels so that this small MS has several chunks either way.)"""
-    from mousflow.ingest import measurement_set
-
-    monkeypatch.setattr(measurement_set, "TARGET_CHUNK_BYTES", 64 * 2**10)
-    monkeypatch.setattr(measurement_set, "CHANNELS_PER_CHUNK", 3)
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 64 * 2**10)
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_CHUNK", 3)
     out = tmp_path / "mous"
     code, _, err = import_ms(casa_ms["ms"], "--out", str(out), *GOAL_ARGS, *FLUX_CALIBRATOR_ARGS)
     assert code == 0, err

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from mousflow.ingest.errors import ImportFailed, MeasurementSetMissing
-from mousflow.storage.zarr_io import CHANNELS_PER_CHUNK, TARGET_CHUNK_BYTES
+from mousflow.storage.zarr_io import visibility_chunks
 
 REQUIRED_SUBTABLES = ("ANTENNA", "FIELD", "SPECTRAL_WINDOW", "DATA_DESCRIPTION", "POLARIZATION")
 # One MSv4 partition per field (and, as the converter always does, per spectral window, polarisation setup and
@@ -103,9 +103,9 @@ def converter_chunks(path: str) -> dict[str, int] | None:
     finally:
         for t in opened:
             t.close()
-    channels = max(1, min(n_chan, CHANNELS_PER_CHUNK))
-    per_time = n_ant * (n_ant + 1) // 2 * channels * n_corr * np.dtype(np.complex64).itemsize
-    return {"time": max(1, TARGET_CHUNK_BYTES // max(1, per_time)), "frequency": channels}
+    # the stages' own chunking of a partition as long as any, of the widest window with every baseline
+    time, _, channels, _ = visibility_chunks((2**62, n_ant * (n_ant + 1) // 2, n_chan, n_corr))
+    return {"time": time, "frequency": channels}
 
 
 def _quiet_converter_log() -> None:
