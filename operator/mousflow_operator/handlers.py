@@ -530,14 +530,15 @@ def _processing(memo: kopf.Memo, key, mous_spec: MOUSSpec, namespace, body, meta
     runs: RunManager = memo.runs
     retry_after = float(annotations.get(A_RETRY_AFTER) or 0)
     waiting = _waiting(annotations)
-    handle = runs.get(key)
-    if handle is None or handle.outcome is None:
-        if time.time() >= retry_after:
-            handle = _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation or
-                                 int(meta.get("generation", 1)), annotations)
-            new.flow_run_id = handle.flow_run_id or new.flow_run_id
-        else:
-            memo.waker.wake_at(key, retry_after)
+    handle = None
+    if time.time() >= retry_after:
+        # the run of this body's (generation, retry, attempt), never another's: an earlier run's outcome is not
+        # this attempt's (RunManager.ensure)
+        handle = _ensure_run(runs, key, mous_spec, namespace, body, new.observed_generation or
+                             int(meta.get("generation", 1)), annotations)
+        new.flow_run_id = handle.flow_run_id or new.flow_run_id
+    else:
+        memo.waker.wake_at(key, retry_after)
     _observe_stages(memo.facts, mous_spec, body, new, refresh_progress)
     if handle is None or handle.outcome is None:
         return {"waiting": waiting.get("message", "")} if time.time() < retry_after and waiting.get("streak") \

@@ -92,6 +92,13 @@ class RunHandle:
     job: tuple[str, str] | None = None
     """Mode "pod": (namespace, name) of the run's flow Job."""
 
+    def still_running(self) -> bool:
+        """Whether the run may still launch stage Jobs: no outcome yet and not cancelled (mode "thread": its
+        thread alive; mode "pod": its flow Job not seen to end)."""
+        if self.outcome is not None or self.cancelled:
+            return False
+        return self.thread.is_alive() if self.thread is not None else self.job is not None
+
 
 def run_failure(exc: BaseException) -> RunOutcome:
     """The outcome of a flow run that raised: Unavailable when the object store or the Prefect server could not
@@ -231,6 +238,8 @@ class RunManager:
         self.history = history
         self.lock = threading.Lock()
         self.handles: dict[str, RunHandle] = {}
+        self.retired: dict[str, set[str]] = {}
+        """By MOUS: the keys of runs whose outcome was taken (forget): never executed again by this process."""
         self._batch = None
 
     def get(self, mous_key: str) -> RunHandle | None:
@@ -246,11 +255,23 @@ class RunManager:
         """The run of this MOUS for (generation, retry token, attempt): the one already under way here, or a
         new worker thread executing the (possibly already existing) flow run of that key."""
         key = idempotency_key(uid, generation, retry_token, attempt)
+        name = flow_run_name(uid, generation, retry_token, attempt)
         with self.lock:
             handle = self.handles.get(mous_key)
             if handle is not None and handle.key == key:
                 return handle
-            handle = RunHandle(key, flow_run_name(uid, generation, retry_token, attempt))
+            # One run of a MOUS at a time, whatever the order of the bodies kopf hands over: a body one patch old
+            # names the attempt whose outcome was just taken (retired: executing its flow run again would repeat
+            # a failed attempt), and a new attempt waits for an earlier run still under way here. Two runs alive
+            # at once would both launch the stage whose Jobs they each found missing (the chaos suite once saw two
+            # imaging Jobs of attempts 3 and 4 succeed). A handle not stored, without an outcome, starts nothing;
+            # the earlier run's end wakes the MOUS (on_finished) and the next reconcile starts this one.
+            if key in self.retired.get(mous_key, ()):
+                return RunHandle(key, name)
+            if handle is not None and handle.still_running():
+                log.info("run %s waits for run %s of the same MOUS to end", name, handle.name)
+                return RunHandle(key, name)
+            handle = RunHandle(key, name)
             self.handles[mous_key] = handle
         kind = kubernetes_launcher_kind(namespace, first_job_attempt(attempt), owner,
                                         run=run_tag(uid, generation, retry_token, attempt))
@@ -366,6 +387,10 @@ class RunManager:
     def forget(self, mous_key: str, cancel: bool = False) -> RunHandle | None:
         with self.lock:
             handle = self.handles.pop(mous_key, None)
+            if handle is not None and not handle.still_running():
+                self.retired.setdefault(mous_key, set()).add(handle.key)
+            if cancel:  # the MOUS goes: nothing of it is kept
+                self.retired.pop(mous_key, None)
         if handle is not None and cancel:
             handle.cancelled = True
             if self.mode == "pod" and handle.job:
