@@ -111,6 +111,27 @@ def test_stage_output_is_the_same_in_tiny_blocks_as_whole(make_run, tmp_path, mo
                 for w in eb["windows"].values()])
 
 
+def test_calibrators_are_read_at_most_twice_the_bandpass_calibrator_once(make_run, monkeypatch):
+    """Each window's calibrators are read whole when the kernel asks (flag statistics, then solves;
+    science.calibration.calibrate_window_read, whose tests show it holds one at a time): every calibrator
+    partition at most twice, the bandpass calibrator's once (flagged last, solved first: the reader keeps its
+    last answer)."""
+    manifest = make_run()
+    reads: dict[tuple[int, str], int] = {}
+    read = calibration.load_partition
+
+    def counting_read(node, name="", channels=None, field=None, times=None):
+        if channels is None and times is None:
+            key = (id(node.root), name)
+            reads[key] = reads.get(key, 0) + 1
+        return read(node, name, channels=channels, field=field, times=times)
+
+    monkeypatch.setattr(calibration, "load_partition", counting_read)
+    assert run_stage("calibration", str(manifest)).state == "Succeeded"
+    assert reads and max(reads.values()) == 2, reads
+    assert sorted(set(reads.values())) == [1, 2], reads  # 1: the bandpass calibrator's partitions
+
+
 def _traced_peak(fn) -> int:
     tracemalloc.start()
     try:

@@ -13,8 +13,10 @@ The `image-only` recipe takes the target partitions as they are (already calibra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import dask
 import dask.array as da
@@ -27,7 +29,7 @@ from mousflow.science.calibration import (
     WindowCalibration,
     amplitude_median,
     apply_to_target_block,
-    calibrate_window,
+    calibrate_window_read,
     fraction_flagged_score_of_counts,
     target_channel_flags,
 )
@@ -104,10 +106,17 @@ def flux_model_jy(ctx: StageContext, field: str, freqs: np.ndarray) -> tuple[np.
     raise InvalidInput(f"no flux model for flux calibrator {field}: add it to spec.calibratorFluxes")
 
 
-def _role_data(ps, in_spw: list[PartitionInfo], role: str) -> PartitionArrays | None:
-    """All of one calibrator's integrations in a window, whichever way the processing set is partitioned
-    (one partition per intent, per field, per scan, or several fields in one): the field with the most
-    integrations for `role`, its partitions joined in time."""
+@dataclass(frozen=True)
+class CalibratorSource:
+    """Where one calibrator role's data are in a window: the field with the most integrations for the role, and
+    the partitions holding it (one partition per intent, per field, per scan, or several fields in one)."""
+
+    role: str
+    field: str
+    partitions: tuple[str, ...]
+
+
+def _role_source(in_spw: list[PartitionInfo], role: str) -> CalibratorSource | None:
     found = [i for i in in_spw if has_role(i.intents, role)]
     if not found:
         return None
@@ -116,24 +125,59 @@ def _role_data(ps, in_spw: list[PartitionInfo], role: str) -> PartitionArrays | 
         for f in i.field_names or [i.field_name]:
             counts[f] = counts.get(f, 0) + i.n_time
     field = max(counts, key=lambda f: counts[f])
-    parts = [load_partition(ps[i.name], i.name, field=field) for i in found if field in (i.field_names or
-                                                                                        [i.field_name])]
-    return concatenate_partitions(parts)
+    return CalibratorSource(role, field, tuple(i.name for i in found if field in (i.field_names or
+                                                                                  [i.field_name])))
 
 
-def _choose_flux_role(ctx: StageContext, roles: dict[str, PartitionArrays | None], eb_uid: str, spw: str):
+class CalibratorReader:
+    """The calibrators of one window read when the calibration kernel asks for a role
+    (science.calibration.calibrate_window_read): all of the role's field's integrations, its partitions joined
+    in time. Only the last answer is kept, dropped before another is read, so one calibrator is in memory at a
+    time and the same data asked for twice in a row (the bandpass calibrator, last flagged and first solved;
+    a flux calibrator that is the bandpass calibrator) is read once. `seen` keeps what the tables and the
+    summary need of each role read (antenna names, frequencies, field), not its data."""
+
+    def __init__(self, ps, sources: dict[str, CalibratorSource]):
+        self.ps = ps
+        self.sources = sources
+        self.seen: dict[str, PartitionArrays] = {}
+        self._last: tuple[tuple, PartitionArrays | None] = ((), None)
+
+    def __call__(self, role: str) -> PartitionArrays:
+        source = self.sources[role]
+        key = (source.field, source.partitions)
+        if self._last[0] != key:
+            self._last = ((), None)  # dropped before the next is read
+            data = concatenate_partitions([load_partition(self.ps[name], name, field=source.field)
+                                           for name in source.partitions])
+            self._last = (key, data)
+        data = self._last[1]
+        self.seen[role] = dataclasses.replace(data, vis=None, flag=None, weight=None, uvw_m=None)
+        return data
+
+    def frequency_hz(self, role: str) -> np.ndarray:
+        """The role's channel frequencies, from the stored coordinate (its data not read)."""
+        name = self.sources[role].partitions[0]
+        return np.asarray(self.ps[name].dataset.frequency.values, dtype=np.float64)
+
+    def release(self) -> None:
+        self._last = ((), None)
+
+
+def _choose_flux_role(ctx: StageContext, sources: dict[str, CalibratorSource | None], eb_uid: str, spw: str
+                      ) -> tuple[CalibratorSource, str | None]:
     """The data the flux scale comes from: the flux calibrator if the execution block observed one, else (no
     CALIBRATE_FLUX scans) a calibrator whose flux density spec.calibratorFluxes gives, the phase calibrator
-    first (its gains then need no transfer). Returns (partition, note or None)."""
-    if roles["flux"] is not None:
-        return roles["flux"], None
+    first (its gains then need no transfer). Returns (source, note or None)."""
+    if sources["flux"] is not None:
+        return sources["flux"], None
     for role in ("phase", "bandpass"):
-        p = roles[role]
-        if p is not None and spec_flux(ctx, p.field_name) is not None:
+        s = sources[role]
+        if s is not None and spec_flux(ctx, s.field) is not None:
             note = (f"{eb_uid} {spw}: no flux calibrator observed; flux scale from spec.calibratorFluxes for the "
-                    f"{role} calibrator {p.field_name}")
-            return p, note
-    named = ", ".join(p.field_name for p in roles.values() if p is not None)
+                    f"{role} calibrator {s.field}")
+            return s, note
+    named = ", ".join(s.field for s in sources.values() if s is not None)
     raise InvalidInput(f"execution block {eb_uid}, {spw}: no CALIBRATE_FLUX scans, and spec.calibratorFluxes gives "
                        f"no flux density for its calibrators ({named}): add one to set the flux scale")
 
@@ -180,28 +224,29 @@ def run(ctx: StageContext) -> str:
                     write_processing_set_node(out_ps, t.name, ps[t.name].copy())
                 eb_summary["windows"][spw] = {"calibrated": False}
                 continue
-            roles = {role: _role_data(ps, in_spw, role) for role in ("bandpass", "flux", "phase")}
+            sources = {role: _role_source(in_spw, role) for role in ("bandpass", "flux", "phase")}
             for role in ("bandpass", "phase"):
-                if roles[role] is None:
+                if sources[role] is None:
                     raise InvalidInput(f"execution block {eb.uid}, {spw}: no {ROLES[role]} scans to calibrate with")
-            roles["flux"], flux_note = _choose_flux_role(ctx, roles, eb.uid, spw)
-            model, model_source = flux_model_jy(ctx, roles["flux"].field_name, roles["flux"].frequency_hz)
+            sources["flux"], flux_note = _choose_flux_role(ctx, sources, eb.uid, spw)
+            reader = CalibratorReader(ps, sources)
+            model, model_source = flux_model_jy(ctx, sources["flux"].field, reader.frequency_hz("flux"))
             if flux_note:
                 summary.setdefault("notes", []).append(flux_note)
 
             try:
-                cal = calibrate_window(roles["bandpass"], roles["flux"], roles["phase"], model)
-                # what the tables and the summary need of the calibrators; their data go before the target's
-                # pass, whose blocks would otherwise come on top of them (at full size a 480-channel window's
-                # calibrators are ~0.7 GB)
-                antenna_names, bandpass_freq_hz = roles["bandpass"].antenna_names, roles["bandpass"].frequency_hz
-                flux_field, phase_field = roles["flux"].field_name, roles["phase"].field_name
-                phase_freq_hz = float(np.mean(roles["phase"].frequency_hz))
-                del roles
+                cal = calibrate_window_read(reader, model)
+                # the calibrators go before the target's pass, whose blocks would otherwise come on top of the
+                # last one read
+                reader.release()
                 for t in targets:
                     write_calibrated_target(out_ps, ps[t.name], t, cal, threads=ctx.threads)
             except CalibrationFailed as exc:
                 raise CalibrationFailed(f"execution block {eb.uid}, {spw}: {exc}") from exc
+            antenna_names = reader.seen["bandpass"].antenna_names
+            bandpass_freq_hz = reader.seen["bandpass"].frequency_hz
+            flux_field, phase_field = reader.seen["flux"].field_name, reader.seen["phase"].field_name
+            phase_freq_hz = float(np.mean(reader.seen["phase"].frequency_hz))
             _write_tables(out_tables, spw, cal, antenna_names, bandpass_freq_hz)
             eb_summary["windows"][spw] = {
                 "calibrated": True,

@@ -14,7 +14,8 @@ Order of use per execution block and spectral window:
     fs = fluxscale(gf, gp)             fs.flux_jy: phase calibrator's flux; fs.table: gains in true units
     g, gflag = interpolate_gains(fs.table, target_times)
     vis, flag, weight = apply_calibration(target..., g, gflag, bp)
-calibrate_window / apply_to_target do exactly this for one window (see recipe.py); for a target too large for
+calibrate_window / apply_to_target do exactly this for one window (see recipe.py; calibrate_window_read with
+one calibrator in memory at a time); for a target too large for
 memory, channel_log_amplitude over channel blocks, target_channel_flags, then apply_to_target_block over blocks
 of integrations give the same result.
 Across windows (and execution blocks) fit_spectral_index combines the phase calibrator's flux densities.
@@ -42,6 +43,7 @@ from mousflow.science.calibration.recipe import (
     apply_to_target,
     apply_to_target_block,
     calibrate_window,
+    calibrate_window_read,
     target_channel_flags,
 )
 from mousflow.science.calibration.scores import (
@@ -52,7 +54,13 @@ from mousflow.science.calibration.scores import (
     phase_rms_deg,
     phase_rms_score,
 )
-from mousflow.science.calibration.stefcal import StefcalResult, choose_reference_antenna, reduce_baselines, stefcal
+from mousflow.science.calibration.stefcal import (
+    StefcalResult,
+    choose_reference_antenna,
+    choose_reference_antenna_of_counts,
+    reduce_baselines,
+    stefcal,
+)
 
 __all__ = [
     "BandpassTable",
@@ -68,9 +76,11 @@ __all__ = [
     "apply_to_target",
     "apply_to_target_block",
     "calibrate_window",
+    "calibrate_window_read",
     "calibrator_model",
     "channel_log_amplitude",
     "choose_reference_antenna",
+    "choose_reference_antenna_of_counts",
     "excess_power_channels",
     "fit_spectral_index",
     "flag_antennas",

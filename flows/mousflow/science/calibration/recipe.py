@@ -13,7 +13,7 @@ atmosphere does within a scan, as on the target, not only thermal noise).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,7 +43,7 @@ from mousflow.science.calibration.scores import (
     phase_rms_score_of,
     row_sums,
 )
-from mousflow.science.calibration.stefcal import choose_reference_antenna
+from mousflow.science.calibration.stefcal import choose_reference_antenna_of_counts
 
 
 class Visibilities(Protocol):
@@ -70,40 +70,88 @@ class WindowCalibration:
     scores: dict[str, SubScore] = field(default_factory=dict)
 
 
+CalibratorReader = Callable[[str], Visibilities]
+"""The data of one calibrator role ("bandpass", "flux" or "phase"), read when the kernel asks for it."""
+
+FLAG_ORDER = ("phase", "flux", "bandpass")
+SOLVE_ORDER = ("bandpass", "flux", "phase")
+
+
 def calibrate_window(bandpass_cal: Visibilities, flux_cal: Visibilities, phase_cal: Visibilities,
                      flux_model_jy: np.ndarray, *, solint: str | float = "int", scale_weights: bool = True,
                      min_snr: float = 3.0) -> WindowCalibration:
-    """Calibrate one window. flux_model_jy: the flux calibrator's trusted model per channel (n_chan,)."""
-    n_ant = len(bandpass_cal.antenna_names)
-    a1, a2 = bandpass_cal.antenna1, bandpass_cal.antenna2
+    """Calibrate one window from its three calibrators in memory (calibrate_window_read on them).
+    flux_model_jy: the flux calibrator's trusted model per channel (n_chan,)."""
     cals = {"bandpass": bandpass_cal, "flux": flux_cal, "phase": phase_cal}
-    reports, flags = {}, {}
-    for role, c in cals.items():
-        flags[role], reports[role] = flag_outliers(c.vis, c.flag, c.antenna1, c.antenna2, n_ant)
+    return calibrate_window_read(cals.__getitem__, flux_model_jy, solint=solint, scale_weights=scale_weights,
+                                 min_snr=min_snr)
+
+
+def calibrate_window_read(read: CalibratorReader, flux_model_jy: np.ndarray, *, solint: str | float = "int",
+                          scale_weights: bool = True, min_snr: float = 3.0) -> WindowCalibration:
+    """Calibrate one window, holding one calibrator at a time: `read(role)` is called for each role in
+    FLAG_ORDER (the flag statistics), then in SOLVE_ORDER (the solves and the phase calibrator's score), and
+    the kernel keeps no reference to one calibrator when it asks for the next. At full size a 480-channel
+    window's three calibrators together were the calibration stage's peak memory; read twice, one at a time,
+    the largest of them is. A reader that keeps its last answer until asked for another role reads the
+    bandpass calibrator once (last to be flagged, first to be solved), and the flux calibrator once too when
+    it is the same data.
+
+    The result is, to the bit, what flagging and solving the three in memory gives: what flag_outliers finds on
+    any calibrator is flagged on all of them; a calibrator's flags for the solves are its invalid samples plus
+    every calibrator's bad antennas and channels (flag_outliers' own finds are among those), and the reference
+    antenna is chosen on the phase calibrator's unflagged counts per baseline and channel, kept from the first
+    pass. The module docstring gives the steps."""
+    reports = {}
+    for role in FLAG_ORDER:
+        cal = read(role)
+        n_ant = len(cal.antenna_names)
+        flag, reports[role] = flag_outliers(cal.vis, cal.flag, cal.antenna1, cal.antenna2, n_ant)
+        if role == "phase":
+            phase_baselines = (cal.antenna1, cal.antenna2)
+            phase_good = (~flag).sum(axis=(0, 3))  # (baseline, channel)
+        del cal, flag
+    reports = {role: reports[role] for role in SOLVE_ORDER}
     bad_ants = sorted({a for r in reports.values() for a in r.antennas})
     bad_chans = sorted({ch for r in reports.values() for ch in r.channels})
-    for role in cals:
-        flags[role] = flag_channels(flag_antennas(flags[role], a1, a2, bad_ants), bad_chans)
-    refant = choose_reference_antenna(flags["phase"], a1, a2, n_ant, exclude=bad_ants)
-    bp = solve_bandpass(bandpass_cal.vis, flags["bandpass"], bandpass_cal.weight, a1, a2, n_ant,
+    a1, a2 = phase_baselines
+    phase_good[np.isin(a1, bad_ants) | np.isin(a2, bad_ants)] = 0
+    phase_good[:, bad_chans] = 0
+    refant = choose_reference_antenna_of_counts(phase_good.sum(axis=1), a1, a2, n_ant, exclude=bad_ants)
+    del phase_good
+
+    def flags_for_solves(cal: Visibilities) -> np.ndarray:
+        flag = flag_invalid(cal.vis, cal.flag)  # a new array, flagged in place below
+        flag[:, np.isin(cal.antenna1, bad_ants) | np.isin(cal.antenna2, bad_ants)] = True
+        flag[:, :, bad_chans] = True
+        return flag
+
+    cal = read("bandpass")
+    bp = solve_bandpass(cal.vis, flags_for_solves(cal), cal.weight, cal.antenna1, cal.antenna2, n_ant,
                         reference_antenna=refant, min_snr=min_snr)
-    gf = solve_gains(flux_cal.vis, flags["flux"], flux_cal.weight, a1, a2, n_ant, flux_cal.time_s, bandpass=bp,
-                     flux_jy=flux_model_jy, solint=solint, reference_antenna=refant, min_snr=min_snr)
-    gp = solve_gains(phase_cal.vis, flags["phase"], phase_cal.weight, a1, a2, n_ant, phase_cal.time_s,
-                     bandpass=bp, solint=solint, reference_antenna=refant, min_snr=min_snr)
+    del cal
+    cal = read("flux")
+    gf = solve_gains(cal.vis, flags_for_solves(cal), cal.weight, cal.antenna1, cal.antenna2, n_ant, cal.time_s,
+                     bandpass=bp, flux_jy=flux_model_jy, solint=solint, reference_antenna=refant, min_snr=min_snr)
+    del cal
+    phase_cal = read("phase")
+    flag = flags_for_solves(phase_cal)
+    a1, a2 = phase_cal.antenna1, phase_cal.antenna2
+    gp = solve_gains(phase_cal.vis, flag, phase_cal.weight, a1, a2, n_ant, phase_cal.time_s, bandpass=bp,
+                     solint=solint, reference_antenna=refant, min_snr=min_snr)
     fs = fluxscale(gf, gp)
     result = WindowCalibration(bp, gf, fs.table, fs, bad_ants, bad_chans, reports, refant)
 
-    per_scan = fluxscale(gf, solve_gains(phase_cal.vis, flags["phase"], phase_cal.weight, a1, a2, n_ant,
+    per_scan = fluxscale(gf, solve_gains(phase_cal.vis, flag, phase_cal.weight, a1, a2, n_ant,
                                          phase_cal.time_s, bandpass=bp, solint="scan", reference_antenna=refant,
                                          min_snr=min_snr)).table
     g, gflag = interpolate_gains(per_scan, phase_cal.time_s)
     # calibrated a chunk of rows at a time, only the rows' channel sums kept: a calibrated copy of the whole
-    # phase calibrator on top of the three calibrators was the calibration stage's peak at full size
+    # phase calibrator on top of it was the calibration stage's peak at full size
     n_time, n_bl, n_chan, n_corr = phase_cal.vis.shape
     sw, swv = np.empty((n_time, n_bl, n_corr)), np.empty((n_time, n_bl, n_corr), np.complex128)
     for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
-        v, f, w = apply_calibration(phase_cal.vis[ts, bs], flags["phase"][ts, bs], phase_cal.weight[ts, bs],
+        v, f, w = apply_calibration(phase_cal.vis[ts, bs], flag[ts, bs], phase_cal.weight[ts, bs],
                                     a1[bs], a2[bs], g[ts], gflag[ts], bp, scale_weights=scale_weights)
         sw[ts, bs], swv[ts, bs] = row_sums(v, f, w)
     result.scores = {"phase_rms": phase_rms_score_of(*phase_rms_of_row_sums(sw, swv)),

@@ -230,7 +230,15 @@ def choose_reference_antenna(flag: np.ndarray, antenna1: np.ndarray, antenna2: n
 
     flag: (time, baseline, channel, corr). Excluded antennas (e.g. flagged as dead) go last.
     """
-    good = (~np.asarray(flag, bool)).sum(axis=(0, 2, 3)).astype(float)
+    return choose_reference_antenna_of_counts((~np.asarray(flag, bool)).sum(axis=(0, 2, 3)), antenna1, antenna2,
+                                              n_ant, exclude)
+
+
+def choose_reference_antenna_of_counts(good_per_baseline: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray,
+                                       n_ant: int, exclude: Sequence[int] = ()) -> list[int]:
+    """choose_reference_antenna from each baseline's number of unflagged samples (n_baseline,): counts that
+    add over blocks of data, so the data need not be held to choose."""
+    good = np.asarray(good_per_baseline).astype(float)
     per_ant = np.bincount(antenna1, good, n_ant) + np.bincount(antenna2, good, n_ant)
     per_ant[list(exclude)] = -1
     return [int(a) for a in np.argsort(-per_ant, kind="stable")]
