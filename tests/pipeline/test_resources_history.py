@@ -193,8 +193,10 @@ def test_a_jobs_image_size_is_read_from_a_sample_of_the_targets_integrations(tin
     ps = open_checked(Location.of(eb.uri))
     lengths, freqs, calibrator_rows = [], [], {}
     for info in partition_infos(ps):
-        if "CALIBRATE" in " ".join(info.intents).upper():
-            calibrator_rows[info.spw_name] = calibrator_rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
+        for role in ("BANDPASS", "FLUX", "PHASE"):  # one calibrator at a time: rows per window and role
+            if f"CALIBRATE_{role}" in " ".join(info.intents).upper():
+                key = (info.spw_name, role)
+                calibrator_rows[key] = calibrator_rows.get(key, 0) + info.n_time * info.n_baseline
         if "OBSERVE_TARGET" in " ".join(info.intents).upper():
             node = ps[info.name]
             assert node.sizes["time"] > UVW_TIME_SAMPLES  # the sample is a real subset here

@@ -27,20 +27,23 @@ def sampled_times(n_time: int, samples: int = UVW_TIME_SAMPLES) -> np.ndarray:
 
 
 def demand_of(mous: MOUSResource) -> JobDemand:
-    """Rows per window (all execution blocks and fields of the largest window; and of its calibrators' scans,
-    which calibration holds whole, the target being streamed), correlations, channels and the
-    image size (from the target's uvw and frequencies: a few MB read, never the visibilities)."""
+    """Rows per window (all execution blocks and fields of the largest window; and the most of one calibrator's
+    scans in one window of one execution block, which calibration holds whole, one calibrator at a time, the
+    target being streamed), correlations, channels and the image size (from the target's uvw and frequencies: a
+    few MB read, never the visibilities)."""
     rows: dict[str, int] = {}
-    calibrator_rows: dict[str, int] = {}
+    calibrator_rows: dict[tuple[int, str, str], int] = {}
     chans: dict[str, int] = {}
     correlations = 1
     freq_min, freq_max, l80 = np.inf, 0.0, []
-    for eb in mous.spec.execution_blocks:
+    for k, eb in enumerate(mous.spec.execution_blocks):
         ps = open_checked(Location.of(eb.uri))
         for info in partition_infos(ps):
             rows[info.spw_name] = rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
-            if any(has_role(info.intents, role) for role in CALIBRATOR_ROLES):
-                calibrator_rows[info.spw_name] = calibrator_rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
+            for role in CALIBRATOR_ROLES:
+                if has_role(info.intents, role):
+                    key = (k, info.spw_name, role)
+                    calibrator_rows[key] = calibrator_rows.get(key, 0) + info.n_time * info.n_baseline
             chans[info.spw_name] = max(chans.get(info.spw_name, 0), info.n_chan)
             correlations = max(correlations, len(info.correlations))
             if "OBSERVE_TARGET" in " ".join(info.intents).upper() or not l80:

@@ -3,8 +3,8 @@
 The model counts the bytes a stage holds at once (its working set, which the stage code bounds) and adds the
 interpreter and libraries:
 
-- calibration holds one spectral window's calibrator scans (all channels of their rows) in a few copies, and
-  streams the target: a block of integrations per thread (stages.calibration), whatever the target's length;
+- calibration holds one calibrator's scans of one spectral window (all channels of their rows) in a few copies,
+  and streams the target: a block of integrations per thread (stages.calibration), whatever the target's length;
 - an imaging *worker* (a Dask task, stages.imaging_scaleout) holds one channel chunk of visibilities plus that
   chunk's image planes and the gridder's grids: it depends on the chunk, never on the cube's total channels;
 - the imaging *stage* process (the Dask client) reads every window for the continuum image and each cube at
@@ -65,8 +65,9 @@ class JobDemand:
     channel_chunk: int = 16
     n_windows: int = 1
     calibrator_rows_per_window: int | None = None
-    """Of rows_per_window, the rows of calibrator scans (bandpass, flux, phase): what calibration holds whole.
-    None (a history record from before it was kept) counts every row."""
+    """The rows of the largest calibrator (bandpass, flux or phase) of one window of one execution block: what
+    calibration holds whole, one calibrator at a time. None (a history record from before it was kept) counts
+    every row."""
 
 
 @dataclass(frozen=True)
