@@ -466,6 +466,33 @@ def test_the_dask_cluster_of_a_finished_imaging_pod_is_deleted_even_if_the_pod_c
     assert sum("deleted the Dask cluster" in line for line in lines) == 1
 
 
+def test_the_dask_cluster_of_a_followed_imaging_pod_killed_outright_is_deleted(tmp_path):
+    """A Job the run follows rather than launches (its own, found after an operator restart; an earlier run's
+    still running) whose imaging pod is killed outright: its DaskCluster goes as a launched one's does, not
+    after the Job's TTL (the chaos suite once saw Dask objects left at the end)."""
+    from dataclasses import replace
+
+    from mousflow.stages.dask_kubernetes_cluster import cluster_name
+
+    run_root = Location.of(str(tmp_path / "out"))
+    cluster = ScriptedCluster(run_root, [])
+    mine = job_name(UID, "imaging", 1, run="run-b")
+    cluster.add_finished_job(mine, {"mousflow.io/uid": UID, "mousflow.io/run": "run-b",
+                                    "mousflow.io/attempt": "1"}, succeeded=False)
+    cluster.pods[mine] = {"metadata": {"name": f"{mine}-x1", "creation_timestamp": "2026-11-22T06:30:00Z",
+                                       "deletion_timestamp": None},
+                          "status": {"container_statuses": [{"state": {"terminated": {"reason": "Error",
+                                                                                        "exit_code": 137}},
+                                                             "last_state": {}}]}}
+    launcher = KubernetesJobLauncher(replace(SETTINGS, dask_service_account="mousflow-imaging"),
+                                     {"imaging": REQUEST}.__getitem__, poll_seconds=0, batch_api=cluster,
+                                     core_api=cluster, custom_api=cluster, run="run-b")
+    lines: list[str] = []
+    outcome = launcher.follow("imaging", mine, run_root, lines.append)
+    assert outcome.state == "Failed" and cluster.dask_clusters_deleted == [cluster_name(f"{mine}-x1")], lines
+    assert any("deleted the Dask cluster" in line for line in lines), lines
+
+
 def test_a_retried_run_never_follows_an_earlier_runs_finished_job(tmp_path):
     """The failed run's Jobs are kept for an hour by their TTL: the retried run's Jobs have names of their own,
     and a name held by a Job of another run or attempt is left to it."""

@@ -476,6 +476,7 @@ class KubernetesJobLauncher:
         """The outcome of an existing Job of this run, waited for without creating anything."""
         job_succeeded, pod = self._wait(job, self.settings.namespace, on_line)
         pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
+        self._release_dask_cluster_of(stage, pod, on_line)
         status = status_location(run_root, stage)
         return attempt_outcome(stage, status.read_json() if status.exists() else None, pod_reason, pod_message,
                                {"job": job})
@@ -638,10 +639,16 @@ class KubernetesJobLauncher:
         # The pod is examined whether its Job failed or not: the kernel may have killed a process in it (a Dask
         # worker) while the stage went on and exited 0.
         pod_reason, pod_message = classify_job_pod(job_succeeded, pod)
-        if stage == "imaging" and self.settings.dask_service_account and pod is not None:
-            self._release_dask_cluster(ns, pod["metadata"]["name"], on_line)
+        self._release_dask_cluster_of(stage, pod, on_line)
         report = status.read_json() if status.exists() else None
         return attempt_outcome(stage, report, pod_reason, pod_message, metrics), attempt
+
+    def _release_dask_cluster_of(self, stage: str, pod: dict | None, on_line: LineFn) -> None:
+        """_release_dask_cluster for an ended imaging pod, whether this run launched its Job or followed it (an
+        earlier run's, or its own after an operator restart: a pod killed then would leave its cluster for the
+        Job's TTL, as the chaos suite saw)."""
+        if stage == "imaging" and self.settings.dask_service_account and pod is not None:
+            self._release_dask_cluster(self.settings.namespace, pod["metadata"]["name"], on_line)
 
     def _release_dask_cluster(self, ns: str, pod_name: str, on_line: LineFn) -> None:
         """Delete the DaskCluster of a finished imaging pod. The stage deletes it itself on the way out, but a
