@@ -342,7 +342,8 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
 
     def calibrate_block(k: int, times: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         block = load_partition(node, info.name, times=times)
-        vis, flag, weight, flagged[k] = apply_to_target_block(cal, block, bad_channels)
+        # calibrated in the block's own arrays: read for this alone, they are not held twice
+        vis, flag, weight, flagged[k] = apply_to_target_block(cal, block, bad_channels, in_place=True)
         return vis, flag, weight
 
     pieces: dict[str, list] = {"vis": [], "flag": [], "weight": []}

@@ -99,8 +99,9 @@ def test_flag_outliers_channel_test_is_excess_power_channels_on_the_statistic(wi
     np.testing.assert_array_equal(report.channel_excess, excess)
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["new arrays", "in place"])
 @pytest.mark.parametrize("block_size", [1, 7, 16])
-def test_apply_over_time_blocks_is_apply_to_target_to_the_bit(window, block_size):
+def test_apply_over_time_blocks_is_apply_to_target_to_the_bit(window, block_size, in_place):
     cal, target = window
     whole_cal = replace(cal, scores=dict(cal.scores))
     vis, flag, weight, report = apply_to_target(whole_cal, target)
@@ -109,9 +110,20 @@ def test_apply_over_time_blocks_is_apply_to_target_to_the_bit(window, block_size
     bad_channels, _ = target_channel_flags(cal, channel_log_amplitude(target.vis, target.flag))
     assert {SPUR_CHANNEL, BAD_CHANNEL} <= set(bad_channels)
     n_time = target.time_s.size
-    blocks = [apply_to_target_block(cal, _time_block(target, slice(t, t + block_size)), bad_channels)
-              for t in range(0, n_time, block_size)]
+    blocks, read = [], []
+    for t in range(0, n_time, block_size):
+        block = _time_block(target, slice(t, t + block_size))
+        if in_place:  # a block read for this alone, as the stage's: its own arrays
+            block = replace(block, vis=block.vis.copy(), flag=block.flag.copy(), weight=block.weight.copy())
+            read.append(block)
+        blocks.append(apply_to_target_block(cal, block, bad_channels, in_place=in_place))
     assert len(blocks) == -(-n_time // block_size)
+    # in place: the results are the block's own arrays (nothing of its size allocated again); else new ones
+    if in_place:
+        for b, r in zip(blocks, read, strict=True):
+            assert b[0] is r.vis and b[1] is r.flag and b[2] is r.weight
+    else:
+        assert not np.shares_memory(blocks[0][0], target.vis) and not np.shares_memory(blocks[0][1], target.flag)
     for k, whole in enumerate((vis, flag, weight)):
         joined = np.concatenate([b[k] for b in blocks])
         assert joined.dtype == whole.dtype

@@ -17,14 +17,18 @@ from mousflow.science.calibration.errors import CalibrationFailed
 
 def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1: np.ndarray,
                       antenna2: np.ndarray, gains: np.ndarray, gain_flags: np.ndarray | None = None,
-                      bandpass: BandpassTable | None = None, *, scale_weights: bool = True
+                      bandpass: BandpassTable | None = None, *, scale_weights: bool = True,
+                      out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return calibrated (vis complex64, flag bool, weight float32), all (time, baseline, channel, corr).
 
     gains: (n_time, n_ant, n_corr) at the data's times (see `interpolate_gains`); gain_flags the same shape.
-    bandpass: optional BandpassTable (n_ant, n_chan, n_corr). The inputs are not modified.
+    bandpass: optional BandpassTable (n_ant, n_chan, n_corr). The inputs are not modified, unless given as `out`.
     scale_weights: False leaves the weights as they are (only zeroed where flagged), for data whose weights
     are already in calibrated units (as mousflow's simulator writes them: 1/sigma^2 of the Jy-level noise).
+    out: (vis complex64, flag bool, weight float32) of the data's shape to write the result into, returned; they
+    may be the inputs themselves (calibrated in place, the same bits: each chunk of samples is read whole
+    before it is written, and no chunk reads another's samples).
     """
     vis = np.asarray(vis)
     n_time, n_bl, n_chan, n_corr = vis.shape
@@ -42,9 +46,14 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
     else:
         bb = np.ones((n_bl, n_chan, n_corr), np.complex128)
         bflag = np.zeros((n_bl, n_chan, n_corr), bool)
-    out_vis = np.empty(vis.shape, np.complex64)
-    out_flag = np.empty(vis.shape, bool)
-    out_weight = np.empty(vis.shape, np.float32)
+    if out is None:
+        out_vis, out_flag, out_weight = (np.empty(vis.shape, np.complex64), np.empty(vis.shape, bool),
+                                         np.empty(vis.shape, np.float32))
+    else:
+        out_vis, out_flag, out_weight = out
+        if [(a.shape, a.dtype) for a in out] != [(vis.shape, np.dtype(t)) for t in (np.complex64, bool, np.float32)]:
+            raise CalibrationFailed(f"apply_calibration: out arrays {[(a.shape, a.dtype) for a in out]} do not "
+                                    f"fit data {vis.shape} (complex64, bool, float32)")
     for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
         b1, b2 = a1[bs], a2[bs]
         gg = (gains[ts][:, b1] * np.conj(gains[ts][:, b2]))[:, :, None, :]  # (t, bl, 1, corr)

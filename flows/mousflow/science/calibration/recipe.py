@@ -27,8 +27,6 @@ from mousflow.science.calibration.flagging import (
     FlagReport,
     channel_log_amplitude,
     excess_power_channels,
-    flag_antennas,
-    flag_channels,
     flag_invalid,
     flag_outliers,
 )
@@ -177,18 +175,31 @@ def target_channel_flags(cal: WindowCalibration, channel_stat: np.ndarray) -> tu
 
 
 def apply_to_target_block(cal: WindowCalibration, block: Visibilities, bad_channels: Sequence[int], *,
-                          scale_weights: bool = True, max_extrapolation_s: float | None = None
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                          scale_weights: bool = True, max_extrapolation_s: float | None = None,
+                          in_place: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Flag and calibrate some of the target's integrations (all its baselines and channels): invalid samples,
     the calibrators' bad antennas and `bad_channels` (from target_channel_flags) flagged, the gains
     interpolated at the block's times and applied with the bandpass. Every step is per integration, so blocks
     of integrations give, to the bit, what the whole target gives. Returns (vis complex64, flag, weight
-    float32, number of flagged samples)."""
-    flag = flag_invalid(block.vis, block.flag)
-    flag = flag_channels(flag_antennas(flag, block.antenna1, block.antenna2, cal.bad_antennas), bad_channels)
+    float32, number of flagged samples). in_place: the result is written into the block's own vis, flag and
+    weight (when they are complex64, bool and float32), which are returned: a block read for this alone is not
+    held twice (the same bits)."""
+    bad_baselines = np.isin(block.antenna1, cal.bad_antennas) | np.isin(block.antenna2, cal.bad_antennas)
+    writable = in_place and [np.asarray(a).dtype for a in (block.vis, block.flag, block.weight)] == \
+        [np.complex64, np.bool_, np.float32] and all(np.asarray(a).flags.writeable
+                                                      for a in (block.vis, block.flag, block.weight))
+    if writable:
+        flag = block.flag
+        flag |= ~np.isfinite(block.vis)  # flag_invalid, in place
+        flag |= block.vis == 0
+    else:
+        flag = flag_invalid(block.vis, block.flag)  # a new array
+    flag[:, bad_baselines] = True  # flag_antennas and flag_channels, in place
+    flag[:, :, list(bad_channels)] = True
     g, gflag = interpolate_gains(cal.gains, block.time_s, max_extrapolation_s=max_extrapolation_s)
     v, f, w = apply_calibration(block.vis, flag, block.weight, block.antenna1, block.antenna2, g, gflag,
-                                cal.bandpass, scale_weights=scale_weights)
+                                cal.bandpass, scale_weights=scale_weights,
+                                out=(block.vis, flag, block.weight) if writable else None)
     return v, f, w, int(np.count_nonzero(f))
 
 
