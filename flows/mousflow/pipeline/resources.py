@@ -25,10 +25,10 @@ import math
 from dataclasses import dataclass
 
 # Interpreter and libraries, measured (VmHWM) on the presets: ~300 MiB for calibration (numpy, xarray, zarr,
-# s3fs), ~400 MiB for imaging (ducc0, astropy and the Dask client) and packaging (matplotlib for the weblog),
+# s3fs; 170 MiB at full size once the stage has imported what it uses, 2026-12-06: 250 MiB kept), ~400 MiB for imaging (ducc0, astropy and the Dask client) and packaging (matplotlib for the weblog),
 # ~370 MiB for a Dask worker (its own imports plus the distributed worker machinery).
 BASE_BYTES = 400 * 2**20
-CALIBRATION_BASE_BYTES = 300 * 2**20
+CALIBRATION_BASE_BYTES = 250 * 2**20
 WORKER_BASE_BYTES = 370 * 2**20
 SAFETY_MARGIN = 1.2
 LIMIT_HEADROOM = 1.25
@@ -37,10 +37,15 @@ LIMIT_HEADROOM = 1.25
 BYTES_PER_SAMPLE = 13
 # The continuum's two-term CLEAN (science.imaging.multiterm) adds one: the visibilities times t for the
 # Taylor-1 residual.
-WORKING_COPIES = {"calibration": 6.0, "imaging": 7.0, "imaging-worker": 4.0}
-# Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, with their flags,
-# weights, calibrated copies and the intermediates of applying (~4 times the block, measured at full size).
-CALIBRATION_BLOCK_BYTES = 4 * 64 * 2**20
+# Calibration holds one calibrator at a time, with its solves' flags and sums (2.5 copies: the full-size corpus
+# block's largest, 16,254 rows of 480 channels, peaked 2.3 copies over the interpreter on 2026-12-06).
+WORKING_COPIES = {"calibration": 2.5, "imaging": 7.0, "imaging-worker": 4.0}
+# Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, calibrated in
+# the block's own arrays, with its flags and weights, the chunks of applying and the Zarr writes (~2.6 times the
+# block measured at full size, 2026-12-06; it was ~4 before blocks were calibrated in place).
+CALIBRATION_BLOCK_VIS_BYTES = 64 * 2**20
+CALIBRATION_BLOCK_BYTES = 3 * CALIBRATION_BLOCK_VIS_BYTES
+VIS_BYTES = 8  # complex64
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes
 # CLEAN works on (model, psf at twice the size, residual: float64); the gridder adds an oversampled
 # complex128 grid (2x2 oversampling) while it runs.
@@ -108,7 +113,11 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0, thr
             demand.calibrator_rows_per_window
         calibrators = rows * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
             WORKING_COPIES["calibration"]
-        return CALIBRATION_BASE_BYTES + int(calibrators) + max(1, threads) * CALIBRATION_BLOCK_BYTES
+        # a block is at most the largest window's visibilities (a small MOUS's target is one block)
+        window = demand.rows_per_window * demand.max_channels * demand.correlations * VIS_BYTES
+        block = CALIBRATION_BLOCK_BYTES // CALIBRATION_BLOCK_VIS_BYTES * min(CALIBRATION_BLOCK_VIS_BYTES, window)
+        # one after the other: the calibrators are released before the target's blocks are read
+        return CALIBRATION_BASE_BYTES + max(int(calibrators), max(1, threads) * block)
     if stage == "imaging-worker":
         return imaging_worker_bytes(demand)
     if stage == "imaging":
