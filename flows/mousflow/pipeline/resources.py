@@ -25,8 +25,9 @@ import math
 from dataclasses import dataclass
 
 # Interpreter and libraries, measured (VmHWM) on the presets: ~300 MiB for calibration (numpy, xarray, zarr,
-# s3fs; 170 MiB at full size once the stage has imported what it uses, 2026-12-06: 250 MiB kept), ~400 MiB for imaging (ducc0, astropy and the Dask client) and packaging (matplotlib for the weblog),
-# ~370 MiB for a Dask worker (its own imports plus the distributed worker machinery).
+# s3fs; 170 MiB at full size once the stage has imported what it uses, 2026-12-06: 250 MiB kept), ~400 MiB for
+# imaging (ducc0, astropy and the Dask client) and packaging (matplotlib for the weblog), ~370 MiB for a Dask
+# worker (its own imports plus the distributed worker machinery).
 BASE_BYTES = 400 * 2**20
 CALIBRATION_BASE_BYTES = 250 * 2**20
 WORKER_BASE_BYTES = 370 * 2**20
