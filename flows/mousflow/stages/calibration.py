@@ -111,7 +111,6 @@ class CalibratorSource:
     """Where one calibrator role's data are in a window: the field with the most integrations for the role, and
     the partitions holding it (one partition per intent, per field, per scan, or several fields in one)."""
 
-    role: str
     field: str
     partitions: tuple[str, ...]
 
@@ -125,7 +124,7 @@ def _role_source(in_spw: list[PartitionInfo], role: str) -> CalibratorSource | N
         for f in i.field_names or [i.field_name]:
             counts[f] = counts.get(f, 0) + i.n_time
     field = max(counts, key=lambda f: counts[f])
-    return CalibratorSource(role, field, tuple(i.name for i in found if field in (i.field_names or
+    return CalibratorSource(field, tuple(i.name for i in found if field in (i.field_names or
                                                                                   [i.field_name])))
 
 

@@ -63,6 +63,22 @@ def flag_invalid(vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
     return np.asarray(flag, bool) | ~np.isfinite(vis) | (vis == 0)
 
 
+def flag_known_bad(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray,
+                   antennas: Sequence[int], channels: Sequence[int], *, in_place: bool = False) -> np.ndarray:
+    """flag_channels(flag_antennas(flag_invalid(vis, flag), ...), channels) in one array: invalid samples and every
+    baseline of `antennas` and every sample of `channels` flagged. A new array, or `flag` itself (bool) when
+    in_place."""
+    if in_place:
+        out = flag
+        out |= ~np.isfinite(vis)
+        out |= vis == 0
+    else:
+        out = flag_invalid(vis, flag)
+    out[:, np.isin(antenna1, antennas) | np.isin(antenna2, antennas)] = True
+    out[:, :, list(channels)] = True
+    return out
+
+
 def flag_antennas(flag: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray,
                   antennas: Sequence[int]) -> np.ndarray:
     """Return a copy of flag (time, baseline, channel, corr) with every baseline of `antennas` flagged."""

@@ -27,7 +27,7 @@ from mousflow.science.calibration.flagging import (
     FlagReport,
     channel_log_amplitude,
     excess_power_channels,
-    flag_invalid,
+    flag_known_bad,
     flag_outliers,
 )
 from mousflow.science.calibration.fluxscale import FluxScaleResult, fluxscale
@@ -119,10 +119,7 @@ def calibrate_window_read(read: CalibratorReader, flux_model_jy: np.ndarray, *, 
     del phase_good
 
     def flags_for_solves(cal: Visibilities) -> np.ndarray:
-        flag = flag_invalid(cal.vis, cal.flag)  # a new array, flagged in place below
-        flag[:, np.isin(cal.antenna1, bad_ants) | np.isin(cal.antenna2, bad_ants)] = True
-        flag[:, :, bad_chans] = True
-        return flag
+        return flag_known_bad(cal.vis, cal.flag, cal.antenna1, cal.antenna2, bad_ants, bad_chans)
 
     cal = read("bandpass")
     bp = solve_bandpass(cal.vis, flags_for_solves(cal), cal.weight, cal.antenna1, cal.antenna2, n_ant,
@@ -184,18 +181,11 @@ def apply_to_target_block(cal: WindowCalibration, block: Visibilities, bad_chann
     float32, number of flagged samples). in_place: the result is written into the block's own vis, flag and
     weight (when they are complex64, bool and float32), which are returned: a block read for this alone is not
     held twice (the same bits)."""
-    bad_baselines = np.isin(block.antenna1, cal.bad_antennas) | np.isin(block.antenna2, cal.bad_antennas)
     writable = in_place and [np.asarray(a).dtype for a in (block.vis, block.flag, block.weight)] == \
         [np.complex64, np.bool_, np.float32] and all(np.asarray(a).flags.writeable
                                                       for a in (block.vis, block.flag, block.weight))
-    if writable:
-        flag = block.flag
-        flag |= ~np.isfinite(block.vis)  # flag_invalid, in place
-        flag |= block.vis == 0
-    else:
-        flag = flag_invalid(block.vis, block.flag)  # a new array
-    flag[:, bad_baselines] = True  # flag_antennas and flag_channels, in place
-    flag[:, :, list(bad_channels)] = True
+    flag = flag_known_bad(block.vis, block.flag, block.antenna1, block.antenna2, cal.bad_antennas, bad_channels,
+                          in_place=writable)
     g, gflag = interpolate_gains(cal.gains, block.time_s, max_extrapolation_s=max_extrapolation_s)
     v, f, w = apply_calibration(block.vis, flag, block.weight, block.antenna1, block.antenna2, g, gflag,
                                 cal.bandpass, scale_weights=scale_weights,
