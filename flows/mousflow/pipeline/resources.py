@@ -45,7 +45,8 @@ WORKING_COPIES = {"calibration": 2.5, "imaging": 7.0, "imaging-worker": 4.0}
 # the block's own arrays, with its flags and weights, the chunks of applying and the Zarr writes (~2.6 times the
 # block measured at full size, 2026-12-06; it was ~4 before blocks were calibrated in place).
 CALIBRATION_BLOCK_VIS_BYTES = 64 * 2**20
-CALIBRATION_BLOCK_BYTES = 3 * CALIBRATION_BLOCK_VIS_BYTES
+CALIBRATION_BLOCK_COPIES = 3
+CALIBRATION_BLOCK_BYTES = CALIBRATION_BLOCK_COPIES * CALIBRATION_BLOCK_VIS_BYTES
 VIS_BYTES = 8  # complex64
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes
 # CLEAN works on (model, psf at twice the size, residual: float64); the gridder adds an oversampled
@@ -116,7 +117,7 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0, thr
             WORKING_COPIES["calibration"]
         # a block is at most the largest window's visibilities (a small MOUS's target is one block)
         window = demand.rows_per_window * demand.max_channels * demand.correlations * VIS_BYTES
-        block = CALIBRATION_BLOCK_BYTES // CALIBRATION_BLOCK_VIS_BYTES * min(CALIBRATION_BLOCK_VIS_BYTES, window)
+        block = CALIBRATION_BLOCK_COPIES * min(CALIBRATION_BLOCK_VIS_BYTES, window)
         # one after the other: the calibrators are released before the target's blocks are read
         return CALIBRATION_BASE_BYTES + max(int(calibrators), max(1, threads) * block)
     if stage == "imaging-worker":
