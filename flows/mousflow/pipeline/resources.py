@@ -44,7 +44,7 @@ WORKING_COPIES = {"calibration": 2.5, "imaging": 7.0, "imaging-worker": 4.0}
 # Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, calibrated in
 # the block's own arrays, with its flags and weights, the chunks of applying and the Zarr writes (~2.6 times the
 # block measured at full size, 2026-12-06; it was ~4 before blocks were calibrated in place).
-CALIBRATION_BLOCK_VIS_BYTES = 64 * 2**20
+CALIBRATION_BLOCK_VIS_BYTES = 32 * 2**20
 CALIBRATION_BLOCK_COPIES = 3
 CALIBRATION_BLOCK_BYTES = CALIBRATION_BLOCK_COPIES * CALIBRATION_BLOCK_VIS_BYTES
 VIS_BYTES = 8  # complex64

@@ -25,6 +25,7 @@ import xarray as xr
 
 from mousflow.errors import CalibrationFailed, InvalidInput
 from mousflow.model import Recipe
+from mousflow.process_env import release_freed_memory
 from mousflow.science.calibration import (
     WindowCalibration,
     amplitude_median,
@@ -60,14 +61,16 @@ from mousflow.telescope.calibrators import FLUX_MODELS
 STAGE = "calibration"
 # A full-size ALMA window's target is GBs: it is calibrated in blocks, never whole. APPLY_BLOCK_BYTES: the most
 # of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags
-# and weights, their calibrated copies and the intermediates of applying (bounded by chunking.SAMPLES_PER_CHUNK)
-# come on top (~4 times this in all, measured at 480 channels), once per thread. STATISTIC_BLOCK_BYTES: the most
-# one block of integrations holds in the first pass (the channel statistic: the block with its flags and weights,
-# ~1.6 times this; the counting works a small chunk at a time), once per thread. A block is whole stored time
-# chunks where one fits, as import-ms writes them (16 MiB); a larger stored chunk (xradio's converter's default
-# is 128 MiB) is read in blocks of the budget, and decompressed for each block it straddles.
-APPLY_BLOCK_BYTES = 64 * 2**20
-STATISTIC_BLOCK_BYTES = 64 * 2**20
+# and weights, the intermediates of applying (bounded by chunking.SAMPLES_PER_CHUNK) and the Zarr writes come on
+# top, once per thread. STATISTIC_BLOCK_BYTES: the most one block of integrations holds in the first pass (the
+# channel statistic: the block with its flags and weights; the counting works a small chunk at a time), once per
+# thread. A block is whole stored time chunks where one fits, as import-ms writes them (16 MiB); a larger stored
+# chunk (xradio's converter's default is 128 MiB) is read in blocks of the budget, and decompressed for each block
+# it straddles. 32 MiB: at 64 the target's two passes were the stage's peak on the full-size corpus block (0.72 GB
+# with two threads, against 0.58 GB at 32 MiB, for the same time); at 16 a 480-channel window's stored chunk no
+# longer fits a block and is decompressed twice.
+APPLY_BLOCK_BYTES = 32 * 2**20
+STATISTIC_BLOCK_BYTES = 32 * 2**20
 VIS_ITEMSIZE = np.dtype(np.complex64).itemsize
 
 
@@ -147,6 +150,7 @@ class CalibratorReader:
         key = (source.field, source.partitions)
         if self._last[0] != key:
             self._last = ((), None)  # dropped before the next is read
+            release_freed_memory()
             data = concatenate_partitions([load_partition(self.ps[name], name, field=source.field)
                                            for name in source.partitions])
             self._last = (key, data)
@@ -161,6 +165,7 @@ class CalibratorReader:
 
     def release(self) -> None:
         self._last = ((), None)
+        release_freed_memory()
 
 
 def _choose_flux_role(ctx: StageContext, sources: dict[str, CalibratorSource | None], eb_uid: str, spw: str
@@ -262,8 +267,10 @@ def run(ctx: StageContext) -> str:
                 "scores": {name: {"value": s.value, "score": s.score, "unit": s.unit, "detail": s.detail}
                            for name, s in cal.scores.items()},
             }
-            # this window's solutions go now, not once the next window's calibrators are loaded
+            # this window's solutions go now, not once the next window's calibrators are loaded, and what the
+            # target's blocks left in the heap goes back to the system before they are
             del cal
+            release_freed_memory()
         finalize_processing_set(out_ps)
         outputs += [f"{STAGE}/{label}/calibrated.ps.zarr"]
         if out_tables.exists():

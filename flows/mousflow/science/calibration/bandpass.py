@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mousflow.science.calibration.errors import CalibrationFailed
+from mousflow.science.calibration.flagging import has_unflagged_sample
 from mousflow.science.calibration.models import calibrator_model
 from mousflow.science.calibration.stefcal import reduce_baselines, stefcal
 
@@ -74,8 +75,8 @@ def solve_bandpass(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenn
         raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
     n_time, n_chan = vis.shape[0], vis.shape[2]
     a1, a2 = np.asarray(antenna1), np.asarray(antenna2)
-    flag = np.asarray(flag, bool) | ~np.isfinite(vis)
-    if flag.all():
+    flag = np.asarray(flag, bool)
+    if not has_unflagged_sample(vis, flag):
         raise CalibrationFailed("solve_bandpass: the bandpass calibrator has no unflagged data")
     model = calibrator_model(n_chan, flux_jy)
 
@@ -89,8 +90,8 @@ def solve_bandpass(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenn
         raise CalibrationFailed("solve_bandpass: the phase pre-solve failed for every integration")
     phasor = np.where(pre.flags, 0, pre.gains / np.maximum(np.abs(pre.gains), 1e-30))  # (time, corr, ant)
     phasor = phasor.transpose(0, 2, 1)  # (time, ant, corr)
-    rot = phasor[:, a1] * np.conj(phasor[:, a2])  # (time, bl, corr); 0 where the pre-solve failed
-    flag = flag | (rot == 0)[:, :, None, :]
+    # (time, bl, corr); 0 where the pre-solve failed, so that those samples carry no weight (reduce_baselines)
+    rot = phasor[:, a1] * np.conj(phasor[:, a2])
 
     # 2. per channel over the whole scan, with the phases in the model
     x, y, _ = reduce_baselines(vis, model, weight, flag, np.zeros(n_time, int), 1, per_channel=True, phasor=rot)

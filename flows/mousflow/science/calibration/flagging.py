@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import median_filter
 
-from mousflow.science.calibration import amplitude_median
+from mousflow.science.calibration import amplitude_median, chunking
 from mousflow.science.calibration.errors import CalibrationFailed
 
 MAD_TO_SIGMA = 1.4826
@@ -61,6 +61,15 @@ def flag_invalid(vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
     if vis.shape != np.shape(flag):
         raise CalibrationFailed(f"flag shape {np.shape(flag)} does not match visibilities {vis.shape}")
     return np.asarray(flag, bool) | ~np.isfinite(vis) | (vis == 0)
+
+
+def has_unflagged_sample(vis: np.ndarray, flag: np.ndarray) -> bool:
+    """Whether any sample is unflagged and finite, decided a chunk of samples at a time (no temporary of the
+    data's size) and stopping at the first chunk that has one."""
+    n_time, n_bl = vis.shape[:2]
+    per_row = int(np.prod(vis.shape[2:], dtype=np.int64))
+    return any(np.any(~flag[ts, bs] & np.isfinite(vis[ts, bs]))
+               for ts, bs in chunking.sample_chunks(n_time, n_bl, per_row))
 
 
 def flag_known_bad(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray,

@@ -13,6 +13,7 @@ import numpy as np
 
 from mousflow.science.calibration.bandpass import BandpassTable
 from mousflow.science.calibration.errors import CalibrationFailed
+from mousflow.science.calibration.flagging import has_unflagged_sample
 from mousflow.science.calibration.models import calibrator_model
 from mousflow.science.calibration.stefcal import reduce_baselines, stefcal
 
@@ -114,11 +115,10 @@ def solve_gains(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1:
     vis = np.asarray(vis)
     if vis.ndim != 4:
         raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
+    # the model is 0 where the bandpass is flagged: those samples carry no weight (reduce_baselines)
     model, bflag = bandpass_model(antenna1, antenna2, bandpass, vis.shape[2], flux_jy)
     flag = np.asarray(flag, bool)
-    if bflag is not None:
-        flag = flag | bflag[None]
-    if not np.any(~flag & np.isfinite(vis)):
+    if not has_unflagged_sample(vis, flag) or (bflag is not None and bflag.all()):
         raise CalibrationFailed("solve_gains: the calibrator has no unflagged data")
     index, n_sol = solution_intervals(time_s, solint, scan_gap_s)
     x, y, _ = reduce_baselines(vis, model, weight, flag, index, n_sol, per_channel=False)  # (sol, corr, bl)

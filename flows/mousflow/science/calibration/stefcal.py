@@ -73,9 +73,11 @@ def reduce_baselines(vis: np.ndarray, model, weight: np.ndarray, flag: np.ndarra
     phasor: (time, baseline, corr), multiplied into the model (e.g. per-integration phases solved first), so
     the product of the two is never held for the whole data at once.
     time_index: (n_time,) solution interval of each integration, -1 to leave an integration out.
-    Returns X = sum w conj(M) D, Y = sum w |M|^2 and the number of unflagged samples N, each shaped
+    Returns X = sum w conj(M) D, Y = sum w |M|^2 and the number of samples that carry weight N, each shaped
     (n_interval, n_corr, n_baseline) or, with per_channel, (n_interval, n_chan, n_corr, n_baseline).
-    Flagged and non-finite samples carry no weight.
+    Flagged and non-finite samples carry no weight, nor do those whose model is 0 (w |M|^2 = 0): a model
+    zeroed where a bandpass or a pre-solve failed needs no flags of its own, and the solvers make no copy of
+    the flags to carry them.
     """
     vis = np.asarray(vis)
     model = np.broadcast_to(np.asarray(model), vis.shape)
@@ -85,7 +87,12 @@ def reduce_baselines(vis: np.ndarray, model, weight: np.ndarray, flag: np.ndarra
     n_time, n_bl, n_chan, n_corr = vis.shape
     shape = (n_interval, n_chan, n_corr, n_bl) if per_channel else (n_interval, n_corr, n_bl)
     x, y, n = np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape)
-    step = max(1, REDUCE_BLOCK_SAMPLES // max(1, n_bl * n_chan * n_corr))
+    per_time = n_bl * n_chan * n_corr
+    step = max(1, REDUCE_BLOCK_SAMPLES // max(1, per_time))
+    # an integration larger than the block (a 480-channel window of 43 antennas is 870,000 samples) is taken a
+    # few baselines at a time: a baseline's sums do not depend on the others', so the bits are the same
+    bl_step = n_bl if step > 1 or per_time <= REDUCE_BLOCK_SAMPLES else \
+        max(1, REDUCE_BLOCK_SAMPLES // max(1, n_chan * n_corr))
     for t0 in range(0, n_time, step):
         t = slice(t0, min(n_time, t0 + step))
         index = time_index[t]
@@ -94,22 +101,24 @@ def reduce_baselines(vis: np.ndarray, model, weight: np.ndarray, flag: np.ndarra
             continue
         onehot = np.zeros((n_interval, index.size))
         onehot[index[ok], np.nonzero(ok)[0]] = 1.0
-        xb, yb, nb = _weighted_products(vis[t], model[t] if phasor is None else model[t] * phasor[t][:, :, None, :],
-                                        weight[t], flag[t])
-        if per_channel:
-            sig = "it,tbcp->icpb"
-        else:
-            xb, yb, nb = xb.sum(axis=2), yb.sum(axis=2), nb.sum(axis=2)
-            sig = "it,tbp->ipb"
-        x += np.einsum(sig, onehot, xb)
-        y += np.einsum(sig, onehot, yb)
-        n += np.einsum(sig, onehot, nb)
+        for b0 in range(0, n_bl, bl_step):
+            b = slice(b0, min(n_bl, b0 + bl_step))
+            m = model[t, b] if phasor is None else model[t, b] * phasor[t, b][:, :, None, :]
+            xb, yb, nb = _weighted_products(vis[t, b], m, weight[t, b], flag[t, b])
+            if per_channel:
+                sig = "it,tbcp->icpb"
+            else:
+                xb, yb, nb = xb.sum(axis=2), yb.sum(axis=2), nb.sum(axis=2)
+                sig = "it,tbp->ipb"
+            x[..., b] += np.einsum(sig, onehot, xb)
+            y[..., b] += np.einsum(sig, onehot, yb)
+            n[..., b] += np.einsum(sig, onehot, nb)
     return x, y, n
 
 
 def _weighted_products(vis, model, weight, flag) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """w conj(M) D, w |M|^2 and the count of usable samples, sample by sample (0 where unusable)."""
-    good = ~flag & np.isfinite(vis) & (weight > 0) & np.isfinite(model)
+    good = ~flag & np.isfinite(vis) & (weight > 0) & np.isfinite(model) & (model != 0)
     w = np.where(good, weight, 0.0).astype(np.float64)
     d = np.where(good, vis, 0)
     m = np.where(good, model, 0)
