@@ -38,14 +38,16 @@ LIMIT_HEADROOM = 1.25
 BYTES_PER_SAMPLE = 13
 # The continuum's two-term CLEAN (science.imaging.multiterm) adds one: the visibilities times t for the
 # Taylor-1 residual.
-# Calibration holds one calibrator at a time, with its solves' flags and sums (2.5 copies: the full-size corpus
-# block's largest, 16,254 rows of 480 channels, peaked 2.3 copies over the interpreter on 2026-12-06).
-WORKING_COPIES = {"calibration": 2.5, "imaging": 7.0, "imaging-worker": 4.0}
+# Calibration holds one calibrator at a time, with its solves' flags and sums (2.0 copies: the full-size corpus
+# block's largest, 16,254 rows of 480 channels, peaked 1.6 copies over the interpreter on 2026-12-06 once the
+# solves made no copies of the flags and freed heap went back to the system; 2.3 before).
+WORKING_COPIES = {"calibration": 2.0, "imaging": 7.0, "imaging-worker": 4.0}
 # Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, calibrated in
-# the block's own arrays, with its flags and weights, the chunks of applying and the Zarr writes (~2.6 times the
-# block measured at full size, 2026-12-06; it was ~4 before blocks were calibrated in place).
+# the block's own arrays, with its flags and weights, the stored chunks decompressed, the chunks of applying and
+# the Zarr writes: 3.9-4.4 times the block over the interpreter with two threads, measured at full size with
+# 32 MiB blocks (2026-12-06; ~2.6 times a 64 MiB block, whose fixed parts weigh less).
 CALIBRATION_BLOCK_VIS_BYTES = 32 * 2**20
-CALIBRATION_BLOCK_COPIES = 3
+CALIBRATION_BLOCK_COPIES = 4
 CALIBRATION_BLOCK_BYTES = CALIBRATION_BLOCK_COPIES * CALIBRATION_BLOCK_VIS_BYTES
 VIS_BYTES = 8  # complex64
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes

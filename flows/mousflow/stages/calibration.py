@@ -216,7 +216,13 @@ def run(ctx: StageContext) -> str:
         out_tables = ctx.path(STAGE, label, "caltables.zarr")
         write_processing_set_root(out_ps)
         eb_summary = {"uid": eb.uid, "label": label, "windows": {}}
-        spws = sorted({i.spw_name for i in infos})
+        # the widest window first, while the process holds least: its calibrator is the stage's largest array,
+        # and after a window's target pass the heap is never quite as small again (full-size corpus block: 0.51
+        # GB this way, 0.56-0.58 GB in name order)
+        widths = {}
+        for i in infos:
+            widths[i.spw_name] = max(widths.get(i.spw_name, 0), i.n_chan)
+        spws = sorted(widths, key=lambda s: (-widths[s], s))
         for j, spw in enumerate(spws):
             ctx.progress(f"calibration: {label} {spw}", 100.0 * (k + j / len(spws)) / n_eb)
             in_spw = [i for i in infos if i.spw_name == spw]
