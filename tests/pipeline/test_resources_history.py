@@ -197,6 +197,7 @@ def test_a_jobs_image_size_is_read_from_a_sample_of_the_targets_integrations(tin
             if f"CALIBRATE_{role}" in " ".join(info.intents).upper():
                 key = (info.spw_name, role)
                 calibrator_rows[key] = calibrator_rows.get(key, 0) + info.n_time * info.n_baseline
+                assert calibrator_rows[key] == info.n_time * info.n_baseline  # one partition: tiny fits a block
         if "OBSERVE_TARGET" in " ".join(info.intents).upper():
             node = ps[info.name]
             assert node.sizes["time"] > UVW_TIME_SAMPLES  # the sample is a real subset here
@@ -247,3 +248,24 @@ def test_stage_pods_dask_workers_and_local_stage_processes_start_with_the_stage_
     launchers.LocalProcessLauncher().launch("calibration", "/nowhere/mous.yaml", Location.of(tmp_path),
                                             lambda line: None)
     assert seen["MALLOC_ARENA_MAX"] == "2"
+
+
+def test_a_calibrator_is_held_a_block_of_integrations_at_a_time_unless_spread_over_partitions():
+    """pipeline.demand.calibrator_held_rows follows stages.calibration.CalibratorReader: a calibrator of one
+    partition is held a block of CALIBRATOR_BLOCK_BYTES of visibilities (at least one integration) at a time,
+    whatever its length; one spread over partitions is joined whole."""
+    from mousflow.pipeline.demand import calibrator_held_rows
+    from mousflow.stages.calibration import CALIBRATOR_BLOCK_BYTES
+    from mousflow.storage.partitions import PartitionInfo
+
+    def part(n_time, n_chan=480, n_baseline=903, correlations=("XX", "XY", "YX", "YY")):
+        return PartitionInfo(name="p", spw_name="spw", field_name="J0522-3627", n_time=n_time,
+                             n_baseline=n_baseline, n_chan=n_chan, correlations=list(correlations), intents=[])
+
+    per_time = 903 * 480 * 2 * 8  # the parallel hands' complex64 visibilities of one integration
+    in_block = CALIBRATOR_BLOCK_BYTES // per_time
+    assert in_block == 4
+    assert calibrator_held_rows([part(18)]) == calibrator_held_rows([part(1800)]) == in_block * 903
+    assert calibrator_held_rows([part(3)]) == 3 * 903  # shorter than a block: whole
+    assert calibrator_held_rows([part(1, n_chan=80_000)]) == 903  # an integration larger than a block: one
+    assert calibrator_held_rows([part(18), part(18)]) == 36 * 903  # joined whole

@@ -42,7 +42,7 @@ def _count_block_calls(monkeypatch) -> dict[str, list]:
 
     def counting_read(node, name="", channels=None, field=None, times=None):
         for key, value in (("channels", channels), ("times", times)):
-            if value is not None:
+            if value is not None and field is None:  # the target's (a calibrator is read on its field)
                 calls[key].append((name, value.start, value.stop))
         return read(node, name, channels=channels, field=field, times=times)
 
@@ -111,25 +111,69 @@ def test_stage_output_is_the_same_in_tiny_blocks_as_whole(make_run, tmp_path, mo
                 for w in eb["windows"].values()])
 
 
-def test_calibrators_are_read_at_most_twice_the_bandpass_calibrator_once(make_run, monkeypatch):
-    """Each window's calibrators are read whole when the kernel asks (flag statistics, then solves;
-    science.calibration.calibrate_window_read, whose tests show it holds one at a time): every calibrator
-    partition at most twice, the bandpass calibrator's once (flagged last, solved first: the reader keeps its
-    last answer)."""
-    manifest = make_run()
-    reads: dict[tuple[int, str], int] = {}
+def _calibrator_reads(monkeypatch) -> dict[tuple[int, str], list[tuple[int, int]]]:
+    """Spy on the stage's reads of calibrators (on their field): {(processing set, partition): [(start, stop)]}."""
+    reads: dict[tuple[int, str], list[tuple[int, int]]] = {}
     read = calibration.load_partition
 
     def counting_read(node, name="", channels=None, field=None, times=None):
-        if channels is None and times is None:
-            key = (id(node.root), name)
-            reads[key] = reads.get(key, 0) + 1
+        if field is not None:
+            block = read(node, name, channels=channels, field=field, times=times)
+            times = times or slice(0, block.time_s.size)
+            reads.setdefault((id(node.root), name), []).append((times.start, times.stop))
+            return block
         return read(node, name, channels=channels, field=field, times=times)
 
     monkeypatch.setattr(calibration, "load_partition", counting_read)
+    return reads
+
+
+def test_calibrators_are_read_at_most_twice_the_bandpass_calibrator_once(make_run, monkeypatch):
+    """Each window's calibrators are read when the kernel asks (flag statistics twice, solves, the phase
+    calibrator's score; science.calibration.calibrate_window_read, whose tests show it holds one block at a
+    time): a calibrator of one block is kept until another is read, so every calibrator partition is read at
+    most twice, the bandpass calibrator's once (flagged last, solved first)."""
+    manifest = make_run()
+    reads = _calibrator_reads(monkeypatch)
     assert run_stage("calibration", str(manifest)).state == "Succeeded"
-    assert reads and max(reads.values()) == 2, reads
-    assert sorted(set(reads.values())) == [1, 2], reads  # 1: the bandpass calibrator's partitions
+    counts = {key: len(ranges) for key, ranges in reads.items()}
+    assert counts and max(counts.values()) == 2, reads
+    assert sorted(set(counts.values())) == [1, 2], reads  # 1: the bandpass calibrator's partitions
+
+
+def test_calibrators_in_blocks_of_integrations_give_the_whole_calibrators_result(make_run, tmp_path, monkeypatch):
+    """With blocks of a calibrator smaller than one integration's visibilities, every calibrator is read in
+    blocks of one integration, each pass over it reading every integration once, and the stage gives what it
+    gives with each calibrator whole: the same flags and finds, the solutions but for the order of sums."""
+    manifest = make_run()
+    assert run_stage("calibration", str(manifest)).state == "Succeeded"
+    whole = tmp_path / "whole"
+    shutil.move(tmp_path / "output", whole)
+
+    monkeypatch.setattr(calibration, "CALIBRATOR_BLOCK_BYTES", 1)
+    reads = _calibrator_reads(monkeypatch)
+    assert run_stage("calibration", str(manifest)).state == "Succeeded"
+    blocked = tmp_path / "output"
+    assert reads
+    for key, ranges in reads.items():
+        assert all(stop - start == 1 for start, stop in ranges), (key, ranges)
+        hits = np.bincount([start for start, _ in ranges])
+        assert len(hits) > 1 and (hits == hits[0]).all() and hits[0] >= 3, (key, hits)  # whole passes
+
+    summary = [json.loads((d / "calibration" / "summary.json").read_text()) for d in (whole, blocked)]
+    for a, b in zip(*(s["execution_blocks"] for s in summary), strict=True):
+        for spw, wa in a["windows"].items():
+            wb = b["windows"][spw]
+            assert (wa["bad_antennas"], wa["bad_channels"], wa["reference_antenna"]) == \
+                (wb["bad_antennas"], wb["bad_channels"], wb["reference_antenna"])
+            assert wb["phase_calibrator_flux_jy"] == pytest.approx(wa["phase_calibrator_flux_jy"], rel=1e-9)
+            for name, score in wa["scores"].items():
+                assert wb["scores"][name]["value"] == pytest.approx(score["value"], rel=1e-9), name
+    expected, got = _target_partitions(whole), _target_partitions(blocked)
+    assert expected.keys() == got.keys() and len(got) >= 2
+    for name in expected:
+        np.testing.assert_array_equal(got[name]["FLAG"].values, expected[name]["FLAG"].values)
+        np.testing.assert_allclose(got[name]["VISIBILITY"].values, expected[name]["VISIBILITY"].values, rtol=1e-5)
 
 
 def _traced_peak(fn) -> int:

@@ -6,9 +6,10 @@ import numpy as np
 
 from mousflow.model import MOUSResource
 from mousflow.pipeline.resources import JobDemand, estimate_image_pixels
+from mousflow.stages.calibration import CALIBRATOR_BLOCK_BYTES, VIS_ITEMSIZE
 from mousflow.stages.intents import has_role
 from mousflow.storage.location import Location
-from mousflow.storage.partitions import open_checked, partition_infos
+from mousflow.storage.partitions import PartitionInfo, open_checked, parallel_hand_indices, partition_infos
 
 DEFAULT_CHANNEL_CHUNK = 16
 UVW_TIME_SAMPLES = 48
@@ -26,13 +27,23 @@ def sampled_times(n_time: int, samples: int = UVW_TIME_SAMPLES) -> np.ndarray:
     return np.unique(np.linspace(0, n_time - 1, min(n_time, samples)).round().astype(np.int64))
 
 
+def calibrator_held_rows(parts: list[PartitionInfo]) -> int:
+    """The rows of one calibrator of one window (its partitions `parts`) that the calibration stage holds at once:
+    a block of its integrations (stages.calibration.CalibratorReader: CALIBRATOR_BLOCK_BYTES of visibilities, at
+    least one integration) when it is one partition, all of them when the reader joins several."""
+    if len(parts) > 1:
+        return sum(p.n_time * p.n_baseline for p in parts)
+    (p,) = parts
+    per_time = p.n_baseline * p.n_chan * len(parallel_hand_indices(p.correlations)) * VIS_ITEMSIZE
+    return min(p.n_time, max(1, CALIBRATOR_BLOCK_BYTES // max(1, per_time))) * p.n_baseline
+
+
 def demand_of(mous: MOUSResource) -> JobDemand:
     """Rows per window (all execution blocks and fields of the largest window; and the most of one calibrator's
-    scans in one window of one execution block, which calibration holds whole, one calibrator at a time, the
-    target being streamed), correlations, channels and the image size (from the target's uvw and frequencies: a
-    few MB read, never the visibilities)."""
+    rows calibration holds at once, calibrator_held_rows), correlations, channels and the image size (from the
+    target's uvw and frequencies: a few MB read, never the visibilities)."""
     rows: dict[str, int] = {}
-    calibrator_rows: dict[tuple[int, str, str], int] = {}
+    calibrator_parts: dict[tuple[int, str, str], list] = {}
     chans: dict[str, int] = {}
     correlations = 1
     freq_min, freq_max, l80 = np.inf, 0.0, []
@@ -42,8 +53,7 @@ def demand_of(mous: MOUSResource) -> JobDemand:
             rows[info.spw_name] = rows.get(info.spw_name, 0) + info.n_time * info.n_baseline
             for role in CALIBRATOR_ROLES:
                 if has_role(info.intents, role):
-                    key = (k, info.spw_name, role)
-                    calibrator_rows[key] = calibrator_rows.get(key, 0) + info.n_time * info.n_baseline
+                    calibrator_parts.setdefault((k, info.spw_name, role), []).append(info)
             chans[info.spw_name] = max(chans.get(info.spw_name, 0), info.n_chan)
             correlations = max(correlations, len(info.correlations))
             if "OBSERVE_TARGET" in " ".join(info.intents).upper() or not l80:
@@ -59,6 +69,7 @@ def demand_of(mous: MOUSResource) -> JobDemand:
         DEFAULT_CHANNEL_CHUNK
     pixels = estimate_image_pixels(float(np.median(l80)), freq_min, freq_max, ALMA_12M_DISH_M) if l80 else 512
     return JobDemand(rows_per_window=max(rows.values(), default=0),
-                     calibrator_rows_per_window=max(calibrator_rows.values(), default=0), correlations=correlations,
+                     calibrator_rows_per_window=max(map(calibrator_held_rows, calibrator_parts.values()), default=0),
+                     correlations=correlations,
                      max_channels=max(chans.values(), default=1), total_channels=sum(chans.values()),
                      image_pixels=pixels, channel_chunk=chunk, n_windows=len(chans))

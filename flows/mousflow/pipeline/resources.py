@@ -3,8 +3,9 @@
 The model counts the bytes a stage holds at once (its working set, which the stage code bounds) and adds the
 interpreter and libraries:
 
-- calibration holds one calibrator's scans of one spectral window (all channels of their rows) in a few copies,
-  and streams the target: a block of integrations per thread (stages.calibration), whatever the target's length;
+- calibration reads each calibrator of a spectral window in blocks of integrations (all channels of their rows)
+  and streams the target, a block per thread (stages.calibration), whatever the calibrators' and the target's
+  length (a calibrator spread over several partitions is still held whole);
 - an imaging *worker* (a Dask task, stages.imaging_scaleout) holds one channel chunk of visibilities plus that
   chunk's image planes and the gridder's grids: it depends on the chunk, never on the cube's total channels;
 - the imaging *stage* process (the Dask client) reads every window for the continuum image and each cube at
@@ -38,17 +39,19 @@ LIMIT_HEADROOM = 1.25
 BYTES_PER_SAMPLE = 13
 # The continuum's two-term CLEAN (science.imaging.multiterm) adds one: the visibilities times t for the
 # Taylor-1 residual.
-# Calibration holds one calibrator at a time, with its solves' flags and sums (2.0 copies: the full-size corpus
-# block's largest, 16,254 rows of 480 channels, peaked 1.6 copies over the interpreter on 2026-12-06 once the
-# solves made no copies of the flags and freed heap went back to the system; 2.3 before).
-WORKING_COPIES = {"calibration": 2.0, "imaging": 7.0, "imaging-worker": 4.0}
+# Calibration holds a block of one calibrator at a time (calibrator_rows_per_window: the rows of it held), with
+# its flags for the solves, the chunks of the solves' sums and of the phase calibrator's score: 4.5 copies of
+# the block's samples, the full-size corpus block's 480-channel window read in blocks of 4 integrations (3,612
+# rows) having peaked at 4.4 over the interpreter on 2026-12-06 (the chunks' temporaries weigh most beside a
+# block this small; a calibrator held whole had peaked at 1.6 copies of itself).
+WORKING_COPIES = {"calibration": 4.5, "imaging": 7.0, "imaging-worker": 4.0}
 # Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, calibrated in
 # the block's own arrays, with its flags and weights, the stored chunks decompressed, the chunks of applying and
-# the Zarr writes: 3.9-4.4 times the block over the interpreter with two threads, measured at full size with
+# the Zarr writes: 3.9-4.3 times the block over the interpreter with two threads, measured at full size with
 # 32 MiB blocks (2026-12-06; ~2.6 times a 64 MiB block, whose fixed parts weigh less).
 CALIBRATION_BLOCK_VIS_BYTES = 32 * 2**20
-CALIBRATION_BLOCK_COPIES = 4
-CALIBRATION_BLOCK_BYTES = CALIBRATION_BLOCK_COPIES * CALIBRATION_BLOCK_VIS_BYTES
+CALIBRATION_BLOCK_COPIES = 4.5
+CALIBRATION_BLOCK_BYTES = int(CALIBRATION_BLOCK_COPIES * CALIBRATION_BLOCK_VIS_BYTES)
 VIS_BYTES = 8  # complex64
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes
 # CLEAN works on (model, psf at twice the size, residual: float64); the gridder adds an oversampled
@@ -74,9 +77,9 @@ class JobDemand:
     channel_chunk: int = 16
     n_windows: int = 1
     calibrator_rows_per_window: int | None = None
-    """The rows of the largest calibrator (bandpass, flux or phase) of one window of one execution block: what
-    calibration holds whole, one calibrator at a time. None (a history record from before it was kept) counts
-    every row."""
+    """The most rows of one calibrator (bandpass, flux or phase) of one window of one execution block that
+    calibration holds at once: a block of its integrations (pipeline.demand.calibrator_held_rows). None (a
+    history record from before it was kept) counts every row."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0, thr
             WORKING_COPIES["calibration"]
         # a block is at most the largest window's visibilities (a small MOUS's target is one block)
         window = demand.rows_per_window * demand.max_channels * demand.correlations * VIS_BYTES
-        block = CALIBRATION_BLOCK_COPIES * min(CALIBRATION_BLOCK_VIS_BYTES, window)
+        block = int(CALIBRATION_BLOCK_COPIES * min(CALIBRATION_BLOCK_VIS_BYTES, window))
         # one after the other: the calibrators are released before the target's blocks are read
         return CALIBRATION_BASE_BYTES + max(int(calibrators), max(1, threads) * block)
     if stage == "imaging-worker":

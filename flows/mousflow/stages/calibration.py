@@ -71,6 +71,10 @@ STAGE = "calibration"
 # longer fits a block and is decompressed twice.
 APPLY_BLOCK_BYTES = 32 * 2**20
 STATISTIC_BLOCK_BYTES = 32 * 2**20
+# The calibrators too are read in blocks of integrations (CalibratorReader), each at most this much of
+# visibilities: held whole, a 480-channel window's phase calibrator was the stage's peak at full size, and an
+# ALMA bandpass scan of 3840 channels would be GBs.
+CALIBRATOR_BLOCK_BYTES = 32 * 2**20
 VIS_ITEMSIZE = np.dtype(np.complex64).itemsize
 
 
@@ -131,12 +135,25 @@ def _role_source(in_spw: list[PartitionInfo], role: str) -> CalibratorSource | N
                                                                                   [i.field_name])))
 
 
+def _field_runs(node: xr.DataTree, field: str) -> list[slice]:
+    """The runs of consecutive integrations of a partition on `field` (all of them where the partition has no
+    field per integration): what blocks of one field's integrations are read from."""
+    ds = node.dataset
+    n_time = ds.sizes["time"]
+    if "field_name" not in ds.coords or np.ndim(ds.field_name) != 1:
+        return [slice(0, n_time)]
+    on = np.asarray(ds.field_name.values).astype(str) == field
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], on, [False]]).astype(np.int8)))
+    return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
 class CalibratorReader:
     """The calibrators of one window read when the calibration kernel asks for a role
-    (science.calibration.calibrate_window_read): all of the role's field's integrations, its partitions joined
-    in time. Only the last answer is kept, dropped before another is read, so one calibrator is in memory at a
-    time and the same data asked for twice in a row (the bandpass calibrator, last flagged and first solved;
-    a flux calibrator that is the bandpass calibrator) is read once. `seen` keeps what the tables and the
+    (science.calibration.calibrate_window_read): the role's field's integrations in blocks of at most
+    CALIBRATOR_BLOCK_BYTES of visibilities (whole stored time chunks where one fits), so that the stage holds a
+    block of a calibrator, not a calibrator. A role spread over several partitions (partitioned by scan) is read
+    joined in time on the union of their baselines, whole: not yet in blocks. A role that is one block is kept
+    until another is read, so the kernel's passes over it read it once. `seen` keeps what the tables and the
     summary need of each role read (antenna names, frequencies, field), not its data."""
 
     def __init__(self, ps, sources: dict[str, CalibratorSource]):
@@ -145,18 +162,49 @@ class CalibratorReader:
         self.seen: dict[str, PartitionArrays] = {}
         self._last: tuple[tuple, PartitionArrays | None] = ((), None)
 
-    def __call__(self, role: str) -> PartitionArrays:
+    def __call__(self, role: str):
         source = self.sources[role]
-        key = (source.field, source.partitions)
+        if len(source.partitions) > 1:
+            yield self._kept((source.field, source.partitions), role, lambda: concatenate_partitions(
+                [load_partition(self.ps[name], name, field=source.field) for name in source.partitions]))
+            return
+        name = source.partitions[0]
+        node = self.ps[name]
+        blocks = self.blocks(node, source.field)
+        if len(blocks) == 1:
+            yield self._kept((source.field, name), role, lambda: load_partition(node, name, field=source.field,
+                                                                                  times=blocks[0]))
+            return
+        self.release()
+        for times in blocks:
+            block = load_partition(node, name, field=source.field, times=times)
+            self._see(role, block)
+            yield block
+            del block  # before the next is read
+
+    @staticmethod
+    def blocks(node: xr.DataTree, field: str) -> list[slice]:
+        """The blocks of integrations one calibrator is read in: within each run of integrations on its field,
+        CALIBRATOR_BLOCK_BYTES of visibilities, whole stored chunks where one fits."""
+        ds = node.dataset
+        per_time = ds.sizes["baseline_id"] * ds.sizes["frequency"] * \
+            len(parallel_hand_indices([str(c) for c in ds.polarization.values])) * VIS_ITEMSIZE
+        stored = stored_chunk_length(node, "time")
+        unit = stored if stored * per_time <= CALIBRATOR_BLOCK_BYTES else 1
+        return [slice(run.start + b.start, run.start + b.stop) for run in _field_runs(node, field)
+                for b in read_blocks(run.stop - run.start, per_time, CALIBRATOR_BLOCK_BYTES, unit)]
+
+    def _kept(self, key: tuple, role: str, load) -> PartitionArrays:
         if self._last[0] != key:
-            self._last = ((), None)  # dropped before the next is read
-            release_freed_memory()
-            data = concatenate_partitions([load_partition(self.ps[name], name, field=source.field)
-                                           for name in source.partitions])
-            self._last = (key, data)
+            self.release()  # dropped before the next is read
+            self._last = (key, load())
         data = self._last[1]
-        self.seen[role] = dataclasses.replace(data, vis=None, flag=None, weight=None, uvw_m=None)
+        self._see(role, data)
         return data
+
+    def _see(self, role: str, data: PartitionArrays) -> None:
+        if role not in self.seen:
+            self.seen[role] = dataclasses.replace(data, vis=None, flag=None, weight=None, uvw_m=None)
 
     def frequency_hz(self, role: str) -> np.ndarray:
         """The role's channel frequencies, from the stored coordinate (its data not read)."""

@@ -1,7 +1,9 @@
-"""calibrate_window_read holds one calibrator at a time and gives, to the bit, what the kernels give when the
-three calibrators are flagged and solved in memory in the documented order (the package docstring): the flags
-for the solves built from invalid samples plus every calibrator's finds, and the reference antenna chosen on
-counts kept from the first pass, are the same as flag_outliers' flags with the finds propagated."""
+"""calibrate_window_read holds one block of one calibrator at a time and gives, to the bit when each
+calibrator is one block, what the kernels give when the three calibrators are flagged and solved in memory in
+the documented order (the package docstring): the flags for the solves built from invalid samples plus every
+calibrator's finds, and the reference antenna chosen on counts kept from the first pass, are the same as
+flag_outliers' flags with the finds propagated. Blocks of a few integrations give the same finds and the same
+solutions but for the order of floating-point sums."""
 
 import gc
 import weakref
@@ -65,23 +67,40 @@ def window(request, tiny_mous):
     return cals, FLUX_MODELS[fc.field_name].at(fc.frequency_hz)
 
 
-def test_one_calibrator_at_a_time_gives_the_in_memory_calibration_to_the_bit(window):
-    cals, model = window
+def _reader(cals: dict, integrations_per_block: int | None):
+    """A reader handing over copies of each role's blocks, which checks that the kernel holds no block it was
+    handed when it asks for the next; (read, the roles asked for)."""
     asked: list[str] = []
     handed: list[weakref.ref] = []
 
-    def read(role: str):
+    def hand(c, times: slice):
         gc.collect()
         alive = [r for r in handed if r() is not None]
-        assert not alive, f"asked for {role} while holding {len(alive)} calibrator(s) already handed over"
+        assert not alive, f"asked for a block while holding {len(alive)} block(s) already handed over"
+        block = replace(c, vis=c.vis[times].copy(), flag=c.flag[times].copy(), weight=c.weight[times].copy(),
+                        time_s=c.time_s[times].copy())
+        handed.append(weakref.ref(block))
+        return block
+
+    def read(role: str):
         asked.append(role)
         c = cals[role]
-        copy = replace(c, vis=c.vis.copy(), flag=c.flag.copy(), weight=c.weight.copy())
-        handed.append(weakref.ref(copy))
-        return copy
+        step = integrations_per_block or c.time_s.size
+        for t0 in range(0, c.time_s.size, step):
+            yield hand(c, slice(t0, t0 + step))  # not bound here: the kernel's reference is the only one
 
+    return read, asked
+
+
+ORDER_ASKED = [*(r for r in FLAG_ORDER for _ in range(2)), *SOLVE_ORDER, "phase"]
+
+
+def test_one_calibrator_at_a_time_gives_the_in_memory_calibration_to_the_bit(window):
+    cals, model = window
+    read, asked = _reader(cals, None)
     got = calibrate_window_read(read, model)
-    assert asked == [*FLAG_ORDER, *SOLVE_ORDER]
+    # flag statistics twice (antennas, then channels), the solves, the phase calibrator's score
+    assert asked == ORDER_ASKED
     bad_ants, bad_chans, refant, bp, gf, gains = _in_memory(cals, model)
     assert got.bad_antennas == bad_ants and got.bad_channels == bad_chans and got.reference_antenna == refant
     assert bad_ants and bad_chans  # the finds' propagation is exercised
@@ -94,6 +113,31 @@ def test_one_calibrator_at_a_time_gives_the_in_memory_calibration_to_the_bit(win
     assert {"phase_rms", "gain_snr"} <= set(got.scores)
 
 
+@pytest.mark.parametrize("integrations_per_block", [1, 2])
+def test_blocks_of_integrations_give_the_whole_calibrators_calibration(window, integrations_per_block):
+    cals, model = window
+    assert all(c.time_s.size > integrations_per_block for c in cals.values())  # several blocks per role
+    whole = calibrate_window_read(_reader(cals, None)[0], model)
+    read, asked = _reader(cals, integrations_per_block)
+    got = calibrate_window_read(read, model)
+    assert asked == ORDER_ASKED
+    assert (got.bad_antennas, got.bad_channels, got.reference_antenna) == \
+        (whole.bad_antennas, whole.bad_channels, whole.reference_antenna)
+    for role in ROLES:  # counts add: the flag statistics are the same to the bit
+        a, b = got.flag_reports[role], whole.flag_reports[role]
+        assert (a.antennas, a.channels, a.reasons, a.fraction_before, a.fraction_after) == \
+            (b.antennas, b.channels, b.reasons, b.fraction_before, b.fraction_after)
+        np.testing.assert_array_equal(a.channel_excess, b.channel_excess)
+    np.testing.assert_array_equal(got.bandpass.flags, whole.bandpass.flags)
+    np.testing.assert_allclose(got.bandpass.bandpass, whole.bandpass.bandpass, rtol=0, atol=1e-9)
+    for table in ("flux_table", "gains"):
+        np.testing.assert_array_equal(getattr(got, table).flags, getattr(whole, table).flags)
+        np.testing.assert_allclose(getattr(got, table).gains, getattr(whole, table).gains, rtol=0, atol=1e-9)
+    assert got.flux.flux_jy == pytest.approx(whole.flux.flux_jy, rel=1e-9)
+    for name in ("phase_rms", "gain_snr"):
+        assert got.scores[name].value == pytest.approx(whole.scores[name].value, rel=1e-9)
+
+
 def test_a_spur_on_one_calibrator_is_flagged_in_every_solve(tiny_mous):
     _, parts = tiny_mous
     cals = {role: parts[("spw1", role)] for role in ROLES}
@@ -101,7 +145,7 @@ def test_a_spur_on_one_calibrator_is_flagged_in_every_solve(tiny_mous):
     vis[:, :, 13] *= 40
     cals["flux"] = replace(cals["flux"], vis=vis)
     fc = cals["flux"]
-    got = calibrate_window_read(cals.__getitem__, FLUX_MODELS[fc.field_name].at(fc.frequency_hz))
+    got = calibrate_window_read(lambda role: [cals[role]], FLUX_MODELS[fc.field_name].at(fc.frequency_hz))
     assert 13 in got.bad_channels and 13 in got.flag_reports["flux"].channels
     assert 13 not in got.flag_reports["bandpass"].channels
     assert got.bandpass.flags[:, 13].all()  # the bandpass calibrator's channel 13 was not used

@@ -15,7 +15,8 @@ Order of use per execution block and spectral window:
     g, gflag = interpolate_gains(fs.table, target_times)
     vis, flag, weight = apply_calibration(target..., g, gflag, bp)
 calibrate_window / apply_to_target do exactly this for one window (see recipe.py; calibrate_window_read with
-one calibrator in memory at a time); for a target too large for
+one block of integrations of one calibrator in memory at a time, through the kernels' blockwise forms:
+OutlierSearch for flag_outliers, BandpassSums for solve_bandpass, GainSums for solve_gains); for a target too large for
 memory, channel_log_amplitude over channel blocks, target_channel_flags, then apply_to_target_block over blocks
 of integrations give the same result.
 Across windows (and execution blocks) fit_spectral_index combines the phase calibrator's flux densities.
@@ -23,10 +24,11 @@ Every kernel raises CalibrationFailed for unusable input.
 """
 
 from mousflow.science.calibration.apply import apply_calibration
-from mousflow.science.calibration.bandpass import BandpassTable, normalise_bandpass, solve_bandpass
+from mousflow.science.calibration.bandpass import BandpassSums, BandpassTable, normalise_bandpass, solve_bandpass
 from mousflow.science.calibration.errors import CalibrationFailed
 from mousflow.science.calibration.flagging import (
     FlagReport,
+    OutlierSearch,
     channel_log_amplitude,
     excess_power_channels,
     flag_antennas,
@@ -35,7 +37,7 @@ from mousflow.science.calibration.flagging import (
     flag_outliers,
 )
 from mousflow.science.calibration.fluxscale import FluxScaleResult, SpectralFit, fit_spectral_index, fluxscale
-from mousflow.science.calibration.gains import GainTable, solution_intervals, solve_gains
+from mousflow.science.calibration.gains import GainSums, GainTable, solution_intervals, solve_gains
 from mousflow.science.calibration.interpolation import interpolate_gains
 from mousflow.science.calibration.models import calibrator_model, power_law_flux
 from mousflow.science.calibration.recipe import (
@@ -63,11 +65,14 @@ from mousflow.science.calibration.stefcal import (
 )
 
 __all__ = [
+    "BandpassSums",
     "BandpassTable",
     "CalibrationFailed",
     "FlagReport",
     "FluxScaleResult",
+    "GainSums",
     "GainTable",
+    "OutlierSearch",
     "SpectralFit",
     "StefcalResult",
     "SubScore",

@@ -60,10 +60,72 @@ def central_channels(n_chan: int, fraction: float = 0.5) -> slice:
     return slice(start, start + width)
 
 
+class BandpassSums:
+    """solve_bandpass over blocks of integrations: each block's phases pre-solved per integration (step 1 of the
+    module docstring needs no other integration), its sums per channel with those phases in the model added
+    (step 2), then one solve per channel. Blocks in any order and any split give the whole scan's sums; one
+    block of all the data is solve_bandpass itself."""
+
+    def __init__(self, antenna1: np.ndarray, antenna2: np.ndarray, n_ant: int, n_chan: int, n_corr: int, *,
+                 flux_jy=None, presolve_fraction: float = 0.5, reference_antenna=None, min_snr: float = 3.0,
+                 min_baselines: int = 4):
+        self.a1, self.a2, self.n_ant, self.n_chan = np.asarray(antenna1), np.asarray(antenna2), n_ant, n_chan
+        self.model = calibrator_model(n_chan, flux_jy)
+        self.central = central_channels(n_chan, presolve_fraction)
+        self.solver = dict(reference_antenna=reference_antenna, min_snr=min_snr, min_baselines=min_baselines)
+        self.x = np.zeros((1, n_chan, n_corr, self.a1.size), np.complex128)
+        self.y = np.zeros((1, n_chan, n_corr, self.a1.size))
+        self.usable = self.presolved = False
+
+    def add(self, vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> None:
+        """One block of integrations, (time, baseline, channel, corr)."""
+        vis = np.asarray(vis)
+        if vis.ndim != 4:
+            raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
+        flag = np.asarray(flag, bool)
+        if not has_unflagged_sample(vis, flag):
+            return
+        self.usable = True
+        n_time, sel = vis.shape[0], self.central
+        # 1. per-integration phases from the central channels
+        x, y, _ = reduce_baselines(vis[:, :, sel], self.model[sel], weight[:, :, sel], flag[:, :, sel],
+                                   np.arange(n_time), n_time, per_channel=False)  # (time, corr, bl)
+        if not np.any(y > 0):
+            return  # nothing in the central channels: no phase, so the block carries no weight
+        pre = stefcal(x, y, self.a1, self.a2, self.n_ant, **self.solver)
+        if pre.flags.all():
+            return
+        self.presolved = True
+        phasor = np.where(pre.flags, 0, pre.gains / np.maximum(np.abs(pre.gains), 1e-30))  # (time, corr, ant)
+        phasor = phasor.transpose(0, 2, 1)  # (time, ant, corr)
+        # (time, bl, corr); 0 where the pre-solve failed, so that those samples carry no weight (reduce_baselines)
+        rot = phasor[:, self.a1] * np.conj(phasor[:, self.a2])
+        # 2. per channel over the whole scan, with the phases in the model
+        x, y, _ = reduce_baselines(vis, self.model, weight, flag, np.zeros(n_time, int), 1, per_channel=True,
+                                   phasor=rot)
+        self.x += x
+        self.y += y
+
+    def solve(self) -> BandpassTable:
+        """The bandpass from the sums of every block (see solve_bandpass)."""
+        if not self.usable:
+            raise CalibrationFailed("solve_bandpass: the bandpass calibrator has no unflagged data")
+        if not self.presolved:
+            raise CalibrationFailed("solve_bandpass: the phase pre-solve failed for every integration")
+        res = stefcal(self.x[0], self.y[0], self.a1, self.a2, self.n_ant, **self.solver)  # (chan, corr, ant)
+        flags = res.flags.transpose(2, 0, 1)
+        if flags.all():
+            raise CalibrationFailed("solve_bandpass: every bandpass solution is flagged")
+        bp = normalise_bandpass(res.gains.transpose(2, 0, 1), flags)
+        return BandpassTable(bandpass=bp, flags=flags, snr=res.snr.transpose(2, 0, 1),
+                             reference_antenna=res.reference_antenna)
+
+
 def solve_bandpass(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1: np.ndarray,
                    antenna2: np.ndarray, n_ant: int, *, flux_jy=None, presolve_fraction: float = 0.5,
                    reference_antenna=None, min_snr: float = 3.0, min_baselines: int = 4) -> BandpassTable:
-    """Solve the bandpass on a point-source calibrator scan (see the module docstring).
+    """Solve the bandpass on a point-source calibrator scan (see the module docstring): BandpassSums on the data
+    as one block.
 
     vis, flag, weight: (time, baseline, channel, corr). flux_jy: the calibrator's spectrum (scalar, (n_chan,)
     or (n_chan, n_corr)); None assumes a flat spectrum, whose slope error then ends up in the bandpass (for a
@@ -73,33 +135,8 @@ def solve_bandpass(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenn
     vis = np.asarray(vis)
     if vis.ndim != 4:
         raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
-    n_time, n_chan = vis.shape[0], vis.shape[2]
-    a1, a2 = np.asarray(antenna1), np.asarray(antenna2)
-    flag = np.asarray(flag, bool)
-    if not has_unflagged_sample(vis, flag):
-        raise CalibrationFailed("solve_bandpass: the bandpass calibrator has no unflagged data")
-    model = calibrator_model(n_chan, flux_jy)
-
-    # 1. per-integration phases from the central channels
-    sel = central_channels(n_chan, presolve_fraction)
-    x, y, _ = reduce_baselines(vis[:, :, sel], model[sel], weight[:, :, sel], flag[:, :, sel],
-                               np.arange(n_time), n_time, per_channel=False)  # (time, corr, bl)
-    pre = stefcal(x, y, a1, a2, n_ant, reference_antenna=reference_antenna, min_snr=min_snr,
-                  min_baselines=min_baselines)
-    if pre.flags.all():
-        raise CalibrationFailed("solve_bandpass: the phase pre-solve failed for every integration")
-    phasor = np.where(pre.flags, 0, pre.gains / np.maximum(np.abs(pre.gains), 1e-30))  # (time, corr, ant)
-    phasor = phasor.transpose(0, 2, 1)  # (time, ant, corr)
-    # (time, bl, corr); 0 where the pre-solve failed, so that those samples carry no weight (reduce_baselines)
-    rot = phasor[:, a1] * np.conj(phasor[:, a2])
-
-    # 2. per channel over the whole scan, with the phases in the model
-    x, y, _ = reduce_baselines(vis, model, weight, flag, np.zeros(n_time, int), 1, per_channel=True, phasor=rot)
-    res = stefcal(x[0], y[0], a1, a2, n_ant, reference_antenna=reference_antenna, min_snr=min_snr,
-                  min_baselines=min_baselines)  # (chan, corr, ant)
-    flags = res.flags.transpose(2, 0, 1)
-    if flags.all():
-        raise CalibrationFailed("solve_bandpass: every bandpass solution is flagged")
-    bp = normalise_bandpass(res.gains.transpose(2, 0, 1), flags)
-    return BandpassTable(bandpass=bp, flags=flags, snr=res.snr.transpose(2, 0, 1),
-                         reference_antenna=res.reference_antenna)
+    sums = BandpassSums(antenna1, antenna2, n_ant, vis.shape[2], vis.shape[3], flux_jy=flux_jy,
+                        presolve_fraction=presolve_fraction, reference_antenna=reference_antenna, min_snr=min_snr,
+                        min_baselines=min_baselines)
+    sums.add(vis, flag, weight)
+    return sums.solve()

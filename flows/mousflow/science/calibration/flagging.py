@@ -164,12 +164,119 @@ def excess_power_channels(ch_stat: np.ndarray, threshold: float = CHANNEL_THRESH
     return channels, excess, reasons
 
 
+class OutlierSearch:
+    """flag_outliers over blocks of integrations, for a calibrator too large to hold: two passes over the same
+    blocks, in any order and any split. First `add_for_antennas` for every block (invalid samples counted, the
+    dead-antenna test's amplitudes counted per baseline), then `antennas()`; then `add_for_channels` for every
+    block (the excess-power test's amplitudes counted per channel, the bad antennas' baselines left out), then
+    `report()`. Counts add (amplitude_median), so the report is, to the bit, flag_outliers' on the whole data;
+    flag_known_bad(vis, flag, antenna1, antenna2, report.antennas, report.channels) is then its flag array."""
+
+    def __init__(self, antenna1: np.ndarray, antenna2: np.ndarray, n_ant: int, n_chan: int, n_corr: int, *,
+                 antennas: bool = True, channels: bool = True, antenna_threshold: float = 5.0,
+                 channel_threshold: float = CHANNEL_THRESHOLD, min_antenna_scatter: float = 0.1,
+                 min_channel_scatter: float = MIN_CHANNEL_SCATTER, channel_window: int = CHANNEL_WINDOW,
+                 protect_channels: Sequence[int] = ()):
+        self.a1, self.a2, self.n_ant = np.asarray(antenna1), np.asarray(antenna2), n_ant
+        self.n_chan, self.n_corr = n_chan, n_corr
+        self.test_antennas, self.test_channels = antennas, channels
+        self.antenna_threshold, self.min_antenna_scatter = antenna_threshold, min_antenna_scatter
+        self.channel_args = (channel_threshold, min_channel_scatter, channel_window, protect_channels)
+        # samples seen, flagged as read, newly flagged as invalid, flagged in all after flag_invalid
+        self.n_samples = self.n_flagged = self.n_invalid = self.n_unusable = 0
+        self.antenna_log_amplitude: np.ndarray | None = None
+        self.per_baseline = amplitude_median.AmplitudeCounts(self.a1.size * n_corr)
+        self.per_channel = amplitude_median.AmplitudeCounts(n_chan * n_corr)
+        self.flagged_per_channel = np.zeros(n_chan, np.int64)  # after the antenna test
+        self._antennas: list[int] | None = None
+        self._reasons: list[str] = []
+
+    def _check(self, vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
+        vis = np.asarray(vis)
+        if vis.ndim != 4:
+            raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
+        if vis.shape[1:] != (self.a1.size, self.n_chan, self.n_corr):
+            raise CalibrationFailed(f"a block of shape {vis.shape} for {self.a1.size} baselines, {self.n_chan} "
+                                    f"channels, {self.n_corr} correlations")
+        return vis
+
+    def add_for_antennas(self, vis: np.ndarray, flag: np.ndarray) -> np.ndarray:
+        """The first pass over one block; returns its invalid samples' flags (flag_invalid), which a caller may
+        count further."""
+        vis = self._check(vis, flag)
+        invalid = flag_invalid(vis, flag)
+        n_flag, n_invalid = int(np.count_nonzero(flag)), int(np.count_nonzero(invalid))
+        self.n_samples += vis.size
+        self.n_flagged += n_flag
+        self.n_invalid += n_invalid - n_flag
+        self.n_unusable += n_invalid
+        if self.test_antennas:
+            amplitude_median.count_per_baseline(vis, invalid, self.per_baseline)
+        return invalid
+
+    def antennas(self) -> list[int]:
+        """The antennas whose amplitudes stand out, once every block is in. Raises CalibrationFailed when no
+        sample is usable."""
+        if self._antennas is not None:
+            return self._antennas
+        if self.n_invalid:
+            self._reasons.append(f"{self.n_invalid} samples NaN/inf or exactly zero")
+        if self.n_unusable == self.n_samples:
+            raise CalibrationFailed("no unflagged data (all samples flagged, NaN or zero)")
+        found: list[int] = []
+        if self.test_antennas:
+            bl_stat = amplitude_median.log_median(self.per_baseline, (self.a1.size, self.n_corr))
+            stat = np.full((self.n_ant, self.n_corr), np.nan)
+            for ant in range(self.n_ant):
+                rows = bl_stat[(self.a1 == ant) | (self.a2 == ant)]
+                if rows.size:
+                    stat[ant] = _nanmedian(rows, axis=0)
+            self.antenna_log_amplitude = stat
+            z = np.stack([_robust_z(stat[:, c], self.min_antenna_scatter) for c in range(stat.shape[1])], axis=1)
+            for ant in np.flatnonzero(np.any(np.abs(z) > self.antenna_threshold, axis=1)):
+                c = int(np.argmax(np.abs(z[ant])))
+                ratio = float(np.exp(stat[ant, c] - np.nanmedian(stat[:, c])))
+                found.append(int(ant))
+                self._reasons.append(f"antenna {ant}: median amplitude {ratio:.3g} x the array's "
+                                     f"(robust z = {z[ant, c]:+.1f}, correlation {c})")
+        self._antennas = found
+        return found
+
+    def add_for_channels(self, vis: np.ndarray, flag: np.ndarray) -> None:
+        """The second pass over one block (after antennas())."""
+        vis = self._check(vis, flag)
+        out = flag_known_bad(vis, flag, self.a1, self.a2, self.antennas(), [])
+        self.flagged_per_channel += np.count_nonzero(out, axis=(0, 1, 3))
+        if self.test_channels:
+            amplitude_median.count_per_channel(vis, out, self.per_channel)
+
+    def report(self) -> FlagReport:
+        """What flag_outliers reports on the whole data. Raises CalibrationFailed when nothing is left."""
+        report = FlagReport(antennas=list(self.antennas()), reasons=list(self._reasons),
+                            fraction_before=self.n_flagged / self.n_samples)
+        report.antenna_log_amplitude = self.antenna_log_amplitude
+        if self.test_channels:
+            stat = amplitude_median.log_median(self.per_channel, (self.n_chan, self.n_corr))
+            found, report.channel_excess, reasons = excess_power_channels(stat, *self.channel_args)
+            report.channels += found
+            report.reasons += reasons
+        per_channel = self.n_samples // self.n_chan
+        flagged = self.flagged_per_channel.copy()
+        flagged[report.channels] = per_channel
+        n_flagged = int(flagged.sum())
+        report.fraction_after = n_flagged / self.n_samples
+        if n_flagged == self.n_samples:
+            raise CalibrationFailed("no unflagged data left after outlier flagging")
+        return report
+
+
 def flag_outliers(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray, n_ant: int, *,
                   antennas: bool = True, channels: bool = True, antenna_threshold: float = 5.0,
                   channel_threshold: float = CHANNEL_THRESHOLD, min_antenna_scatter: float = 0.1,
                   min_channel_scatter: float = MIN_CHANNEL_SCATTER, channel_window: int = CHANNEL_WINDOW,
                   protect_channels: Sequence[int] = ()) -> tuple[np.ndarray, FlagReport]:
-    """Flag invalid data, then amplitude-outlier antennas and channels (see the module docstring).
+    """Flag invalid data, then amplitude-outlier antennas and channels (see the module docstring): an
+    OutlierSearch over the data as one block.
 
     vis, flag: (time, baseline, channel, corr). Returns (new flag array, FlagReport).
     antenna_threshold: robust z-score (either sign) above which an antenna is flagged on all correlations.
@@ -179,42 +286,12 @@ def flag_outliers(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, anten
     vis = np.asarray(vis)
     if vis.ndim != 4:
         raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
-    a1, a2 = np.asarray(antenna1), np.asarray(antenna2)
-    report = FlagReport(fraction_before=float(np.mean(flag)))
-    out = flag_invalid(vis, flag)
-    n_new = int(out.sum() - np.sum(flag))
-    if n_new:
-        report.reasons.append(f"{n_new} samples NaN/inf or exactly zero")
-    if out.all():
-        raise CalibrationFailed("no unflagged data (all samples flagged, NaN or zero)")
-    if antennas:
-        n_bl, n_corr = vis.shape[1], vis.shape[3]
-        bl_stat = amplitude_median.log_median(amplitude_median.count_per_baseline(vis, out), (n_bl, n_corr))
-        stat = np.full((n_ant, vis.shape[3]), np.nan)
-        for ant in range(n_ant):
-            rows = bl_stat[(a1 == ant) | (a2 == ant)]
-            if rows.size:
-                stat[ant] = _nanmedian(rows, axis=0)
-        report.antenna_log_amplitude = stat
-        z = np.stack([_robust_z(stat[:, c], min_antenna_scatter) for c in range(stat.shape[1])], axis=1)
-        for ant in np.flatnonzero(np.any(np.abs(z) > antenna_threshold, axis=1)):
-            c = int(np.argmax(np.abs(z[ant])))
-            ratio = float(np.exp(stat[ant, c] - np.nanmedian(stat[:, c])))
-            report.antennas.append(int(ant))
-            report.reasons.append(f"antenna {ant}: median amplitude {ratio:.3g} x the array's "
-                                  f"(robust z = {z[ant, c]:+.1f}, correlation {c})")
-        if report.antennas:
-            out = flag_antennas(out, a1, a2, report.antennas)
-
-    if channels:
-        found, report.channel_excess, reasons = excess_power_channels(
-            channel_log_amplitude(vis, out), channel_threshold, min_channel_scatter, channel_window, protect_channels)
-        report.channels += found
-        report.reasons += reasons
-        if report.channels:
-            out = flag_channels(out, report.channels)
-
-    report.fraction_after = float(np.mean(out))
-    if out.all():
-        raise CalibrationFailed("no unflagged data left after outlier flagging")
-    return out, report
+    search = OutlierSearch(antenna1, antenna2, n_ant, vis.shape[2], vis.shape[3], antennas=antennas,
+                           channels=channels, antenna_threshold=antenna_threshold,
+                           channel_threshold=channel_threshold, min_antenna_scatter=min_antenna_scatter,
+                           min_channel_scatter=min_channel_scatter, channel_window=channel_window,
+                           protect_channels=protect_channels)
+    search.add_for_antennas(vis, flag)
+    search.add_for_channels(vis, flag)
+    report = search.report()
+    return flag_known_bad(vis, flag, search.a1, search.a2, report.antennas, report.channels), report

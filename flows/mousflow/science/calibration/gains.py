@@ -101,11 +101,62 @@ def bandpass_model(antenna1: np.ndarray, antenna2: np.ndarray, bandpass: Bandpas
     return bb, bflag
 
 
+class GainSums:
+    """solve_gains over blocks of integrations: StEFCal's sums per solution interval (reduce_baselines), added
+    block by block in any order, then one solve. time_s: the integrations of all the blocks, in order; `add`
+    takes each block with its range of them. One block of all the data is solve_gains itself."""
+
+    def __init__(self, antenna1: np.ndarray, antenna2: np.ndarray, time_s: np.ndarray, n_chan: int, n_corr: int, *,
+                 bandpass: BandpassTable | None = None, flux_jy=None, solint: str | float = "int",
+                 scan_gap_s: float | None = None):
+        self.a1, self.a2 = np.asarray(antenna1), np.asarray(antenna2)
+        self.time_s = np.asarray(time_s, dtype=np.float64)
+        # the model is 0 where the bandpass is flagged: those samples carry no weight (reduce_baselines)
+        self.model, bflag = bandpass_model(self.a1, self.a2, bandpass, n_chan, flux_jy)
+        self.bandpass_all_flagged = bflag is not None and bool(bflag.all())
+        self.index, self.n_sol = solution_intervals(self.time_s, solint, scan_gap_s)
+        self.x = np.zeros((self.n_sol, n_corr, self.a1.size), np.complex128)
+        self.y = np.zeros((self.n_sol, n_corr, self.a1.size))
+        self.usable = False
+
+    def add(self, times: slice, vis: np.ndarray, flag: np.ndarray, weight: np.ndarray) -> None:
+        """One block: the integrations time_s[times], (time, baseline, channel, corr)."""
+        vis = np.asarray(vis)
+        if vis.ndim != 4:
+            raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
+        index = self.index[times]
+        if index.size != vis.shape[0]:
+            raise CalibrationFailed(f"a block of {vis.shape[0]} integrations given {index.size} times")
+        flag = np.asarray(flag, bool)
+        self.usable = self.usable or has_unflagged_sample(vis, flag)
+        x, y, _ = reduce_baselines(vis, self.model, weight, flag, index, self.n_sol, per_channel=False)
+        self.x += x
+        self.y += y
+
+    def solve(self, n_ant: int, *, phase_only: bool = False, reference_antenna=None, min_snr: float = 3.0,
+              min_baselines: int = 4) -> GainTable:
+        """The gain table from the sums of every block (see solve_gains)."""
+        if not self.usable or self.bandpass_all_flagged:
+            raise CalibrationFailed("solve_gains: the calibrator has no unflagged data")
+        res = stefcal(self.x, self.y, self.a1, self.a2, n_ant, reference_antenna=reference_antenna,
+                      min_snr=min_snr, min_baselines=min_baselines)
+        if res.flags.all():
+            raise CalibrationFailed("solve_gains: every gain solution is flagged (too few antennas or SNR too low)")
+        gains = res.gains.transpose(0, 2, 1)  # (sol, ant, corr)
+        if phase_only:
+            gains = np.where(res.flags.transpose(0, 2, 1), gains, gains / np.maximum(np.abs(gains), 1e-30))
+        counts = np.bincount(self.index, minlength=self.n_sol)
+        centres = np.bincount(self.index, self.time_s, minlength=self.n_sol) / np.maximum(counts, 1)
+        return GainTable(time_s=centres, gains=gains, flags=res.flags.transpose(0, 2, 1),
+                         snr=res.snr.transpose(0, 2, 1), reference_antenna=res.reference_antenna)
+
+
 def solve_gains(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray,
                 n_ant: int, time_s: np.ndarray, *, bandpass: BandpassTable | None = None, flux_jy=None,
                 solint: str | float = "int", scan_gap_s: float | None = None, phase_only: bool = False,
                 reference_antenna=None, min_snr: float = 3.0, min_baselines: int = 4) -> GainTable:
-    """Solve g_p(t) per solution interval and correlation on a point-source calibrator.
+    """Solve g_p(t) per solution interval and correlation on a point-source calibrator (GainSums on the data as
+    one block).
 
     vis, flag, weight: (time, baseline, channel, corr). flux_jy: the calibrator's model (None = 1 Jy at every
     frequency: the amplitudes then carry sqrt(S), which `fluxscale` removes). phase_only: keep only the phase
@@ -115,22 +166,8 @@ def solve_gains(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, antenna1:
     vis = np.asarray(vis)
     if vis.ndim != 4:
         raise CalibrationFailed(f"visibilities must be (time, baseline, channel, corr), got shape {vis.shape}")
-    # the model is 0 where the bandpass is flagged: those samples carry no weight (reduce_baselines)
-    model, bflag = bandpass_model(antenna1, antenna2, bandpass, vis.shape[2], flux_jy)
-    flag = np.asarray(flag, bool)
-    if not has_unflagged_sample(vis, flag) or (bflag is not None and bflag.all()):
-        raise CalibrationFailed("solve_gains: the calibrator has no unflagged data")
-    index, n_sol = solution_intervals(time_s, solint, scan_gap_s)
-    x, y, _ = reduce_baselines(vis, model, weight, flag, index, n_sol, per_channel=False)  # (sol, corr, bl)
-    res = stefcal(x, y, antenna1, antenna2, n_ant, reference_antenna=reference_antenna, min_snr=min_snr,
-                  min_baselines=min_baselines)
-    if res.flags.all():
-        raise CalibrationFailed("solve_gains: every gain solution is flagged (too few antennas or SNR too low)")
-    gains = res.gains.transpose(0, 2, 1)  # (sol, ant, corr)
-    if phase_only:
-        gains = np.where(res.flags.transpose(0, 2, 1), gains, gains / np.maximum(np.abs(gains), 1e-30))
-    times = np.asarray(time_s, dtype=np.float64)
-    counts = np.bincount(index, minlength=n_sol)
-    centres = np.bincount(index, times, minlength=n_sol) / np.maximum(counts, 1)
-    return GainTable(time_s=centres, gains=gains, flags=res.flags.transpose(0, 2, 1),
-                     snr=res.snr.transpose(0, 2, 1), reference_antenna=res.reference_antenna)
+    sums = GainSums(antenna1, antenna2, time_s, vis.shape[2], vis.shape[3], bandpass=bandpass, flux_jy=flux_jy,
+                    solint=solint, scan_gap_s=scan_gap_s)
+    sums.add(slice(None), vis, flag, weight)
+    return sums.solve(n_ant, phase_only=phase_only, reference_antenna=reference_antenna, min_snr=min_snr,
+                      min_baselines=min_baselines)

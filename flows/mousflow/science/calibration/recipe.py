@@ -13,7 +13,7 @@ atmosphere does within a scan, as on the target, not only thermal noise).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,17 +21,17 @@ import numpy as np
 
 from mousflow.science.calibration import chunking
 from mousflow.science.calibration.apply import apply_calibration
-from mousflow.science.calibration.bandpass import BandpassTable, solve_bandpass
+from mousflow.science.calibration.bandpass import BandpassSums, BandpassTable
 from mousflow.science.calibration.errors import CalibrationFailed
 from mousflow.science.calibration.flagging import (
     FlagReport,
+    OutlierSearch,
     channel_log_amplitude,
     excess_power_channels,
     flag_known_bad,
-    flag_outliers,
 )
 from mousflow.science.calibration.fluxscale import FluxScaleResult, fluxscale
-from mousflow.science.calibration.gains import GainTable, solve_gains
+from mousflow.science.calibration.gains import GainSums, GainTable
 from mousflow.science.calibration.interpolation import interpolate_gains
 from mousflow.science.calibration.scores import (
     SubScore,
@@ -68,8 +68,9 @@ class WindowCalibration:
     scores: dict[str, SubScore] = field(default_factory=dict)
 
 
-CalibratorReader = Callable[[str], Visibilities]
-"""The data of one calibrator role ("bandpass", "flux" or "phase"), read when the kernel asks for it."""
+CalibratorReader = Callable[[str], Iterable[Visibilities]]
+"""The data of one calibrator role ("bandpass", "flux" or "phase") as blocks of its integrations, in time
+order and on the same baselines, read afresh each time the kernel asks for the role (one block or many)."""
 
 FLAG_ORDER = ("phase", "flux", "bandpass")
 SOLVE_ORDER = ("bandpass", "flux", "phase")
@@ -78,77 +79,122 @@ SOLVE_ORDER = ("bandpass", "flux", "phase")
 def calibrate_window(bandpass_cal: Visibilities, flux_cal: Visibilities, phase_cal: Visibilities,
                      flux_model_jy: np.ndarray, *, solint: str | float = "int", scale_weights: bool = True,
                      min_snr: float = 3.0) -> WindowCalibration:
-    """Calibrate one window from its three calibrators in memory (calibrate_window_read on them).
-    flux_model_jy: the flux calibrator's trusted model per channel (n_chan,)."""
+    """Calibrate one window from its three calibrators in memory (calibrate_window_read on them, each one
+    block). flux_model_jy: the flux calibrator's trusted model per channel (n_chan,)."""
     cals = {"bandpass": bandpass_cal, "flux": flux_cal, "phase": phase_cal}
-    return calibrate_window_read(cals.__getitem__, flux_model_jy, solint=solint, scale_weights=scale_weights,
-                                 min_snr=min_snr)
+    return calibrate_window_read(lambda role: [cals[role]], flux_model_jy, solint=solint,
+                                 scale_weights=scale_weights, min_snr=min_snr)
 
 
 def calibrate_window_read(read: CalibratorReader, flux_model_jy: np.ndarray, *, solint: str | float = "int",
                           scale_weights: bool = True, min_snr: float = 3.0) -> WindowCalibration:
-    """Calibrate one window, holding one calibrator at a time: `read(role)` is called for each role in
-    FLAG_ORDER (the flag statistics), then in SOLVE_ORDER (the solves and the phase calibrator's score), and
-    the kernel keeps no reference to one calibrator when it asks for the next. At full size a 480-channel
-    window's three calibrators together were the calibration stage's peak memory; read twice, one at a time,
-    the largest of them is. A reader that keeps its last answer until asked for another role reads the
-    bandpass calibrator once (last to be flagged, first to be solved), and the flux calibrator once too when
-    it is the same data.
+    """Calibrate one window, holding one block of one calibrator at a time: `read(role)` gives the role's blocks
+    of integrations, and the kernel asks for them (keeping none when it asks for the next) in passes: for each
+    role in FLAG_ORDER twice (the flag statistics: flagging.OutlierSearch), then in SOLVE_ORDER once each (the
+    sums of the solves: BandpassSums, GainSums) and the phase calibrator once more (its score, calibrated with
+    the solutions). The peak is then a block, not a calibrator: at full size a 480-channel window's phase
+    calibrator held whole was the calibration stage's peak, and an ALMA bandpass scan of 3840 channels would be
+    GBs. A reader that keeps its last block until asked again reads a calibrator that is one block once per role.
 
-    The result is, to the bit, what flagging and solving the three in memory gives: what flag_outliers finds on
-    any calibrator is flagged on all of them; a calibrator's flags for the solves are its invalid samples plus
-    every calibrator's bad antennas and channels (flag_outliers' own finds are among those), and the reference
-    antenna is chosen on the phase calibrator's unflagged counts per baseline and channel, kept from the first
-    pass. The module docstring gives the steps."""
-    reports = {}
+    The result is, to the bit, what flagging and solving the three in memory gives (and, blocks split anywhere,
+    the same but for the order of floating-point sums): what flag_outliers finds on any calibrator is flagged on
+    all of them; a calibrator's flags for the solves are its invalid samples plus every calibrator's bad
+    antennas and channels (flag_outliers' own finds are among those), and the reference antenna is chosen on the
+    phase calibrator's usable counts per baseline and channel, kept from the first pass. The module docstring
+    gives the steps."""
+    reports, layout, times = {}, {}, {}
     for role in FLAG_ORDER:
-        cal = read(role)
-        n_ant = len(cal.antenna_names)
-        flag, reports[role] = flag_outliers(cal.vis, cal.flag, cal.antenna1, cal.antenna2, n_ant)
-        if role == "phase":
-            phase_baselines = (cal.antenna1, cal.antenna2)
-            phase_good = (~flag).sum(axis=(0, 3))  # (baseline, channel)
-        del cal, flag
+        search = None
+        role_times = []
+        for block in read(role):
+            if search is None:
+                layout[role] = (np.asarray(block.antenna1), np.asarray(block.antenna2), len(block.antenna_names))
+                search = OutlierSearch(block.antenna1, block.antenna2, len(block.antenna_names),
+                                       *np.shape(block.vis)[2:])
+                if role == "phase":
+                    phase_good = np.zeros(np.shape(block.vis)[1:3], np.int64)  # (baseline, channel)
+            invalid = search.add_for_antennas(block.vis, block.flag)
+            if role == "phase":
+                phase_good += (~invalid).sum(axis=(0, 3))
+            role_times.append(np.asarray(block.time_s, dtype=np.float64))
+            del block, invalid
+        if search is None:
+            raise CalibrationFailed(f"the {role} calibrator has no integrations")
+        search.antennas()
+        for block in read(role):
+            search.add_for_channels(block.vis, block.flag)
+            del block
+        reports[role] = search.report()
+        times[role] = np.concatenate(role_times)
+        del search
     reports = {role: reports[role] for role in SOLVE_ORDER}
+    n_ant = layout["bandpass"][2]
     bad_ants = sorted({a for r in reports.values() for a in r.antennas})
     bad_chans = sorted({ch for r in reports.values() for ch in r.channels})
-    a1, a2 = phase_baselines
+    a1, a2, _ = layout["phase"]
     phase_good[np.isin(a1, bad_ants) | np.isin(a2, bad_ants)] = 0
     phase_good[:, bad_chans] = 0
     refant = choose_reference_antenna_of_counts(phase_good.sum(axis=1), a1, a2, n_ant, exclude=bad_ants)
     del phase_good
+    solver = dict(reference_antenna=refant, min_snr=min_snr)
 
     def flags_for_solves(cal: Visibilities) -> np.ndarray:
         return flag_known_bad(cal.vis, cal.flag, cal.antenna1, cal.antenna2, bad_ants, bad_chans)
 
-    cal = read("bandpass")
-    bp = solve_bandpass(cal.vis, flags_for_solves(cal), cal.weight, cal.antenna1, cal.antenna2, n_ant,
-                        reference_antenna=refant, min_snr=min_snr)
-    del cal
-    cal = read("flux")
-    gf = solve_gains(cal.vis, flags_for_solves(cal), cal.weight, cal.antenna1, cal.antenna2, n_ant, cal.time_s,
-                     bandpass=bp, flux_jy=flux_model_jy, solint=solint, reference_antenna=refant, min_snr=min_snr)
-    del cal
-    phase_cal = read("phase")
-    flag = flags_for_solves(phase_cal)
-    a1, a2 = phase_cal.antenna1, phase_cal.antenna2
-    gp = solve_gains(phase_cal.vis, flag, phase_cal.weight, a1, a2, n_ant, phase_cal.time_s, bandpass=bp,
-                     solint=solint, reference_antenna=refant, min_snr=min_snr)
+    def blocks_with_times(role: str):
+        """(the block's range of the role's integrations, the block), block by block."""
+        t0 = 0
+        for block in read(role):
+            n = np.shape(block.vis)[0]
+            yield slice(t0, t0 + n), block
+            del block  # before the reader is asked for the next
+            t0 += n
+
+    a1, a2, _ = layout["bandpass"]
+    bp_sums = None
+    for block in read("bandpass"):
+        if bp_sums is None:
+            bp_sums = BandpassSums(a1, a2, n_ant, *np.shape(block.vis)[2:], **solver)
+        bp_sums.add(block.vis, flags_for_solves(block), block.weight)
+        del block
+    bp = bp_sums.solve()
+    del bp_sums
+
+    a1, a2, _ = layout["flux"]
+    n_chan, n_corr = bp.bandpass.shape[1:]
+    sums = GainSums(a1, a2, times["flux"], n_chan, n_corr, bandpass=bp, flux_jy=flux_model_jy, solint=solint)
+    for ts, block in blocks_with_times("flux"):
+        sums.add(ts, block.vis, flags_for_solves(block), block.weight)
+        del block
+    gf = sums.solve(n_ant, **solver)
+
+    a1, a2, _ = layout["phase"]
+    sums, per_scan_sums = (GainSums(a1, a2, times["phase"], n_chan, n_corr, bandpass=bp, solint=s)
+                           for s in (solint, "scan"))
+    for ts, block in blocks_with_times("phase"):
+        flag = flags_for_solves(block)
+        sums.add(ts, block.vis, flag, block.weight)
+        per_scan_sums.add(ts, block.vis, flag, block.weight)
+        del block, flag
+    gp = sums.solve(n_ant, **solver)
     fs = fluxscale(gf, gp)
     result = WindowCalibration(bp, gf, fs.table, fs, bad_ants, bad_chans, reports, refant)
+    per_scan = fluxscale(gf, per_scan_sums.solve(n_ant, **solver)).table
 
-    per_scan = fluxscale(gf, solve_gains(phase_cal.vis, flag, phase_cal.weight, a1, a2, n_ant,
-                                         phase_cal.time_s, bandpass=bp, solint="scan", reference_antenna=refant,
-                                         min_snr=min_snr)).table
-    g, gflag = interpolate_gains(per_scan, phase_cal.time_s)
-    # calibrated a chunk of rows at a time, only the rows' channel sums kept: a calibrated copy of the whole
-    # phase calibrator on top of it was the calibration stage's peak at full size
-    n_time, n_bl, n_chan, n_corr = phase_cal.vis.shape
+    # the phase calibrator calibrated with per-scan gains interpolated onto its integrations, a chunk of rows at
+    # a time, only the rows' channel sums kept: a calibrated copy of the whole phase calibrator on top of it was
+    # the calibration stage's peak at full size
+    n_time, n_bl = times["phase"].size, a1.size
     sw, swv = np.empty((n_time, n_bl, n_corr)), np.empty((n_time, n_bl, n_corr), np.complex128)
-    for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
-        v, f, w = apply_calibration(phase_cal.vis[ts, bs], flag[ts, bs], phase_cal.weight[ts, bs],
-                                    a1[bs], a2[bs], g[ts], gflag[ts], bp, scale_weights=scale_weights)
-        sw[ts, bs], swv[ts, bs] = row_sums(v, f, w)
+    for ts, block in blocks_with_times("phase"):
+        flag = flags_for_solves(block)
+        g, gflag = interpolate_gains(per_scan, block.time_s)
+        for cs, bs in chunking.sample_chunks(flag.shape[0], n_bl, n_chan * n_corr):
+            v, f, w = apply_calibration(block.vis[cs, bs], flag[cs, bs], block.weight[cs, bs], a1[bs], a2[bs],
+                                        g[cs], gflag[cs], bp, scale_weights=scale_weights)
+            rows = slice(ts.start + cs.start, ts.start + cs.stop)
+            sw[rows, bs], swv[rows, bs] = row_sums(v, f, w)
+        del block, flag
     result.scores = {"phase_rms": phase_rms_score_of(*phase_rms_of_row_sums(sw, swv)),
                      "gain_snr": gain_snr_score(fs.table)}
     return result
