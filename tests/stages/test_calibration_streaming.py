@@ -40,11 +40,11 @@ def _count_block_calls(monkeypatch) -> dict[str, list]:
     read, apply = calibration.load_partition, calibration.apply_to_target_block
     count = amplitude_median.count_per_channel
 
-    def counting_read(node, name="", channels=None, field=None, times=None):
+    def counting_read(node, name="", channels=None, field=None, times=None, **kw):
         for key, value in (("channels", channels), ("times", times)):
             if value is not None and field is None:  # the target's (a calibrator is read on its field)
                 calls[key].append((name, value.start, value.stop))
-        return read(node, name, channels=channels, field=field, times=times)
+        return read(node, name, channels=channels, field=field, times=times, **kw)
 
     def counting_apply(cal, block, bad_channels, **kw):
         calls["applied"].append(block.time_s[0])
@@ -116,13 +116,13 @@ def _calibrator_reads(monkeypatch) -> dict[tuple[int, str], list[tuple[int, int]
     reads: dict[tuple[int, str], list[tuple[int, int]]] = {}
     read = calibration.load_partition
 
-    def counting_read(node, name="", channels=None, field=None, times=None):
+    def counting_read(node, name="", channels=None, field=None, times=None, **kw):
         if field is not None:
-            block = read(node, name, channels=channels, field=field, times=times)
+            block = read(node, name, channels=channels, field=field, times=times, **kw)
             times = times or slice(0, block.time_s.size)
             reads.setdefault((id(node.root), name), []).append((times.start, times.stop))
             return block
-        return read(node, name, channels=channels, field=field, times=times)
+        return read(node, name, channels=channels, field=field, times=times, **kw)
 
     monkeypatch.setattr(calibration, "load_partition", counting_read)
     return reads

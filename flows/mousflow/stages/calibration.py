@@ -367,7 +367,8 @@ def target_channel_statistic(node: xr.DataTree, info: PartitionInfo, *, threads:
     unit = stored if stored * per_time <= STATISTIC_BLOCK_BYTES else 1
 
     def count(times: slice) -> amplitude_median.AmplitudeCounts:
-        block = load_partition(node, info.name, times=times)
+        # in sequence: `threads` blocks are read at once already
+        block = load_partition(node, info.name, times=times, sequential=True)
         return amplitude_median.count_per_channel(block.vis, block.flag)
 
     counts = amplitude_median.AmplitudeCounts(n_chan * n_corr)
@@ -401,7 +402,7 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
     flagged: dict[int, int] = {}  # per block, as each task reports it
 
     def calibrate_block(k: int, times: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        block = load_partition(node, info.name, times=times)
+        block = load_partition(node, info.name, times=times, sequential=True)  # `threads` blocks at once already
         # calibrated in the block's own arrays: read for this alone, they are not held twice
         vis, flag, weight, flagged[k] = apply_to_target_block(cal, block, bad_channels, in_place=True)
         return vis, flag, weight
