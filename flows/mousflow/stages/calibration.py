@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -162,7 +163,7 @@ class CalibratorReader:
         self.seen: dict[str, PartitionArrays] = {}
         self._last: tuple[tuple, PartitionArrays | None] = ((), None)
 
-    def __call__(self, role: str):
+    def __call__(self, role: str) -> Iterator[PartitionArrays]:
         source = self.sources[role]
         if len(source.partitions) > 1:
             yield self._kept((source.field, source.partitions), role, lambda: concatenate_partitions(
@@ -189,10 +190,8 @@ class CalibratorReader:
         ds = node.dataset
         per_time = ds.sizes["baseline_id"] * ds.sizes["frequency"] * \
             len(parallel_hand_indices([str(c) for c in ds.polarization.values])) * VIS_ITEMSIZE
-        stored = stored_chunk_length(node, "time")
-        unit = stored if stored * per_time <= CALIBRATOR_BLOCK_BYTES else 1
         return [slice(run.start + b.start, run.start + b.stop) for run in _field_runs(node, field)
-                for b in read_blocks(run.stop - run.start, per_time, CALIBRATOR_BLOCK_BYTES, unit)]
+                for b in _stored_chunk_blocks(node, run.stop - run.start, per_time, CALIBRATOR_BLOCK_BYTES)]
 
     def _kept(self, key: tuple, role: str, load) -> PartitionArrays:
         if self._last[0] != key:
@@ -355,6 +354,14 @@ def _vis_shape(info: PartitionInfo) -> tuple[int, int, int, int]:
     return info.n_time, info.n_baseline, info.n_chan, len(parallel_hand_indices(info.correlations))
 
 
+def _stored_chunk_blocks(node: xr.DataTree, n_time: int, per_time: int, budget: int) -> list[slice]:
+    """Blocks of n_time integrations of `node` (per_time bytes of visibilities each) to read one at a time: whole
+    stored time chunks, as many as fit `budget`, so that no chunk is decompressed twice; where one stored chunk
+    is more than the budget, as many integrations as fit it."""
+    stored = stored_chunk_length(node, "time")
+    return read_blocks(n_time, per_time, budget, stored if stored * per_time <= budget else 1)
+
+
 def target_channel_statistic(node: xr.DataTree, info: PartitionInfo, *, threads: int = 1) -> np.ndarray:
     """channel_log_amplitude of a target partition (n_chan, n_corr): the first pass of the target's
     calibration, which decides its excess-power channels on the whole observation before any integration is
@@ -363,8 +370,6 @@ def target_channel_statistic(node: xr.DataTree, info: PartitionInfo, *, threads:
     block's amplitudes are counted and the counts merged (amplitude_median): the whole partition's medians."""
     n_time, n_bl, n_chan, n_corr = _vis_shape(info)
     per_time = n_bl * n_chan * n_corr * VIS_ITEMSIZE
-    stored = stored_chunk_length(node, "time")
-    unit = stored if stored * per_time <= STATISTIC_BLOCK_BYTES else 1
 
     def count(times: slice) -> amplitude_median.AmplitudeCounts:
         # in sequence: `threads` blocks are read at once already
@@ -373,7 +378,7 @@ def target_channel_statistic(node: xr.DataTree, info: PartitionInfo, *, threads:
 
     counts = amplitude_median.AmplitudeCounts(n_chan * n_corr)
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for part in pool.map(count, read_blocks(n_time, per_time, STATISTIC_BLOCK_BYTES, unit)):
+        for part in pool.map(count, _stored_chunk_blocks(node, n_time, per_time, STATISTIC_BLOCK_BYTES)):
             counts.merge(part)
     return amplitude_median.log_median(counts, (n_chan, n_corr))
 
