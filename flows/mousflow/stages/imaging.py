@@ -25,6 +25,7 @@ import numpy as np
 
 from mousflow.errors import ImagingFailed, InputMissing
 from mousflow.model.semantics import several_pointings
+from mousflow.process_env import release_freed_memory
 from mousflow.science.imaging import (
     Beam,
     ImagingPlan,
@@ -36,6 +37,7 @@ from mousflow.science.imaging import (
     stokes_i,
 )
 from mousflow.science.imaging.noise import median_noise_ratio, window_weight_scales
+from mousflow.science.imaging.weighting import IMAGING_WEIGHT_DTYPE
 from mousflow.stages.context import StageContext
 from mousflow.stages.image_store import CUBE_PRODUCTS, PLANE_PRODUCTS, ImageStore, header_to_attrs
 from mousflow.stages.imaging_scaleout import (
@@ -55,8 +57,10 @@ from mousflow.storage.partitions import load_partition, open_checked, partition_
 STAGE = "imaging"
 DEFAULT_CHANNEL_CHUNK = 16
 # The continuum reads a window a block of integrations at a time, each about this much of a partition's stored
-# visibilities (both hands, as stored; the block's Stokes I and its averaging's intermediates come on top).
-CONTINUUM_READ_BLOCK_BYTES = 128 * 2**20
+# visibilities (both hands, as stored; the block's Stokes I and its averaging's intermediates, ~5x, come on
+# top), whole stored chunks where one fits (a full-size 480-channel window's chunk is 16-32 MiB), one after the
+# other: at 128 MiB read on Dask's threads the reading was the continuum's peak, 0.3 GB over the data gathered.
+CONTINUUM_READ_BLOCK_BYTES = 32 * 2**20
 LINE_SIGMA = 6.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
@@ -123,7 +127,7 @@ class WindowData:
             n_time = stored.sizes["time"]
             for times in read_blocks(n_time, stored.nbytes // max(1, n_time), budget_bytes,
                                      stored_chunk_length(node, "time")):
-                yield _stokes_i_rows(load_partition(node, name, times=times))
+                yield _stokes_i_rows(load_partition(node, name, times=times, sequential=True))
 
 
 def _stokes_i_rows(p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -462,8 +466,9 @@ def continuum_channels(w: WindowData, keep: np.ndarray, factor: int, weight_scal
         del vis, weight, flag
         if out is None:  # the averaged window, filled block by block: a concatenation would hold it twice
             n_rows, n_chan = w.uvw_m.shape[0], sum(p[3].size for p in parts)
-            out = (*(np.empty((n_rows, n_chan), np.result_type(*[p[k] for p in parts])) for k in range(3)),
-                   np.concatenate([p[3] for p in parts]))
+            # weights in single precision, as stored and as imaging weighs them (IMAGING_WEIGHT_DTYPE)
+            dtypes = (np.result_type(*[p[0] for p in parts]), IMAGING_WEIGHT_DTYPE, bool)
+            out = (*(np.empty((n_rows, n_chan), dtypes[k]) for k in range(3)), np.concatenate([p[3] for p in parts]))
         n = parts[0][0].shape[0]
         c = 0
         for p in parts:
@@ -498,9 +503,15 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
         raise ImagingFailed("no line-free channels with data for the continuum image")
     vis, weight, flag, uvw, freq = _join_windows(vis_all, w_all, f_all, uvw_all, freq_all)
     del vis_all, w_all, f_all, uvw_all  # the windows' own copies: only the joined arrays are imaged
+    weight[flag] = 0.0  # the flags as zero weights (imaging's meaning of both): one array fewer
+    del flag
+    release_freed_memory()  # the blocks read and averaged: glibc would keep their heap until the process ends
     w0 = windows[0]
-    plan = plan_image(uvw, freq, w0.dish_diameter_m, weight=weight, flag=flag, robust=robust, nthreads=ctx.threads)
-    plane = image_mfs(vis, uvw, freq, weight, flag, plan, nthreads=ctx.threads)
+    plan = plan_image(uvw, freq, w0.dish_diameter_m, weight=weight, robust=robust, nthreads=ctx.threads)
+    # vis becomes CLEAN's residual visibilities and weight the imaging weights: the continuum's visibilities are
+    # held once and its weights once
+    plane = image_mfs(vis, uvw, freq, weight, None, plan, overwrite_inputs=True, nthreads=ctx.threads)
+    del vis, weight
     bandwidth = float(sum(w.channel_width_hz * line_free[w.spw].sum() for w in windows))
     header = image_header(plan.npix, plan.cell_rad, *w0.phase_centre_rad, plane.freq_hz, plane.beam,
                           channel_width_hz=bandwidth, object_name=w0.field_name)

@@ -69,6 +69,31 @@ def test_cotton_schwab_cleans_noise_free_sources_to_threshold(coverage, plan):
     assert res.beam.bmaj_rad == pytest.approx(fit_beam(res.psf, cell, window=n // 2).bmaj_rad)
 
 
+@pytest.mark.parametrize("nterms", [1, 2])
+def test_clean_may_overwrite_the_visibilities_with_their_residual(coverage, plan, nterms):
+    """overwrite_vis=True (the continuum's memory: one array of the visibilities' size, not two): the same
+    CLEAN to the bit, and vis then holds the residual visibilities, the data less the final model's (each
+    major cycle subtracted only its new components)."""
+    n, cell = plan.npix, plan.cell_rad
+    comps = [SkyComponent("a", -9 * cell, 14 * cell, 1.0, 1e11, spectral_index=-0.8),
+             SkyComponent("b", 23 * cell, -17 * cell, 0.3, 1e11)]
+    data = predict_visibilities(comps, coverage.uvw, coverage.freq, None).astype(np.complex64)
+    iw = briggs_weights(coverage.uvw, coverage.freq, None, None, n, cell, 0.5)
+    kept = data.copy()
+    a = clean(kept, coverage.uvw, coverage.freq, iw, n, cell, 1e-3, mask=None, max_major=20, nterms=nterms)
+    np.testing.assert_array_equal(kept, data)  # not asked to: left as given
+    over = data.copy()
+    b = clean(over, coverage.uvw, coverage.freq, iw, n, cell, 1e-3, mask=None, max_major=20, nterms=nterms,
+              overwrite_vis=True)
+    assert a.n_major == b.n_major >= 2
+    np.testing.assert_array_equal(a.model, b.model)
+    np.testing.assert_array_equal(a.residual, b.residual)
+    models = b.taylor_models if nterms > 1 else b.model[None]
+    t = (coverage.freq - b.freq_ref_hz) / b.freq_ref_hz if nterms > 1 else 0.0
+    model_vis = sum(degrid_model(m, coverage.uvw, coverage.freq, cell) * t**k for k, m in enumerate(models))
+    np.testing.assert_allclose(over, data - model_vis, atol=1e-5 * np.max(np.abs(data)))
+
+
 @pytest.mark.parametrize("threshold", [1e-4, 1e-6])
 def test_a_single_precision_residual_is_the_models_true_residual(coverage_factory, threshold):
     """What bounds single precision's use (SINGLE_PRECISION_RESIDUAL_ERROR): CLEANed in single precision to a

@@ -51,3 +51,23 @@ def test_noise_only_image_rms_matches_prediction(coverage_factory, complex_noise
     assert np.std(img) == pytest.approx(pred, rel=0.1)
     # natural weighting is the most sensitive
     assert pred >= predicted_rms(weight, natural_weights(cov.uvw, cov.freq, weight)) * (1 - 1e-12)
+
+
+def test_predicted_rms_summed_in_blocks_of_rows_is_the_formula(monkeypatch):
+    """Summed a few rows at a time (PREDICTION_BLOCK_SAMPLES), with flags, zero and negative weights and float32
+    imaging weights: the radiometer formula over the usable samples, whole and per channel."""
+    from mousflow.science.imaging import noise
+
+    monkeypatch.setattr(noise, "PREDICTION_BLOCK_SAMPLES", 7)
+    rng = np.random.default_rng(11)
+    w = rng.uniform(0.5, 2.0, (101, 4))
+    w[3, 1] = 0.0
+    w[7, 2] = -1.0
+    iw = (w * rng.uniform(0.2, 1.0, w.shape)).astype(np.float32)
+    flag = rng.random(w.shape) < 0.1
+    ok = (w > 0) & (iw > 0) & ~flag
+    x = np.where(ok, iw.astype(np.float64), 0.0)
+    var = np.where(ok, x * x / np.where(ok, w, 1.0), 0.0)
+    assert predicted_rms(w, iw, flag) == pytest.approx(np.sqrt(var.sum()) / x.sum(), rel=1e-12)
+    np.testing.assert_allclose(predicted_rms(w, iw, flag, per_channel=True),
+                               np.sqrt(var.sum(axis=0)) / x.sum(axis=0), rtol=1e-12)

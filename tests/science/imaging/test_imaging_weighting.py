@@ -122,9 +122,16 @@ def test_gridded_density_is_each_cells_summed_weight_whatever_the_row_blocks(dat
             assert density[r, k] == pytest.approx(expected, rel=1e-12)
 
 
-def test_briggs_weights_are_the_formula_over_the_uv_cells(data, plan):
+@pytest.mark.parametrize("block_samples,dense_cells", [(7, 64_000_000), (1 << 20, 64_000_000), (5, 0)])
+def test_briggs_weights_are_the_formula_over_the_uv_cells(data, plan, monkeypatch, block_samples, dense_cells):
     """Briggs (1995) as CASA: w / (1 + W_k f^2), f^2 = (5 10^-R)^2 / (sum_k W_k^2 / sum_k W_k) over the uv
-    cells k (both Hermitian halves), from a dictionary of cells filled sample by sample."""
+    cells k (both Hermitian halves), from a dictionary of cells filled sample by sample; the same whatever the
+    row blocks and whether the uv plane is dense or its occupied cells only; in single precision (the
+    formula's float64 value rounded: 6e-8 of it)."""
+    from mousflow.science.imaging import weighting
+
+    monkeypatch.setattr(weighting, "DENSITY_BLOCK_SAMPLES", block_samples)
+    monkeypatch.setattr(weighting, "DENSE_GRID_MAX_CELLS", dense_cells)
     uvw, freq, w = data
     du = 1.0 / (plan.npix * plan.cell_rad)
     lam = SPEED_OF_LIGHT / freq
@@ -139,8 +146,9 @@ def test_briggs_weights_are_the_formula_over_the_uv_cells(data, plan):
     total = np.array(list(cells.values()))
     for robust in (-1.0, 0.5):
         f2 = (5.0 * 10.0**-robust) ** 2 / (np.sum(total**2) / np.sum(total))
-        np.testing.assert_allclose(briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, robust),
-                                   w / (1.0 + density * f2), rtol=1e-12)
+        got = briggs_weights(uvw, freq, w, None, plan.npix, plan.cell_rad, robust)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, w / (1.0 + density * f2), rtol=7e-8)
 
 
 def test_stokes_i_is_the_textbook_formula_to_the_bit():
@@ -161,3 +169,27 @@ def test_stokes_i_is_the_textbook_formula_to_the_bit():
     np.testing.assert_array_equal(w, expected_w)
     np.testing.assert_array_equal(vis, 0.5 * (va + vb))
     assert w.dtype == np.float64 and vis.dtype == np.complex64
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_briggs_weights_may_overwrite_the_data_weights_and_sum_their_noise(data, plan, monkeypatch, per_channel):
+    """out=weight (the continuum's weights held once): the same imaging weights, written over the data weights a
+    block of rows at a time, each block read before it is overwritten; noise= sums the thermal noise of the data
+    weights with the imaging weights as they are made, which is predicted_rms of the two arrays."""
+    from mousflow.science.imaging import weighting
+    from mousflow.science.imaging.noise import PredictedNoise, predicted_rms
+
+    monkeypatch.setattr(weighting, "DENSITY_BLOCK_SAMPLES", 3 * data[1].size)
+    uvw, freq, w = data
+    weight = w.astype(np.float32)
+    flag = np.random.default_rng(3).random(w.shape) < 0.1
+    args = (plan.npix, plan.cell_rad, 0.5)
+    expected = briggs_weights(uvw, freq, weight, flag, *args, per_channel=per_channel)
+    buffer = weight.copy()
+    noise = PredictedNoise()
+    got = briggs_weights(uvw, freq, buffer, flag, *args, per_channel=per_channel, out=buffer, noise=noise)
+    assert got is buffer
+    np.testing.assert_array_equal(buffer, expected)
+    assert noise.rms() == pytest.approx(predicted_rms(weight, expected, flag), rel=1e-12)
+    with pytest.raises(ValueError, match="out must be float32"):
+        briggs_weights(uvw, freq, weight, flag, *args, out=w.copy())

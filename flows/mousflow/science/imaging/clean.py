@@ -38,7 +38,7 @@ from mousflow.science.imaging.gridding import DEFAULT_EPSILON, make_psf, needs_d
 from mousflow.science.imaging.mask import AutoMaskParams, auto_mask, disk_structure
 from mousflow.science.imaging.multiterm import (
     multiterm_minor_cycle,
-    residual_visibilities,
+    subtract_model_visibilities,
     taylor_dirty_images,
     taylor_factors,
     taylor_psfs,
@@ -130,7 +130,7 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
           min_psf_fraction: float = 0.05, max_psf_fraction: float = 0.8, psf: np.ndarray | None = None,
           beam: Beam | None = None, deep_threshold: float | None = None, deep_above: float | None = None,
           nterms: int = 1, freq_ref_hz: float | None = None, epsilon: float = DEFAULT_EPSILON,
-          double: bool | None = None, nthreads: int = 1) -> CleanResult:
+          double: bool | None = None, overwrite_vis: bool = False, nthreads: int = 1) -> CleanResult:
     """CLEAN Stokes I visibilities (n_row, n_chan) to `threshold` (Jy/beam) on an npix x npix image.
 
     nterms > 1 models each component's spectrum as a Taylor series about freq_ref_hz (default: the
@@ -144,6 +144,11 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
 
     double: the gridding precision; None chooses single unless the dirty image's peak over the lowest
     threshold calls for double (`gridding.needs_double_precision`). The result says which was used.
+
+    Each major cycle subtracts the visibilities of the components found since the last one from the residual
+    visibilities, in place. overwrite_vis=True: those residual visibilities are vis itself (a writeable
+    complex array the caller no longer needs), else a copy of vis made at the first major cycle: one array of
+    the visibilities' size instead of two.
     """
     grid = {"epsilon": epsilon, "double": bool(double), "nthreads": nthreads}
     automask = automask or AutoMaskParams()
@@ -176,6 +181,8 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     sidelobe = max_sidelobe(psf, beam, cell_rad)
     models = np.zeros((nterms, npix, npix))
     model = models[0]
+    subtracted = np.zeros_like(models)  # the part of models already subtracted from residual_vis
+    residual_vis = None
     inside = np.ones((npix, npix), dtype=bool) if pb is None else np.asarray(pb) >= automask.pblimit
 
     def noise(current_mask):
@@ -203,7 +210,7 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
     def run(current, threshold, n_major, deep=False):
         """Major cycles until the peak |residual| in the CLEAN mask (current, or near_bright(current) if deep)
         is below threshold; returns (current, clean mask, converged, stop reason)."""
-        nonlocal residuals, residual, n_comp
+        nonlocal residuals, residual, n_comp, residual_vis
         best_peak = np.inf
         active = near_bright(current) if deep else current
         for _ in range(n_major):
@@ -224,12 +231,16 @@ def clean(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, thres
             else:
                 n, _ = multiterm_minor_cycle(residuals, psfs, active, models, gain=gain,
                                              cycle_threshold=cycle_thr, max_components=max_iter - n_comp)
-            # one array of the visibilities' size and precision, made a block of rows at a time
-            residual_vis = residual_visibilities(vis, models, uvw_m, freq, cell_rad, taylor, **grid)
+            if residual_vis is None:
+                writeable = vis.flags.writeable and vis.dtype in (np.complex64, np.complex128)
+                residual_vis = vis if overwrite_vis and writeable else np.array(
+                    vis, dtype=np.result_type(vis.dtype, np.complex64))
+            # the new components only (the visibilities of the difference, degridded a block of rows at a time)
+            subtract_model_visibilities(residual_vis, models - subtracted, uvw_m, freq, cell_rad, taylor, **grid)
+            subtracted[...] = models
             n_comp += n
             residuals = residual_images(residual_vis)
             residual = residuals[0]
-            del residual_vis
             if auto:
                 current = auto_mask(residual, noise(current), beam, cell_rad, psf_sidelobe=sidelobe, pb=pb,
                                     prior=current, params=automask)

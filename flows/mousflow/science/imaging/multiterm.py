@@ -96,24 +96,20 @@ def degrid_taylor_models(models: np.ndarray, uvw_m, freq_hz, cell_rad: float, ta
     return vis
 
 
-def residual_visibilities(vis, models: np.ndarray, uvw_m, freq_hz, cell_rad: float, taylor: np.ndarray,
-                          **grid) -> np.ndarray:
-    """vis - the Taylor models' visibilities (`degrid_taylor_models`), (n_row, n_chan) in vis's precision
-    (complex64 stays complex64): a block of rows at a time (`gridding.grid_blocks`), the model visibilities of a
-    block in the gridding precision, subtracted there and only then rounded. Rounding the residual to complex64
-    costs ~1e-7 of its own size (the thermal noise, once CLEAN is under way), not of the model's: in double the
-    subtraction near a bright source keeps its accuracy, without model and residual arrays of 16 bytes a
-    sample."""
-    vis = np.asarray(vis)
+def subtract_model_visibilities(vis: np.ndarray, models: np.ndarray, uvw_m, freq_hz, cell_rad: float,
+                                taylor: np.ndarray, **grid) -> None:
+    """vis -= the Taylor models' visibilities (`degrid_taylor_models`), in place, a block of rows at a time
+    (`gridding.grid_blocks`): each block's model visibilities in the gridding precision, subtracted there and
+    only then rounded to vis's precision (complex64 stays complex64). Rounding the residual costs ~1e-7 of its
+    own size (the thermal noise, once CLEAN is under way), not of the model's: in double the subtraction near
+    a bright source keeps its accuracy, without model and residual arrays of 16 bytes a sample."""
     uvw = np.asarray(uvw_m)
-    out = np.empty(vis.shape, np.result_type(vis.dtype, np.complex64))
     npix = models.shape[-1]
     for rows in grid_blocks(slice(0, vis.shape[0]), vis.shape[1], npix):
         model_vis = degrid_taylor_models(models, uvw[rows], freq_hz, cell_rad, taylor, **grid)
         np.subtract(vis[rows], model_vis, out=model_vis)
-        out[rows] = model_vis
+        vis[rows] = model_vis
         del model_vis
-    return out
 
 
 def multiterm_minor_cycle(residuals: np.ndarray, psfs: np.ndarray, mask: np.ndarray, models: np.ndarray, *,

@@ -24,11 +24,11 @@ from mousflow.science.imaging.clean import clean
 from mousflow.science.imaging.gridding import DEFAULT_EPSILON
 from mousflow.science.imaging.mask import AutoMaskParams
 from mousflow.science.imaging.multiterm import MIN_FRACTIONAL_BANDWIDTH
-from mousflow.science.imaging.noise import image_rms, predicted_rms
+from mousflow.science.imaging.noise import PredictedNoise, image_rms
 from mousflow.science.imaging.plan import ImagingPlan
 from mousflow.science.imaging.primary_beam import pb_correct, primary_beam
 from mousflow.science.imaging.restore import restore
-from mousflow.science.imaging.weighting import briggs_weights
+from mousflow.science.imaging.weighting import IMAGING_WEIGHT_DTYPE, briggs_weights
 
 NAN_BEAM = Beam(math.nan, math.nan, math.nan)
 # CLEAN depth, in units of the predicted rms, inside the automatic mask (which only holds significant emission).
@@ -119,7 +119,7 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
                 deep_nsigma: float | None = None, bright_nsigma: float = CONTINUUM_BRIGHT_NSIGMA,
                 mask="auto", automask: AutoMaskParams | None = None, gain: float = 0.1, max_major: int = 10,
                 max_iter: int = 100_000, nterms: int | None = 1, epsilon: float = DEFAULT_EPSILON,
-                double: bool | None = None,
+                double: bool | None = None, overwrite_inputs: bool = False,
                 nthreads: int = 1) -> PlaneProducts:
     """Image all the given channels together into one plane (MFS when n_chan > 1).
 
@@ -129,11 +129,19 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
 
     CLEAN goes to nsigma x the predicted rms in the mask (or to `threshold`, Jy/beam), then, if deep_nsigma is
     given, to deep_nsigma x the rms within a beam of the emission above bright_nsigma x the rms (`clean.clean`).
+    overwrite_inputs=True, for a caller that has no further use for vis and weight and would rather not hold
+    arrays of their size beside them: vis becomes CLEAN's residual visibilities (`clean.clean`) and weight, if
+    it is a writeable IMAGING_WEIGHT_DTYPE array, the imaging weights.
     """
     freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
     npix, cell = plan.npix, plan.cell_rad
-    iw = briggs_weights(uvw_m, freq, weight, flag, npix, cell, plan.robust, per_channel=per_channel_weighting)
-    chan_w = iw.sum(axis=0)
+    n_samples = (np.shape(uvw_m)[0], freq.size)
+    reuse = (overwrite_inputs and isinstance(weight, np.ndarray) and weight.dtype == IMAGING_WEIGHT_DTYPE
+             and weight.shape == n_samples and weight.flags.writeable)
+    noise = PredictedNoise()  # summed as the imaging weights are made: `weight` may be overwritten by them
+    iw = briggs_weights(uvw_m, freq, weight, flag, npix, cell, plan.robust, per_channel=per_channel_weighting,
+                        out=weight if reuse else None, noise=noise)
+    chan_w = iw.sum(axis=0, dtype=np.float64)
     width = float(freq.max() - freq.min()) if freq.size > 1 else 0.0
     if chan_w.sum() <= 0:
         return _empty_plane(npix, float(freq.mean()), width, primary_beam(npix, cell, freq, plan.dish_diameter_m))
@@ -141,13 +149,13 @@ def image_plane(vis, uvw_m, freq_hz, weight, flag, plan: ImagingPlan, *, per_cha
     if nterms is None:
         nterms = continuum_nterms(freq, chan_w)
     pb = primary_beam(npix, cell, freq, plan.dish_diameter_m, channel_weight=chan_w)
-    rms = predicted_rms(weight if weight is not None else np.ones_like(iw), iw, flag)
+    rms = noise.rms()
     thr = nsigma * rms if threshold is None else threshold
     params = automask or AutoMaskParams(pblimit=plan.pblimit)
     deep = {} if deep_nsigma is None else {"deep_threshold": deep_nsigma * rms, "deep_above": bright_nsigma * rms}
     cr = clean(vis, uvw_m, freq, iw, npix, cell, thr, mask=mask, pb=pb, automask=params, gain=gain, **deep,
                max_major=max_major, max_iter=max_iter, nterms=nterms, freq_ref_hz=fmean, epsilon=epsilon,
-               double=double, nthreads=nthreads)
+               double=double, overwrite_vis=overwrite_inputs, nthreads=nthreads)
     beam = restoring_beam or cr.beam
     restored = restore(cr.model, cr.residual, beam, cell)
     psf = cr.psf[npix // 2 : npix // 2 + npix, npix // 2 : npix // 2 + npix].copy()

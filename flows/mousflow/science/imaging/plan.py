@@ -18,7 +18,7 @@ from mousflow.science.imaging.beam import Beam, fit_beam
 from mousflow.science.imaging.coords import lm_to_pixel, pixel_to_lm
 from mousflow.science.imaging.gridding import make_psf
 from mousflow.science.imaging.primary_beam import DEFAULT_PBLIMIT, pb_radius_rad
-from mousflow.science.imaging.weighting import briggs_weights, natural_weights
+from mousflow.science.imaging.weighting import briggs_weights, rows_with_weight
 from mousflow.telescope.alma import SPEED_OF_LIGHT, primary_beam_fwhm_rad
 
 RAD_TO_ARCSEC = 180.0 / math.pi * 3600.0
@@ -84,8 +84,7 @@ def plan_image(uvw_m, freq_hz, dish_diameter_m: float, *, weight=None, flag=None
     """
     uvw_m = np.asarray(uvw_m, dtype=np.float64)
     freq = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
-    w = natural_weights(uvw_m, freq, weight, flag)
-    rows = np.any(w > 0, axis=1)
+    rows = rows_with_weight(weight, flag, (uvw_m.shape[0], freq.size))
     if not np.any(rows):
         raise ValueError("no unflagged data to plan an image from")
     uvmax = float(np.max(np.hypot(uvw_m[rows, 0], uvw_m[rows, 1]))) * freq.max() / SPEED_OF_LIGHT
@@ -96,8 +95,13 @@ def plan_image(uvw_m, freq_hz, dish_diameter_m: float, *, weight=None, flag=None
     # quick PSF: ~6 pixels per finest fringe, the image's weighting (its uv cell is 1 / field of view)
     cell0 = 1.0 / (6.0 * uvmax)
     n_field = max(round(side / cell0), 1)
-    iw = briggs_weights(uvw_m[rows], freq, w[rows], None, n_field, side / n_field, robust)
-    psf = make_psf(uvw_m[rows], freq, iw, quick_npix, cell0, nthreads=nthreads)
+    # the rows with data only (a copy of the weights) where some have none
+    def used(a):
+        return a if a is None or rows.all() else np.broadcast_to(np.asarray(a), (rows.size, freq.size))[rows]
+
+    uvw_used = uvw_m if rows.all() else uvw_m[rows]
+    iw = briggs_weights(uvw_used, freq, used(weight), used(flag), n_field, side / n_field, robust)
+    psf = make_psf(uvw_used, freq, iw, quick_npix, cell0, nthreads=nthreads)
     beam = fit_beam(psf, cell0, window=quick_npix // 4)
 
     cell = _round_down_sig(beam.bmin_rad / cells_per_beam * RAD_TO_ARCSEC, 3) / RAD_TO_ARCSEC
