@@ -58,6 +58,31 @@ def test_learned_factor_scales_the_request_but_never_below_half():
         pytest.approx(0.5 * base.memory_bytes, abs=2 * MiB)
 
 
+def test_imaging_memory_follows_the_continuum_as_the_stage_averages_it():
+    """The full-size corpus block (2026-12-06): its windows' channels as the imaging stage's plans average them
+    (factors 28, 118, 32 and 32 for 128, 480, 128 and 128 channels of 15.6, 3.9, 15.6 and 15.6 MHz at 97, 100,
+    109 and 111 GHz, an image of 216 pixels) are reached from metadata alone, and the model of the stage's
+    process is the continuum's measured peak (0.56 GB, `mousflow` in-process, VmHWM) within the stated margin:
+    not its 22.7 GB of before, an unschedulable request on a 24 GiB node."""
+    import numpy as np
+
+    from mousflow.stages.imaging import continuum_channels_at_most
+
+    windows = [(128, 15.625e6, 97e9, 28), (480, 3.90625e6, 100e9, 118), (128, 15.625e6, 109e9, 32),
+               (128, 15.625e6, 111e9, 32)]
+    channels = 0
+    for n, width, first, stage_factor in windows:
+        freq = first + width * np.arange(n)
+        assert continuum_channels_at_most(freq, 216) == -(-n // stage_factor) + 2
+        channels += continuum_channels_at_most(freq, 216)
+    full = JobDemand(rows_per_window=254_646, correlations=2, max_channels=480, total_channels=864, image_pixels=216,
+                     n_windows=4, continuum_channels=channels)
+    measured = 0.56e9
+    assert measured <= model_peak_bytes("imaging", full, threads=2) <= 1.3 * measured
+    older = JobDemand(**{**full.__dict__, "continuum_channels": None})  # a history record from before
+    assert model_peak_bytes("imaging", older) > 10 * model_peak_bytes("imaging", full)
+
+
 def test_image_pixels_from_metadata_follow_the_imaging_heuristics():
     # 230 GHz, 12 m dishes, L80 = 300 m: beam ~0.51", field to pblimit 0.2 ~ 40": ~400 pixels of beam/5
     n = estimate_image_pixels(300.0, 229e9, 231e9, 12.0)

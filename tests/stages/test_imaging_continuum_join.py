@@ -112,3 +112,40 @@ def test_continuum_channels_read_in_row_blocks_are_the_whole_window_averaged(tmp
     for e, g in zip(expected, got, strict=True):
         assert g.dtype == e.dtype
         np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("n,factor", [(11, 3), (128, 28), (480, 118), (7, 7)])
+def test_averaging_groups_every_channel_in_groups_no_wider_than_the_factor(n, factor):
+    """A run of n channels averaged at most `factor` at a time: ceil(n / factor) groups of near-equal size, each
+    channel in exactly one (none left over unaveraged), each group the weighted mean of its channels (flagged
+    samples carry no weight) at the mean of their frequencies; a group with no weight is flagged."""
+    from mousflow.stages import imaging
+
+    rng = np.random.default_rng(n)
+    vis = (rng.normal(size=(6, n)) + 1j * rng.normal(size=(6, n))).astype(np.complex64)
+    weight = rng.uniform(0.5, 2.0, (6, n))
+    flag = rng.random((6, n)) < 0.2
+    flag[0] = True  # a row with no weight at all
+    freq = 1e11 + 1e6 * np.arange(n)
+    avg, wsum, gflag, gfreq = imaging.average_channels(vis, weight, flag, freq, factor)
+    groups = -(-n // factor)
+    assert avg.shape == (6, groups) and gfreq.shape == (groups,)
+    # the groups, rebuilt from their frequencies: consecutive channels, sizes n // groups or one more
+    start, members = 0, []
+    for f in gfreq:
+        for size in range(1, factor + 1):
+            if start + size <= n and np.isclose(freq[start:start + size].mean(), f, rtol=0, atol=1.0):
+                members.append(np.arange(start, start + size))
+                start += size
+                break
+        else:
+            raise AssertionError(f"no run of at most {factor} channels from {start} is centred at {f}")
+    assert start == n and {len(m) for m in members} <= {n // groups, n // groups + 1}
+    for g, m in enumerate(members):
+        w = np.where(flag[:, m], 0.0, weight[:, m])
+        np.testing.assert_allclose(wsum[:, g], w.sum(axis=1), rtol=1e-6)
+        ok = w.sum(axis=1) > 0
+        np.testing.assert_allclose(avg[ok, g], (w * vis[:, m]).sum(axis=1)[ok] / w.sum(axis=1)[ok], rtol=1e-5)
+        np.testing.assert_array_equal(gflag[:, g], ~ok)
+    assert all(a is b for a, b in zip(imaging.average_channels(vis, weight, flag, freq, 1), (vis, weight, flag, freq),
+                                      strict=True))  # a factor of 1: the channels as they are

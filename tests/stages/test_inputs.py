@@ -12,7 +12,7 @@ import yaml
 
 from mousflow.errors import InvalidInput
 from mousflow.model import load_manifest
-from mousflow.stages.inputs import check_inputs
+from mousflow.stages.inputs import check_inputs, verified_meanwhile
 
 
 def _spec(path: Path):
@@ -32,6 +32,41 @@ def test_verification_reads_the_data_the_quick_check_does_not(make_run, tmp_path
     assert not quick.verified
     with pytest.raises(InvalidInput, match="VISIBILITY/c/0/0/0/0 does not match the checksum"):
         check_inputs(spec, verify=True)
+
+
+def test_verification_runs_beside_the_work_and_ends_it_on_damage(make_run, tmp_path, monkeypatch):
+    """verified_meanwhile (calibration's reading of its inputs): the checksums are verified on a thread while the
+    block runs (the verifier here waits for the work to have started: verifying first would fail), the block
+    ends with DamagedData when data are damaged, also when the work failed first on them, and the work's own
+    failure passes through on intact data."""
+    import threading
+
+    from mousflow.stages import inputs
+
+    spec = _spec(make_run(copy_data=True))
+    working = threading.Event()
+    real = inputs.verify_checksums
+
+    def verify(loc, what=""):
+        if not working.wait(30):
+            raise AssertionError("the verification ran before the work, not beside it")
+        return real(loc, what)
+
+    monkeypatch.setattr(inputs, "verify_checksums", verify)
+    with verified_meanwhile(spec):
+        working.set()
+    with pytest.raises(ValueError, match="the work's own"), verified_meanwhile(spec):
+        raise ValueError("the work's own failure")
+
+    chunk = next((tmp_path / "eb").rglob("*CDFS_field/VISIBILITY/c/0/0/0/0"))
+    chunk.write_bytes(np.random.default_rng(1).bytes(chunk.stat().st_size))
+    with pytest.raises(InvalidInput, match="VISIBILITY/c/0/0/0/0 does not match the checksum"), \
+            verified_meanwhile(spec):
+        pass
+    with pytest.raises(InvalidInput, match="VISIBILITY/c/0/0/0/0 does not match the checksum") as info, \
+            verified_meanwhile(spec):
+        raise ValueError("a chunk that does not decode")
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 def test_the_same_data_twice_is_refused_by_its_recorded_digest(make_run, tmp_path):

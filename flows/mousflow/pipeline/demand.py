@@ -7,6 +7,7 @@ import numpy as np
 from mousflow.model import MOUSResource
 from mousflow.pipeline.resources import JobDemand, estimate_image_pixels
 from mousflow.stages.calibration import CALIBRATOR_BLOCK_BYTES, VIS_ITEMSIZE
+from mousflow.stages.imaging import continuum_channels_at_most
 from mousflow.stages.intents import has_role
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import PartitionInfo, open_checked, parallel_hand_indices, partition_infos
@@ -45,6 +46,7 @@ def demand_of(mous: MOUSResource) -> JobDemand:
     rows: dict[str, int] = {}
     calibrator_parts: dict[tuple[int, str, str], list] = {}
     chans: dict[str, int] = {}
+    target_freq: dict[str, np.ndarray] = {}
     correlations = 1
     freq_min, freq_max, l80 = np.inf, 0.0, []
     for k, eb in enumerate(mous.spec.execution_blocks):
@@ -59,6 +61,8 @@ def demand_of(mous: MOUSResource) -> JobDemand:
             if "OBSERVE_TARGET" in " ".join(info.intents).upper() or not l80:
                 node = ps[info.name]
                 freq = np.asarray(node.frequency.values, dtype=np.float64)
+                if has_role(info.intents, "target"):
+                    target_freq.setdefault(info.spw_name, freq)
                 freq_min, freq_max = min(freq_min, float(freq.min())), max(freq_max, float(freq.max()))
                 uvw = np.asarray(node.UVW.isel(time=sampled_times(node.sizes["time"])).values).reshape(-1, 3)
                 length = np.hypot(uvw[:, 0], uvw[:, 1])
@@ -68,8 +72,9 @@ def demand_of(mous: MOUSResource) -> JobDemand:
     chunk = mous.spec.imaging.channel_chunk if mous.spec.imaging and mous.spec.imaging.channel_chunk else \
         DEFAULT_CHANNEL_CHUNK
     pixels = estimate_image_pixels(float(np.median(l80)), freq_min, freq_max, ALMA_12M_DISH_M) if l80 else 512
+    continuum = sum(continuum_channels_at_most(f, pixels) for f in target_freq.values()) if target_freq else None
     return JobDemand(rows_per_window=max(rows.values(), default=0),
                      calibrator_rows_per_window=max(map(calibrator_held_rows, calibrator_parts.values()), default=0),
                      correlations=correlations,
                      max_channels=max(chans.values(), default=1), total_channels=sum(chans.values()),
-                     image_pixels=pixels, channel_chunk=chunk, n_windows=len(chans))
+                     image_pixels=pixels, channel_chunk=chunk, n_windows=len(chans), continuum_channels=continuum)

@@ -45,6 +45,12 @@ BYTES_PER_SAMPLE = 13
 # rows) having peaked at 4.4 over the interpreter on 2026-12-06 (the chunks' temporaries weigh most beside a
 # block this small; a calibrator held whole had peaked at 1.6 copies of itself).
 WORKING_COPIES = {"calibration": 4.5, "imaging": 7.0, "imaging-worker": 4.0}
+# The continuum holds its visibilities (complex64) and weights (float32, then the Briggs weights in their place)
+# once each, Stokes I, every window's line-free channels averaged and joined (stages.imaging): 12 bytes a sample,
+# 1.6 times that at its peak (joining the windows; the plan's quick PSF), measured at full size (2026-12-06:
+# 42.7 million samples, 1.19 GB at the join of which 0.34 the interpreter).
+CONTINUUM_BYTES_PER_SAMPLE = 12
+CONTINUUM_COPIES = 1.6
 # Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, calibrated in
 # the block's own arrays, with its flags and weights, the stored chunks decompressed, the chunks of applying and
 # the Zarr writes: 3.9-4.3 times the block over the interpreter with two threads, measured at full size with
@@ -80,6 +86,10 @@ class JobDemand:
     """The most rows of one calibrator (bandpass, flux or phase) of one window of one execution block that
     calibration holds at once: a block of its integrations (pipeline.demand.calibrator_held_rows). None (a
     history record from before it was kept) counts every row."""
+    continuum_channels: int | None = None
+    """The most channels the continuum image grids, every window's channels averaged as the imaging stage
+    will (stages.imaging.continuum_channels_at_most). None (a history record from before it was kept): every
+    channel of the largest window, in the older, coarser term."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +138,14 @@ def model_peak_bytes(stage: str, demand: JobDemand, workers_in_pod: int = 0, thr
     if stage == "imaging-worker":
         return imaging_worker_bytes(demand)
     if stage == "imaging":
-        # the continuum: one window's channels (Stokes I after loading both correlations), and its planes
-        continuum = demand.rows_per_window * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
-            WORKING_COPIES["imaging"]
+        # the continuum: every window's channels as it averages them (rows of the largest window: an upper
+        # bound), or in a record from before that was kept, one window's channels in several copies
+        if demand.continuum_channels is not None:
+            continuum = demand.rows_per_window * demand.continuum_channels * CONTINUUM_BYTES_PER_SAMPLE * \
+                CONTINUUM_COPIES
+        else:
+            continuum = demand.rows_per_window * demand.max_channels * demand.correlations * BYTES_PER_SAMPLE * \
+                WORKING_COPIES["imaging"]
         # line finding reads each cube at every second pixel (image and pb, float32)
         line_finding = demand.max_channels * (demand.image_pixels // 2) ** 2 * 4 * 2
         planes = demand.image_pixels**2 * (WORKER_PLANE_BYTES + MULTITERM_PLANE_BYTES

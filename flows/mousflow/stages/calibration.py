@@ -36,7 +36,7 @@ from mousflow.science.calibration import (
     target_channel_flags,
 )
 from mousflow.stages.context import StageContext
-from mousflow.stages.inputs import CheckedBlock, check_inputs
+from mousflow.stages.inputs import CheckedBlock, check_inputs, verified_meanwhile
 from mousflow.stages.intents import ROLES, has_role
 from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import Validity, hash_inputs
@@ -246,14 +246,28 @@ def checkpoint_validity(ctx: StageContext, blocks: list[CheckedBlock] | None = N
 def run(ctx: StageContext) -> str:
     spec = ctx.mous.spec
     version = code_version(STAGE)
-    # Every byte of every execution block is read back against its recorded checksums before any is used.
-    blocks = check_inputs(spec, verify=True)
-    inputs, validity = checkpoint_validity(ctx, blocks)
+    # Every byte of every execution block is read back against its recorded checksums while the stage works,
+    # and before it commits anything
+    with verified_meanwhile(spec):
+        blocks = check_inputs(spec, verify=False)
+        inputs, validity = checkpoint_validity(ctx, blocks)
+        if not validity:
+            ctx.progress(f"calibration: starting ({validity.reason})", 0.0)
+            summary, outputs = _calibrate(ctx, blocks)
     if validity:
         ctx.progress("calibration: valid checkpoint, nothing to do", 100.0)
         return "Skipped"
-    ctx.progress(f"calibration: starting ({validity.reason})", 0.0)
+    # the summary once the data were found intact: what a run reads as the calibration's result
+    ctx.path(STAGE, "summary.json").write_json(summary)
+    outputs.append(f"{STAGE}/summary.json")
+    ctx.checkpoints.commit(STAGE, ctx.uid, inputs, version, outputs, metrics={"scores": summary["scores"]})
+    ctx.progress("calibration: done", 100.0)
+    return "Succeeded"
 
+
+def _calibrate(ctx: StageContext, blocks: list[CheckedBlock]) -> tuple[dict, list[str]]:
+    """Every window of every execution block calibrated and written; returns the summary and the outputs."""
+    spec = ctx.mous.spec
     outputs, summary = [], {"execution_blocks": [], "recipe": spec.recipe.value}
     n_eb = len(spec.execution_blocks)
     for k, (eb, block) in enumerate(zip(spec.execution_blocks, blocks, strict=True)):
@@ -331,11 +345,7 @@ def run(ctx: StageContext) -> str:
         summary["execution_blocks"].append(eb_summary)
 
     summary["scores"] = _stage_scores(summary)
-    ctx.path(STAGE, "summary.json").write_json(summary)
-    outputs.append(f"{STAGE}/summary.json")
-    ctx.checkpoints.commit(STAGE, ctx.uid, inputs, version, outputs, metrics={"scores": summary["scores"]})
-    ctx.progress("calibration: done", 100.0)
-    return "Succeeded"
+    return summary, outputs
 
 
 def _stage_scores(summary: dict) -> dict[str, float]:

@@ -408,32 +408,48 @@ MAX_SMEARING_BEAMS = 0.1
 
 def continuum_averaging_factor(freq_hz: np.ndarray, plan: ImagingPlan) -> int:
     """How many adjacent channels one continuum channel may combine (1 = no averaging)."""
+    return _averaging_factor(freq_hz, 0.5 * plan.fov_rad / plan.expected_beam.bmin_rad)
+
+
+def _averaging_factor(freq_hz: np.ndarray, field_radius_beams: float) -> int:
     if freq_hz.size < 2:
         return 1
     width = float(np.median(np.abs(np.diff(freq_hz))))
-    field_radius_beams = 0.5 * plan.fov_rad / plan.expected_beam.bmin_rad
     per_channel = width / float(freq_hz.min()) * field_radius_beams
     return max(1, int(MAX_SMEARING_BEAMS / per_channel)) if per_channel > 0 else 1
 
 
+def continuum_channels_at_most(freq_hz: np.ndarray, image_pixels: int, cells_per_beam: float = 5.0) -> int:
+    """About the most channels the continuum grids for a window of these frequencies, from metadata only, for
+    the resource model: continuum_averaging_factor with the field's radius in beams taken as image_pixels /
+    (2 cells_per_beam), plan_image's cell being the beam's minor axis / cells_per_beam, in groups as
+    average_channels makes them, with two more for the runs lines would split the window into."""
+    freq = np.asarray(freq_hz, dtype=np.float64)
+    factor = _averaging_factor(freq, 0.5 * image_pixels / cells_per_beam)
+    # a line splits a run in two, each in groups of its own: room for two
+    return min(freq.size, -(-freq.size // factor) + 2)
+
+
 def average_channels(vis, weight, flag, freq, factor: int):
-    """Weighted average of `factor` adjacent channels (weights add, flagged samples carry no weight)."""
-    if factor <= 1:
+    """Weighted average of adjacent channels in groups of at most `factor` (weights add, flagged samples carry
+    no weight): a run of n channels in ceil(n / factor) groups of near-equal size (n // groups or one more).
+
+    No group is wider than bandwidth smearing allows and no channel is left unaveraged: the remainder of a run
+    had been left as it was, and at full size those remainders were most of what the continuum gridded (197
+    channels for the 12 m block's 787 line-free ones, where equal groups make 22: the continuum's gridding and
+    memory are proportional to them)."""
+    n = freq.size
+    groups = -(-n // max(1, factor))
+    if groups >= n:
         return vis, weight, flag, freq
-    n = (freq.size // factor) * factor
-    if n == 0:
-        return vis, weight, flag, freq
-    w = np.where(flag[:, :n], 0.0, weight[:, :n]).reshape(weight.shape[0], -1, factor)
-    v = vis[:, :n].reshape(vis.shape[0], -1, factor)
-    wsum = w.sum(axis=2)
+    starts = np.arange(groups) * n // groups
+    w = np.where(flag, 0.0, weight)
+    wsum = np.add.reduceat(w, starts, axis=1)
+    total = np.add.reduceat(w * vis, starts, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        avg = np.where(wsum > 0, (w * v).sum(axis=2) / np.where(wsum > 0, wsum, 1), 0)
-    f = freq[:n].reshape(-1, factor).mean(axis=1)
-    out = (avg.astype(np.complex64), wsum.astype(np.float32), wsum <= 0, f)
-    if n < freq.size:  # the remainder channels stay as they are
-        out = (np.concatenate([out[0], vis[:, n:]], axis=1), np.concatenate([out[1], weight[:, n:]], axis=1),
-               np.concatenate([out[2], flag[:, n:]], axis=1), np.concatenate([out[3], freq[n:]]))
-    return out
+        avg = np.where(wsum > 0, total / np.where(wsum > 0, wsum, 1), 0)
+    f = np.add.reduceat(freq, starts) / np.diff(np.append(starts, n))
+    return avg.astype(np.complex64), wsum.astype(np.float32), wsum <= 0, f
 
 
 def _line_free_runs(keep: np.ndarray) -> list[slice]:
