@@ -172,3 +172,23 @@ def test_row_data_share_the_visibilities_chunks_and_the_rest_is_whole():
     assert chunks["UVW"] == (OURS["time"], 4, 3)
     assert chunks["time"] == (N_TIME,) and chunks["frequency"] == (N_CHAN,)
     assert chunks["baseline_antenna1_name"] == (4,)
+
+
+def test_flagging_stored_channels_sets_their_flags_and_zeroes_their_weights_and_touches_nothing_else(where):
+    """Channels flagged after a partition is written (the calibration stage's target channels, judged on all its
+    integrations): in every stored chunk of time, FLAG set and WEIGHT zero in those channels only."""
+    node = build_msv4_node(_source_partition())
+    loc = where.join("ours.ps.zarr")
+    write_processing_set_root(loc)
+    write_processing_set_node(loc, "p", node)
+    before = open_processing_set(loc)["p"].to_dataset().compute()
+    assert not before["FLAG"].values[:, :, [1, 4]].all() and (before["WEIGHT"].values[:, :, [1, 4]] > 0).any()
+
+    zarr_io.flag_stored_channels(loc.join("p"), [4, 1])
+    finalize_processing_set(loc)
+    after = open_processing_set(loc)["p"].to_dataset().compute()
+    assert after["FLAG"].values[:, :, [1, 4]].all() and (after["WEIGHT"].values[:, :, [1, 4]] == 0).all()
+    others = [0, 2, 3]
+    for var in ("FLAG", "WEIGHT"):
+        np.testing.assert_array_equal(after[var].values[:, :, others], before[var].values[:, :, others])
+    xr.testing.assert_identical(after.drop_vars(["FLAG", "WEIGHT"]), before.drop_vars(["FLAG", "WEIGHT"]))

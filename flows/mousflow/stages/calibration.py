@@ -7,7 +7,8 @@ calibrates each window with mousflow.science.calibration and writes, per executi
     calibration/<eb>/caltables.zarr       bandpass and gain tables per window
     calibration/summary.json              flags, derived calibrator fluxes and sub-scores
 
-then the checkpoint. A target partition is calibrated in blocks (write_calibrated_target), never whole in memory.
+then the checkpoint. A target partition is calibrated in blocks (write_calibrated_target), never whole in memory,
+and read once.
 The `image-only` recipe takes the target partitions as they are (already calibrated).
 """
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dask
@@ -52,6 +53,7 @@ from mousflow.storage.partitions import (
 )
 from mousflow.storage.zarr_io import (
     finalize_processing_set,
+    flag_stored_channels,
     visibility_chunks,
     write_dataset_group,
     write_processing_set_node,
@@ -61,17 +63,14 @@ from mousflow.telescope.calibrators import FLUX_MODELS
 
 STAGE = "calibration"
 # A full-size ALMA window's target is GBs: it is calibrated in blocks, never whole. APPLY_BLOCK_BYTES: the most
-# of its visibilities (complex64 bytes) one block of integrations holds while it is calibrated; the block's flags
-# and weights, the intermediates of applying (bounded by chunking.SAMPLES_PER_CHUNK) and the Zarr writes come on
-# top, once per thread. STATISTIC_BLOCK_BYTES: the most one block of integrations holds in the first pass (the
-# channel statistic: the block with its flags and weights; the counting works a small chunk at a time), once per
-# thread. A block is whole stored time chunks where one fits, as import-ms writes them (16 MiB); a larger stored
-# chunk (xradio's converter's default is 128 MiB) is read in blocks of the budget, and decompressed for each block
-# it straddles. 32 MiB: at 64 the target's two passes were the stage's peak on the full-size corpus block (0.72 GB
-# with two threads, against 0.58 GB at 32 MiB, for the same time); at 16 a 480-channel window's stored chunk no
-# longer fits a block and is decompressed twice.
+# of its visibilities (complex64 bytes) one block of integrations holds while it is counted and calibrated; the
+# block's flags and weights, the intermediates of counting and applying (bounded by chunking.SAMPLES_PER_CHUNK)
+# and the Zarr writes come on top, once per thread. A block is whole stored time chunks where one fits, as
+# import-ms writes them (16 MiB); a larger stored chunk (xradio's converter's default is 128 MiB) is read in
+# blocks of the budget, and decompressed for each block it straddles. 32 MiB: at 64 the target's blocks were the
+# stage's peak on the full-size corpus block (0.72 GB with two threads, against 0.58 GB at 32 MiB, for the same
+# time); at 16 a 480-channel window's stored chunk no longer fits a block and is decompressed twice.
 APPLY_BLOCK_BYTES = 32 * 2**20
-STATISTIC_BLOCK_BYTES = 32 * 2**20
 # The calibrators too are read in blocks of integrations (CalibratorReader), each at most this much of
 # visibilities: held whole, a 480-channel window's phase calibrator was the stage's peak at full size, and an
 # ALMA bandpass scan of 3840 channels would be GBs.
@@ -372,39 +371,22 @@ def _stored_chunk_blocks(node: xr.DataTree, n_time: int, per_time: int, budget: 
     return read_blocks(n_time, per_time, budget, stored if stored * per_time <= budget else 1)
 
 
-def target_channel_statistic(node: xr.DataTree, info: PartitionInfo, *, threads: int = 1) -> np.ndarray:
-    """channel_log_amplitude of a target partition (n_chan, n_corr): the first pass of the target's
-    calibration, which decides its excess-power channels on the whole observation before any integration is
-    calibrated. The partition is read once, a block of integrations at a time (whole stored time chunks, so
-    no chunk is decompressed twice, where one fits STATISTIC_BLOCK_BYTES), `threads` blocks at once; each
-    block's amplitudes are counted and the counts merged (amplitude_median): the whole partition's medians."""
-    n_time, n_bl, n_chan, n_corr = _vis_shape(info)
-    per_time = n_bl * n_chan * n_corr * VIS_ITEMSIZE
-
-    def count(times: slice) -> amplitude_median.AmplitudeCounts:
-        # in sequence: `threads` blocks are read at once already
-        block = load_partition(node, info.name, times=times, sequential=True)
-        return amplitude_median.count_per_channel(block.vis, block.flag)
-
-    counts = amplitude_median.AmplitudeCounts(n_chan * n_corr)
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        for part in pool.map(count, _stored_chunk_blocks(node, n_time, per_time, STATISTIC_BLOCK_BYTES)):
-            counts.merge(part)
-    return amplitude_median.log_median(counts, (n_chan, n_corr))
-
-
 def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: PartitionInfo, cal: WindowCalibration, *,
                             threads: int = 1) -> None:
     """Calibrate one target partition and write it as partition info.name of out_ps, in bounded memory, to the
     bit what apply_to_target on the whole partition gives; sets cal.scores["fraction_flagged"] as it does.
 
-    Two passes: the excess-power channels from the channel statistic, counted in blocks of integrations
-    (target_channel_statistic), then the calibrated VISIBILITY, FLAG and WEIGHT as lazy Dask arrays, one task
-    per block of integrations (read, flag, apply), computed as the partition is written: `threads` blocks in
-    memory at once. A block is a whole number of the chunks written, so no Zarr chunk is written by two, and of
-    the chunks read where that fits APPLY_BLOCK_BYTES (import-ms writes chunks that do), so none is read twice.
+    One read of the partition: the calibrated VISIBILITY, FLAG and WEIGHT as lazy Dask arrays, one task per
+    block of integrations (read; count the block's amplitudes per channel; flag, apply), computed as the
+    partition is written, `threads` blocks in memory at once. The target's own excess-power channels are
+    judged on the whole observation (the blocks' counts merged: amplitude_median), so they are known only once
+    every block is written: those the calibrators did not find already are then flagged in the store
+    (zarr_io.flag_stored_channels: FLAG set, WEIGHT zeroed), which is all that flagging them while applying
+    would have changed (the visibilities do not depend on the flags). A second read of the partition for its
+    channel statistic first cost the full-size corpus block about a tenth of the stage's time. A block is a
+    whole number of the chunks written, so no Zarr chunk is written by two, and of the chunks read where that
+    fits APPLY_BLOCK_BYTES (import-ms writes chunks that do), so none is read twice.
     """
-    bad_channels, _ = target_channel_flags(cal, target_channel_statistic(node, info, threads=threads))
     shape = _vis_shape(info)
     n_time, n_bl, n_chan, n_corr = shape
     per_time = n_bl * n_chan * n_corr * VIS_ITEMSIZE
@@ -414,12 +396,23 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
     both = math.lcm(written, stored_chunk_length(node, "time"))
     blocks = read_blocks(n_time, per_time, APPLY_BLOCK_BYTES, unit=both if both * per_time <= APPLY_BLOCK_BYTES
                          else written)
-    flagged: dict[int, int] = {}  # per block, as each task reports it
+    # the raw amplitudes counted per (channel, correlation) and the samples flagged per channel once calibrated,
+    # each block's added as its task ends (under the lock: `threads` tasks at once)
+    counts = amplitude_median.AmplitudeCounts(n_chan * n_corr)
+    flagged_per_channel = np.zeros(n_chan, np.int64)
+    done: list[int] = []
+    lock = threading.Lock()
 
     def calibrate_block(k: int, times: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         block = load_partition(node, info.name, times=times, sequential=True)  # `threads` blocks at once already
+        counted = amplitude_median.count_per_channel(block.vis, block.flag)  # before it is calibrated in place
         # calibrated in the block's own arrays: read for this alone, they are not held twice
-        vis, flag, weight, flagged[k] = apply_to_target_block(cal, block, bad_channels, in_place=True)
+        vis, flag, weight, _ = apply_to_target_block(cal, block, cal.bad_channels, in_place=True)
+        flagged = flag.reshape(-1, n_chan, n_corr).sum(axis=(0, 2), dtype=np.int64)
+        with lock:
+            counts.merge(counted)
+            flagged_per_channel[:] += flagged
+            done.append(k)
         return vis, flag, weight
 
     pieces: dict[str, list] = {"vis": [], "flag": [], "weight": []}
@@ -432,9 +425,16 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
     # to_zarr computes all three variables in one graph: each block task runs once, `threads` at a time
     with dask.config.set(scheduler="threads", num_workers=max(1, threads)):
         write_processing_set_node(out_ps, info.name, _calibrated_node(node, vis, flag, weight))
-    if sorted(flagged) != list(range(len(blocks))):
-        raise RuntimeError(f"partition {info.name}: calibrated blocks {sorted(flagged)} of {len(blocks)}")
-    cal.scores["fraction_flagged"] = fraction_flagged_score_of_counts(sum(flagged.values()), int(np.prod(shape)))
+    if sorted(done) != list(range(len(blocks))):
+        raise RuntimeError(f"partition {info.name}: calibrated blocks {sorted(done)} of {len(blocks)}")
+
+    bad_channels, _ = target_channel_flags(cal, amplitude_median.log_median(counts, (n_chan, n_corr)))
+    found_here = sorted(set(bad_channels) - set(cal.bad_channels))
+    if found_here:
+        flag_stored_channels(out_ps.join(info.name), found_here)
+        flagged_per_channel[found_here] = n_time * n_bl * n_corr
+    cal.scores["fraction_flagged"] = fraction_flagged_score_of_counts(int(flagged_per_channel.sum()),
+                                                                      int(np.prod(shape)))
 
 
 def _calibrated_node(node: xr.DataTree, vis, flag, weight) -> xr.DataTree:

@@ -8,8 +8,10 @@ object is recorded (storage.integrity) for readers to verify.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
@@ -125,6 +127,21 @@ def write_processing_set_node(loc: Location, name: str, node: xr.DataTree) -> No
         tree.to_zarr(zarr_target(loc.join(name)), mode="w", consolidated=False, zarr_format=3)
 
 
+def flag_stored_channels(loc: Location, channels: Sequence[int]) -> None:
+    """Flag `channels` of the MSv4 partition stored at `loc`: every sample's FLAG set and WEIGHT zeroed there, a
+    stored time chunk at a time; nothing else rewritten. For flags found only once the partition is written (the
+    calibration stage judges a target's channels on all of its integrations, which it writes as it reads)."""
+    chosen = np.asarray(sorted(channels), dtype=np.int64)
+    if chosen.size == 0:
+        return
+    group = zarr.open_group(zarr_target(loc), mode="r+")
+    for name, value in (("FLAG", True), ("WEIGHT", 0)):
+        array = group[name]  # (time, baseline_id, frequency, polarization)
+        step = array.chunks[0]
+        for start in range(0, array.shape[0], step):
+            array.oindex[start:start + step, :, chosen, :] = value
+
+
 def write_dataset_group(loc: Location, ds: xr.Dataset, group: str) -> None:
     """Write a plain xarray Dataset (e.g. a calibration table) as group `group` of the Zarr store at loc."""
     with _quiet_zarr():
@@ -156,6 +173,6 @@ def open_processing_set(loc: Location) -> xr.DataTree:
         return xr.open_datatree(zarr_target(loc), engine="zarr", chunks={})
 
 
-__all__ = ["finalize_processing_set", "laid_out_for_storage", "open_processing_set", "open_zarr_tree",
-           "storage_chunks", "visibility_chunks", "write_dataset_group", "write_processing_set_node",
+__all__ = ["finalize_processing_set", "flag_stored_channels", "laid_out_for_storage", "open_processing_set",
+           "open_zarr_tree", "storage_chunks", "visibility_chunks", "write_dataset_group", "write_processing_set_node",
            "write_processing_set_root"]

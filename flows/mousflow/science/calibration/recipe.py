@@ -226,7 +226,9 @@ def apply_to_target_block(cal: WindowCalibration, block: Visibilities, bad_chann
     of integrations give, to the bit, what the whole target gives. Returns (vis complex64, flag, weight
     float32, number of flagged samples). in_place: the result is written into the block's own vis, flag and
     weight (when they are complex64, bool and float32), which are returned: a block read for this alone is not
-    held twice (the same bits)."""
+    held twice (the same bits). A channel's flag changes only its own FLAG and WEIGHT (0), never a calibrated
+    visibility: calibrated with some of bad_channels and the rest flagged afterwards, the block has the same
+    bits (what the calibration stage does with the target's own channels, known once all its blocks are read)."""
     writable = in_place and [np.asarray(a).dtype for a in (block.vis, block.flag, block.weight)] == \
         [np.complex64, np.bool_, np.float32] and all(np.asarray(a).flags.writeable
                                                       for a in (block.vis, block.flag, block.weight))
