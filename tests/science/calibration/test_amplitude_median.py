@@ -4,9 +4,11 @@ blocks and their order."""
 import numpy as np
 import pytest
 
+from mousflow.science.calibration import chunking
 from mousflow.science.calibration.amplitude_median import (
     AmplitudeCounts,
     count_per_baseline,
+    count_per_baseline_and_channel,
     count_per_channel,
     log_median,
     usable_amplitude32,
@@ -89,3 +91,17 @@ def test_per_channel_and_per_baseline_groups():
     np.testing.assert_allclose(per_baseline, np.median(amplitude, axis=(0, 2)), rtol=0.01)
     assert per_channel[5].min() > 5 * np.delete(per_channel, 5, axis=0).max()
     assert per_baseline[4].min() > 5 * np.delete(per_baseline, 4, axis=0).max()
+
+
+def test_counting_per_baseline_and_channel_at_once_gives_each_counts(monkeypatch):
+    """The first pass of the flag statistics counts both groupings from one amplitude per sample: the same
+    counts as counting each apart, in chunks smaller than an integration too."""
+    monkeypatch.setattr(chunking, "SAMPLES_PER_CHUNK", 50)  # part of an integration's baselines per chunk
+    rng = np.random.default_rng(4)
+    vis = _noise(rng, (7, 21, 8, 2))
+    flag = rng.random(vis.shape) < 0.1
+    per_baseline, per_channel = AmplitudeCounts(21 * 2), AmplitudeCounts(8 * 2)
+    count_per_baseline_and_channel(vis, flag, per_baseline, per_channel)
+    for got, alone in ((per_baseline, count_per_baseline(vis, flag)), (per_channel, count_per_channel(vis, flag))):
+        assert got.first == alone.first
+        np.testing.assert_array_equal(got.counts, alone.counts)

@@ -53,16 +53,25 @@ def _in_memory(cals: dict, model: np.ndarray):
     return bad_ants, bad_chans, refant, bp, gf, fluxscale(gf, gp).table
 
 
-@pytest.fixture(scope="module", params=["as simulated", "with a spur on the flux calibrator only"])
+@pytest.fixture(scope="module", params=["as simulated", "with a spur on the flux calibrator only",
+                                        "with the dead antenna flagged as read"])
 def window(request, tiny_mous):
-    """spw1 of the tiny MOUS (a dead antenna and a spur channel on every calibrator), and a variant where a
-    second spur is on the flux calibrator alone: what one calibrator finds must reach the others' solves."""
+    """spw1 of the tiny MOUS (a dead antenna and a spur channel on every calibrator); a variant where a second
+    spur is on the flux calibrator alone: what one calibrator finds must reach the others' solves; and one
+    whose dead antenna was flagged online, so that the antenna test finds nothing and each calibrator's flag
+    statistics take one pass."""
     _, parts = tiny_mous
     cals = {role: parts[("spw1", role)] for role in ROLES}
-    if request.param != "as simulated":
+    if request.param == "with a spur on the flux calibrator only":
         vis = cals["flux"].vis.copy()
         vis[:, :, 13] *= 40
         cals["flux"] = replace(cals["flux"], vis=vis)
+    elif request.param == "with the dead antenna flagged as read":
+        n_ant = len(cals["bandpass"].antenna_names)
+        dead = sorted({a for c in cals.values()
+                       for a in flag_outliers(c.vis, c.flag, c.antenna1, c.antenna2, n_ant)[1].antennas})
+        assert dead
+        cals = {role: replace(c, flag=flag_antennas(c.flag, c.antenna1, c.antenna2, dead)) for role, c in cals.items()}
     fc = cals["flux"]
     return cals, FLUX_MODELS[fc.field_name].at(fc.frequency_hz)
 
@@ -92,18 +101,21 @@ def _reader(cals: dict, integrations_per_block: int | None):
     return read, asked
 
 
-ORDER_ASKED = [*(r for r in FLAG_ORDER for _ in range(2)), *SOLVE_ORDER, "phase"]
+def _order_asked(any_bad_antenna: bool) -> list[str]:
+    """The roles asked for: the flag statistics twice each where antennas are found (antennas, then the channels
+    without them), else once; the solves; the phase calibrator's score."""
+    return [*(r for r in FLAG_ORDER for _ in range(2 if any_bad_antenna else 1)), *SOLVE_ORDER, "phase"]
 
 
 def test_one_calibrator_at_a_time_gives_the_in_memory_calibration_to_the_bit(window):
     cals, model = window
     read, asked = _reader(cals, None)
     got = calibrate_window_read(read, model)
-    # flag statistics twice (antennas, then channels), the solves, the phase calibrator's score
-    assert asked == ORDER_ASKED
     bad_ants, bad_chans, refant, bp, gf, gains = _in_memory(cals, model)
     assert got.bad_antennas == bad_ants and got.bad_channels == bad_chans and got.reference_antenna == refant
-    assert bad_ants and bad_chans  # the finds' propagation is exercised
+    assert bad_chans  # the finds' propagation is exercised (and the antennas' but where flagged as read)
+    assert bool(bad_ants) == all(got.flag_reports[r].antennas for r in ROLES)
+    assert asked == _order_asked(bool(bad_ants))
     assert list(got.flag_reports) == list(ROLES)
     np.testing.assert_array_equal(got.bandpass.bandpass, bp.bandpass)
     np.testing.assert_array_equal(got.bandpass.flags, bp.flags)
@@ -120,7 +132,7 @@ def test_blocks_of_integrations_give_the_whole_calibrators_calibration(window, i
     whole = calibrate_window_read(_reader(cals, None)[0], model)
     read, asked = _reader(cals, integrations_per_block)
     got = calibrate_window_read(read, model)
-    assert asked == ORDER_ASKED
+    assert asked == _order_asked(bool(whole.bad_antennas))
     assert (got.bad_antennas, got.bad_channels, got.reference_antenna) == \
         (whole.bad_antennas, whole.bad_channels, whole.reference_antenna)
     for role in ROLES:  # counts add: the flag statistics are the same to the bit

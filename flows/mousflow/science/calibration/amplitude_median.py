@@ -134,6 +134,19 @@ def count_per_baseline(vis: np.ndarray, flag: np.ndarray, counts: AmplitudeCount
     return counts
 
 
+def count_per_baseline_and_channel(vis: np.ndarray, flag: np.ndarray, per_baseline: AmplitudeCounts,
+                                   per_channel: AmplitudeCounts) -> None:
+    """count_per_baseline and count_per_channel of the same data at once, each chunk's amplitudes computed once
+    for both (the first pass of flagging.OutlierSearch)."""
+    n_time, n_bl, n_chan, n_corr = vis.shape
+    by_baseline = np.arange(n_bl * n_corr).reshape(n_bl, 1, n_corr)
+    by_channel = np.arange(n_chan * n_corr).reshape(n_chan, n_corr)
+    for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
+        amplitude, usable = usable_amplitude32(vis[ts, bs], flag[ts, bs])
+        per_baseline.add(amplitude, usable, by_baseline[bs])
+        per_channel.add(amplitude, usable, by_channel)
+
+
 def log_median(counts: AmplitudeCounts, shape: tuple[int, int]) -> np.ndarray:
     """log of counts.median() reshaped (e.g. (n_chan, n_corr)); NaN where a group has no usable sample."""
     return np.log(counts.median()).reshape(shape)

@@ -165,12 +165,16 @@ def excess_power_channels(ch_stat: np.ndarray, threshold: float = CHANNEL_THRESH
 
 
 class OutlierSearch:
-    """flag_outliers over blocks of integrations, for a calibrator too large to hold: two passes over the same
-    blocks, in any order and any split. First `add_for_antennas` for every block (invalid samples counted, the
-    dead-antenna test's amplitudes counted per baseline), then `antennas()`; then `add_for_channels` for every
-    block (the excess-power test's amplitudes counted per channel, the bad antennas' baselines left out), then
-    `report()`. Counts add (amplitude_median), so the report is, to the bit, flag_outliers' on the whole data;
-    flag_known_bad(vis, flag, antenna1, antenna2, report.antennas, report.channels) is then its flag array."""
+    """flag_outliers over blocks of integrations, for a calibrator too large to hold: one or two passes over the
+    same blocks, in any order and any split. First `add_for_antennas` for every block (invalid samples counted,
+    the dead-antenna test's amplitudes counted per baseline, and per channel over every baseline), then
+    `antennas()`. Where it found none (the usual case), those channel counts are the excess-power test's and the
+    first pass was the only one; where it found some (`channel_pass_needed`), `add_for_channels` for every block
+    again (counted per channel with the bad antennas' baselines left out). Then `report()`. Counts add
+    (amplitude_median), so the report is, to the bit, flag_outliers' on the whole data; flag_known_bad(vis,
+    flag, antenna1, antenna2, report.antennas, report.channels) is then its flag array. (A second pass every
+    time read each calibrator of a full-size window once more: what the stage spent most of its calibrator
+    reading on.)"""
 
     def __init__(self, antenna1: np.ndarray, antenna2: np.ndarray, n_ant: int, n_chan: int, n_corr: int, *,
                  antennas: bool = True, channels: bool = True, antenna_threshold: float = 5.0,
@@ -188,6 +192,10 @@ class OutlierSearch:
         self.per_baseline = amplitude_median.AmplitudeCounts(self.a1.size * n_corr)
         self.per_channel = amplitude_median.AmplitudeCounts(n_chan * n_corr)
         self.flagged_per_channel = np.zeros(n_chan, np.int64)  # after the antenna test
+        # the first pass's per channel, every baseline counted: the channel test's when no antenna is bad
+        self.per_channel_all = amplitude_median.AmplitudeCounts(n_chan * n_corr)
+        self.invalid_per_channel = np.zeros(n_chan, np.int64)
+        self._channel_pass = False
         self._antennas: list[int] | None = None
         self._reasons: list[str] = []
 
@@ -210,8 +218,13 @@ class OutlierSearch:
         self.n_flagged += n_flag
         self.n_invalid += n_invalid - n_flag
         self.n_unusable += n_invalid
-        if self.test_antennas:
+        self.invalid_per_channel += np.count_nonzero(invalid, axis=(0, 1, 3))
+        if self.test_antennas and self.test_channels:
+            amplitude_median.count_per_baseline_and_channel(vis, invalid, self.per_baseline, self.per_channel_all)
+        elif self.test_antennas:
             amplitude_median.count_per_baseline(vis, invalid, self.per_baseline)
+        elif self.test_channels:
+            amplitude_median.count_per_channel(vis, invalid, self.per_channel_all)
         return invalid
 
     def antennas(self) -> list[int]:
@@ -242,9 +255,16 @@ class OutlierSearch:
         self._antennas = found
         return found
 
+    @property
+    def channel_pass_needed(self) -> bool:
+        """Whether the channel test needs a second pass (add_for_channels over every block): only where the
+        antenna test found antennas, whose baselines the channel counts must leave out."""
+        return bool(self.antennas())
+
     def add_for_channels(self, vis: np.ndarray, flag: np.ndarray) -> None:
-        """The second pass over one block (after antennas())."""
+        """The second pass over one block (after antennas()), where channel_pass_needed."""
         vis = self._check(vis, flag)
+        self._channel_pass = True
         out = flag_known_bad(vis, flag, self.a1, self.a2, self.antennas(), [])
         self.flagged_per_channel += np.count_nonzero(out, axis=(0, 1, 3))
         if self.test_channels:
@@ -255,14 +275,17 @@ class OutlierSearch:
         report = FlagReport(antennas=list(self.antennas()), reasons=list(self._reasons),
                             fraction_before=self.n_flagged / self.n_samples)
         report.antenna_log_amplitude = self.antenna_log_amplitude
+        if self.channel_pass_needed and not self._channel_pass:
+            raise RuntimeError("OutlierSearch.report: antennas were found, and the channel pass was not made")
+        per_channel, flagged = ((self.per_channel, self.flagged_per_channel) if self._channel_pass else
+                                (self.per_channel_all, self.invalid_per_channel))
         if self.test_channels:
-            stat = amplitude_median.log_median(self.per_channel, (self.n_chan, self.n_corr))
+            stat = amplitude_median.log_median(per_channel, (self.n_chan, self.n_corr))
             found, report.channel_excess, reasons = excess_power_channels(stat, *self.channel_args)
             report.channels += found
             report.reasons += reasons
-        per_channel = self.n_samples // self.n_chan
-        flagged = self.flagged_per_channel.copy()
-        flagged[report.channels] = per_channel
+        flagged = flagged.copy()
+        flagged[report.channels] = self.n_samples // self.n_chan
         n_flagged = int(flagged.sum())
         report.fraction_after = n_flagged / self.n_samples
         if n_flagged == self.n_samples:
@@ -292,6 +315,7 @@ def flag_outliers(vis: np.ndarray, flag: np.ndarray, antenna1: np.ndarray, anten
                            min_channel_scatter=min_channel_scatter, channel_window=channel_window,
                            protect_channels=protect_channels)
     search.add_for_antennas(vis, flag)
-    search.add_for_channels(vis, flag)
+    if search.channel_pass_needed:
+        search.add_for_channels(vis, flag)
     report = search.report()
     return flag_known_bad(vis, flag, search.a1, search.a2, report.antennas, report.channels), report

@@ -90,7 +90,8 @@ def calibrate_window_read(read: CalibratorReader, flux_model_jy: np.ndarray, *, 
                           scale_weights: bool = True, min_snr: float = 3.0) -> WindowCalibration:
     """Calibrate one window, holding one block of one calibrator at a time: `read(role)` gives the role's blocks
     of integrations, and the kernel asks for them (keeping none when it asks for the next) in passes: for each
-    role in FLAG_ORDER twice (the flag statistics: flagging.OutlierSearch), then in SOLVE_ORDER once each (the
+    role in FLAG_ORDER once (the flag statistics: flagging.OutlierSearch; twice for a role on which it finds
+    bad antennas), then in SOLVE_ORDER once each (the
     sums of the solves: BandpassSums, GainSums) and the phase calibrator once more (its score, calibrated with
     the solutions). The peak is then a block, not a calibrator: at full size a 480-channel window's phase
     calibrator held whole was the calibration stage's peak, and an ALMA bandpass scan of 3840 channels would be
@@ -120,10 +121,10 @@ def calibrate_window_read(read: CalibratorReader, flux_model_jy: np.ndarray, *, 
             del block, invalid
         if search is None:
             raise CalibrationFailed(f"the {role} calibrator has no integrations")
-        search.antennas()
-        for block in read(role):
-            search.add_for_channels(block.vis, block.flag)
-            del block
+        if search.channel_pass_needed:  # antennas found: the channels are counted again without them
+            for block in read(role):
+                search.add_for_channels(block.vis, block.flag)
+                del block
         reports[role] = search.report()
         times[role] = np.concatenate(role_times)
         del search
