@@ -48,3 +48,21 @@ def test_manifest_records_checksums_of_outputs(tmp_path):
 def test_hash_inputs_is_order_independent_for_mappings_only():
     assert hash_inputs({"a": 1, "b": 2}) == hash_inputs({"b": 2, "a": 1})
     assert hash_inputs([1, 2]) != hash_inputs([2, 1])
+
+
+def test_a_processing_set_is_committed_from_its_recorded_checksums_and_checked_from_its_bytes(tmp_path, monkeypatch):
+    """A stage commits right after recording its processing set's checksums: the commit takes them from the
+    record (not hashing GBs again); validation reads the objects, so a changed chunk invalidates."""
+    from mousflow.storage import integrity
+
+    root = _run_root(tmp_path)
+    integrity.record_checksums(root.join("stage", "table.zarr"))
+    store = CheckpointStore(root)
+    hashed = []
+    original = integrity.sha256_of_object
+    monkeypatch.setattr(integrity, "sha256_of_object", lambda loc: hashed.append(loc.path) or original(loc))
+    store.commit("stage", "uid://A001/X1/X1", "in", "v1", ["stage/table.zarr"])
+    assert hashed == []
+    assert store.validate("stage", "in", "v1") and hashed  # read to check
+    root.join("stage", "table.zarr", "c", "0").write_bytes(b"chunk0-modified")
+    assert store.validate("stage", "in", "v1").reason == "output stage/table.zarr changed"

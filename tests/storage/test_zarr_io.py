@@ -184,7 +184,9 @@ def test_flagging_stored_channels_sets_their_flags_and_zeroes_their_weights_and_
     before = open_processing_set(loc)["p"].to_dataset().compute()
     assert not before["FLAG"].values[:, :, [1, 4]].all() and (before["WEIGHT"].values[:, :, [1, 4]] > 0).any()
 
-    zarr_io.flag_stored_channels(loc.join("p"), [4, 1])
+    unflagged = int(np.count_nonzero(~before["FLAG"].values[:, :, [1, 4]]))
+    assert zarr_io.flag_stored_channels(loc.join("p"), [4, 1]) == unflagged
+    assert zarr_io.flag_stored_channels(loc.join("p"), []) == 0
     finalize_processing_set(loc)
     after = open_processing_set(loc)["p"].to_dataset().compute()
     assert after["FLAG"].values[:, :, [1, 4]].all() and (after["WEIGHT"].values[:, :, [1, 4]] == 0).all()

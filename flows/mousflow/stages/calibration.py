@@ -396,10 +396,10 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
     both = math.lcm(written, stored_chunk_length(node, "time"))
     blocks = read_blocks(n_time, per_time, APPLY_BLOCK_BYTES, unit=both if both * per_time <= APPLY_BLOCK_BYTES
                          else written)
-    # the raw amplitudes counted per (channel, correlation) and the samples flagged per channel once calibrated,
-    # each block's added as its task ends (under the lock: `threads` tasks at once)
+    # the raw amplitudes counted per (channel, correlation) and the samples flagged once calibrated, each
+    # block's added as its task ends (under the lock: `threads` tasks at once)
     counts = amplitude_median.AmplitudeCounts(n_chan * n_corr)
-    flagged_per_channel = np.zeros(n_chan, np.int64)
+    flagged = [0]
     done: list[int] = []
     lock = threading.Lock()
 
@@ -407,11 +407,10 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
         block = load_partition(node, info.name, times=times, sequential=True)  # `threads` blocks at once already
         counted = amplitude_median.count_per_channel(block.vis, block.flag)  # before it is calibrated in place
         # calibrated in the block's own arrays: read for this alone, they are not held twice
-        vis, flag, weight, _ = apply_to_target_block(cal, block, cal.bad_channels, in_place=True)
-        flagged = flag.reshape(-1, n_chan, n_corr).sum(axis=(0, 2), dtype=np.int64)
+        vis, flag, weight, n_flagged = apply_to_target_block(cal, block, cal.bad_channels, in_place=True)
         with lock:
             counts.merge(counted)
-            flagged_per_channel[:] += flagged
+            flagged[0] += n_flagged
             done.append(k)
         return vis, flag, weight
 
@@ -430,11 +429,8 @@ def write_calibrated_target(out_ps: Location, node: xr.DataTree, info: Partition
 
     bad_channels, _ = target_channel_flags(cal, amplitude_median.log_median(counts, (n_chan, n_corr)))
     found_here = sorted(set(bad_channels) - set(cal.bad_channels))
-    if found_here:
-        flag_stored_channels(out_ps.join(info.name), found_here)
-        flagged_per_channel[found_here] = n_time * n_bl * n_corr
-    cal.scores["fraction_flagged"] = fraction_flagged_score_of_counts(int(flagged_per_channel.sum()),
-                                                                      int(np.prod(shape)))
+    flagged[0] += flag_stored_channels(out_ps.join(info.name), found_here)
+    cal.scores["fraction_flagged"] = fraction_flagged_score_of_counts(flagged[0], int(np.prod(shape)))
 
 
 def _calibrated_node(node: xr.DataTree, vis, flag, weight) -> xr.DataTree:

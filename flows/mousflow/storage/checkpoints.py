@@ -99,10 +99,12 @@ class CheckpointStore:
 
     def commit(self, key: str, mous_uid: str, input_hash: str, code_version: str, outputs: list[str],
                metrics: dict[str, Any] | None = None) -> CheckpointManifest:
-        """Record finished work. Digests the outputs (already written) and writes the manifest last."""
+        """Record finished work. Digests the outputs (already written; a processing set's from the checksums
+        its writer has just recorded) and writes the manifest last."""
         cp = CheckpointManifest(
             stage=key, mous_uid=mous_uid, input_hash=input_hash, code_version=code_version,
-            outputs={rel: content_digest(self.root.join(rel)) for rel in outputs}, metrics=metrics or {},
+            outputs={rel: content_digest(self.root.join(rel), recorded=True) for rel in outputs},
+            metrics=metrics or {},
         )
         self.location(key).write_json(cp.to_json())
         return cp
