@@ -38,14 +38,20 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
         raise CalibrationFailed(f"gains {gains.shape} do not fit data {vis.shape} with antennas up to "
                                 f"{max(a1.max(), a2.max())}")
     gflag = np.zeros(gains.shape, bool) if gain_flags is None else np.asarray(gain_flags, bool)
+    # 1/J = 1/(g_p conj g_q) x 1/(B_p conj B_q): the bandpass's part inverted once for all integrations, the
+    # gains' once per integration and baseline, and each sample multiplied by the two in single precision (the
+    # precision it is stored in). Dividing every sample by J in double precision was a third of the stage's CPU.
+    # A zero J is singular: its samples are flagged and kept as they are (divided by 1).
     if bandpass is not None:
         if bandpass.bandpass.shape[1:] != (n_chan, n_corr):
             raise CalibrationFailed(f"bandpass {bandpass.bandpass.shape} does not fit data {vis.shape}")
         bb = bandpass.bandpass[a1] * np.conj(bandpass.bandpass[a2])  # (bl, chan, corr)
-        bflag = bandpass.flags[a1] | bandpass.flags[a2]
+        b_bad = bandpass.flags[a1] | bandpass.flags[a2] | (bb == 0)
+        b_inverse, b_power = _inverse_and_power(bb)
     else:
-        bb = np.ones((n_bl, n_chan, n_corr), np.complex128)
-        bflag = np.zeros((n_bl, n_chan, n_corr), bool)
+        b_bad = np.zeros((n_bl, n_chan, n_corr), bool)
+        b_inverse, b_power = np.ones((n_bl, n_chan, n_corr), np.complex64), np.ones((n_bl, n_chan, n_corr),
+                                                                                     np.float32)
     if out is None:
         out_vis, out_flag, out_weight = (np.empty(vis.shape, np.complex64), np.empty(vis.shape, bool),
                                          np.empty(vis.shape, np.float32))
@@ -56,21 +62,31 @@ def apply_calibration(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, ant
                                     f"fit data {vis.shape} (complex64, bool, float32)")
     for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
         b1, b2 = a1[bs], a2[bs]
-        gg = (gains[ts][:, b1] * np.conj(gains[ts][:, b2]))[:, :, None, :]  # (t, bl, 1, corr)
-        gf = (gflag[ts][:, b1] | gflag[ts][:, b2])[:, :, None, :]
-        j = gg * bb[bs][None]  # the chunk's one complex128 intermediate; the rest is done in it, in place
+        gg = gains[ts][:, b1] * np.conj(gains[ts][:, b2])  # (t, bl, corr)
+        g_bad = (gflag[ts][:, b1] | gflag[ts][:, b2] | (gg == 0))[:, :, None, :]
+        g_inverse, g_power = (a[:, :, None, :] for a in _inverse_and_power(gg))
         d = vis[ts, bs]
-        singular = j == 0
-        f = np.asarray(flag[ts, bs], bool) | gf | bflag[bs][None] | singular
-        f |= ~np.isfinite(d)
+        f = np.asarray(flag[ts, bs], bool) | g_bad | b_bad[bs][None]
+        invalid = ~np.isfinite(d)
+        f |= invalid
         out_flag[ts, bs] = f
-        scale = np.abs(j) ** 2 if scale_weights else 1.0
-        out_weight[ts, bs] = np.where(f, 0.0, np.asarray(weight[ts, bs]) * scale)
-        del scale
-        np.copyto(j, 1, where=singular)
-        with np.errstate(all="ignore"):
-            v = np.divide(d, j, out=j)
-        np.copyto(v, 0, where=~np.isfinite(v))
+        w = np.asarray(weight[ts, bs], np.float32) * g_power * b_power[bs][None] if scale_weights else \
+            np.array(weight[ts, bs], np.float32)
+        np.copyto(w, 0, where=f)
+        out_weight[ts, bs] = w
+        del w
+        with np.errstate(invalid="ignore", over="ignore"):  # a NaN or inf sample: zeroed just below
+            v = d * g_inverse  # complex64, the chunk's one intermediate of its size but for the flags
+            v *= b_inverse[bs][None]
+        if invalid.any():  # the inverses are finite: only a sample that was not can make one that is not
+            np.copyto(v, 0, where=invalid)
         out_vis[ts, bs] = v
     return out_vis, out_flag, out_weight
 
+
+def _inverse_and_power(j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(1/j as complex64, |j|^2 as float32), computed in j's precision; 1 and 0 where j is 0 (singular)."""
+    singular = j == 0
+    with np.errstate(all="ignore"):
+        inverse = 1 / np.where(singular, 1, j)
+    return inverse.astype(np.complex64), np.where(singular, 0, np.abs(j) ** 2).astype(np.float32)
