@@ -98,3 +98,10 @@ def test_a_recorded_stores_digest_from_its_record_is_the_digest_of_its_bytes(sto
     assert content_digest(store, recorded=True) == read  # the record is trusted: for its writer alone
     store.join("VISIBILITY", "c", "0", "1").write_bytes(b"\x01")  # an object the record does not name
     assert content_digest(store, recorded=True) == content_digest(store) != read
+
+
+def test_checksums_recorded_on_several_threads_are_those_of_one(store):
+    for k in range(6):
+        store.join("FLAG", "c", str(k)).write_bytes(os.urandom(1000 + k))
+    one = record_checksums(store)
+    assert record_checksums(store, threads=3) == one and len(one) == 9

@@ -337,7 +337,7 @@ def _calibrate(ctx: StageContext, blocks: list[CheckedBlock]) -> tuple[dict, lis
             # target's blocks left in the heap goes back to the system before they are
             del cal
             release_freed_memory()
-        finalize_processing_set(out_ps)
+        finalize_processing_set(out_ps, threads=ctx.threads)
         outputs += [f"{STAGE}/{label}/calibrated.ps.zarr"]
         if out_tables.exists():
             outputs += [f"{STAGE}/{label}/caltables.zarr"]

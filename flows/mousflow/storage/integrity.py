@@ -18,6 +18,7 @@ import json
 import os
 import posixpath
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 from mousflow.errors import InvalidInput
 from mousflow.storage.location import Location
@@ -75,13 +76,17 @@ def _local_objects(root: str) -> list[str]:
     return sorted(found)
 
 
-def object_digests(loc: Location, *, etags: bool = False) -> dict[str, str]:
+def object_digests(loc: Location, *, etags: bool = False, threads: int = 1) -> dict[str, str]:
     """relative path -> digest of every object under a directory (or prefix). The digest is the sha256 of the
     content, or with `etags` in object storage the object's ETag: derived from the content by the store (the
     MD5 of a single-part upload, a hash of the parts' MD5s otherwise), it costs nothing to read and changes
-    whenever the content does."""
+    whenever the content does. threads: local objects hashed that many at a time (hashlib and reads release
+    the GIL)."""
     if loc.is_local:
-        return {rel: sha256_of_object(Location(posixpath.join(loc.path, rel))) for rel in _local_objects(loc.path)}
+        objects = _local_objects(loc.path)
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            digests = pool.map(lambda rel: sha256_of_object(Location(posixpath.join(loc.path, rel))), objects)
+            return dict(zip(objects, digests, strict=True))
     loc.fs.invalidate_cache(loc.path)
     digests = {}
     for name, info in sorted(loc.fs.find(loc.path, detail=True).items()):
@@ -119,9 +124,10 @@ def content_digest(loc: Location, *, recorded: bool = False) -> str:
 # --- checksums recorded with a Zarr store -------------------------------------------------------------------
 
 
-def record_checksums(loc: Location) -> dict[str, str]:
-    """Write CHECKSUMS under `loc`: the sha256 of every object in it. Call when everything else is written."""
-    digests = {rel: d for rel, d in object_digests(loc).items() if rel != CHECKSUMS}
+def record_checksums(loc: Location, *, threads: int = 1) -> dict[str, str]:
+    """Write CHECKSUMS under `loc`: the sha256 of every object in it (local ones `threads` at a time). Call when
+    everything else is written."""
+    digests = {rel: d for rel, d in object_digests(loc, threads=threads).items() if rel != CHECKSUMS}
     loc.join(CHECKSUMS).write_json({"algorithm": CHECKSUM_ALGORITHM, "objects": digests}, indent=None)
     return digests
 

@@ -160,12 +160,13 @@ def write_dataset_group(loc: Location, ds: xr.Dataset, group: str) -> None:
                                          consolidated=False, zarr_format=3)
 
 
-def finalize_processing_set(loc: Location) -> None:
-    """Consolidate the metadata and record the checksums: the last writes of a processing set."""
+def finalize_processing_set(loc: Location, *, threads: int = 1) -> None:
+    """Consolidate the metadata and record the checksums (`threads` objects hashed at a time: a full-size
+    execution block's 3 GB take ~2.5 s a thread): the last writes of a processing set."""
     loc.join(CHECKSUMS).remove()  # not part of the Zarr hierarchy: recorded again below, after consolidation
     with _quiet_zarr():
         zarr.consolidate_metadata(zarr_target(loc))
-    record_checksums(loc)
+    record_checksums(loc, threads=threads)
 
 
 def open_zarr_tree(loc: Location) -> xr.DataTree:

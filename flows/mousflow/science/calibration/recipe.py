@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from mousflow.science.calibration import chunking
-from mousflow.science.calibration.apply import apply_calibration
+from mousflow.science.calibration.apply import BaselineBandpass, apply_calibration, baseline_bandpass
 from mousflow.science.calibration.bandpass import BandpassSums, BandpassTable
 from mousflow.science.calibration.errors import CalibrationFailed
 from mousflow.science.calibration.flagging import (
@@ -66,6 +66,18 @@ class WindowCalibration:
     flag_reports: dict[str, FlagReport]
     reference_antenna: list[int]
     scores: dict[str, SubScore] = field(default_factory=dict)
+    # the bandpass on each baseline layout it was applied to (antenna1, antenna2 bytes): made once per window
+    _on_baselines: dict[tuple[bytes, bytes], BaselineBandpass] = field(default_factory=dict, repr=False,
+                                                                       compare=False)
+
+    def bandpass_on(self, antenna1: np.ndarray, antenna2: np.ndarray) -> BaselineBandpass:
+        """baseline_bandpass of this window's bandpass for these baselines, made the first time it is asked
+        for (two threads may both make it: the same arrays)."""
+        key = (np.asarray(antenna1).tobytes(), np.asarray(antenna2).tobytes())
+        found = self._on_baselines.get(key)
+        if found is None:
+            found = self._on_baselines[key] = baseline_bandpass(self.bandpass, antenna1, antenna2)
+        return found
 
 
 CalibratorReader = Callable[[str], Iterable[Visibilities]]
@@ -187,12 +199,13 @@ def calibrate_window_read(read: CalibratorReader, flux_model_jy: np.ndarray, *, 
     # the calibration stage's peak at full size
     n_time, n_bl = times["phase"].size, a1.size
     sw, swv = np.empty((n_time, n_bl, n_corr)), np.empty((n_time, n_bl, n_corr), np.complex128)
+    on_baselines = baseline_bandpass(bp, a1, a2)
     for ts, block in blocks_with_times("phase"):
         flag = flags_for_solves(block)
         g, gflag = interpolate_gains(per_scan, block.time_s)
         for cs, bs in chunking.sample_chunks(flag.shape[0], n_bl, n_chan * n_corr):
             v, f, w = apply_calibration(block.vis[cs, bs], flag[cs, bs], block.weight[cs, bs], a1[bs], a2[bs],
-                                        g[cs], gflag[cs], bp, scale_weights=scale_weights)
+                                        g[cs], gflag[cs], on_baselines.baselines(bs), scale_weights=scale_weights)
             rows = slice(ts.start + cs.start, ts.start + cs.stop)
             sw[rows, bs], swv[rows, bs] = row_sums(v, f, w)
         del block, flag
@@ -237,7 +250,7 @@ def apply_to_target_block(cal: WindowCalibration, block: Visibilities, bad_chann
                           in_place=writable)
     g, gflag = interpolate_gains(cal.gains, block.time_s, max_extrapolation_s=max_extrapolation_s)
     v, f, w = apply_calibration(block.vis, flag, block.weight, block.antenna1, block.antenna2, g, gflag,
-                                cal.bandpass, scale_weights=scale_weights,
+                                cal.bandpass_on(block.antenna1, block.antenna2), scale_weights=scale_weights,
                                 out=(block.vis, flag, block.weight) if writable else None)
     return v, f, w, int(np.count_nonzero(f))
 
