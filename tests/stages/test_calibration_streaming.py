@@ -197,12 +197,8 @@ def _longer_partition(node: xr.DataTree, repeats: int) -> xr.DataTree:
     return out
 
 
-@pytest.mark.slow  # about a minute: 60 blocks of 0.5 MB, each read and written under tracemalloc
-def test_streamed_target_peak_memory_is_blocks_not_the_partition(tiny_mous, tmp_path, monkeypatch):
-    """Python-allocated peak (numpy's buffers included) of calibrating a target partition of 30 MB of
-    visibilities (tiny's spw1 target observed 8 times over), in blocks of 0.5 MB, stored in chunks of as much: a
-    block's worth (applying takes ~10 times its visibilities) and Dask's bookkeeping, under half the
-    partition. Reading it whole, as the stage did before applying to it, takes more than the partition."""
+def _tiny_spw1_target_and_calibration(tiny_mous):
+    """(tiny's processing set, its spw1 target partition's info, spw1's calibration from its calibrators)."""
     eb = next((Path(tiny_mous.out.path) / "eb").glob("*.ps.zarr"))
     ps = open_checked(Location.of(str(eb)))
     infos = [i for i in partition_infos(ps) if i.spw_name == "spw1"]
@@ -211,7 +207,16 @@ def test_streamed_target_peak_memory_is_blocks_not_the_partition(tiny_mous, tmp_
              for r, intent in role.items()}
     cal = calibrate_window(parts["bandpass"], parts["flux"], parts["phase"],
                            FLUX_MODELS[parts["flux"].field_name].at(parts["flux"].frequency_hz))
-    target = next(i for i in infos if i.intents[0].startswith("OBSERVE_TARGET"))
+    return ps, next(i for i in infos if i.intents[0].startswith("OBSERVE_TARGET")), cal
+
+
+@pytest.mark.slow  # about a minute: 60 blocks of 0.5 MB, each read and written under tracemalloc
+def test_streamed_target_peak_memory_is_blocks_not_the_partition(tiny_mous, tmp_path, monkeypatch):
+    """Python-allocated peak (numpy's buffers included) of calibrating a target partition of 30 MB of
+    visibilities (tiny's spw1 target observed 8 times over), in blocks of 0.5 MB, stored in chunks of as much: a
+    block's worth (applying takes ~10 times its visibilities) and Dask's bookkeeping, under half the
+    partition. Reading it whole, as the stage did before applying to it, takes more than the partition."""
+    ps, target, cal = _tiny_spw1_target_and_calibration(tiny_mous)
 
     def streamed(ps, target, where: str):
         out = Location.of(str(tmp_path / where))
@@ -255,15 +260,7 @@ def test_a_channel_found_on_the_target_alone_is_flagged_in_the_store_as_whole_ap
     every block is written: they are then flagged in the store. The partition written in blocks is, to the bit,
     what apply_to_target on the whole partition in memory gives (that channel flagged, its weights zero), and so
     is the fraction-flagged score."""
-    eb = next((Path(tiny_mous.out.path) / "eb").glob("*.ps.zarr"))
-    ps = open_checked(Location.of(str(eb)))
-    infos = [i for i in partition_infos(ps) if i.spw_name == "spw1"]
-    role = {"bandpass": "CALIBRATE_BANDPASS", "flux": "CALIBRATE_FLUX", "phase": "CALIBRATE_PHASE"}
-    parts = {r: load_partition(ps[next(i.name for i in infos if i.intents[0].startswith(intent))])
-             for r, intent in role.items()}
-    cal = calibrate_window(parts["bandpass"], parts["flux"], parts["phase"],
-                           FLUX_MODELS[parts["flux"].field_name].at(parts["flux"].frequency_hz))
-    target = next(i for i in infos if i.intents[0].startswith("OBSERVE_TARGET"))
+    ps, target, cal = _tiny_spw1_target_and_calibration(tiny_mous)
     hot = next(c for c in range(target.n_chan // 2, target.n_chan) if c not in cal.bad_channels)
 
     source = Location.of(str(tmp_path / "hot.ps.zarr"))
