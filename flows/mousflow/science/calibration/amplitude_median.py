@@ -114,23 +114,17 @@ def usable_amplitude32(vis: np.ndarray, flag: np.ndarray) -> tuple[np.ndarray, n
 def count_per_channel(vis: np.ndarray, flag: np.ndarray, counts: AmplitudeCounts | None = None) -> AmplitudeCounts:
     """Add (time, baseline, channel, corr) data's usable amplitudes to counts per (channel, corr), a bounded
     number of samples at a time (chunking.sample_chunks)."""
-    n_time, n_bl, n_chan, n_corr = vis.shape
+    n_chan, n_corr = vis.shape[2:]
     counts = counts or AmplitudeCounts(n_chan * n_corr)
-    group = np.arange(n_chan * n_corr).reshape(n_chan, n_corr)
-    for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
-        amplitude, usable = usable_amplitude32(vis[ts, bs], flag[ts, bs])
-        counts.add(amplitude, usable, group)
+    _count(vis, flag, per_channel=counts)
     return counts
 
 
 def count_per_baseline(vis: np.ndarray, flag: np.ndarray, counts: AmplitudeCounts | None = None) -> AmplitudeCounts:
     """As count_per_channel, per (baseline, corr)."""
-    n_time, n_bl, n_chan, n_corr = vis.shape
+    n_bl, n_corr = vis.shape[1], vis.shape[3]
     counts = counts or AmplitudeCounts(n_bl * n_corr)
-    group = np.arange(n_bl * n_corr).reshape(n_bl, 1, n_corr)
-    for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
-        amplitude, usable = usable_amplitude32(vis[ts, bs], flag[ts, bs])
-        counts.add(amplitude, usable, group[bs])
+    _count(vis, flag, per_baseline=counts)
     return counts
 
 
@@ -138,13 +132,21 @@ def count_per_baseline_and_channel(vis: np.ndarray, flag: np.ndarray, per_baseli
                                    per_channel: AmplitudeCounts) -> None:
     """count_per_baseline and count_per_channel of the same data at once, each chunk's amplitudes computed once
     for both (the first pass of flagging.OutlierSearch)."""
+    _count(vis, flag, per_baseline=per_baseline, per_channel=per_channel)
+
+
+def _count(vis: np.ndarray, flag: np.ndarray, *, per_baseline: AmplitudeCounts | None = None,
+           per_channel: AmplitudeCounts | None = None) -> None:
+    """The usable amplitudes added to either grouping's counts or both, a chunk of samples at a time."""
     n_time, n_bl, n_chan, n_corr = vis.shape
     by_baseline = np.arange(n_bl * n_corr).reshape(n_bl, 1, n_corr)
     by_channel = np.arange(n_chan * n_corr).reshape(n_chan, n_corr)
     for ts, bs in chunking.sample_chunks(n_time, n_bl, n_chan * n_corr):
         amplitude, usable = usable_amplitude32(vis[ts, bs], flag[ts, bs])
-        per_baseline.add(amplitude, usable, by_baseline[bs])
-        per_channel.add(amplitude, usable, by_channel)
+        if per_baseline is not None:
+            per_baseline.add(amplitude, usable, by_baseline[bs])
+        if per_channel is not None:
+            per_channel.add(amplitude, usable, by_channel)
 
 
 def log_median(counts: AmplitudeCounts, shape: tuple[int, int]) -> np.ndarray:
