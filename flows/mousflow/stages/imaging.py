@@ -52,7 +52,14 @@ from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import CheckpointManifest, CheckpointStore, Validity, hash_inputs
 from mousflow.storage.integrity import verify_checksums
 from mousflow.storage.location import Location
-from mousflow.storage.partitions import load_partition, open_checked, partition_infos, read_blocks, stored_chunk_length
+from mousflow.storage.partitions import (
+    NO_CHANNELS,
+    load_partition,
+    open_checked,
+    partition_infos,
+    read_blocks,
+    stored_chunk_length,
+)
 
 STAGE = "imaging"
 DEFAULT_CHANNEL_CHUNK = 16
@@ -150,7 +157,7 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
             if len(info.field_names) > 1:
                 raise ImagingFailed(f"{info.name}: target fields {', '.join(info.field_names)} in one partition: "
                                     f"mosaics are not imaged yet")
-            p = load_partition(ps[info.name], info.name, channels=slice(0, 1))  # metadata and uvw only
+            p = load_partition(ps[info.name], info.name, channels=NO_CHANNELS)
             centres.append((f"{p.field_name} of {rel}", p.phase_centre_rad))
             entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None, "p": p})
             full_freq = np.asarray(ps[info.name].frequency.values, dtype=np.float64)

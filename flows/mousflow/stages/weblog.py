@@ -29,7 +29,7 @@ from matplotlib.patches import Ellipse
 from mousflow.science.qa import score_colour
 from mousflow.stages.image_store import ImageStore, attrs_to_header
 from mousflow.storage.location import Location
-from mousflow.storage.partitions import load_partition, open_checked, partition_infos
+from mousflow.storage.partitions import NO_CHANNELS, load_partition, open_checked, partition_infos
 from mousflow.storage.zarr_io import open_zarr_tree
 
 COLOUR_HEX = {"green": "#2e7d32", "blue": "#1565c0", "yellow": "#f9a825", "red": "#c62828"}
@@ -107,8 +107,8 @@ def _uv_plot(ctx, out: Location, calibration: dict) -> list[tuple[str, str]]:
         loc = ctx.path("calibration", eb["label"], "calibrated.ps.zarr")
         ps = open_checked(loc)
         info = partition_infos(ps)[0]
-        p = load_partition(ps[info.name], info.name, channels=slice(0, 1))
-        lam = 299792458.0 / p.frequency_hz[0]
+        p = load_partition(ps[info.name], info.name, channels=NO_CHANNELS)
+        lam = 299792458.0 / float(ps[info.name].frequency.values[0])
         u, v = p.uvw_m[..., 0].ravel() / lam / 1e3, p.uvw_m[..., 1].ravel() / lam / 1e3
         ax.plot(np.r_[u, -u], np.r_[v, -v], ",", alpha=0.5, label=eb["label"])
     ax.set_xlabel("u (kλ)")

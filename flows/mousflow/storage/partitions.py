@@ -26,6 +26,10 @@ from mousflow.storage.zarr_io import open_processing_set
 IN_PROCESS_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded")
 # The parallel-hand pairs Stokes I is made of (linear and circular feeds), in the order they are kept.
 PARALLEL_HANDS = (("XX", "YY"), ("RR", "LL"))
+# `load_partition(..., channels=NO_CHANNELS)`: a partition's metadata and uvw, and no visibility, weight or flag
+# chunk read. One channel reads every stored chunk that holds it: at full size, 3 GB of the four target
+# partitions read to learn their uvw (25 MB read this way, and 0.17 GB less resident memory).
+NO_CHANNELS = slice(0, 0)
 
 
 def partition_infos(ps: xr.DataTree) -> list[PartitionInfo]:
