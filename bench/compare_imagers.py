@@ -45,7 +45,7 @@ are not in a Measurement Set), so their rows compare pipelines, calibration incl
 also has a deep CLEAN pass near bright emission that neither has; WSClean does not apply the primary beam (nor
 does the measurement: every image is measured flat-noise); CASA starts a Python interpreter and casatools in
 its process (a few seconds of its wall time); mousflow's cube and continuum are timed on their own (the cube:
-`image_channels` for the line window, in the stage's 16-channel chunks; the continuum: the stage's continuum
+`image_window_channels` for the line window, in the stage's 16-channel chunks; the continuum: the stage's continuum
 step given the stage's line channels), as the stage makes all four cubes and the continuum in one process (the
 whole stage is printed below the table).
 
@@ -387,16 +387,14 @@ def _mousflow_imaging_context(manifest: str):
 
 
 def role_mousflow_cube(spec: dict) -> None:
-    """The line window's cube as the imaging stage makes it (its plan, image_channels in its chunks), alone."""
+    """The line window's cube as the imaging stage makes it (its plan, image_window_channels in its chunks), alone."""
     from mousflow.stages import imaging
 
     _, windows, summary, plans = _mousflow_imaging_context(spec["manifest"])
     (w,) = [w for w in windows if w.spw == spec["spw"]]
     chunk = summary["channel_chunk"]
     for c0 in range(0, w.freq_hz.size, chunk):
-        c1 = min(w.freq_hz.size, c0 + chunk)
-        vis, weight, flag = w.load(slice(c0, c1))
-        imaging.image_channels(vis, w.uvw_m, w.freq_hz[c0:c1], weight, flag, plans[w.spw], nthreads=THREADS)
+        imaging.image_window_channels(w, plans[w.spw], c0, min(w.freq_hz.size, c0 + chunk), THREADS)
 
 
 def role_mousflow_continuum(spec: dict) -> None:

@@ -149,3 +149,46 @@ def test_averaging_groups_every_channel_in_groups_no_wider_than_the_factor(n, fa
         np.testing.assert_array_equal(gflag[:, g], ~ok)
     assert all(a is b for a, b in zip(imaging.average_channels(vis, weight, flag, freq, 1), (vis, weight, flag, freq),
                                       strict=True))  # a factor of 1: the channels as they are
+
+
+@pytest.mark.parametrize("channels", [None, slice(3, 9), slice(0, 11, 10)])
+def test_a_window_loaded_a_block_at_a_time_is_its_partitions_read_whole(tmp_path, monkeypatch, channels):
+    """A cube chunk's Stokes I (WindowData.load), filled a stored chunk of integrations at a time: the bits of
+    each execution block's partition read whole and combined, the blocks stacked in execution-block order."""
+    from mousflow.science.imaging import stokes_i
+    from mousflow.stages import imaging
+    from mousflow.storage import zarr_io
+    from mousflow.storage.location import Location
+    from mousflow.storage.partitions import load_partition, open_checked
+
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 2 * 6 * 11 * 2 * 8)  # 2 integrations a stored chunk
+
+    class Context:  # the part of StageContext _windows uses
+        def path(self, *parts):
+            return Location.of(tmp_path).join(*parts)
+
+    rels = [_target_processing_set(tmp_path, f"eb{k}", seed=k) for k in (1, 2)]
+    expected = []
+    for rel in rels:
+        p = load_partition(open_checked(Location.of(tmp_path / rel))["target"], "target")
+        n = p.vis.shape[0] * p.vis.shape[1]
+        hands = [a.reshape(n, -1, 2)[:, channels if channels is not None else slice(None)]
+                 for a in (p.vis, p.weight, p.flag)]
+        expected.append(stokes_i(*(h[..., k] for h in hands for k in (0, 1))))
+    expected = [np.concatenate([e[k] for e in expected]) for k in range(3)]
+
+    (window,) = imaging._windows(Context(), rels)
+    reads = []
+    original = imaging.load_partition
+
+    def counted(node, name="", channels=None, field=None, times=None, **kwargs):
+        reads.append(times)
+        return original(node, name, channels, field, times, **kwargs)
+
+    monkeypatch.setattr(imaging, "load_partition", counted)
+    monkeypatch.setattr(imaging, "LOAD_READ_BLOCK_BYTES", 1)  # one stored chunk a block
+    got = window.load(channels)
+    assert reads == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 7)] * 2
+    for g, e in zip(got, expected, strict=True):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        np.testing.assert_array_equal(g, e)

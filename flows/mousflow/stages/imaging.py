@@ -28,6 +28,7 @@ from mousflow.model.semantics import several_pointings
 from mousflow.process_env import release_freed_memory
 from mousflow.science.imaging import (
     Beam,
+    CubeProducts,
     ImagingPlan,
     image_channels,
     image_header,
@@ -68,6 +69,9 @@ DEFAULT_CHANNEL_CHUNK = 16
 # top), whole stored chunks where one fits (a full-size 480-channel window's chunk is 16-32 MiB), one after the
 # other: at 128 MiB read on Dask's threads the reading was the continuum's peak, 0.3 GB over the data gathered.
 CONTINUUM_READ_BLOCK_BYTES = 32 * 2**20
+# A cube chunk's channels are read the same way, a block of integrations at a time into the chunk's Stokes I; a
+# block's hands and the double-precision temporaries of their Stokes I weights are ~3x this.
+LOAD_READ_BLOCK_BYTES = 8 * 2**20
 LINE_SIGMA = 6.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
@@ -112,38 +116,52 @@ class WindowData:
         return float(np.median(np.diff(self.freq_hz))) if self.freq_hz.size > 1 else 0.0
 
     def load(self, channels: slice | None = None):
-        """Stokes I (vis, weight, flag), each (n_row, n_chan), for `channels` of this window."""
-        vis, weight, flag = [], [], []
-        for loc, name in self.sources:
-            v, w, f = _stokes_i_rows(load_partition(self._node(loc, name), name, channels=channels))
-            vis.append(v)
-            weight.append(w)
-            flag.append(f)
-        if len(vis) == 1:  # one partition (one execution block): concatenating would only copy it
-            return vis[0], weight[0], flag[0]
-        return np.concatenate(vis), np.concatenate(weight), np.concatenate(flag)
+        """Stokes I (vis, weight, flag), each (n_row, n_chan), for `channels` of this window.
+
+        Filled a block of integrations at a time (LOAD_READ_BLOCK_BYTES of both hands, whole stored chunks, one
+        after the other), so what is held besides the result is a block, not both hands of every row: a cube
+        chunk of the full-size line window (16 channels, 216,720 rows) read whole held its two hands (90 MB)
+        beside their Stokes I (59 MB)."""
+        n_chan = self.freq_hz.size if channels is None else len(range(*channels.indices(self.freq_hz.size)))
+        shape = (self.uvw_m.shape[0], n_chan)
+        vis, weight, flag = np.empty(shape, np.complex64), np.empty(shape), np.empty(shape, dtype=bool)
+        row = 0
+        for block in self._blocks(LOAD_READ_BLOCK_BYTES, channels):
+            n = block.vis.shape[0] * block.vis.shape[1]
+            _stokes_i_rows(block, out=(vis[row:row + n], weight[row:row + n], flag[row:row + n]))
+            row += n
+        if row != shape[0]:  # the partitions changed since their uvw were read
+            raise ImagingFailed(f"window {self.spw}: read {row} rows of visibilities for {shape[0]} rows of uvw")
+        return vis, weight, flag
 
     def row_blocks(self, budget_bytes: int):
         """Stokes I (vis, weight, flag) of all channels, a block of rows at a time, in the order load() stacks
         the rows: whole stored time chunks of one partition, about `budget_bytes` of its stored visibilities a
         block. For work done row by row (averaging channels): the window is never in memory whole, and each
         stored chunk is read once, where blocks of channels narrower than a stored chunk read it again each."""
+        for block in self._blocks(budget_bytes):
+            yield _stokes_i_rows(block)
+
+    def _blocks(self, budget_bytes: int, channels: slice | None = None):
+        """Each partition's `channels`, a block of whole stored time chunks at a time, each about `budget_bytes`
+        of the stored visibilities it selects (at least one stored chunk), read one chunk after the other."""
         for loc, name in self.sources:
             node = self._node(loc, name)
             stored = node.dataset["VISIBILITY"]
-            n_time = stored.sizes["time"]
-            for times in read_blocks(n_time, stored.nbytes // max(1, n_time), budget_bytes,
-                                     stored_chunk_length(node, "time")):
-                yield _stokes_i_rows(load_partition(node, name, times=times, sequential=True))
+            n_time, stored_chan = stored.sizes["time"], stored.sizes["frequency"]
+            n_chan = stored_chan if channels is None else len(range(*channels.indices(stored_chan)))
+            per_time = stored.nbytes // max(1, n_time) * n_chan // max(1, stored_chan)
+            for times in read_blocks(n_time, per_time, budget_bytes, stored_chunk_length(node, "time")):
+                yield load_partition(node, name, channels=channels, times=times, sequential=True)
 
 
-def _stokes_i_rows(p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A partition's (vis, weight, flag) as Stokes I rows (time x baseline, channel); `p`'s arrays are the
-    caller's to release (both hands are read, a window's largest arrays)."""
+def _stokes_i_rows(p, out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A partition's (vis, weight, flag) as Stokes I rows (time x baseline, channel), into `out` if given
+    (`stokes_i`); `p`'s arrays are the caller's to release (both hands are read, a window's largest arrays)."""
     n = p.vis.shape[0] * p.vis.shape[1]
     return stokes_i(p.vis[..., 0].reshape(n, -1), p.vis[..., -1].reshape(n, -1),
                     p.weight[..., 0].reshape(n, -1), p.weight[..., -1].reshape(n, -1),
-                    p.flag[..., 0].reshape(n, -1), p.flag[..., -1].reshape(n, -1))
+                    p.flag[..., 0].reshape(n, -1), p.flag[..., -1].reshape(n, -1), out=out)
 
 
 def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
@@ -196,13 +214,17 @@ class CubeChunk:
     threads: int = 1
 
 
+def image_window_channels(window: WindowData, plan: ImagingPlan, c0: int, c1: int, threads: int = 1) -> CubeProducts:
+    """The cube planes of channels c0 to c1 - 1 of the window: the chunk's Stokes I read, then imaged."""
+    vis, weight, flag = window.load(slice(c0, c1))
+    release_freed_memory()  # the blocks read: their heap would stay resident beside the planes' work
+    return image_channels(vis, window.uvw_m, window.freq_hz[c0:c1], weight, flag, plan, nthreads=threads)
+
+
 def image_cube_chunk(task: CubeChunk, window: WindowData, plan: ImagingPlan) -> dict:
     """Image one chunk, write its slab of the cube, then its chunk checkpoint (last, so it exists only for
     complete work). Runs wherever the scale-out puts it: in this process, a local worker or a worker pod."""
-    vis, weight, flag = window.load(slice(task.c0, task.c1))
-    cube = image_channels(vis, window.uvw_m, window.freq_hz[task.c0:task.c1], weight, flag, plan,
-                          nthreads=task.threads)
-    del vis, weight, flag
+    cube = image_window_channels(window, plan, task.c0, task.c1, task.threads)
     digests = ImageStore(Location.of(task.cube_uri)).write_slab(
         task.c0, {name: getattr(cube, name) for name in CUBE_PRODUCTS})
     metrics = {

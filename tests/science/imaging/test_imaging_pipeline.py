@@ -14,6 +14,7 @@ from mousflow.science.imaging import (
     fit_point_source,
     image_channels,
     image_mfs,
+    image_plane,
     image_rms,
     plan_image,
     predicted_rms,
@@ -176,6 +177,15 @@ def test_cube_channels_fluxes_and_chunk_independence(line_data, plan):
         err = 3 * cube.predicted_rms[k] / 0.85  # 3 sigma after PB correction (PB ~0.85 here)
         assert abs(fit.flux - truth[k]) < err, k
     assert cube.predicted_rms[4] > cube.predicted_rms[3]  # channel 4 lost 1/7 of its data
+    # each plane is the channel imaged alone, in the single precision the cube is stored in
+    plane = image_plane(vis[:, 4:5], cov.uvw, cov.freq[4:5], weight[:, 4:5], flag[:, 4:5], plan,
+                        per_channel_weighting=True)
+    for name in ("image", "image_pbcor", "residual", "model", "psf", "pb", "mask"):
+        got = getattr(cube, name)
+        assert got.dtype == (bool if name == "mask" else np.float32), name
+        np.testing.assert_array_equal(got[4], getattr(plane, name).astype(got.dtype), err_msg=name)
+    assert (cube.beams[4], cube.image_rms[4], cube.n_components[4]) == (plane.beam, plane.image_rms,
+                                                                       plane.n_components)
     # a chunk imaged alone gives the same planes
     chunk = image_channels(vis, cov.uvw, cov.freq, weight, flag, plan, channels=slice(2, 4))
     np.testing.assert_array_equal(chunk.channels, [2, 3])

@@ -169,6 +169,14 @@ def test_stokes_i_is_the_textbook_formula_to_the_bit():
     np.testing.assert_array_equal(w, expected_w)
     np.testing.assert_array_equal(vis, 0.5 * (va + vb))
     assert w.dtype == np.float64 and vis.dtype == np.complex64
+    # into rows of larger arrays (a window filled a block of rows at a time): the same bits, in those rows
+    out = (np.zeros((400, 7), np.complex64), np.zeros((400, 7)), np.zeros((400, 7), bool))
+    into = (out[0][50:350], out[1][50:350], out[2][50:350])
+    got = stokes_i(va, vb, wa, wb, fa, fb, out=into)
+    assert all(g is o for g, o in zip(got, into, strict=True))
+    for whole, expected in zip(out, (vis, w, flag), strict=True):
+        np.testing.assert_array_equal(whole[50:350], expected)
+        assert not whole[:50].any() and not whole[350:].any()
 
 
 @pytest.mark.parametrize("per_channel", [False, True])

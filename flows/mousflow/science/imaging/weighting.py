@@ -20,14 +20,16 @@ from mousflow.science.imaging.noise import PredictedNoise
 from mousflow.telescope.alma import SPEED_OF_LIGHT
 
 
-def stokes_i(vis_a, vis_b, weight_a, weight_b, flag_a=None, flag_b=None):
+def stokes_i(vis_a, vis_b, weight_a, weight_b, flag_a=None, flag_b=None, out=None):
     """Stokes I = (A + B) / 2 from the two parallel hands (XX, YY or RR, LL), each (n_row, n_chan).
 
     The weight of the mean is 4 / (1/w_a + 1/w_b) (2 w for equal weights). A sample is flagged when either
     hand is flagged or has a non-positive weight. Returns (vis, weight, flag); flagged samples have weight 0.
+    out: (vis, weight, flag) arrays of the hands' shape to write the result into and return, for a caller that
+    fills a larger array a block of rows at a time.
     """
     wa, wb = np.asarray(weight_a), np.asarray(weight_b)
-    flag = wa <= 0
+    flag = np.less_equal(wa, 0, out=None if out is None else out[2])
     flag |= wb <= 0
     if flag_a is not None:
         flag |= np.asarray(flag_a, dtype=bool)
@@ -43,9 +45,12 @@ def stokes_i(vis_a, vis_b, weight_a, weight_b, flag_a=None, flag_b=None):
     w += inverse_b
     del inverse_b
     np.divide(4.0, w, out=w, where=ok)
-    vis = np.add(vis_a, vis_b)
+    vis = np.add(vis_a, vis_b, out=None if out is None else out[0])
     vis *= 0.5
-    return vis, w, flag
+    if out is None:
+        return vis, w, flag
+    out[1][...] = w
+    return out
 
 
 def _effective(weight, flag, shape):
