@@ -31,6 +31,7 @@ from mousflow.stages.image_store import ImageStore, attrs_to_header
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import NO_CHANNELS, load_partition, open_checked, partition_infos
 from mousflow.storage.zarr_io import open_zarr_tree
+from mousflow.telescope.alma import SPEED_OF_LIGHT
 
 COLOUR_HEX = {"green": "#2e7d32", "blue": "#1565c0", "yellow": "#f9a825", "red": "#c62828"}
 
@@ -108,7 +109,7 @@ def _uv_plot(ctx, out: Location, calibration: dict) -> list[tuple[str, str]]:
         ps = open_checked(loc)
         info = partition_infos(ps)[0]
         p = load_partition(ps[info.name], info.name, channels=NO_CHANNELS)
-        lam = 299792458.0 / float(ps[info.name].frequency.values[0])
+        lam = SPEED_OF_LIGHT / float(ps[info.name].frequency.values[0])
         u, v = p.uvw_m[..., 0].ravel() / lam / 1e3, p.uvw_m[..., 1].ravel() / lam / 1e3
         ax.plot(np.r_[u, -u], np.r_[v, -v], ",", alpha=0.5, label=eb["label"])
     ax.set_xlabel("u (kλ)")
