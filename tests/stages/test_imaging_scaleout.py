@@ -3,6 +3,7 @@ writes its own checkpoint, and the workers are bounded by the cube's size."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -293,3 +294,34 @@ def test_a_connection_lost_while_scattering_the_data_starts_another_round(monkey
 
 def _sum_plus(i, w):
     return {"sum": float(w.sum()) + i}
+
+
+def _reads_lazily_then_works(i):
+    """A chunk task as the imaging stage's are: a lazy Dask read first (xarray's, of the stored visibilities),
+    then a while of work; when it started and ended, in which process."""
+    import os
+    import time
+
+    import dask.array as da
+
+    started = time.monotonic()
+    total = float(da.ones(1000, chunks=100).sum().compute())
+    time.sleep(0.5)
+    return {"sum": total + i, "pid": os.getpid(), "interval": (started, time.monotonic())}
+
+
+def test_a_worker_runs_one_chunk_at_a_time_even_when_the_chunk_reads_through_dask():
+    """Found at full size: a chunk's lazy reads went to the distributed scheduler (Dask's default inside a
+    worker), so each chunk seceded from its worker's only thread to wait for them and the worker started the next
+    chunk beside it: one local worker ran 45 of the 54 chunks at once (0.87 GB where a chunk needs 0.35, the
+    second worker idle), as a worker pod sized for one chunk would have. A worker with one thread runs one chunk
+    at a time; its reads run in its own process."""
+    from mousflow.stages.imaging_scaleout import run_chunks
+
+    run = run_chunks([(i, _reads_lazily_then_works, (i,)) for i in range(4)],
+                     ScaleOutSettings(mode="local", max_workers=1), lambda key, result: None)
+    assert {k: r["sum"] for k, r in run.results.items()} == {i: 1000.0 + i for i in range(4)}
+    assert len({r["pid"] for r in run.results.values()}) == 1
+    intervals = sorted(r["interval"] for r in run.results.values())
+    overlaps = [(a, b) for a, b in itertools.pairwise(intervals) if b[0] < a[1]]
+    assert not overlaps, f"chunks ran at the same time in one single-threaded worker: {overlaps}"

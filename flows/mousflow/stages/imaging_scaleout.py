@@ -115,6 +115,18 @@ def take_memory_then(target_bytes: int, fn: Callable[..., dict], *args: Any) -> 
     return fn(*args)
 
 
+def in_worker_process(fn: Callable[..., dict], *args: Any) -> dict:
+    """Run a chunk task with the Dask computations inside it (xarray's lazy reads of the stored visibilities) on a
+    thread pool of this process. Inside a worker Dask's default scheduler is the cluster itself: each read would
+    be submitted back to it, and the task would secede from the worker's thread pool to wait, so the worker starts
+    the next chunk beside it. At full size one local worker ran 45 of the 54 chunks at once (0.87 GB where a chunk
+    needs 0.35 GB, the second worker idle); a worker pod sized for one chunk would be killed for its memory."""
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        return fn(*args)
+
+
 def worker_bounds(n_chunks: int, settings: ScaleOutSettings) -> tuple[int, int]:
     """(minimum, maximum) workers for a cube of n_chunks chunks waiting to be imaged."""
     if settings.max_workers is not None:
@@ -232,6 +244,7 @@ def run_chunks(tasks: Sequence[tuple[Any, Callable[..., dict], tuple]], settings
                                  for name, value in shared.items()}
                     for key, fn, args in pending:
                         resolved = [scattered[a] if isinstance(a, SharedArg) else a for a in args]
+                        fn = functools.partial(in_worker_process, fn)
                         if settings.test_worker_take_bytes and settings.mode == "kubernetes":
                             fn = functools.partial(take_memory_then, settings.test_worker_take_bytes, fn)
                         # pure=False: a retried task must run again, not be taken from the scheduler's memory.
