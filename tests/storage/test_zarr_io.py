@@ -194,3 +194,65 @@ def test_flagging_stored_channels_sets_their_flags_and_zeroes_their_weights_and_
     for var in ("FLAG", "WEIGHT"):
         np.testing.assert_array_equal(after[var].values[:, :, others], before[var].values[:, :, others])
     xr.testing.assert_identical(after.drop_vars(["FLAG", "WEIGHT"]), before.drop_vars(["FLAG", "WEIGHT"]))
+
+
+def test_row_data_over_frequency_is_sharded_into_chunks_read_on_their_own(where, monkeypatch):
+    """Visibilities, flags and weights are stored in shards of CHANNELS_PER_CHUNK channels holding chunks of
+    CHANNELS_PER_READ channels (a shard reaching past the last channel where its channels are not a whole number
+    of chunks); row data without channels (UVW) and windows narrower than a read chunk are not sharded. The
+    values are those written, and flagging stored channels rewrites only what it should."""
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_CHUNK", 3)
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_READ", 2)
+    source = build_msv4_node(_source_partition())
+    lazy = source.copy()
+    lazy.dataset = lazy.to_dataset().chunk(THEIRS)
+    got, group = _write_and_reopen(where, lazy)
+    t = group["UVW"].chunks[0]
+    for var in ("VISIBILITY", "FLAG", "WEIGHT"):
+        assert group[var].shards == (t, 4, 4, 2), var  # 3 channels rounded up to two chunks of 2
+        assert group[var].chunks == (t, 4, 2, 2), var
+    assert group["UVW"].shards is None
+    xr.testing.assert_identical(got.to_dataset()[list(ROW_DATA)].compute(), source.to_dataset()[list(ROW_DATA)])
+
+    loc = where.join("ours.ps.zarr")
+    before = open_processing_set(loc)["p"].to_dataset().compute()
+    assert zarr_io.flag_stored_channels(loc.join("p"), [1, 4]) == int(np.count_nonzero(~before["FLAG"].values[
+        :, :, [1, 4]]))
+    after = open_processing_set(loc)["p"].to_dataset().compute()
+    assert after["FLAG"].values[:, :, [1, 4]].all() and (after["WEIGHT"].values[:, :, [1, 4]] == 0).all()
+    for var in ("FLAG", "WEIGHT"):
+        np.testing.assert_array_equal(after[var].values[:, :, [0, 2, 3]], before[var].values[:, :, [0, 2, 3]])
+
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_READ", 3)  # a stored chunk no wider than a read chunk
+    _, group = _write_and_reopen(where, lazy)
+    assert group["VISIBILITY"].shards is None and group["VISIBILITY"].chunks[2] == 3
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("rchar"))
+
+
+def test_a_slab_of_channels_reads_only_its_own_chunks_of_a_wide_window(tmp_path, monkeypatch):
+    """Found at full size: a 16-channel cube chunk read every 256-channel stored chunk it fell in, 16 times the
+    data it used. Read from a local store (bytes counted by the kernel), 8 of 64 channels read about an eighth of
+    what all 64 do, where the store's chunks hold all 64."""
+    from mousflow.storage.partitions import load_partition
+
+    monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 16 * 2**20)
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_CHUNK", 64)
+    monkeypatch.setattr(zarr_io, "CHANNELS_PER_READ", 8)
+    node = build_msv4_node(sample_partition(times=tuple(10.0 * np.arange(400)), n_chan=64))
+    got, group = _write_and_reopen(Location.of(tmp_path), node)
+    assert group["VISIBILITY"].shards[2] == 64 and group["VISIBILITY"].chunks[2] == 8
+    with dask.config.set(scheduler="synchronous"):
+        start = _bytes_read()
+        every = load_partition(got, "p")
+        all_channels = _bytes_read() - start
+        start = _bytes_read()
+        slab = load_partition(got, "p", channels=slice(8, 16))
+        eight = _bytes_read() - start
+    np.testing.assert_array_equal(slab.vis, every.vis[:, :, 8:16])
+    visibilities = every.vis.nbytes
+    assert all_channels > visibilities
+    assert eight < all_channels / 6, (eight, all_channels)
