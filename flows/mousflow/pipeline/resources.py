@@ -44,7 +44,11 @@ BYTES_PER_SAMPLE = 13
 # the block's samples, the full-size corpus block's 480-channel window read in blocks of 4 integrations (3,612
 # rows) having peaked at 4.4 over the interpreter on 2026-12-06 (the chunks' temporaries weigh most beside a
 # block this small; a calibrator held whole had peaked at 1.6 copies of itself).
-WORKING_COPIES = {"calibration": 4.5, "imaging": 7.0, "imaging-worker": 4.0}
+# An imaging worker holds one chunk's Stokes I (complex64 visibilities, double weights, flags: 17 B a row and
+# channel, 0.65 of the chunk's 13 B stored samples) and a block being read into it: one copy. At full size
+# (2026-12-06, 216,720 rows, 16 channels, 216-pixel planes) the stage's workers peaked at 0.43 GB, the model
+# 0.53 GB (4.0 copies modelled 0.80 GB, from when a worker ran many chunks at once: imaging_scaleout).
+WORKING_COPIES = {"calibration": 4.5, "imaging": 7.0, "imaging-worker": 1.0}
 # The continuum holds its visibilities (complex64) and weights (float32, then the Briggs weights in their place)
 # once each, Stokes I, every window's line-free channels averaged and joined (stages.imaging): 12 bytes a sample,
 # 1.6 times that at its peak (joining the windows; the plan's quick PSF), measured at full size (2026-12-06:
