@@ -388,13 +388,13 @@ def _mousflow_imaging_context(manifest: str):
 
 def role_mousflow_cube(spec: dict) -> None:
     """The line window's cube as the imaging stage makes it (its plan, image_window_channels in its chunks), alone."""
-    from mousflow.stages import imaging
+    from mousflow.stages import imaging_chunks
 
     _, windows, summary, plans = _mousflow_imaging_context(spec["manifest"])
     (w,) = [w for w in windows if w.spw == spec["spw"]]
     chunk = summary["channel_chunk"]
     for c0 in range(0, w.freq_hz.size, chunk):
-        imaging.image_window_channels(w, plans[w.spw], c0, min(w.freq_hz.size, c0 + chunk), THREADS)
+        imaging_chunks.image_window_channels(w, plans[w.spw], c0, min(w.freq_hz.size, c0 + chunk), THREADS)
 
 
 def role_mousflow_continuum(spec: dict) -> None:

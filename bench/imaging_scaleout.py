@@ -5,7 +5,7 @@
     time and the cube part's time (all chunks), and checks that the two cubes agree.
 (c) `--part memory`: two synthetic MOUSs made with the simulator (6 innermost antennas, a band-6 window of 1,000 and
     80,000 channels, ~100 rows per window, images of --npix pixels), each imaged by the same Dask
-    chunk tasks the imaging stage runs (stages.imaging.image_cube_chunk: load one chunk from the MSv4 Zarr,
+    chunk tasks the imaging stage runs (stages.imaging_chunks.image_cube_chunk: load one chunk from the MSv4 Zarr,
     grid, clean, write the slab and the checkpoint) for the same first --chunks chunks on 2 local workers;
     prints each worker's peak resident memory. The stage's other parts (line finding, continuum) run in the
     stage process, not in the workers, and are not part of this figure.
@@ -95,6 +95,23 @@ def _many_channel_preset(n_chan: int):
                   n_cycles=1)
 
 
+def _target_only(ctx, eb: str, rel: str) -> str:
+    """The target's partitions of an execution block as a processing set of their own, what the imaging stage
+    reads (the calibration stage's output, uncalibrated here: the figure is memory, not the image), at `rel` in
+    the MOUS's folder; returns `rel`."""
+    from mousflow.stages.intents import has_role
+    from mousflow.storage.partitions import open_checked, partition_infos
+    from mousflow.storage.zarr_io import finalize_processing_set, write_processing_set_node, write_processing_set_root
+
+    ps, out = open_checked(ctx.path(eb)), ctx.path(rel)
+    write_processing_set_root(out)
+    for info in partition_infos(ps):
+        if has_role(info.intents, "target"):
+            write_processing_set_node(out, info.name, ps[info.name])
+    finalize_processing_set(out)
+    return rel
+
+
 def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
                   channel_counts: tuple[int, ...] = (1000, 80_000)) -> None:
     from mousflow.model import load_manifest
@@ -104,7 +121,8 @@ def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
     from mousflow.simulate.presets import PRESETS
     from mousflow.stages.context import StageContext
     from mousflow.stages.image_store import CUBE_PRODUCTS, ImageStore, header_to_attrs
-    from mousflow.stages.imaging import CubeChunk, _load_or_make_plans, _windows, image_cube_chunk
+    from mousflow.stages.imaging import _load_or_make_plans, _windows
+    from mousflow.stages.imaging_chunks import CubeChunk, image_cube_chunk
     from mousflow.stages.imaging_scaleout import ScaleOutSettings, SharedArg, run_chunks
     from mousflow.storage.location import Location
     from mousflow.telescope import load_configuration
@@ -127,7 +145,7 @@ def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
             mous = load_manifest(Path(sim.manifest.path).read_text())
             ctx = StageContext("imaging", mous, Location.of(work / "mous"), progress=lambda *_: None)
             ebs = sorted(str(p.relative_to(work / "mous")) for p in (work / "mous" / "eb").glob("*.ps.zarr"))
-            windows = _windows(ctx, ebs)
+            windows = _windows(ctx, [_target_only(ctx, eb, f"targets/{k}.ps.zarr") for k, eb in enumerate(ebs)])
             plans = _load_or_make_plans(ctx, windows, 0.5, "bench")
             # Small images: the simulated field imaged on a fixed small grid (the plan's cell, npix pixels).
             w, plan = windows[0], replace(plans[windows[0].spw], npix=npix)

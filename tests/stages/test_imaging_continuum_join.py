@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from calibrated_target import target_processing_set
 
 from mousflow.stages.imaging import _join_windows
 
@@ -43,34 +44,6 @@ def test_windows_of_different_rows_each_carry_only_their_own_channels():
     assert np.all(flag[:30, 1]) and np.all(weight[:30, 1] == 0) and np.all(flag[30:][:, [0, 2]])
 
 
-def _target_processing_set(root, name, seed, n_time=7, n_chan=11):
-    """A calibrated processing set with one target partition: 4 antennas, XX/YY, random weights and flags."""
-    from mousflow.storage.location import Location
-    from mousflow.storage.msv4 import AntennaTable, FieldInfo, Partition, build_msv4_node
-    from mousflow.storage.zarr_io import finalize_processing_set, write_processing_set_node, write_processing_set_root
-
-    rng = np.random.default_rng(seed)
-    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-    shape = (n_time, len(pairs), n_chan, 2)
-    p = Partition(
-        time_unix_s=1e9 + 10.0 * np.arange(n_time), integration_s=10.0, scan_names=np.array(["1"] * n_time),
-        antenna1=np.array([a for a, _ in pairs]), antenna2=np.array([b for _, b in pairs]),
-        antennas=AntennaTable(["DA41", "DA42", "DA43", "DA44"], ["A1", "A2", "A3", "A4"], np.zeros((4, 3)),
-                              np.full(4, 12.0)),
-        frequency_hz=230e9 + 1e7 * np.arange(n_chan), channel_width_hz=1e7, spw_name="ALMA_RB_06#BB_1#SW-01",
-        correlations=("XX", "YY"), field=FieldInfo("CDFS", "CDFS", 0.9, -0.4),
-        intents=["OBSERVE_TARGET#ON_SOURCE"],
-        vis=(rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64),
-        flag=rng.random(shape) < 0.15, weight=rng.uniform(0.5, 3.0, shape).astype(np.float32),
-        uvw_m=rng.standard_normal((n_time, len(pairs), 3)) * 100, execution_block_uid=f"uid://A002/X1/X{seed}",
-        project_uid="2026.1.00001.S", creation_date="2026-01-01T00:00:00.000")
-    loc = Location.of(root / name / "calibrated.ps.zarr")
-    write_processing_set_root(loc)
-    write_processing_set_node(loc, "target", build_msv4_node(p))
-    finalize_processing_set(loc)
-    return f"{name}/calibrated.ps.zarr"
-
-
 @pytest.mark.parametrize(("factor", "scale"), [(3, 1.0), (3, 0.25), (1, 1.0)])
 def test_continuum_channels_read_in_row_blocks_are_the_whole_window_averaged(tmp_path, monkeypatch, factor, scale):
     """Two execution blocks stored in chunks of 2 integrations, read a chunk at a time: the line-free runs
@@ -86,7 +59,7 @@ def test_continuum_channels_read_in_row_blocks_are_the_whole_window_averaged(tmp
         def path(self, *parts):
             return Location.of(tmp_path).join(*parts)
 
-    rels = [_target_processing_set(tmp_path, f"eb{k}", seed=k) for k in (1, 2)]
+    rels = [target_processing_set(tmp_path, f"eb{k}", seed=k) for k in (1, 2)]
     (window,) = imaging._windows(Context(), rels)
     keep = np.ones(11, bool)
     keep[[4, 5]] = False  # a line: runs of 4 and 5 channels, each with a remainder when factor is 3
@@ -156,7 +129,7 @@ def test_a_window_loaded_a_block_at_a_time_is_its_partitions_read_whole(tmp_path
     """A cube chunk's Stokes I (WindowData.load), filled a stored chunk of integrations at a time: the bits of
     each execution block's partition read whole and combined, the blocks stacked in execution-block order."""
     from mousflow.science.imaging import stokes_i
-    from mousflow.stages import imaging
+    from mousflow.stages import imaging, imaging_chunks
     from mousflow.storage import zarr_io
     from mousflow.storage.location import Location
     from mousflow.storage.partitions import load_partition, open_checked
@@ -167,7 +140,7 @@ def test_a_window_loaded_a_block_at_a_time_is_its_partitions_read_whole(tmp_path
         def path(self, *parts):
             return Location.of(tmp_path).join(*parts)
 
-    rels = [_target_processing_set(tmp_path, f"eb{k}", seed=k) for k in (1, 2)]
+    rels = [target_processing_set(tmp_path, f"eb{k}", seed=k) for k in (1, 2)]
     expected = []
     for rel in rels:
         p = load_partition(open_checked(Location.of(tmp_path / rel))["target"], "target")
@@ -179,14 +152,14 @@ def test_a_window_loaded_a_block_at_a_time_is_its_partitions_read_whole(tmp_path
 
     (window,) = imaging._windows(Context(), rels)
     reads = []
-    original = imaging.load_partition
+    original = imaging_chunks.StoredRows.read
 
-    def counted(node, name="", channels=None, field=None, times=None, **kwargs):
+    def counted(self, times, channels=None):
         reads.append(times)
-        return original(node, name, channels, field, times, **kwargs)
+        return original(self, times, channels)
 
-    monkeypatch.setattr(imaging, "load_partition", counted)
-    monkeypatch.setattr(imaging, "LOAD_READ_BLOCK_BYTES", 1)  # one stored chunk a block
+    monkeypatch.setattr(imaging_chunks.StoredRows, "read", counted)
+    monkeypatch.setattr(imaging_chunks, "LOAD_READ_BLOCK_BYTES", 1)  # one stored chunk a block
     got = window.load(channels)
     assert reads == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 7)] * 2
     for g, e in zip(got, expected, strict=True):

@@ -3,8 +3,6 @@ always in our chunks, every value intact, nothing loaded whole, on a local disk 
 
 from __future__ import annotations
 
-import uuid
-
 import dask
 import numpy as np
 import pytest
@@ -39,17 +37,6 @@ def small_chunks(monkeypatch):
     """Our chunking policy scaled down so a small partition (4 baselines, 2 correlations) has several chunks."""
     monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", OURS["time"] * 4 * OURS["frequency"] * 2 * 8)
     monkeypatch.setattr(zarr_io, "CHANNELS_PER_CHUNK", OURS["frequency"])
-
-
-@pytest.fixture(params=["local", "fsspec"])
-def where(request, tmp_path):
-    """A directory on the local disk, or one of fsspec's in-memory filesystem (the code path of s3://)."""
-    if request.param == "local":
-        yield Location.of(tmp_path)
-        return
-    loc = Location.of(f"memory://mousflow-test-{uuid.uuid4().hex[:8]}")
-    yield loc
-    loc.fs.rm(loc.path, recursive=True)
 
 
 def _source_partition(correlations=("XX", "YY")):

@@ -48,9 +48,9 @@ from mousflow.storage.partitions import (
     concatenate_partitions,
     load_partition,
     parallel_hand_indices,
-    read_blocks,
     stored_chunk_length,
 )
+from mousflow.storage.stored_rows import read_blocks
 from mousflow.storage.zarr_io import (
     finalize_processing_set,
     flag_stored_channels,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
-from astropy.io import fits
 
 from mousflow.storage.location import Location
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 CUBE_PRODUCTS = ("image", "image_pbcor", "residual", "pb")
 PLANE_PRODUCTS = ("image", "image_pbcor", "residual", "model", "psf", "pb", "mask")
@@ -80,6 +83,8 @@ def header_to_attrs(header: fits.Header) -> list[list]:
 
 
 def attrs_to_header(cards: list[list]) -> fits.Header:
+    from astropy.io import fits  # here, not with the module: an imaging worker writing cube slabs needs no FITS
+
     h = fits.Header()
     for key, value, comment in cards:
         h[key] = (value, comment)

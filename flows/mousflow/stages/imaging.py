@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 
@@ -28,19 +26,17 @@ from mousflow.model.semantics import several_pointings
 from mousflow.process_env import release_freed_memory
 from mousflow.science.imaging import (
     Beam,
-    CubeProducts,
     ImagingPlan,
-    image_channels,
     image_header,
     image_mfs,
     image_rms,
     plan_image,
-    stokes_i,
 )
 from mousflow.science.imaging.noise import median_noise_ratio, window_weight_scales
 from mousflow.science.imaging.weighting import IMAGING_WEIGHT_DTYPE
 from mousflow.stages.context import StageContext
 from mousflow.stages.image_store import CUBE_PRODUCTS, PLANE_PRODUCTS, ImageStore, header_to_attrs
+from mousflow.stages.imaging_chunks import CubeChunk, WindowData, image_cube_chunk
 from mousflow.stages.imaging_scaleout import (
     ScaleOutSettings,
     SharedArg,
@@ -48,18 +44,14 @@ from mousflow.stages.imaging_scaleout import (
     with_test_worker_oom,
     worker_bounds,
 )
-from mousflow.stages.peak_memory import process_peak_memory_bytes
 from mousflow.stages.versioning import code_version
-from mousflow.storage.checkpoints import CheckpointManifest, CheckpointStore, Validity, hash_inputs
+from mousflow.storage.checkpoints import CheckpointManifest, Validity, hash_inputs
 from mousflow.storage.integrity import verify_checksums
-from mousflow.storage.location import Location
 from mousflow.storage.partitions import (
     NO_CHANNELS,
     load_partition,
     open_checked,
     partition_infos,
-    read_blocks,
-    stored_chunk_length,
 )
 
 STAGE = "imaging"
@@ -69,9 +61,6 @@ DEFAULT_CHANNEL_CHUNK = 16
 # top), whole stored chunks where one fits (a full-size 480-channel window's chunk is 16-32 MiB), one after the
 # other: at 128 MiB read on Dask's threads the reading was the continuum's peak, 0.3 GB over the data gathered.
 CONTINUUM_READ_BLOCK_BYTES = 32 * 2**20
-# A cube chunk's channels are read the same way, a block of integrations at a time into the chunk's Stokes I; a
-# block's hands and the double-precision temporaries of their Stokes I weights are ~3x this.
-LOAD_READ_BLOCK_BYTES = 8 * 2**20
 LINE_SIGMA = 6.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
@@ -80,97 +69,12 @@ MIN_LINE_CHANNELS = 2
 QA_RMS_PBLIMIT = 0.5
 
 
-# Processing sets opened by this process when it is a Dask worker: once per worker, not once per chunk.
-_PROCESS_OPENED: dict = {}
-
-
-@dataclass
-class WindowData:
-    """A window's calibrated target data as Stokes I rows: all execution blocks and partitions stacked."""
-
-    spw: str
-    freq_hz: np.ndarray
-    uvw_m: np.ndarray
-    dish_diameter_m: float
-    phase_centre_rad: tuple[float, float]
-    field_name: str
-    sources: list[tuple[Location, str]]
-    _opened: dict = field(default_factory=dict, repr=False)
-
-    def __getstate__(self):
-        # What a Dask worker gets: the data's description and uvw, not this process's open handles.
-        return {**self.__dict__, "_opened": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._opened = _PROCESS_OPENED
-
-    def _node(self, loc: Location, name: str):
-        # Opening a processing set reads all its metadata: once per stage, not once per chunk.
-        if loc.uri not in self._opened:
-            self._opened[loc.uri] = open_checked(loc)
-        return self._opened[loc.uri][name]
-
-    @property
-    def channel_width_hz(self) -> float:
-        return float(np.median(np.diff(self.freq_hz))) if self.freq_hz.size > 1 else 0.0
-
-    def load(self, channels: slice | None = None):
-        """Stokes I (vis, weight, flag), each (n_row, n_chan), for `channels` of this window.
-
-        Filled a block of integrations at a time (LOAD_READ_BLOCK_BYTES of both hands, whole stored chunks, one
-        after the other), so what is held besides the result is a block, not both hands of every row: a cube
-        chunk of the full-size line window (16 channels, 216,720 rows) read whole held its two hands (90 MB)
-        beside their Stokes I (59 MB)."""
-        n_chan = self.freq_hz.size if channels is None else len(range(*channels.indices(self.freq_hz.size)))
-        shape = (self.uvw_m.shape[0], n_chan)
-        vis, weight, flag = np.empty(shape, np.complex64), np.empty(shape), np.empty(shape, dtype=bool)
-        row = 0
-        for block in self._blocks(LOAD_READ_BLOCK_BYTES, channels):
-            n = block.vis.shape[0] * block.vis.shape[1]
-            _stokes_i_rows(block, out=(vis[row:row + n], weight[row:row + n], flag[row:row + n]))
-            row += n
-        if row != shape[0]:  # the partitions changed since their uvw were read
-            raise ImagingFailed(f"window {self.spw}: read {row} rows of visibilities for {shape[0]} rows of uvw")
-        return vis, weight, flag
-
-    def row_blocks(self, budget_bytes: int):
-        """Stokes I (vis, weight, flag) of all channels, a block of rows at a time, in the order load() stacks
-        the rows: whole stored time chunks of one partition, about `budget_bytes` of its stored visibilities a
-        block. For work done row by row (averaging channels): the window is never in memory whole, and each
-        stored chunk is read once, where blocks of channels narrower than a stored chunk read it again each."""
-        for block in self._blocks(budget_bytes):
-            yield _stokes_i_rows(block)
-
-    def _blocks(self, budget_bytes: int, channels: slice | None = None):
-        """Each partition's `channels`, a block of whole stored time chunks at a time, each about `budget_bytes`
-        of the stored visibilities it selects (at least one stored chunk), read one chunk after the other."""
-        for loc, name in self.sources:
-            node = self._node(loc, name)
-            stored = node.dataset["VISIBILITY"]
-            n_time, stored_chan = stored.sizes["time"], stored.sizes["frequency"]
-            n_chan = stored_chan if channels is None else len(range(*channels.indices(stored_chan)))
-            per_time = stored.nbytes // max(1, n_time) * n_chan // max(1, stored_chan)
-            for times in read_blocks(n_time, per_time, budget_bytes, stored_chunk_length(node, "time")):
-                yield load_partition(node, name, channels=channels, times=times, sequential=True)
-
-
-def _stokes_i_rows(p, out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A partition's (vis, weight, flag) as Stokes I rows (time x baseline, channel), into `out` if given
-    (`stokes_i`); `p`'s arrays are the caller's to release (both hands are read, a window's largest arrays)."""
-    n = p.vis.shape[0] * p.vis.shape[1]
-    return stokes_i(p.vis[..., 0].reshape(n, -1), p.vis[..., -1].reshape(n, -1),
-                    p.weight[..., 0].reshape(n, -1), p.weight[..., -1].reshape(n, -1),
-                    p.flag[..., 0].reshape(n, -1), p.flag[..., -1].reshape(n, -1), out=out)
-
-
 def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
     by_spw: dict[str, dict] = {}
     centres: list[tuple[str, tuple[float, float]]] = []
-    opened: dict = {}  # every window reads from these handles: a processing set's metadata is read once
     for rel in calibrated:
         loc = ctx.path(rel)
-        ps = opened[loc.uri] = open_checked(loc)
+        ps = open_checked(loc)
         for info in partition_infos(ps):
             if len(info.field_names) > 1:
                 raise ImagingFailed(f"{info.name}: target fields {', '.join(info.field_names)} in one partition: "
@@ -193,51 +97,8 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
         p = e["p"]
         dish = float(np.nanmedian(p.dish_diameter_m)) if np.isfinite(p.dish_diameter_m).any() else 12.0
         windows.append(WindowData(spw, e["freq"], np.concatenate(e["uvw"]), dish, p.phase_centre_rad, p.field_name,
-                                  e["sources"], opened))
+                                  e["sources"]))
     return windows
-
-
-@dataclass(frozen=True)
-class CubeChunk:
-    """One channel chunk of one window's cube: what a Dask task needs besides the window and the plan."""
-
-    run_root_uri: str
-    cube_uri: str
-    key: str
-    """Its checkpoint key, imaging/cube_<spw>/chunk-<c0>-<c1>."""
-    spw: str
-    c0: int
-    c1: int
-    input_hash: str
-    code_version: str
-    uid: str
-    threads: int = 1
-
-
-def image_window_channels(window: WindowData, plan: ImagingPlan, c0: int, c1: int, threads: int = 1) -> CubeProducts:
-    """The cube planes of channels c0 to c1 - 1 of the window: the chunk's Stokes I read, then imaged."""
-    vis, weight, flag = window.load(slice(c0, c1))
-    release_freed_memory()  # the blocks read: their heap would stay resident beside the planes' work
-    return image_channels(vis, window.uvw_m, window.freq_hz[c0:c1], weight, flag, plan, nthreads=threads)
-
-
-def image_cube_chunk(task: CubeChunk, window: WindowData, plan: ImagingPlan) -> dict:
-    """Image one chunk, write its slab of the cube, then its chunk checkpoint (last, so it exists only for
-    complete work). Runs wherever the scale-out puts it: in this process, a local worker or a worker pod."""
-    cube = image_window_channels(window, plan, task.c0, task.c1, task.threads)
-    digests = ImageStore(Location.of(task.cube_uri)).write_slab(
-        task.c0, {name: getattr(cube, name) for name in CUBE_PRODUCTS})
-    metrics = {
-        "rms": cube.image_rms.tolist(), "predicted_rms": cube.predicted_rms.tolist(),
-        "peak": [float(np.nanmax(np.abs(im))) if np.isfinite(im).any() else math.nan for im in cube.image],
-        "beams": [[b.bmaj_rad, b.bmin_rad, b.bpa_rad] for b in cube.beams],
-    }
-    CheckpointStore(Location.of(task.run_root_uri)).location(task.key).write_json({
-        "stage": task.key, "mous_uid": task.uid, "input_hash": task.input_hash, "code_version": task.code_version,
-        "outputs": digests, "metrics": metrics,
-    })
-    return {"metrics": metrics, "worker": f"{socket.gethostname()}:{os.getpid()}",
-            "worker_peak_memory_bytes": process_peak_memory_bytes()}
 
 
 def _plan_dict(plan: ImagingPlan) -> dict:

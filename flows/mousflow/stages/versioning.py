@@ -17,7 +17,7 @@ COMMON_SOURCES = ("errors.py", "model", "telescope", "storage", "science/__init_
                   "science/geometry.py", "stages/context.py")
 STAGE_SOURCES = {
     "calibration": ("science/calibration", "stages/calibration.py"),
-    "imaging": ("science/imaging", "stages/imaging.py", "stages/image_store.py"),
+    "imaging": ("science/imaging", "stages/imaging.py", "stages/imaging_chunks.py", "stages/image_store.py"),
     "packaging": ("science/qa", "stages/packaging.py", "stages/weblog.py", "stages/image_store.py"),
 }
 

@@ -20,12 +20,11 @@ from mousflow.storage.processing_set_metadata import (
     field_and_source_path,
     scan_intents,
 )
+from mousflow.storage.stored_rows import parallel_hand_indices, zero_unusable
 from mousflow.storage.zarr_io import open_processing_set
 
 # Dask's schedulers whose tasks run in this process (dask.base.named_schedulers, less "processes")
 IN_PROCESS_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded")
-# The parallel-hand pairs Stokes I is made of (linear and circular feeds), in the order they are kept.
-PARALLEL_HANDS = (("XX", "YY"), ("RR", "LL"))
 # `load_partition(..., channels=NO_CHANNELS)`: a partition's metadata and uvw, and no visibility, weight or flag
 # chunk read. One channel reads every stored chunk that holds it: at full size, 3 GB of the four target
 # partitions read to learn their uvw (25 MB read this way, and 0.17 GB less resident memory).
@@ -111,29 +110,12 @@ def load_partition(node: xr.DataTree, name: str = "", channels: slice | None = N
                                    f"or corrupted ({type(exc).__name__}: {exc})") from exc
 
 
-def read_blocks(n: int, bytes_per_item: int, budget: int, unit: int = 1) -> list[slice]:
-    """Consecutive ranges covering n items (integrations or channels) to read a block at a time: each a whole
-    number of `unit` items (a stored chunk's, so no chunk is read twice; but the last) and at most `budget` bytes
-    of them (at least one unit, however large)."""
-    step = max(1, budget // max(1, bytes_per_item * unit)) * unit
-    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
-
-
 def stored_chunk_length(node: xr.DataTree, dim: str) -> int:
     """The length along `dim` ("time" or "frequency") of a stored chunk of the partition's visibilities (the
     whole axis if they are not chunked)."""
     vis = node.dataset["VISIBILITY"]
     axis = vis.dims.index(dim)
     return int(vis.chunks[axis][0]) if vis.chunks else int(vis.shape[axis])
-
-
-def parallel_hand_indices(correlations: list[str]) -> list[int]:
-    """Indices of the parallel hands among `correlations` (both of a pair, or the one there is)."""
-    for pair in PARALLEL_HANDS:
-        found = [correlations.index(c) for c in pair if c in correlations]
-        if found:
-            return found
-    raise InvalidProcessingSet(f"no parallel-hand correlations (XX/YY or RR/LL) among {correlations}")
 
 
 def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field: str | None,
@@ -171,17 +153,7 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field:
     weight = filled_from(ds["WEIGHT"], scheduler) if "WEIGHT" in ds else np.ones(vis.shape, np.float32)
     if weight.shape != vis.shape:  # a weight per (time, baseline, correlation), as MSv2's WEIGHT column has it
         weight = np.broadcast_to(weight[:, :, None, :] if weight.ndim == 3 else weight, vis.shape)
-    uvw = stored_uvw(ds["UVW"].values)
-    bad_row = ~np.isfinite(uvw).all(axis=-1)
-    unusable = ~np.isfinite(vis) | ~np.isfinite(weight) | (weight < 0) | bad_row[:, :, None, None]
-    if unusable.any():
-        flag |= unusable
-        vis[unusable] = 0
-        if weight.flags.writeable:
-            weight[unusable] = 0
-        else:  # broadcast from a weight per row
-            weight = np.where(unusable, 0, weight).astype(np.float32, copy=False)
-        uvw = np.where(bad_row[..., None], 0.0, uvw)
+    flag, weight, uvw = zero_unusable(vis, flag, weight, stored_uvw(ds["UVW"].values))
     return PartitionArrays(
         name=name or node.name,
         vis=vis,

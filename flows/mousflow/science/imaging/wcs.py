@@ -10,12 +10,18 @@ MFS plane. SIN with no PV terms is the orthographic projection of `mousflow.scie
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS
 
 from mousflow.science.imaging.beam import Beam
+
+if TYPE_CHECKING:
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+# astropy is imported where a WCS or a FITS header is made, not with this package: an imaging worker imaging cube
+# chunks makes neither, and astropy.wcs with astropy.io.fits is ~25 MB of its resident memory.
 
 STOKES_CODES = {"I": 1, "Q": 2, "U": 3, "V": 4}
 
@@ -39,6 +45,8 @@ def image_wcs(npix: int, cell_rad: float, ra0_rad: float, dec0_rad: float, freq_
     freq_hz: the channel centres of a cube (evenly spaced) or one frequency for an MFS plane, in which case
     channel_width_hz is its bandwidth.
     """
+    from astropy.wcs import WCS
+
     f0, df = _spectral_axis(freq_hz, channel_width_hz)
     w = WCS(naxis=4)
     w.wcs.ctype = ["RA---SIN", "DEC--SIN", "FREQ", "STOKES"]
@@ -85,6 +93,8 @@ def beams_table(beams: list[Beam]) -> fits.BinTableHDU:
 
     Put it after the primary HDU and set CASAMBM = True in the primary header.
     """
+    from astropy.io import fits
+
     bmaj = np.array([math.degrees(b.bmaj_rad) * 3600 for b in beams], dtype=np.float32)
     bmin = np.array([math.degrees(b.bmin_rad) * 3600 for b in beams], dtype=np.float32)
     bpa = np.array([math.degrees(b.bpa_rad) for b in beams], dtype=np.float32)
