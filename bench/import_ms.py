@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,7 @@ def main() -> None:
         ms_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ms) for f in fs)
 
         from mousflow.ingest import import_measurement_sets
+        from mousflow.stages.peak_memory import process_peak_memory_bytes
         from mousflow.storage.partitions import open_checked, partition_infos
 
         t0 = time.perf_counter()
@@ -58,7 +58,7 @@ def main() -> None:
     print(f"visibility-chans  {vischan:,}")
     print(f"import            {wall:.1f} s wall, {vischan / wall / 1e6:.2f} M visibility-channels/s")
     print(f"processing set    {out_bytes / 2**20:.0f} MiB")
-    print(f"peak RSS          {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(f"peak RSS          {process_peak_memory_bytes() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ def bench(preset: str, threads: int) -> list[tuple[str, str, float, float]]:
     work = tempfile.mkdtemp(prefix=f"mousflow-bench-{preset}-")
     rows = []
     try:
-        import resource
+        from mousflow.stages.peak_memory import process_peak_memory_bytes
 
         t0 = time.perf_counter()
         sim = simulate_mous(preset, os.path.join(work, "mous"), seed=1)
-        # the simulator runs in this process: its peak is this process's peak so far
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+        # the simulator runs in this process: its peak is this process's peak so far (its own address space's,
+        # not ru_maxrss, which Linux carries over from whatever started it)
+        peak = process_peak_memory_bytes() / 2**30
         rows.append((preset, "simulate", time.perf_counter() - t0, peak))
         launcher = LocalProcessLauncher(threads=threads)
         from mousflow.model import load_manifest
