@@ -173,7 +173,7 @@ def test_resource_model_scales_with_the_job_not_a_fixed_size():
 def test_calibration_memory_follows_the_blocks_held_not_the_scans():
     """Calibration holds a block of one calibrator at a time (the rows pipeline.demand.calibrator_held_rows
     gives), then streams the target a block per thread: a target ten times longer needs no more memory; ten
-    times the rows held of a calibrator (one spread over partitions, held whole) do; threads add blocks once
+    times the rows held of a calibrator do; threads add blocks once
     their blocks outweigh the calibrator's (the two never held together)."""
     from dataclasses import replace
 
@@ -196,8 +196,8 @@ def test_calibration_memory_follows_the_blocks_held_not_the_scans():
                      total_channels=864)
     longer = replace(full, rows_per_window=10 * full.rows_per_window)
     assert model_peak_bytes("calibration", longer) == model_peak_bytes("calibration", full)
-    held_whole = replace(full, calibrator_rows_per_window=10 * full.calibrator_rows_per_window)
-    assert model_peak_bytes("calibration", held_whole) > 3 * model_peak_bytes("calibration", full)
+    held_more = replace(full, calibrator_rows_per_window=10 * full.calibrator_rows_per_window)
+    assert model_peak_bytes("calibration", held_more) > 3 * model_peak_bytes("calibration", full)
     calibrator = 3_612 * 480 * 2 * BYTES_PER_SAMPLE * WORKING_COPIES["calibration"]
     assert model_peak_bytes("calibration", full) == CALIBRATION_BASE_BYTES + int(calibrator)  # 1 block < it
     assert model_peak_bytes("calibration", full, threads=2) == CALIBRATION_BASE_BYTES + 2 * CALIBRATION_BLOCK_BYTES

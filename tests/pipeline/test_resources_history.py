@@ -275,10 +275,10 @@ def test_stage_pods_dask_workers_and_local_stage_processes_start_with_the_stage_
     assert seen["MALLOC_ARENA_MAX"] == "2"
 
 
-def test_a_calibrator_is_held_a_block_of_integrations_at_a_time_unless_spread_over_partitions():
-    """pipeline.demand.calibrator_held_rows follows stages.calibration.CalibratorReader: a calibrator of one
-    partition is held a block of CALIBRATOR_BLOCK_BYTES of visibilities (at least one integration) at a time,
-    whatever its length; one spread over partitions is joined whole."""
+def test_a_calibrator_is_held_a_block_of_integrations_at_a_time_in_one_partition_or_several():
+    """pipeline.demand.calibrator_held_rows follows stages.calibration.CalibratorReader: a calibrator is held a
+    block of CALIBRATOR_BLOCK_BYTES of visibilities of one of its partitions (at least one integration) at a
+    time, whatever its length and however many partitions (scans) it is spread over, on the baselines of all."""
     from mousflow.pipeline.demand import calibrator_held_rows
     from mousflow.stages.calibration import CALIBRATOR_BLOCK_BYTES
     from mousflow.storage.partitions import PartitionInfo
@@ -293,4 +293,6 @@ def test_a_calibrator_is_held_a_block_of_integrations_at_a_time_unless_spread_ov
     assert calibrator_held_rows([part(18)]) == calibrator_held_rows([part(1800)]) == in_block * 903
     assert calibrator_held_rows([part(3)]) == 3 * 903  # shorter than a block: whole
     assert calibrator_held_rows([part(1, n_chan=80_000)]) == 903  # an integration larger than a block: one
-    assert calibrator_held_rows([part(18), part(18)]) == 36 * 903  # joined whole
+    assert calibrator_held_rows([part(18), part(18)]) == in_block * 903  # a block of one scan at a time
+    assert calibrator_held_rows([part(3), part(2)]) == 3 * 903  # scans shorter than a block: the longest
+    assert calibrator_held_rows([part(3, n_baseline=861), part(3)]) == 3 * 903  # on the baselines of both

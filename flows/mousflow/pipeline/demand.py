@@ -30,13 +30,17 @@ def sampled_times(n_time: int, samples: int = UVW_TIME_SAMPLES) -> np.ndarray:
 
 def calibrator_held_rows(parts: list[PartitionInfo]) -> int:
     """The rows of one calibrator of one window (its partitions `parts`) that the calibration stage holds at once:
-    a block of its integrations (stages.calibration.CalibratorReader: CALIBRATOR_BLOCK_BYTES of visibilities, at
-    least one integration) when it is one partition, all of them when the reader joins several."""
-    if len(parts) > 1:
-        return sum(p.n_time * p.n_baseline for p in parts)
-    (p,) = parts
-    per_time = p.n_baseline * p.n_chan * len(parallel_hand_indices(p.correlations)) * VIS_ITEMSIZE
-    return min(p.n_time, max(1, CALIBRATOR_BLOCK_BYTES // max(1, per_time))) * p.n_baseline
+    a block of its integrations (stages.calibration.CalibratorReader: CALIBRATOR_BLOCK_BYTES of visibilities of
+    one partition, at least one integration), on the baselines of all its partitions (taken as the most of any
+    one: a partition whose antennas are missing from another adds the few baselines they make). Partitions that
+    overlap in time, which the reader joins where they overlap, are not foreseen: no converter writes them."""
+    n_baseline = max(p.n_baseline for p in parts)
+
+    def block_rows(p: PartitionInfo) -> int:
+        per_time = p.n_baseline * p.n_chan * len(parallel_hand_indices(p.correlations)) * VIS_ITEMSIZE
+        return min(p.n_time, max(1, CALIBRATOR_BLOCK_BYTES // max(1, per_time)))
+
+    return max(map(block_rows, parts)) * n_baseline
 
 
 def demand_of(mous: MOUSResource) -> JobDemand:

@@ -5,7 +5,7 @@ interpreter and libraries:
 
 - calibration reads each calibrator of a spectral window in blocks of integrations (all channels of their rows)
   and streams the target, a block per thread (stages.calibration), whatever the calibrators' and the target's
-  length (a calibrator spread over several partitions is still held whole);
+  length, and however many partitions (scans) a calibrator is spread over;
 - an imaging *worker* (a Dask task, stages.imaging_scaleout) holds one channel chunk of visibilities plus that
   chunk's image planes and the gridder's grids: it depends on the chunk, never on the cube's total channels;
 - the imaging *stage* process (the Dask client) reads every window for the continuum image and each cube at

@@ -43,11 +43,13 @@ from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import Validity, hash_inputs
 from mousflow.storage.location import Location
 from mousflow.storage.partitions import (
+    JointBaselines,
     PartitionArrays,
     PartitionInfo,
     concatenate_partitions,
     load_partition,
     parallel_hand_indices,
+    partition_baselines,
     stored_chunk_length,
 )
 from mousflow.storage.stored_rows import read_blocks
@@ -147,45 +149,81 @@ def _field_runs(node: xr.DataTree, field: str) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """A range of one partition's integrations on a calibrator's field, and the times it spans."""
+
+    partition: int  # its place in CalibratorSource.partitions
+    times: slice
+    first_s: float
+    last_s: float
+
+
 class CalibratorReader:
     """The calibrators of one window read when the calibration kernel asks for a role
     (science.calibration.calibrate_window_read): the role's field's integrations in blocks of at most
-    CALIBRATOR_BLOCK_BYTES of visibilities (whole stored time chunks where one fits), so that the stage holds a
-    block of a calibrator, not a calibrator. A role spread over several partitions (partitioned by scan) is read
-    joined in time on the union of their baselines, whole: not yet in blocks. A role that is one block is kept
-    until another is read, so the kernel's passes over it read it once. `seen` keeps what the tables and the
-    summary need of each role read (antenna names, frequencies, field), not its data."""
+    CALIBRATOR_BLOCK_BYTES of visibilities (whole stored time chunks where one fits), in time order, so that the
+    stage holds a block of a calibrator, not a calibrator. A role spread over several partitions (partitioned by
+    scan) is read the same way, each block put on the union of their baselines (a baseline a partition lacks is
+    flagged there); partitions that overlap in time are read together where they overlap. A role that is one
+    block is kept until another is read, so the kernel's passes over it read it once. `seen` keeps what the
+    tables and the summary need of each role read (antenna names, frequencies, field), not its data."""
 
     def __init__(self, ps, sources: dict[str, CalibratorSource]):
         self.ps = ps
         self.sources = sources
         self.seen: dict[str, PartitionArrays] = {}
         self._last: tuple[tuple, PartitionArrays | None] = ((), None)
+        self._plans: dict[str, tuple[JointBaselines, list[list[_Piece]]]] = {}
 
     def __call__(self, role: str) -> Iterator[PartitionArrays]:
         source = self.sources[role]
-        if len(source.partitions) > 1:
-            yield self._kept((source.field, source.partitions), role, lambda: concatenate_partitions(
-                [load_partition(self.ps[name], name, field=source.field) for name in source.partitions]))
-            return
-        name = source.partitions[0]
-        node = self.ps[name]
-        blocks = self.blocks(node, source.field)
+        baselines, blocks = self.plan(role)
         if len(blocks) == 1:
-            yield self._kept((source.field, name), role, lambda: load_partition(node, name, field=source.field,
-                                                                                  times=blocks[0]))
+            yield self._kept((source.field, source.partitions), role, lambda: self._read(source, baselines,
+                                                                                          blocks[0]))
             return
         self.release()
-        for times in blocks:
-            block = load_partition(node, name, field=source.field, times=times)
+        for pieces in blocks:
+            block = self._read(source, baselines, pieces)
             self._see(role, block)
             yield block
             del block  # before the next is read
 
+    def plan(self, role: str) -> tuple[JointBaselines, list[list[_Piece]]]:
+        """(the baselines every block of the role is put on, its blocks in time order, each the pieces of
+        partitions read for it). A block is one piece (blocks_of) unless pieces of several partitions overlap in
+        time, which are then one block."""
+        if role not in self._plans:
+            source = self.sources[role]
+            nodes = [self.ps[name] for name in source.partitions]
+            baselines = JointBaselines.of(map(partition_baselines, nodes))
+            pieces = []
+            for k, node in enumerate(nodes):
+                time_s = np.asarray(node.dataset.time.values, dtype=np.float64)
+                pieces += [_Piece(k, times, float(time_s[times.start]), float(time_s[times.stop - 1]))
+                           for times in self.blocks_of(node, source.field)]
+            blocks: list[list[_Piece]] = []
+            for piece in sorted(pieces, key=lambda p: p.first_s):
+                if blocks and piece.first_s <= max(p.last_s for p in blocks[-1]):
+                    blocks[-1].append(piece)
+                else:
+                    blocks.append([piece])
+            self._plans[role] = baselines, blocks
+        return self._plans[role]
+
+    def _read(self, source: CalibratorSource, baselines: JointBaselines, pieces: list[_Piece]) -> PartitionArrays:
+        # in the order of the partitions, then of time: integrations at the same time are then in the order of
+        # the role read whole (concatenate_partitions of its partitions)
+        pieces = sorted(pieces, key=lambda p: (p.partition, p.times.start))
+        names = [source.partitions[p.partition] for p in pieces]
+        return concatenate_partitions([load_partition(self.ps[name], name, field=source.field, times=p.times)
+                                       for name, p in zip(names, pieces, strict=True)], baselines)
+
     @staticmethod
-    def blocks(node: xr.DataTree, field: str) -> list[slice]:
-        """The blocks of integrations one calibrator is read in: within each run of integrations on its field,
-        CALIBRATOR_BLOCK_BYTES of visibilities, whole stored chunks where one fits."""
+    def blocks_of(node: xr.DataTree, field: str) -> list[slice]:
+        """The blocks of integrations one partition of a calibrator is read in: within each run of integrations
+        on its field, CALIBRATOR_BLOCK_BYTES of visibilities, whole stored chunks where one fits."""
         ds = node.dataset
         per_time = ds.sizes["baseline_id"] * ds.sizes["frequency"] * \
             len(parallel_hand_indices([str(c) for c in ds.polarization.values])) * VIS_ITEMSIZE

@@ -136,10 +136,7 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field:
     hands = parallel_hand_indices(all_corr)
     if hands != list(range(len(all_corr))):
         ds = ds.isel(polarization=hands)
-    names = [str(a) for a in node["antenna_xds"].antenna_name.values]
-    index = {a: i for i, a in enumerate(names)}
-    a1 = np.array([index[str(a)] for a in ds.baseline_antenna1_name.values])
-    a2 = np.array([index[str(a)] for a in ds.baseline_antenna2_name.values])
+    names, a1, a2 = partition_baselines(node)
     fs = (node[FIELD_AND_SOURCE] if FIELD_AND_SOURCE in node.children
           else node[field_and_source_path(name or node.name, node.attrs)]).dataset
     fs_fields = [str(f) for f in fs.field_name.values]
@@ -198,14 +195,56 @@ def _in_process_scheduler() -> str:
     return configured if configured in IN_PROCESS_SCHEDULERS else "threads"
 
 
-def concatenate_partitions(parts: list[PartitionArrays]) -> PartitionArrays:
+def partition_baselines(node: xr.DataTree) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(the partition's antenna names, each baseline's two antennas as indices into them): its metadata, no
+    data read."""
+    names = [str(a) for a in node["antenna_xds"].antenna_name.values]
+    index = {a: i for i, a in enumerate(names)}
+    ds = node.dataset
+    return (names, np.array([index[str(a)] for a in ds.baseline_antenna1_name.values]),
+            np.array([index[str(a)] for a in ds.baseline_antenna2_name.values]))
+
+
+@dataclass(frozen=True)
+class JointBaselines:
+    """The baselines several partitions are joined on: every antenna of any of them (matched by name, in order
+    of first appearance) and every baseline of any of them, sorted."""
+
+    antenna_names: list[str]
+    pairs: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, layouts) -> JointBaselines:
+        """From (antenna names, antenna1, antenna2) of each partition (partition_baselines, or a
+        PartitionArrays' own)."""
+        layouts = list(layouts)
+        names = list(dict.fromkeys(a for n, _, _ in layouts for a in n))
+        index = {a: i for i, a in enumerate(names)}
+        pairs = sorted({(index[n[i]], index[n[j]]) for n, a1, a2 in layouts for i, j in zip(a1, a2, strict=True)})
+        return cls(names, pairs)
+
+    def columns(self, part: PartitionArrays) -> np.ndarray | None:
+        """Where each of `part`'s baselines is among the joint ones; None where they are the same, in order."""
+        index = {a: i for i, a in enumerate(self.antenna_names)}
+        column = {pair: k for k, pair in enumerate(self.pairs)}
+        cols = np.array([column[(index[part.antenna_names[i]], index[part.antenna_names[j]])]
+                         for i, j in zip(part.antenna1, part.antenna2, strict=True)], dtype=np.int64)
+        same = part.antenna_names == self.antenna_names and np.array_equal(cols, np.arange(len(self.pairs)))
+        return None if same else cols
+
+
+def concatenate_partitions(parts: list[PartitionArrays], baselines: JointBaselines | None = None
+                           ) -> PartitionArrays:
     """One partition from several of the same window and field (e.g. a calibrator's scans, partitioned by
-    scan): integrations joined in time order on the union of their baselines (a baseline missing from a part
-    is flagged there), antennas matched by name."""
+    scan): integrations joined in time order (ties in the order of `parts`) on `baselines` (default: the union
+    of theirs, JointBaselines.of); a baseline missing from a part is flagged there. A single part already on
+    those baselines in time order is returned as it is, not copied."""
     if not parts:
         raise ValueError("concatenate_partitions: nothing to concatenate")
-    if len(parts) == 1:
-        return parts[0]
+    if baselines is None:
+        if len(parts) == 1:
+            return parts[0]
+        baselines = JointBaselines.of((p.antenna_names, p.antenna1, p.antenna2) for p in parts)
     first = parts[0]
     for p in parts[1:]:
         if p.frequency_hz.shape != first.frequency_hz.shape or not np.allclose(p.frequency_hz, first.frequency_hz):
@@ -213,32 +252,33 @@ def concatenate_partitions(parts: list[PartitionArrays]) -> PartitionArrays:
                                        f"different channels")
         if p.correlations != first.correlations:
             raise InvalidProcessingSet(f"partitions {first.name} and {p.name} have different correlations")
-    names = list(dict.fromkeys(a for p in parts for a in p.antenna_names))
+    columns = [baselines.columns(p) for p in parts]
+    time_s = np.concatenate([p.time_s for p in parts])
+    in_order = bool(np.all(np.diff(time_s) >= 0))
+    if len(parts) == 1 and columns[0] is None and in_order:
+        return first
+    names, pairs = baselines.antenna_names, baselines.pairs
     index = {a: i for i, a in enumerate(names)}
-    pairs = sorted({(index[p.antenna_names[i]], index[p.antenna_names[j]])
-                    for p in parts for i, j in zip(p.antenna1, p.antenna2, strict=True)})
-    column = {pair: k for k, pair in enumerate(pairs)}
     n_bl, (n_c, n_p) = len(pairs), first.vis.shape[2:]
-    n_t = sum(p.time_s.size for p in parts)
+    n_t = time_s.size
     vis = np.zeros((n_t, n_bl, n_c, n_p), dtype=first.vis.dtype)
     flag = np.ones((n_t, n_bl, n_c, n_p), dtype=bool)
     weight = np.zeros((n_t, n_bl, n_c, n_p), dtype=np.float32)
     uvw = np.zeros((n_t, n_bl, 3))
     dish = np.full(len(names), np.nan)
     t0 = 0
-    for p in parts:
-        cols = np.array([column[(index[p.antenna_names[i]], index[p.antenna_names[j]])]
-                         for i, j in zip(p.antenna1, p.antenna2, strict=True)])
+    for p, cols in zip(parts, columns, strict=True):
         rows = slice(t0, t0 + p.time_s.size)
+        cols = slice(None) if cols is None else cols
         vis[rows, cols], flag[rows, cols], weight[rows, cols], uvw[rows, cols] = p.vis, p.flag, p.weight, p.uvw_m
         for a, d in zip(p.antenna_names, p.dish_diameter_m, strict=True):
             dish[index[a]] = d
         t0 += p.time_s.size
-    time_s = np.concatenate([p.time_s for p in parts])
-    order = np.argsort(time_s, kind="stable")
+    if not in_order:
+        order = np.argsort(time_s, kind="stable")
+        vis, flag, weight, uvw, time_s = vis[order], flag[order], weight[order], uvw[order], time_s[order]
     return replace(
-        first, name="+".join(p.name for p in parts), vis=vis[order], flag=flag[order], weight=weight[order],
-        uvw_m=uvw[order], time_s=time_s[order], antenna1=np.array([a for a, _ in pairs]),
-        antenna2=np.array([b for _, b in pairs]), antenna_names=names, dish_diameter_m=dish,
-        intents=list(dict.fromkeys(i for p in parts for i in p.intents)),
+        first, name="+".join(p.name for p in parts), vis=vis, flag=flag, weight=weight, uvw_m=uvw, time_s=time_s,
+        antenna1=np.array([a for a, _ in pairs]), antenna2=np.array([b for _, b in pairs]), antenna_names=names,
+        dish_diameter_m=dish, intents=list(dict.fromkeys(i for p in parts for i in p.intents)),
     )
