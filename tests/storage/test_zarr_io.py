@@ -51,7 +51,7 @@ def _their_store(where: Location, correlations=("XX", "YY")) -> xr.DataTree:
     loc = where.join("theirs.ps.zarr")
     write_processing_set_root(loc)
     with zarr_io._quiet_zarr():
-        node.to_zarr(zarr_io.zarr_target(loc.join("p")), mode="w", consolidated=False, zarr_format=3)
+        node.to_zarr(loc.join("p").zarr_store(), mode="w", consolidated=False, zarr_format=3)
     finalize_processing_set(loc)
     ps = open_processing_set(loc)
     assert ps["p"]["UVW"].encoding["chunks"] == (THEIRS["time"], 4, 3)
@@ -64,7 +64,7 @@ def _write_and_reopen(where: Location, node: xr.DataTree) -> tuple[xr.DataTree, 
     write_processing_set_root(loc)
     write_processing_set_node(loc, "p", node)
     finalize_processing_set(loc)
-    return open_processing_set(loc)["p"], zarr.open_group(zarr_io.zarr_target(loc.join("p")), mode="r")
+    return open_processing_set(loc)["p"], zarr.open_group(loc.join("p").zarr_store(), mode="r")
 
 
 def _assert_our_chunks(group: zarr.Group, n_time: int = N_TIME, n_corr: int = 2) -> None:
@@ -146,7 +146,7 @@ def test_a_table_opened_lazily_is_rewritten_in_our_chunks(where, dask_chunks):
     if dask_chunks:
         opened = opened.chunk({"gain_time": dask_chunks})
     write_dataset_group(where.join("b.zarr"), opened, "spw0")
-    group = zarr.open_group(zarr_io.zarr_target(where.join("b.zarr")), mode="r")["spw0"]
+    group = zarr.open_group(where.join("b.zarr").zarr_store(), mode="r")["spw0"]
     rows = zarr_io.TARGET_CHUNK_BYTES // (4 * 8)
     assert group["GAIN"].chunks == (rows, 4) and rows < n_time  # larger than one chunk: split by rows
     xr.testing.assert_identical(open_zarr_tree(where.join("b.zarr"))["spw0"].to_dataset().compute(), table)

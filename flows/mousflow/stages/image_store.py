@@ -23,12 +23,6 @@ CUBE_PRODUCTS = ("image", "image_pbcor", "residual", "pb")
 PLANE_PRODUCTS = ("image", "image_pbcor", "residual", "model", "psf", "pb", "mask")
 
 
-def _group_target(loc: Location):
-    if loc.is_local:
-        return loc.path
-    return zarr.storage.FsspecStore.from_url(loc.uri, storage_options=loc.storage_options())
-
-
 @dataclass
 class ImageStore:
     loc: Location
@@ -40,7 +34,7 @@ class ImageStore:
         there, so a pod killed between the group and its arrays must leave a group without them (found by
         the chaos suite: a cube group with its hash and no arrays failed each later attempt with KeyError).
         """
-        root = zarr.open_group(_group_target(self.loc), mode="w", zarr_format=3)
+        root = zarr.open_group(self.loc.zarr_store(), mode="w", zarr_format=3)
         for name in products:
             root.create_array(name, shape=(n_chan, npix, npix), chunks=(chunk_channels, npix, npix),
                               dtype="float32", fill_value=np.nan)
@@ -50,7 +44,7 @@ class ImageStore:
         return self.loc.join("zarr.json").exists()
 
     def group(self, mode: str = "r+") -> zarr.Group:
-        return zarr.open_group(_group_target(self.loc), mode=mode, zarr_format=3)
+        return zarr.open_group(self.loc.zarr_store(), mode=mode, zarr_format=3)
 
     @property
     def attrs(self) -> dict:

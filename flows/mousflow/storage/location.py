@@ -117,6 +117,16 @@ class Location:
     def storage_options(self) -> dict[str, Any]:
         return s3_options_from_env() if self.protocol == "s3" else {}
 
+    def zarr_store(self, *, read_only: bool = False):
+        """What zarr (and xarray's zarr engine) open for this location: a local path, or an fsspec store for
+        s3:// (zarr imported here: a reader of plain files needs none of it)."""
+        if self.is_local:
+            return self.path
+        import zarr.storage
+
+        return zarr.storage.FsspecStore.from_url(self.uri, storage_options=self.storage_options(),
+                                                 read_only=read_only)
+
     def join(self, *parts: str) -> Location:
         return Location(posixpath.join(self.uri, *parts))
 

@@ -20,7 +20,7 @@ from mousflow.storage.processing_set_metadata import (
     field_and_source_path,
     scan_intents,
 )
-from mousflow.storage.stored_rows import parallel_hand_indices, zero_unusable
+from mousflow.storage.stored_rows import parallel_hand_indices, per_sample_weight, zero_unusable
 from mousflow.storage.zarr_io import open_processing_set
 
 # Dask's schedulers whose tasks run in this process (dask.base.named_schedulers, less "processes")
@@ -147,9 +147,7 @@ def _load_partition(node: xr.DataTree, name: str, channels: slice | None, field:
     # the arrays read here are this function's own (filled_from), so the unusable samples are zeroed in place
     vis = filled_from(ds["VISIBILITY"], scheduler)
     flag = filled_from(ds["FLAG"], scheduler).astype(bool, copy=False) if "FLAG" in ds else np.zeros(vis.shape, bool)
-    weight = filled_from(ds["WEIGHT"], scheduler) if "WEIGHT" in ds else np.ones(vis.shape, np.float32)
-    if weight.shape != vis.shape:  # a weight per (time, baseline, correlation), as MSv2's WEIGHT column has it
-        weight = np.broadcast_to(weight[:, :, None, :] if weight.ndim == 3 else weight, vis.shape)
+    weight = per_sample_weight(filled_from(ds["WEIGHT"], scheduler) if "WEIGHT" in ds else None, vis.shape)
     flag, weight, uvw = zero_unusable(vis, flag, weight, stored_uvw(ds["UVW"].values))
     return PartitionArrays(
         name=name or node.name,

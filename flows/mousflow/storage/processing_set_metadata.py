@@ -70,15 +70,6 @@ class PartitionMetadata:
     """Phase centre (RA, Dec) radians of each field of its field_and_source dataset, in that dataset's order."""
 
 
-def zarr_target(loc: Location, *, read_only: bool = False):
-    """What zarr (and xarray's zarr engine) open for `loc`: a local path, or an fsspec store for s3://."""
-    if loc.is_local:
-        return loc.path
-    import zarr.storage
-
-    return zarr.storage.FsspecStore.from_url(loc.uri, storage_options=loc.storage_options(), read_only=read_only)
-
-
 def check_layout(loc: Location) -> dict:
     """Check, opening nothing but its root metadata, that `loc` looks like a processing set: a directory (or
     prefix) whose zarr.json is a Zarr group of type processing_set; returns that zarr.json. Raises
@@ -140,7 +131,7 @@ def _read_partitions(loc: Location) -> list[PartitionMetadata]:
     with warnings.catch_warnings():  # fixed-width strings and consolidated metadata: see storage.zarr_io
         warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        root = zarr.open_group(zarr_target(loc, read_only=True), mode="r")
+        root = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
         return [_partition(name, node) for name, node in sorted(root.groups())
                 if node.attrs.get("type") in VISIBILITY_TYPES]
 

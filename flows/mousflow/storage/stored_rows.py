@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 
 from mousflow.storage.location import Location
-from mousflow.storage.processing_set_metadata import InvalidProcessingSet, zarr_target
+from mousflow.storage.processing_set_metadata import InvalidProcessingSet
 
 # MSv4's row data: (time, baseline_id, frequency, polarization); a weight may lack frequency (one per row).
 ROW_DATA_DIMS = ("time", "baseline_id", "frequency", "polarization")
@@ -39,6 +39,17 @@ def parallel_hand_indices(correlations: list[str]) -> list[int]:
         if found:
             return found
     raise InvalidProcessingSet(f"no parallel-hand correlations (XX/YY or RR/LL) among {correlations}")
+
+
+def per_sample_weight(weight: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """A weight for each sample of `shape` (time, baseline, channel, hand) from what the store holds: none (all
+    1), one per (time, baseline, hand) as MSv2's WEIGHT column has it (repeated over the channels), or one per
+    sample. Broadcast where repeated: a read-only view, which zero_unusable copies if it must change it."""
+    if weight is None:
+        return np.broadcast_to(np.float32(1), shape)
+    if weight.ndim == 3:
+        return np.broadcast_to(weight[:, :, None, :], shape)
+    return weight
 
 
 def zero_unusable(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray,
@@ -75,7 +86,7 @@ class StoredRows:
     def open(cls, loc: Location) -> StoredRows:
         """The partition stored at `loc` (a processing set's child group)."""
         try:
-            group = zarr.open_group(zarr_target(loc, read_only=True), mode="r")
+            group = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
             arrays = {name: group[name] for name in ("VISIBILITY", "UVW", "polarization")}
             for name in ("FLAG", "WEIGHT"):
                 arrays[name] = group[name] if name in group else None
@@ -114,12 +125,8 @@ class StoredRows:
             vis = self._hands(self.vis, times, chans)
             flag = (self._hands(self.flag, times, chans).astype(bool, copy=False) if self.flag is not None
                     else np.zeros(vis.shape, bool))
-            if self.weight is None:
-                weight = np.broadcast_to(np.float32(1), vis.shape)
-            elif self.weight.ndim == 3:  # one per (time, baseline, correlation), as MSv2's WEIGHT column
-                weight = np.broadcast_to(self.weight.oindex[times, :, self.hands][:, :, None, :], vis.shape)
-            else:
-                weight = self._hands(self.weight, times, chans)
+            weight = per_sample_weight(None if self.weight is None else self.weight.oindex[times, :, self.hands]
+                                       if self.weight.ndim == 3 else self._hands(self.weight, times, chans), vis.shape)
             uvw = np.asarray(self.uvw[times])
         except (ValueError, OSError, RuntimeError) as exc:
             raise InvalidProcessingSet(f"{self.uri}: its data cannot be read, a chunk is missing or corrupted "

@@ -19,7 +19,6 @@ from zarr.errors import UnstableSpecificationWarning
 
 from mousflow.storage.integrity import CHECKSUMS, record_checksums
 from mousflow.storage.location import Location
-from mousflow.storage.processing_set_metadata import zarr_target
 
 # Channel-chunked on disk, so an imaging worker reads only its slab of a wide spectral window. Row data over
 # frequency (visibilities, flags, weights) is stored in Zarr v3 shards of CHANNELS_PER_CHUNK channels and a block
@@ -142,7 +141,7 @@ def laid_out_for_storage(ds: xr.Dataset, compressors: dict[str, list | None] | N
 
 
 def write_processing_set_root(loc: Location) -> None:
-    root = zarr.open_group(zarr_target(loc), mode="w", zarr_format=3)
+    root = zarr.open_group(loc.zarr_store(), mode="w", zarr_format=3)
     root.attrs["type"] = "processing_set"
 
 
@@ -160,7 +159,7 @@ def write_processing_set_node(loc: Location, name: str, node: xr.DataTree) -> No
     # visibilities (~9 % of the calibration stage's CPU at full size), and flags and weights compress to almost
     # nothing anyway.
     with _quiet_zarr():
-        tree.to_zarr(zarr_target(loc.join(name)), mode="w", consolidated=False, zarr_format=3,
+        tree.to_zarr(loc.join(name).zarr_store(), mode="w", consolidated=False, zarr_format=3,
                      write_empty_chunks=True)
 
 
@@ -172,7 +171,7 @@ def flag_stored_channels(loc: Location, channels: Sequence[int]) -> int:
     chosen = np.asarray(sorted(channels), dtype=np.int64)
     if chosen.size == 0:
         return 0
-    group = zarr.open_group(zarr_target(loc), mode="r+")
+    group = zarr.open_group(loc.zarr_store(), mode="r+")
     newly = 0
     for name, value in (("FLAG", True), ("WEIGHT", 0)):
         array = group[name]  # (time, baseline_id, frequency, polarization)
@@ -188,7 +187,7 @@ def flag_stored_channels(loc: Location, channels: Sequence[int]) -> int:
 def write_dataset_group(loc: Location, ds: xr.Dataset, group: str) -> None:
     """Write a plain xarray Dataset (e.g. a calibration table) as group `group` of the Zarr store at loc."""
     with _quiet_zarr():
-        laid_out_for_storage(ds).to_zarr(zarr_target(loc), group=group, mode="a" if loc.exists() else "w",
+        laid_out_for_storage(ds).to_zarr(loc.zarr_store(), group=group, mode="a" if loc.exists() else "w",
                                          consolidated=False, zarr_format=3)
 
 
@@ -197,13 +196,13 @@ def finalize_processing_set(loc: Location, *, threads: int = 1) -> None:
     execution block's 3 GB take ~2.5 s a thread): the last writes of a processing set."""
     loc.join(CHECKSUMS).remove()  # not part of the Zarr hierarchy: recorded again below, after consolidation
     with _quiet_zarr():
-        zarr.consolidate_metadata(zarr_target(loc))
+        zarr.consolidate_metadata(loc.zarr_store())
     record_checksums(loc, threads=threads)
 
 
 def open_zarr_tree(loc: Location) -> xr.DataTree:
     """Open any Zarr hierarchy written without consolidated metadata (e.g. calibration tables), anywhere."""
-    return xr.open_datatree(zarr_target(loc), engine="zarr", consolidated=False)
+    return xr.open_datatree(loc.zarr_store(), engine="zarr", consolidated=False)
 
 
 def open_processing_set(loc: Location) -> xr.DataTree:
@@ -214,7 +213,7 @@ def open_processing_set(loc: Location) -> xr.DataTree:
     dask.distributed), for nothing a stage uses. Only import-ms, which converts with xradio, needs it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        return xr.open_datatree(zarr_target(loc), engine="zarr", chunks={})
+        return xr.open_datatree(loc.zarr_store(), engine="zarr", chunks={})
 
 
 __all__ = ["finalize_processing_set", "flag_stored_channels", "laid_out_for_storage", "open_processing_set",
