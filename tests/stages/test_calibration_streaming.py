@@ -13,9 +13,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 
 from mousflow.science.calibration import amplitude_median, apply_to_target, calibrate_window
 from mousflow.stages import calibration
+from mousflow.stages.intents import has_role
 from mousflow.stages.runner import run_stage
 from mousflow.storage import zarr_io
 from mousflow.storage.location import Location
@@ -128,17 +130,31 @@ def _calibrator_reads(monkeypatch) -> dict[tuple[int, str], list[tuple[int, int]
     return reads
 
 
-def test_calibrators_are_read_at_most_twice_the_bandpass_calibrator_once(make_run, monkeypatch):
-    """Each window's calibrators are read when the kernel asks (flag statistics twice, solves, the phase
-    calibrator's score; science.calibration.calibrate_window_read, whose tests show it holds one block at a
-    time): a calibrator of one block is kept until another is read, so every calibrator partition is read at
-    most twice, the bandpass calibrator's once (flagged last, solved first)."""
+def test_small_calibrators_are_read_once_larger_ones_at_most_twice(make_run, monkeypatch):
+    """Each window's calibrators are read when the kernel asks (flag statistics, solves, the phase calibrator's
+    score; science.calibration.calibrate_window_read, whose tests show it holds one block at a time). Calibrators
+    of one block each that together fit a block are kept: each partition is read once. With a block the size of
+    the largest calibrator, they no longer fit together: one is read again, none more than twice, and the
+    bandpass calibrator once (flagged last, solved first)."""
     manifest = make_run()
     reads = _calibrator_reads(monkeypatch)
     assert run_stage("calibration", str(manifest)).state == "Succeeded"
-    counts = {key: len(ranges) for key, ranges in reads.items()}
-    assert counts and max(counts.values()) == 2, reads
-    assert sorted(set(counts.values())) == [1, 2], reads  # 1: the bandpass calibrator's partitions
+    assert reads and all(len(ranges) == 1 for ranges in reads.values()), reads
+
+    shutil.rmtree(manifest.parent / "output")
+    reads.clear()
+    eb = yaml.safe_load(manifest.read_text())["spec"]["executionBlocks"][0]["uri"]
+    ps = open_checked(Location.of(eb))
+    calibrators = [i for i in partition_infos(ps) if not has_role(i.intents, "target")]
+    largest = max(i.n_time * i.n_baseline * i.n_chan * 2 * 8 for i in calibrators)  # two hands, complex64
+    monkeypatch.setattr(calibration, "CALIBRATOR_BLOCK_BYTES", largest)
+    assert run_stage("calibration", str(manifest)).state == "Succeeded"
+    counts = {name: len(ranges) for (_, name), ranges in reads.items()}
+    assert max(counts.values()) == 2 and sum(counts.values()) > len(counts), counts
+    bandpass = [i.name for i in calibrators if has_role(i.intents, "bandpass")]
+    assert bandpass and all(counts[name] == 1 for name in bandpass if name in counts), counts
+    n_time = {i.name: i.n_time for i in calibrators}
+    assert all(ranges == [(0, n_time[name])] * len(ranges) for (_, name), ranges in reads.items())  # one block
 
 
 def test_calibrators_in_blocks_of_integrations_give_the_whole_calibrators_result(make_run, tmp_path, monkeypatch):

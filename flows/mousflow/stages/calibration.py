@@ -165,23 +165,25 @@ class CalibratorReader:
     CALIBRATOR_BLOCK_BYTES of visibilities (whole stored time chunks where one fits), in time order, so that the
     stage holds a block of a calibrator, not a calibrator. A role spread over several partitions (partitioned by
     scan) is read the same way, each block put on the union of their baselines (a baseline a partition lacks is
-    flagged there); partitions that overlap in time are read together where they overlap. A role that is one
-    block is kept until another is read, so the kernel's passes over it read it once. `seen` keeps what the
-    tables and the summary need of each role read (antenna names, frequencies, field), not its data."""
+    flagged there); partitions that overlap in time are read together where they overlap. Roles that are one
+    block each are kept while together they are at most a block (CALIBRATOR_BLOCK_BYTES of visibilities; the
+    largest kept dropped first; a block alone whatever its size), so the kernel's passes read each once where
+    the calibrators are small: read again on every pass, they cost the reduced corpus block a tenth of its
+    calibration time. `seen` keeps what the tables and the summary need of each role read (antenna names,
+    frequencies, field), not its data."""
 
     def __init__(self, ps, sources: dict[str, CalibratorSource]):
         self.ps = ps
         self.sources = sources
         self.seen: dict[str, PartitionArrays] = {}
-        self._last: tuple[tuple, PartitionArrays | None] = ((), None)
+        self._kept_blocks: dict[tuple, PartitionArrays] = {}
         self._plans: dict[str, tuple[JointBaselines, list[list[_Piece]]]] = {}
 
     def __call__(self, role: str) -> Iterator[PartitionArrays]:
         source = self.sources[role]
         baselines, blocks = self.plan(role)
         if len(blocks) == 1:
-            yield self._kept((source.field, source.partitions), role, lambda: self._read(source, baselines,
-                                                                                          blocks[0]))
+            yield self._kept(role, lambda: self._read(source, baselines, blocks[0]))
             return
         self.release()
         for pieces in blocks:
@@ -230,13 +232,37 @@ class CalibratorReader:
         return [slice(run.start + b.start, run.start + b.stop) for run in _field_runs(node, field)
                 for b in _stored_chunk_blocks(node, run.stop - run.start, per_time, CALIBRATOR_BLOCK_BYTES)]
 
-    def _kept(self, key: tuple, role: str, load) -> PartitionArrays:
-        if self._last[0] != key:
-            self.release()  # dropped before the next is read
-            self._last = (key, load())
-        data = self._last[1]
+    def _kept(self, role: str, load) -> PartitionArrays:
+        """The role's one block: kept from an earlier pass, or read, the kept ones it would take over the budget
+        dropped before it is."""
+        source = self.sources[role]
+        key = (source.field, source.partitions)
+        data = self._kept_blocks.get(key)
+        if data is None:
+            vis_bytes = self.block_vis_bytes(role)
+            kept = sum(b.vis.nbytes for b in self._kept_blocks.values())
+            for other in sorted(self._kept_blocks, key=lambda k: -self._kept_blocks[k].vis.nbytes):
+                if kept + vis_bytes <= CALIBRATOR_BLOCK_BYTES:
+                    break
+                kept -= self._kept_blocks.pop(other).vis.nbytes
+                release_freed_memory()
+            data = load()
+            # alone, a block is kept whatever its size (an integration may be more than the budget): the kernel
+            # holds it while it works on it, and it is dropped before any other is read
+            if not self._kept_blocks or kept + data.vis.nbytes <= CALIBRATOR_BLOCK_BYTES:
+                self._kept_blocks[key] = data
         self._see(role, data)
         return data
+
+    def block_vis_bytes(self, role: str) -> int:
+        """The visibilities of the role's largest block, as it will be read (its parallel hands, on the joint
+        baselines), from the plan: nothing read."""
+        source = self.sources[role]
+        baselines, blocks = self.plan(role)
+        ds = self.ps[source.partitions[0]].dataset
+        per_time = len(baselines.pairs) * ds.sizes["frequency"] * \
+            len(parallel_hand_indices([str(c) for c in ds.polarization.values])) * VIS_ITEMSIZE
+        return max(sum(p.times.stop - p.times.start for p in pieces) for pieces in blocks) * per_time
 
     def _see(self, role: str, data: PartitionArrays) -> None:
         if role not in self.seen:
@@ -248,7 +274,7 @@ class CalibratorReader:
         return np.asarray(self.ps[name].dataset.frequency.values, dtype=np.float64)
 
     def release(self) -> None:
-        self._last = ((), None)
+        self._kept_blocks.clear()
         release_freed_memory()
 
 
