@@ -9,8 +9,13 @@
     grid, clean, write the slab and the checkpoint) for the same first --chunks chunks on 2 local workers;
     prints each worker's peak resident memory. The stage's other parts (line finding, continuum) run in the
     stage process, not in the workers, and are not part of this figure.
+(d) `--part pod`: the same chunks of the 1,000-channel MOUS on one `dask worker` started as a worker pod starts
+    it (stages.dask_kubernetes_cluster: the CLI, so a nanny process, multiprocessing's resource tracker and the
+    worker process) beside a `dask scheduler`; prints each process's resident memory before the first chunk and
+    at its peak, their sum (what the pod's memory limit holds; shared library pages counted in each), and the
+    resource model's floor for a worker pod (pipeline.resources.WORKER_BASE_BYTES).
 
-Usage: python bench/imaging_scaleout.py [--part walltime|memory|all] [--preset tiny] [--chunks 32]
+Usage: python bench/imaging_scaleout.py [--part walltime|memory|pod|all] [--preset tiny] [--chunks 32]
 """
 
 from __future__ import annotations
@@ -19,7 +24,11 @@ import argparse
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -112,8 +121,10 @@ def _target_only(ctx, eb: str, rel: str) -> str:
     return rel
 
 
-def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
-                  channel_counts: tuple[int, ...] = (1000, 80_000)) -> None:
+def _bench_cube(work: Path, n_chan: int, n_chunks: int, chunk: int, npix: int):
+    """A MOUS of one window of n_chan channels simulated under `work`, and the tasks of the first n_chunks cube
+    chunks of `chunk` channels as the imaging stage makes them, on npix-pixel images: (tasks, shared, rows,
+    npix, simulate seconds)."""
     from mousflow.model import load_manifest
     from mousflow.science.imaging import image_header
     from mousflow.simulate import run as sim_run
@@ -123,9 +134,42 @@ def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
     from mousflow.stages.image_store import CUBE_PRODUCTS, ImageStore, header_to_attrs
     from mousflow.stages.imaging import _load_or_make_plans, _windows
     from mousflow.stages.imaging_chunks import CubeChunk, image_cube_chunk
-    from mousflow.stages.imaging_scaleout import ScaleOutSettings, SharedArg, run_chunks
+    from mousflow.stages.imaging_scaleout import SharedArg
     from mousflow.storage.location import Location
     from mousflow.telescope import load_configuration
+
+    preset = _many_channel_preset(n_chan)
+    PRESETS[preset.name] = preset
+    # The innermost antennas (the simulator spreads its picks over the whole configuration): short
+    # baselines, a large beam and so a small image, as the memory figure asks for.
+    sim_run.choose_antennas = lambda n: np.sort(np.argsort(
+        np.linalg.norm(load_configuration().enu_m[:, :2], axis=1), kind="stable")[:n])
+    t0 = time.perf_counter()
+    sim = simulate_mous(preset.name, str(work / "mous"), seed=1)
+    t_sim = time.perf_counter() - t0
+    mous = load_manifest(Path(sim.manifest.path).read_text())
+    ctx = StageContext("imaging", mous, Location.of(work / "mous"), progress=lambda *_: None)
+    ebs = sorted(str(p.relative_to(work / "mous")) for p in (work / "mous" / "eb").glob("*.ps.zarr"))
+    windows = _windows(ctx, [_target_only(ctx, eb, f"targets/{k}.ps.zarr") for k, eb in enumerate(ebs)])
+    plans = _load_or_make_plans(ctx, windows, 0.5, "bench")
+    # Small images: the simulated field imaged on a fixed small grid (the plan's cell, npix pixels).
+    w, plan = windows[0], replace(plans[windows[0].spw], npix=npix)
+    store = ImageStore(Location.of(work / "cube.zarr"))
+    header = image_header(plan.npix, plan.cell_rad, *w.phase_centre_rad, w.freq_hz, None,
+                          channel_width_hz=w.channel_width_hz, object_name=w.field_name)
+    store.create(CUBE_PRODUCTS, n_chan, plan.npix, chunk, {"header": header_to_attrs(header)})
+    tasks = []
+    for c0 in range(0, min(n_chan, n_chunks * chunk), chunk):
+        t = CubeChunk(run_root_uri=ctx.run_root.uri, cube_uri=store.loc.uri, key=f"bench/chunk-{c0}",
+                      spw=w.spw, c0=c0, c1=min(n_chan, c0 + chunk), input_hash="bench", code_version="bench",
+                      uid=mous.spec.uid)
+        tasks.append((c0, image_cube_chunk, (t, SharedArg("window"), SharedArg("plan"))))
+    return tasks, {"window": w, "plan": plan}, w.uvw_m.shape[0], plan.npix, t_sim
+
+
+def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
+                  channel_counts: tuple[int, ...] = (1000, 80_000)) -> None:
+    from mousflow.stages.imaging_scaleout import ScaleOutSettings, run_chunks
 
     print(f"(c) per-worker peak memory, 2 local Dask workers, the first {n_chunks} chunks of {chunk} channels")
     print(f"{'channels':>9} {'rows':>6} {'npix':>5} {'worker peak (MiB)':>18} {'simulate (s)':>13} {'chunks (s)':>11}")
@@ -133,37 +177,12 @@ def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
     for n_chan in channel_counts:
         work = Path(tempfile.mkdtemp(prefix=f"mousflow-bench-chan{n_chan}-"))
         try:
-            preset = _many_channel_preset(n_chan)
-            PRESETS[preset.name] = preset
-            # The innermost antennas (the simulator spreads its picks over the whole configuration): short
-            # baselines, a large beam and so a small image, as the memory figure asks for.
-            sim_run.choose_antennas = lambda n: np.sort(np.argsort(
-                np.linalg.norm(load_configuration().enu_m[:, :2], axis=1), kind="stable")[:n])
-            t0 = time.perf_counter()
-            sim = simulate_mous(preset.name, str(work / "mous"), seed=1)
-            t_sim = time.perf_counter() - t0
-            mous = load_manifest(Path(sim.manifest.path).read_text())
-            ctx = StageContext("imaging", mous, Location.of(work / "mous"), progress=lambda *_: None)
-            ebs = sorted(str(p.relative_to(work / "mous")) for p in (work / "mous" / "eb").glob("*.ps.zarr"))
-            windows = _windows(ctx, [_target_only(ctx, eb, f"targets/{k}.ps.zarr") for k, eb in enumerate(ebs)])
-            plans = _load_or_make_plans(ctx, windows, 0.5, "bench")
-            # Small images: the simulated field imaged on a fixed small grid (the plan's cell, npix pixels).
-            w, plan = windows[0], replace(plans[windows[0].spw], npix=npix)
-            store = ImageStore(Location.of(work / "cube.zarr"))
-            header = image_header(plan.npix, plan.cell_rad, *w.phase_centre_rad, w.freq_hz, None,
-                                  channel_width_hz=w.channel_width_hz, object_name=w.field_name)
-            store.create(CUBE_PRODUCTS, n_chan, plan.npix, chunk, {"header": header_to_attrs(header)})
-            tasks = []
-            for c0 in range(0, min(n_chan, n_chunks * chunk), chunk):
-                t = CubeChunk(run_root_uri=ctx.run_root.uri, cube_uri=store.loc.uri, key=f"bench/chunk-{c0}",
-                              spw=w.spw, c0=c0, c1=min(n_chan, c0 + chunk), input_hash="bench", code_version="bench",
-                              uid=mous.spec.uid)
-                tasks.append((c0, image_cube_chunk, (t, SharedArg("window"), SharedArg("plan"))))
+            tasks, shared, rows, npix_used, t_sim = _bench_cube(work, n_chan, n_chunks, chunk, npix)
             t0 = time.perf_counter()
             run = run_chunks(tasks, ScaleOutSettings(mode="local", min_workers=2, max_workers=2), lambda *_: None,
-                             shared={"window": w, "plan": plan})
+                             shared=shared)
             peaks[n_chan] = run.worker_peak_memory_bytes
-            print(f"{n_chan:>9} {w.uvw_m.shape[0]:>6} {plan.npix:>5} {run.worker_peak_memory_bytes / MiB:>18.0f} "
+            print(f"{n_chan:>9} {rows:>6} {npix_used:>5} {run.worker_peak_memory_bytes / MiB:>18.0f} "
                   f"{t_sim:>13.1f} {time.perf_counter() - t0:>11.1f}", flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -171,9 +190,86 @@ def worker_memory(n_chunks: int, chunk: int, npix: int = 64,
     print(f"largest / smallest worker peak: {hi / lo:.3f} (aim: within 1.20)")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pod_memory(n_chunks: int, chunk: int, npix: int = 64, n_chan: int = 1000) -> None:
+    """(d): the chunks on a `dask worker` CLI process tree, its processes' resident memory sampled every 20 ms."""
+    import psutil
+    from distributed import Client
+
+    from mousflow.pipeline.resources import WORKER_BASE_BYTES
+    from mousflow.process_env import STAGE_PROCESS_ENV
+
+    work = Path(tempfile.mkdtemp(prefix="mousflow-bench-pod-"))
+    port = _free_port()
+    dask_cli = [str(Path(sys.executable).parent / "dask")]  # the venv's, as the runner image's PATH has it
+    env = {**os.environ, **STAGE_PROCESS_ENV, "OMP_NUM_THREADS": "1"}
+    procs = []
+    try:
+        tasks, shared, rows, npix_used, _ = _bench_cube(work, n_chan, n_chunks, chunk, npix)
+        procs.append(subprocess.Popen([*dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                       "--dashboard-address", ":0"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        # the worker pod's arguments (stages.dask_kubernetes_cluster), less its memory limit: nothing here limits it
+        procs.append(subprocess.Popen([*dask_cli, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1",
+                                       "--name", "bench", "--local-directory", str(work / "dask"),
+                                       "--dashboard-address", ":0"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            nanny = psutil.Process(procs[1].pid)
+            tree = [nanny, *nanny.children(recursive=True)]
+            names = {nanny.pid: "nanny"}
+            for p in tree[1:]:
+                names[p.pid] = "resource tracker" if "resource_tracker" in " ".join(p.cmdline()) else "worker"
+            before = {p.pid: p.memory_info().rss for p in tree}
+            peak = dict(before)
+            peak_sum = sum(before.values())
+            done = threading.Event()
+
+            def sample() -> None:
+                nonlocal peak_sum
+                while not done.wait(0.02):
+                    now = {}
+                    for p in tree:
+                        try:
+                            now[p.pid] = p.memory_info().rss
+                        except psutil.Error:
+                            continue
+                        peak[p.pid] = max(peak[p.pid], now[p.pid])
+                    peak_sum = max(peak_sum, sum(now.values()))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            scattered = {k: client.scatter(v) for k, v in shared.items()}
+            t0 = time.perf_counter()
+            for _c0, fn, (task, *_rest) in tasks:  # one chunk at a time, as a one-thread worker runs them
+                client.submit(fn, task, scattered["window"], scattered["plan"], pure=False).result()
+            seconds = time.perf_counter() - t0
+            time.sleep(0.2)
+            done.set()
+            sampler.join()
+        print(f"(d) a worker pod's processes (`dask worker` with its nanny), {len(tasks)} chunks of {chunk} of "
+              f"{n_chan} channels, {rows} rows, {npix_used}-pixel images, {seconds:.1f} s")
+        print(f"{'process':>17} {'before (MiB)':>13} {'peak (MiB)':>11}")
+        for p in tree:
+            print(f"{names[p.pid]:>17} {before[p.pid] / MiB:>13.0f} {peak[p.pid] / MiB:>11.0f}")
+        print(f"{'all (sum)':>17} {sum(before.values()) / MiB:>13.0f} {peak_sum / MiB:>11.0f}   "
+              f"model's worker floor (WORKER_BASE_BYTES): {WORKER_BASE_BYTES / MiB:.0f} MiB")
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=("walltime", "memory", "all"), default="all")
+    p.add_argument("--part", choices=("walltime", "memory", "pod", "all"), default="all")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--chunk", type=int, default=4, help="channels per chunk for the wall-time part")
     p.add_argument("--chunks", type=int, default=32, help="chunks per cube for the memory part")
@@ -183,6 +279,8 @@ def main() -> None:
         walltime(a.preset, a.chunk)
     if a.part in ("memory", "all"):
         worker_memory(a.chunks, 16, a.npix)
+    if a.part in ("pod", "all"):
+        pod_memory(a.chunks, 16, a.npix)
     print(json.dumps({"cores": os.cpu_count()}))
 
 
