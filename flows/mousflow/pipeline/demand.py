@@ -33,7 +33,8 @@ def calibrator_held_rows(parts: list[PartitionInfo]) -> int:
     a block of its integrations (stages.calibration.CalibratorReader: CALIBRATOR_BLOCK_BYTES of visibilities of
     one partition, at least one integration), on the baselines of all its partitions (taken as the most of any
     one: a partition whose antennas are missing from another adds the few baselines they make). Partitions that
-    overlap in time, which the reader joins where they overlap, are not foreseen: no converter writes them."""
+    overlap in time, which the reader joins where they overlap, are not modelled (a partitioning by antenna would
+    make them; neither import-ms nor xradio's default partitioning does)."""
     n_baseline = max(p.n_baseline for p in parts)
 
     def block_rows(p: PartitionInfo) -> int:

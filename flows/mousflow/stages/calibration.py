@@ -149,6 +149,13 @@ def _field_runs(node: xr.DataTree, field: str) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
+def _hands_vis_bytes_per_time(ds: xr.Dataset, n_baseline: int) -> int:
+    """The bytes of one integration's visibilities on n_baseline baselines as load_partition reads them: its
+    parallel hands only, complex64."""
+    return n_baseline * ds.sizes["frequency"] * \
+        len(parallel_hand_indices([str(c) for c in ds.polarization.values])) * VIS_ITEMSIZE
+
+
 @dataclass(frozen=True)
 class _Piece:
     """A range of one partition's integrations on a calibrator's field, and the times it spans."""
@@ -226,9 +233,7 @@ class CalibratorReader:
     def blocks_of(node: xr.DataTree, field: str) -> list[slice]:
         """The blocks of integrations one partition of a calibrator is read in: within each run of integrations
         on its field, CALIBRATOR_BLOCK_BYTES of visibilities, whole stored chunks where one fits."""
-        ds = node.dataset
-        per_time = ds.sizes["baseline_id"] * ds.sizes["frequency"] * \
-            len(parallel_hand_indices([str(c) for c in ds.polarization.values])) * VIS_ITEMSIZE
+        per_time = _hands_vis_bytes_per_time(node.dataset, node.dataset.sizes["baseline_id"])
         return [slice(run.start + b.start, run.start + b.stop) for run in _field_runs(node, field)
                 for b in _stored_chunk_blocks(node, run.stop - run.start, per_time, CALIBRATOR_BLOCK_BYTES)]
 
@@ -259,9 +264,7 @@ class CalibratorReader:
         baselines), from the plan: nothing read."""
         source = self.sources[role]
         baselines, blocks = self.plan(role)
-        ds = self.ps[source.partitions[0]].dataset
-        per_time = len(baselines.pairs) * ds.sizes["frequency"] * \
-            len(parallel_hand_indices([str(c) for c in ds.polarization.values])) * VIS_ITEMSIZE
+        per_time = _hands_vis_bytes_per_time(self.ps[source.partitions[0]].dataset, len(baselines.pairs))
         return max(sum(p.times.stop - p.times.start for p in pieces) for pieces in blocks) * per_time
 
     def _see(self, role: str, data: PartitionArrays) -> None:

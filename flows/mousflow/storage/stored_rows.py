@@ -125,8 +125,13 @@ class StoredRows:
             vis = self._hands(self.vis, times, chans)
             flag = (self._hands(self.flag, times, chans).astype(bool, copy=False) if self.flag is not None
                     else np.zeros(vis.shape, bool))
-            weight = per_sample_weight(None if self.weight is None else self.weight.oindex[times, :, self.hands]
-                                       if self.weight.ndim == 3 else self._hands(self.weight, times, chans), vis.shape)
+            if self.weight is None:
+                stored = None
+            elif self.weight.ndim == 3:  # one per (time, baseline, correlation), as MSv2's WEIGHT column
+                stored = self.weight.oindex[times, :, self.hands]
+            else:
+                stored = self._hands(self.weight, times, chans)
+            weight = per_sample_weight(stored, vis.shape)
             uvw = np.asarray(self.uvw[times])
         except (ValueError, OSError, RuntimeError) as exc:
             raise InvalidProcessingSet(f"{self.uri}: its data cannot be read, a chunk is missing or corrupted "
