@@ -184,10 +184,25 @@ import_all() {
       continue
     fi
     log "importing $(basename "$archive") into containerd (namespace k8s.io)"
-    ctr_k8s images import "$archive" >/dev/null
+    import_with_retry "$archive"
     basename "$archive" >"$marker_dir/$name"
   done
   prune_stale
+}
+
+# containerd's garbage collector can remove a parent snapshot while an import is unpacking onto it
+# ("failed to prepare extraction snapshot ... parent snapshot ... does not exist", containerd#3787):
+# the import is idempotent, so a few tries a moment apart get past the race.
+import_with_retry() {
+  local archive="$1" try
+  for try in 1 2 3; do
+    if ctr_k8s images import "$archive" >/dev/null; then
+      return 0
+    fi
+    log "import of $(basename "$archive") failed (try $try of 3); retrying"
+    sleep $((try * 3))
+  done
+  die "could not import $(basename "$archive") into containerd after 3 tries"
 }
 
 # An image replaced under the same name leaves its old content behind through the CRI's by-ID reference
