@@ -199,8 +199,10 @@ import_with_retry() {
     if ctr_k8s images import "$archive" >/dev/null; then
       return 0
     fi
-    log "import of $(basename "$archive") failed (try $try of 3); retrying"
-    sleep $((try * 3))
+    if ((try < 3)); then
+      log "import of $(basename "$archive") failed (try $try of 3); retrying"
+      sleep $((try * 3))
+    fi
   done
   die "could not import $(basename "$archive") into containerd after 3 tries"
 }
