@@ -44,16 +44,21 @@ def test_windows_of_different_rows_each_carry_only_their_own_channels():
     assert np.all(flag[:30, 1]) and np.all(weight[:30, 1] == 0) and np.all(flag[30:][:, [0, 2]])
 
 
-@pytest.mark.parametrize(("factor", "scale"), [(3, 1.0), (3, 0.25), (1, 1.0)])
-def test_continuum_channels_read_in_row_blocks_are_the_whole_window_averaged(tmp_path, monkeypatch, factor, scale):
-    """Two execution blocks stored in chunks of 2 integrations, read a chunk at a time: the line-free runs
-    averaged `factor` channels at a time (a remainder channel left as it is), weights scaled, give the bits the
-    whole window loaded and averaged gives (its weights rounded to float32)."""
-    from mousflow.stages import imaging
+@pytest.mark.parametrize(("factor", "scale", "piece_rows", "pieces"),
+                         [(3, 1.0, 12, [12, 12, 12, 6]), (3, 0.25, 12, [12, 12, 12, 6]), (1, 1.0, 12, [12, 12, 12, 6]),
+                          (3, 1.0, 5, [5, 5, 2, 5, 5, 2, 5, 5, 2, 5, 1])])
+def test_continuum_channels_read_in_row_blocks_are_the_whole_window_averaged(tmp_path, monkeypatch, factor, scale,
+                                                                             piece_rows, pieces):
+    """Two execution blocks stored in chunks of 2 integrations, read a chunk at a time and handed over in
+    pieces of `piece_rows` rows: the line-free runs averaged `factor` channels at a time (a remainder channel
+    left as it is), weights scaled, give the bits the whole window loaded and averaged gives (its weights
+    rounded to float32)."""
+    from mousflow.stages import imaging, imaging_chunks
     from mousflow.storage import zarr_io
     from mousflow.storage.location import Location
 
     monkeypatch.setattr(zarr_io, "TARGET_CHUNK_BYTES", 2 * 6 * 11 * 2 * 8)  # 2 integrations a stored chunk
+    monkeypatch.setattr(imaging_chunks, "ROW_PIECE_SAMPLES", piece_rows * 11)
 
     class Context:  # the part of StageContext _windows uses
         def path(self, *parts):
@@ -81,7 +86,7 @@ def test_continuum_channels_read_in_row_blocks_are_the_whole_window_averaged(tmp
     monkeypatch.setattr(imaging.WindowData, "row_blocks", counted)
     monkeypatch.setattr(imaging, "CONTINUUM_READ_BLOCK_BYTES", 1)  # one stored chunk a block
     got = imaging.continuum_channels(window, keep, factor, scale)
-    assert read == [12, 12, 12, 6] * 2  # 7 integrations of 6 baselines, 2 a chunk, in each of the two blocks
+    assert read == pieces * 2  # 7 integrations of 6 baselines, 2 a chunk (12 rows), in each of the two blocks
     for e, g in zip(expected, got, strict=True):
         assert g.dtype == e.dtype
         np.testing.assert_array_equal(g, e)

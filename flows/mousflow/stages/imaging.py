@@ -47,20 +47,17 @@ from mousflow.stages.imaging_scaleout import (
 from mousflow.stages.versioning import code_version
 from mousflow.storage.checkpoints import CheckpointManifest, Validity, hash_inputs
 from mousflow.storage.integrity import verify_checksums
-from mousflow.storage.partitions import (
-    NO_CHANNELS,
-    load_partition,
-    open_checked,
-    partition_infos,
-)
+from mousflow.storage.processing_set_metadata import read_metadata
+from mousflow.storage.stored_rows import StoredRows
 
 STAGE = "imaging"
 DEFAULT_CHANNEL_CHUNK = 16
 # The continuum reads a window a block of integrations at a time, each about this much of a partition's stored
 # visibilities (both hands, as stored; the block's Stokes I and its averaging's intermediates, ~5x, come on
 # top), whole stored chunks where one fits (a full-size 480-channel window's chunk is 16-32 MiB), one after the
-# other: at 128 MiB read on Dask's threads the reading was the continuum's peak, 0.3 GB over the data gathered.
-CONTINUUM_READ_BLOCK_BYTES = 32 * 2**20
+# other: at 128 MiB read on Dask's threads the reading was the continuum's peak, 0.3 GB over the data gathered;
+# at 32 MiB a 128-channel window still took two stored chunks a block (+180 MiB while it was read, at full size).
+CONTINUUM_READ_BLOCK_BYTES = 8 * 2**20
 LINE_SIGMA = 6.0
 CONTINUUM_SYSTEMATIC = 0.1
 MIN_LINE_CHANNELS = 2
@@ -70,34 +67,42 @@ QA_RMS_PBLIMIT = 0.5
 
 
 def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
+    """The target's windows, every execution block's rows of each stacked, from the partitions' metadata and
+    uvw read straight from their Zarr arrays: no xarray (with pandas and pyarrow, 87 MiB of this process's
+    memory, which the continuum's peak would carry)."""
     by_spw: dict[str, dict] = {}
     centres: list[tuple[str, tuple[float, float]]] = []
+    opened: dict[str, StoredRows] = {}  # handed to the windows: each partition's arrays opened once
     for rel in calibrated:
         loc = ctx.path(rel)
-        ps = open_checked(loc)
-        for info in partition_infos(ps):
+        for meta in read_metadata(loc):
+            info = meta.info
             if len(info.field_names) > 1:
                 raise ImagingFailed(f"{info.name}: target fields {', '.join(info.field_names)} in one partition: "
                                     f"mosaics are not imaged yet")
-            p = load_partition(ps[info.name], info.name, channels=NO_CHANNELS)
-            centres.append((f"{p.field_name} of {rel}", p.phase_centre_rad))
-            entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None, "p": p})
-            full_freq = np.asarray(ps[info.name].frequency.values, dtype=np.float64)
+            part = loc.join(info.name)
+            rows = opened[part.uri] = StoredRows.open(part)
+            field_name, centre = next(iter(meta.field_centres.items()))  # the field_and_source dataset's first
+            centres.append((f"{field_name} of {rel}", centre))
+            entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None, "meta": meta,
+                                                      "field": (field_name, centre)})
             if entry["freq"] is None:
-                entry["freq"] = full_freq
-            elif entry["freq"].shape != full_freq.shape or not np.allclose(entry["freq"], full_freq, rtol=1e-9):
+                entry["freq"] = meta.frequency_hz
+            elif entry["freq"].shape != meta.frequency_hz.shape or not np.allclose(entry["freq"], meta.frequency_hz,
+                                                                                   rtol=1e-9):
                 raise ImagingFailed(f"window {info.spw_name} has different channels in different execution blocks")
-            entry["uvw"].append(p.uvw_m.reshape(-1, 3))
+            entry["uvw"].append(rows.uvw_m().reshape(-1, 3))
             entry["sources"].append((loc, info.name))
     mosaic = several_pointings(centres)  # the input checks refuse it first; never stack pointings
     if mosaic:
         raise ImagingFailed(mosaic)
     windows = []
     for spw, e in sorted(by_spw.items()):
-        p = e["p"]
-        dish = float(np.nanmedian(p.dish_diameter_m)) if np.isfinite(p.dish_diameter_m).any() else 12.0
-        windows.append(WindowData(spw, e["freq"], np.concatenate(e["uvw"]), dish, p.phase_centre_rad, p.field_name,
-                                  e["sources"]))
+        dishes = e["meta"].dish_diameter_m
+        dish = float(np.nanmedian(dishes)) if np.isfinite(dishes).any() else 12.0
+        field_name, centre = e["field"]
+        windows.append(WindowData(spw, e["freq"], np.concatenate(e["uvw"]), dish, centre, field_name,
+                                  e["sources"], _opened=opened))
     return windows
 
 
@@ -405,6 +410,7 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
         uvw_all.append(w.uvw_m)
         freq_all.append(freq)
         del vis, weight, flag
+        release_freed_memory()  # the window's blocks read and averaged: their heap, before the next window's
     if not vis_all:
         raise ImagingFailed("no line-free channels with data for the continuum image")
     vis, weight, flag, uvw, freq = _join_windows(vis_all, w_all, f_all, uvw_all, freq_all)
@@ -414,6 +420,7 @@ def _image_continuum(ctx: StageContext, windows: list[WindowData], line_free: di
     release_freed_memory()  # the blocks read and averaged: glibc would keep their heap until the process ends
     w0 = windows[0]
     plan = plan_image(uvw, freq, w0.dish_diameter_m, weight=weight, robust=robust, nthreads=ctx.threads)
+    release_freed_memory()  # the quick PSF's blocks, gridded in their own threads (glibc's other arena)
     # vis becomes CLEAN's residual visibilities and weight the imaging weights: the continuum's visibilities are
     # held once and its weights once
     plane = image_mfs(vis, uvw, freq, weight, None, plan, overwrite_inputs=True, nthreads=ctx.threads)

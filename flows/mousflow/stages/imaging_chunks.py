@@ -31,6 +31,10 @@ from mousflow.storage.stored_rows import StoredRows, read_blocks
 # and the double-precision temporaries of their Stokes I weights are ~3x this.
 LOAD_READ_BLOCK_BYTES = 8 * 2**20
 
+# WindowData.row_blocks hands a stored block's Stokes I over in pieces of at most this many samples (4 MiB of
+# float64 weights): what the caller does with them row by row (averaging) then holds little beside the block.
+ROW_PIECE_SAMPLES = 2**19
+
 # Partitions opened by this process when it is a Dask worker: once per worker, not once per chunk.
 _PROCESS_OPENED: dict[str, StoredRows] = {}
 
@@ -88,11 +92,20 @@ class WindowData:
 
     def row_blocks(self, budget_bytes: int):
         """Stokes I (vis, weight, flag) of all channels, a block of rows at a time, in the order load() stacks
-        the rows: whole stored time chunks of one partition, about `budget_bytes` of its stored visibilities a
-        block. For work done row by row (averaging channels): the window is never in memory whole, and each
-        stored chunk is read once, where blocks of channels narrower than a stored chunk read it again each."""
-        for block in self._blocks(budget_bytes):
-            yield _stokes_i_rows(*block)
+        the rows: whole stored time chunks of one partition, about `budget_bytes` of its stored visibilities
+        read at a time, handed over in pieces of at most ROW_PIECE_SAMPLES. For work done row by row (averaging
+        channels): the window is never in memory whole, each stored chunk is read once (blocks of channels
+        narrower than a stored chunk would read it again each), and the Stokes I of a piece and the caller's
+        temporaries are a fraction of a stored chunk (at full size a 480-channel window's chunk is 3,612 rows,
+        and its Stokes I and averaging, whole, had doubled what reading it held)."""
+        for vis, flag, weight in self._blocks(budget_bytes):
+            vis, flag, weight = (a.reshape(a.shape[0] * a.shape[1], *a.shape[2:]) for a in (vis, flag, weight))
+            step = max(1, ROW_PIECE_SAMPLES // max(1, vis.shape[1]))
+            for r in range(0, vis.shape[0], step):
+                rows = slice(r, r + step)
+                yield stokes_i(vis[rows, :, 0], vis[rows, :, -1], weight[rows, :, 0], weight[rows, :, -1],
+                               flag[rows, :, 0], flag[rows, :, -1])
+            del vis, flag, weight  # the stored block, before the next is read
 
     def _blocks(self, budget_bytes: int, channels: slice | None = None):
         """Each partition's (vis, flag, weight) of `channels`, a block of whole stored time chunks at a time,

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 import mousflow
+from mousflow.storage.stored_rows import stored_uvw
 
 MSV4_SCHEMA_VERSION = "4.0.1"
 FIELD_AND_SOURCE = "field_and_source_base_xds"
@@ -121,11 +122,6 @@ class Partition:
     project_uid: str
     creation_date: str
     extra_attrs: dict = field(default_factory=dict)
-
-
-def stored_uvw(uvw_m: np.ndarray) -> np.ndarray:
-    """UVW as stored in an MSv4 (and MSv2) dataset from the kernels' uvw, and back: the sign flips both ways."""
-    return -np.asarray(uvw_m)
 
 
 def build_msv4_node(p: Partition) -> xr.DataTree:

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from mousflow.storage.location import Location
-from mousflow.storage.msv4 import FIELD_AND_SOURCE, stored_uvw
+from mousflow.storage.msv4 import FIELD_AND_SOURCE
 
 # the checks of a processing set's metadata, which need no xarray, live in processing_set_metadata
 from mousflow.storage.processing_set_metadata import (
@@ -20,7 +20,7 @@ from mousflow.storage.processing_set_metadata import (
     field_and_source_path,
     scan_intents,
 )
-from mousflow.storage.stored_rows import parallel_hand_indices, per_sample_weight, zero_unusable
+from mousflow.storage.stored_rows import parallel_hand_indices, per_sample_weight, stored_uvw, zero_unusable
 from mousflow.storage.zarr_io import open_processing_set
 
 # Dask's schedulers whose tasks run in this process (dask.base.named_schedulers, less "processes")

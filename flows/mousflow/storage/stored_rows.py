@@ -52,6 +52,11 @@ def per_sample_weight(weight: np.ndarray | None, shape: tuple[int, ...]) -> np.n
     return weight
 
 
+def stored_uvw(uvw_m: np.ndarray) -> np.ndarray:
+    """UVW as stored in an MSv4 (and MSv2) dataset from the kernels' uvw, and back: the sign flips both ways."""
+    return -np.asarray(uvw_m)
+
+
 def zero_unusable(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray,
                   uvw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flag every sample that cannot be used (NaN or infinite visibility, weight or uvw, as the MSv4 converter
@@ -139,10 +144,20 @@ class StoredRows:
         flag, weight, _ = zero_unusable(vis, flag, weight, uvw)
         return vis, flag, np.ascontiguousarray(weight)
 
+    def uvw_m(self) -> np.ndarray:
+        """Every integration's (time, baseline, 3) uvw in the kernels' sign convention (`stored_uvw`), those that
+        are not finite (a baseline the converter padded) zeroed, as `read` flags their samples."""
+        try:
+            uvw = stored_uvw(np.asarray(self.uvw[...], dtype=np.float64))
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise InvalidProcessingSet(f"{self.uri}: its uvw cannot be read ({type(exc).__name__}: {exc})") from exc
+        uvw[~np.isfinite(uvw).all(axis=-1)] = 0.0
+        return uvw
+
     def _hands(self, array: zarr.Array, times: slice, chans: slice) -> np.ndarray:
         if self.hands == list(range(array.shape[-1])):
             return np.asarray(array[times, :, chans, :])
         return np.asarray(array.oindex[times, :, chans, self.hands])
 
 
-__all__ = ["StoredRows", "parallel_hand_indices", "read_blocks", "zero_unusable"]
+__all__ = ["StoredRows", "parallel_hand_indices", "read_blocks", "stored_uvw", "zero_unusable"]

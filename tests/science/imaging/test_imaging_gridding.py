@@ -172,6 +172,30 @@ def test_gridding_in_blocks_of_rows_is_gridding_all_at_once(coverage, plan, monk
     np.testing.assert_allclose(make_psf(*args, double=double), psf_whole, atol=tolerance)
 
 
+@pytest.mark.parametrize("double", [True, False])
+def test_a_psf_grids_its_weights_as_the_visibilities_what_ones_weighted_give(coverage, plan, double):
+    """A PSF (vis None: the weights gridded as the visibilities, no weights or mask beside them) and a Taylor
+    cross PSF (a channel factor) equal ones gridded with those weights, flagged samples (weight 0) masked in
+    both: the PSF to the bit, the cross PSF to the rounding of its products."""
+    rng = np.random.default_rng(8)
+    n_row, n_chan = coverage.uvw.shape[0], coverage.freq.size
+    w = rng.uniform(0.5, 2.0, size=(n_row, n_chan)).astype(np.float32)
+    w[rng.random(w.shape) < 0.1] = 0  # flagged
+    factor = np.linspace(-0.05, 0.05, n_chan)
+    ones = np.ones((n_row, n_chan), np.complex64)
+    for channel_factor in (None, factor):
+        args = (coverage.uvw, coverage.freq, w, 2 * plan.npix, plan.cell_rad)
+        psf = grid_weighted(None, *args, channel_factor=channel_factor, double=double, nthreads=2)
+        reference = grid_weighted(ones, *args, channel_factor=channel_factor, double=double, nthreads=2)
+        if channel_factor is None:  # W x 1 is W: the same sums
+            np.testing.assert_array_equal(psf, reference)
+        else:  # W t rounded once against 1 t then times W: the last bits of the products
+            np.testing.assert_allclose(psf, reference, rtol=0,
+                                       atol=(1e-12 if double else 1e-6) * np.max(np.abs(reference)))
+    peak = make_psf(coverage.uvw, coverage.freq, w, 2 * plan.npix, plan.cell_rad, double=double)
+    assert peak[plan.npix, plan.npix] == pytest.approx(1.0, abs=1e-6 if double else 1e-4)
+
+
 def test_model_visibilities_subtracted_in_blocks_are_the_data_less_the_true_model(coverage, plan, monkeypatch):
     """vis - the two Taylor terms' visibilities, degridded a block of rows at a time in double and subtracted in
     place in complex64: the analytic visibilities of the model's components subtracted, to 1e-5 of the

@@ -36,10 +36,16 @@ SINGLE_PRECISION_RESIDUAL_ERROR = 1e-5
 # continuum's deep pass at 0.5 sigma, up to a dynamic range of 5,000.
 PRECISION_ERROR_FRACTION_OF_THRESHOLD = 0.1
 # Gridding and degridding take a block of rows at a time (`grid_blocks`): each block's visibilities and weights
-# in the gridding precision are at most 64 MiB (complex128) where the whole continuum of a full-size block was
-# GBs per array. A block has at least 16 samples per image cell, so a call's FFT stays small beside its gridding.
-GRID_BLOCK_SAMPLES = 2**22
-GRID_BLOCK_CELL_SAMPLES = 16
+# in the gridding precision are at most 16 MiB (complex128) where the whole continuum of a full-size block was
+# GBs per array. Each gridding thread converts a block of its own and a multi-term degridding holds two terms'
+# visibilities, so at 2^22 samples these conversions, 0.1-0.2 GB, were the full-size continuum's peak above its
+# data (`bench/compare_imagers.py --size full`: 0.53 GiB, against tclean's 0.38). A block has at least 4 samples
+# per image cell, so a call's FFT stays small beside its gridding. Why 4, not the 16 it was: a PSF is twice the
+# image's size, and its blocks at 16 per cell (3.7 M samples at 480 pixels, with ducc0's own 30 MiB a call) were
+# then the peak. Measured on 6.4 M samples, one thread, the best of three: 4 per cell costs 0-10 % more gridding
+# CPU than 8 at 480-1024 pixels (the full-size continuum's CPU time did not change; its peak fell 20 MiB).
+GRID_BLOCK_SAMPLES = 2**20
+GRID_BLOCK_CELL_SAMPLES = 4
 
 
 def needs_double_precision(peak: float, lowest_threshold: float) -> bool:
@@ -71,9 +77,10 @@ def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: floa
     """Unnormalised weighted adjoint: sum_i W_i Re(V_i exp(+2 pi i (u l + v m + w (n - 1)))), sky orientation.
 
     channel_factor (n_chan,), optional: the visibilities multiplied by it as they are gridded (a Taylor term's
-    t^k). vis may be any array of the right shape (a broadcast one for a PSF): it is converted to the gridding
-    precision a block of rows at a time (`grid_blocks`), so no array of the visibilities' size in that precision
-    (16 bytes a sample in double) is ever made."""
+    t^k). vis may be any array of the right shape, or None for visibilities of 1 (a PSF's: the weights are then
+    gridded as the visibilities, with no weights beside them, 8 bytes a sample fewer in double). It is
+    converted to the gridding precision a block of rows at a time (`grid_blocks`), so no array of the
+    visibilities' size in that precision (16 bytes a sample in double) is ever made."""
     npix = _check_npix(npix)
     fdt, cdt = _dtypes(double)
     uvw = np.ascontiguousarray(uvw_m, dtype=np.float64)
@@ -86,10 +93,18 @@ def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: floa
     def adjoint(rows: slice) -> np.ndarray:
         img = None
         for block in grid_blocks(rows, freq.size, npix):
-            wgt = np.ascontiguousarray(weight[block], dtype=fdt)
-            v = (np.ascontiguousarray(vis[block], dtype=cdt) if factor is None
-                 else np.multiply(vis[block], factor, dtype=cdt))
-            mask = None if np.all(wgt > 0) else np.ascontiguousarray(wgt > 0, dtype=np.uint8)
+            used = weight[block] > 0
+            # flagged samples masked: ducc0 then neither grids them nor counts them when it picks its kernel
+            mask = None if np.all(used) else used.view(np.uint8)
+            del used
+            if vis is None:  # W_i x 1: the weights are the visibilities
+                wgt = None
+                v = (np.ascontiguousarray(weight[block], dtype=cdt) if factor is None
+                     else np.multiply(weight[block], factor, dtype=cdt))
+            else:
+                wgt = np.ascontiguousarray(weight[block], dtype=fdt)
+                v = (np.ascontiguousarray(vis[block], dtype=cdt) if factor is None
+                     else np.multiply(vis[block], factor, dtype=cdt))
             part = vis2dirty(uvw=uvw[block], freq=freq, vis=v, wgt=wgt, mask=mask, npix_x=npix, npix_y=npix,
                              pixsize_x=cell_rad, pixsize_y=cell_rad, center_x=cell_rad, center_y=0.0,
                              epsilon=_epsilon(epsilon, double), do_wgridding=True, flip_w=True, divide_by_n=False,
@@ -113,12 +128,6 @@ def grid_weighted(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: floa
         for part in parts[1:]:
             img += part
     return np.ascontiguousarray(to_sky(img))
-
-
-def unit_visibilities(shape) -> np.ndarray:
-    """Visibilities of 1 everywhere (a PSF's), as a read-only broadcast: no memory until gridding converts a
-    block of rows."""
-    return np.broadcast_to(np.ones((), np.complex64), shape)
 
 
 def grid_blocks(rows: slice, n_chan: int, npix: int) -> list[slice]:
@@ -168,8 +177,7 @@ def make_psf(uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, *, epsi
     For CLEAN pass npix = 2 * image npix so that a component anywhere in the image can be subtracted over the
     whole image.
     """
-    ones = unit_visibilities(np.shape(imaging_weight))
-    return make_dirty(ones, uvw_m, freq_hz, imaging_weight, npix, cell_rad, epsilon=epsilon, double=double,
+    return make_dirty(None, uvw_m, freq_hz, imaging_weight, npix, cell_rad, epsilon=epsilon, double=double,
                       nthreads=nthreads)
 
 

@@ -33,7 +33,6 @@ from mousflow.science.imaging.gridding import (
     degrid_model,
     grid_blocks,
     make_dirty,
-    unit_visibilities,
 )
 
 # Below this fractional bandwidth a spectral term is not worth its cost (the flat model's error scales with
@@ -50,7 +49,7 @@ def taylor_factors(freq_hz, freq_ref_hz: float, nterms: int) -> np.ndarray:
 def taylor_dirty_images(vis, uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, taylor: np.ndarray, *,
                         epsilon: float = DEFAULT_EPSILON, double: bool = True, nthreads: int = 1) -> np.ndarray:
     """(len(taylor), npix, npix): the dirty images of vis weighted by imaging_weight x t^k, each normalised by
-    sum(imaging_weight) (the k = 0 one is `make_dirty`'s). Pass ones for vis to get the cross PSFs."""
+    sum(imaging_weight) (the k = 0 one is `make_dirty`'s). vis None (visibilities of 1): the cross PSFs."""
     grid = {"epsilon": epsilon, "double": double, "nthreads": nthreads}
     out = np.empty((len(taylor), npix, npix))
     for k, factor in enumerate(taylor):
@@ -65,8 +64,7 @@ def taylor_psfs(uvw_m, freq_hz, imaging_weight, npix: int, cell_rad: float, freq
                 **grid) -> np.ndarray:
     """(2 nterms - 1, npix, npix) cross PSFs B_k, k = 0 .. 2 nterms - 2; B_0 is the usual PSF (peak 1)."""
     taylor = taylor_factors(freq_hz, freq_ref_hz, 2 * nterms - 1)
-    ones = unit_visibilities(np.shape(imaging_weight))
-    return taylor_dirty_images(ones, uvw_m, freq_hz, imaging_weight, npix, cell_rad, taylor, **grid)
+    return taylor_dirty_images(None, uvw_m, freq_hz, imaging_weight, npix, cell_rad, taylor, **grid)
 
 
 def hessian(psfs: np.ndarray, nterms: int) -> np.ndarray:
