@@ -84,8 +84,8 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
             rows = opened[part.uri] = StoredRows.open(part)
             field_name, centre = next(iter(meta.field_centres.items()))  # the field_and_source dataset's first
             centres.append((f"{field_name} of {rel}", centre))
-            entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None, "meta": meta,
-                                                      "field": (field_name, centre)})
+            entry = by_spw.setdefault(info.spw_name, {"uvw": [], "sources": [], "freq": None,
+                                                      "dishes": meta.dish_diameter_m, "field": (field_name, centre)})
             if entry["freq"] is None:
                 entry["freq"] = meta.frequency_hz
             elif entry["freq"].shape != meta.frequency_hz.shape or not np.allclose(entry["freq"], meta.frequency_hz,
@@ -98,8 +98,7 @@ def _windows(ctx: StageContext, calibrated: list[str]) -> list[WindowData]:
         raise ImagingFailed(mosaic)
     windows = []
     for spw, e in sorted(by_spw.items()):
-        dishes = e["meta"].dish_diameter_m
-        dish = float(np.nanmedian(dishes)) if np.isfinite(dishes).any() else 12.0
+        dish = float(np.nanmedian(e["dishes"])) if np.isfinite(e["dishes"]).any() else 12.0
         field_name, centre = e["field"]
         windows.append(WindowData(spw, e["freq"], np.concatenate(e["uvw"]), dish, centre, field_name,
                                   e["sources"], _opened=opened))

@@ -103,8 +103,7 @@ class WindowData:
             step = max(1, ROW_PIECE_SAMPLES // max(1, vis.shape[1]))
             for r in range(0, vis.shape[0], step):
                 rows = slice(r, r + step)
-                yield stokes_i(vis[rows, :, 0], vis[rows, :, -1], weight[rows, :, 0], weight[rows, :, -1],
-                               flag[rows, :, 0], flag[rows, :, -1])
+                yield _stokes_i_rows(vis[rows], flag[rows], weight[rows])
             del vis, flag, weight  # the stored block, before the next is read
 
     def _blocks(self, budget_bytes: int, channels: slice | None = None):
@@ -118,9 +117,10 @@ class WindowData:
 
 
 def _stokes_i_rows(vis, flag, weight, out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A block's (time, baseline, channel, hand) arrays as Stokes I rows (time x baseline, channel), into `out`
-    if given (`stokes_i`); the block's arrays are the caller's to release (both hands, a window's largest)."""
-    n = vis.shape[0] * vis.shape[1]
+    """A block's (time, baseline, channel, hand) arrays, or (row, channel, hand), as Stokes I rows (time x
+    baseline, channel), into `out` if given (`stokes_i`); the block's arrays are the caller's to release (both
+    hands, a window's largest)."""
+    n = math.prod(vis.shape[:-2])
     return stokes_i(vis[..., 0].reshape(n, -1), vis[..., -1].reshape(n, -1),
                     weight[..., 0].reshape(n, -1), weight[..., -1].reshape(n, -1),
                     flag[..., 0].reshape(n, -1), flag[..., -1].reshape(n, -1), out=out)

@@ -69,7 +69,7 @@ class PartitionMetadata:
     field_centres: dict[str, tuple[float, float]]
     """Phase centre (RA, Dec) radians of each field of its field_and_source dataset, in that dataset's order."""
     dish_diameter_m: np.ndarray
-    """Each antenna's dish diameter (its antenna_xds's ANTENNA_DISH_DIAMETER), NaN where the dataset has none."""
+    """Each antenna's dish diameter (its antenna_xds's ANTENNA_DISH_DIAMETER); empty where the dataset has none."""
 
 
 def check_layout(loc: Location) -> dict:
@@ -185,9 +185,6 @@ def _partition(name: str, node) -> PartitionMetadata:
 
 def _dish_diameters(node) -> np.ndarray:
     antennas = node["antenna_xds"] if "antenna_xds" in node else None
-    if antennas is None:
-        return np.full(0, np.nan)
-    if "ANTENNA_DISH_DIAMETER" in antennas:
-        return np.asarray(antennas["ANTENNA_DISH_DIAMETER"][...], dtype=np.float64).ravel()
-    names = antennas["antenna_name"] if "antenna_name" in antennas else None
-    return np.full(0 if names is None else int(names.shape[0]), np.nan)
+    if antennas is None or "ANTENNA_DISH_DIAMETER" not in antennas:
+        return np.empty(0)
+    return np.asarray(antennas["ANTENNA_DISH_DIAMETER"][...], dtype=np.float64).ravel()
