@@ -42,7 +42,7 @@ import yaml
 from mousflow.kpi import deadline, delivered_at, parse_time
 from mousflow.kube_config import shared_api_client
 from mousflow.model import GROUP, PLURAL, VERSION, MOUSResource, MOUSSpec, MOUSStatus, Phase, QA2Status, uid_digest
-from mousflow.model.status import ProductsStatus, StageRetry
+from mousflow.model.status import ProductsStatus, StageName, StageRetry
 from mousflow.pipeline import reports
 from mousflow.pipeline.history import DeliveryRecord, History
 from mousflow.pipeline.kubernetes import LABEL_MOUS, MEMORY_REASONS, RESIZED
@@ -631,7 +631,7 @@ def _observe_stages(store: FactStore, mous_spec: MOUSSpec, body, new: MOUSStatus
         if st.state.value != "Pending" or stage in new.stages:
             new.stages[stage] = st
         if st.state.value == "Running":
-            new.stage = stage
+            new.stage = StageName(stage)
     if new.stages:
         new.message = f"processing: {overall_progress(new.stages, STAGE_ORDER):.0f}% of the stages done"
 

@@ -179,3 +179,31 @@ def test_the_test_only_phase_dwell_holds_each_phase_then_lets_it_go(monkeypatch)
     assert handlers._dwelling(memo, "ns/a", Phase.DELIVERED, 4.0) is False
     assert OperatorSettings.from_env({"MOUSFLOW_TEST_PHASE_DWELL_SECONDS": "4"}).test_phase_dwell_seconds == 4.0
     assert OperatorSettings.from_env({}).test_phase_dwell_seconds == 0.0
+
+
+def test_the_running_stage_is_kept_as_its_name_type_so_the_status_serialises_cleanly(tmp_path):
+    """status.stage is a StageName: a plain str there made pydantic warn on every status patch (seen in the
+    chaos suite's operator log)."""
+    import warnings
+    from pathlib import Path
+
+    import yaml
+
+    from mousflow.model import load_manifest
+    from mousflow.model.status import MOUSStatus, StageName
+    from mousflow_operator.handlers import _mous_label, _observe_stages
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "model" / "manifests" /
+                          "valid-minimal.yaml").read_text())
+    doc["spec"]["output"]["uri"] = str(tmp_path / "run")
+    spec = load_manifest(yaml.safe_dump(doc)).spec
+    store = FactStore()
+    job = _job("j1", "calibration", active=1)
+    job["metadata"]["labels"]["mousflow.io/mous"] = _mous_label(spec.uid)
+    store.job_event("ADDED", job)
+    new = MOUSStatus()
+    _observe_stages(store, spec, {"metadata": {"name": "m", "namespace": "ns"}}, new, refresh_progress=False)
+    assert new.stage is StageName("calibration")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert new.model_dump(mode="json", by_alias=True)["stage"] == "calibration"
