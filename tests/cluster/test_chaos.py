@@ -13,7 +13,12 @@ Dask worker pods of the chart's own Dask controller):
 - the Kubernetes API server killed and started again;
 - a stage pod evicted by the kubelet under node memory pressure: the kubelet is started again with a hard
   memory.available eviction threshold above what the node has available, and again without it once a stage
-  pod was evicted (other pods may go first: the kubelet ranks them, not the test).
+  pod was evicted. The kubelet evicts first the pods using most memory over their requests, and a stage pod
+  sized by the resource model stays under its request (the Dask controller, scheduler and workers do not, and
+  an imaging pod fails when its scheduler goes): each MOUS's first calibration pod takes memory over its
+  request and holds it two minutes (the test-only MOUSFLOW_TEST_GROW_MEMORY, its limit raised in place as it
+  grows; pod kills spare calibration pods until then), and the pressure starts while such a pod is the one
+  furthest over its request on the node, its limit raised already, so the kubelet picks it.
 
 Then: every MOUS is Delivered with QA2 Pass; its delivered FITS products have the sha256 of the same products
 from an undisturbed run of the same data (`mousflow run` on this machine, one thread per stage like the pods);
@@ -31,6 +36,7 @@ import hashlib
 import itertools
 import json
 import os
+import queue
 import random
 import shutil
 import signal
@@ -55,6 +61,7 @@ from harness import (
 )
 
 from mousflow.pipeline.local_server import start_server, stop_server
+from mousflow.pipeline.resources import parse_memory
 from mousflow.storage.location import Location
 
 pytestmark = [pytest.mark.cluster, pytest.mark.exclusive, pytest.mark.usefixtures("host_s3")]
@@ -66,7 +73,10 @@ DWELL_SECONDS = 4
 OPERATOR_ENV = {"MOUSFLOW_DASK_SERVICE_ACCOUNT": DASK_IMAGING_ACCOUNT, "MOUSFLOW_DASK_MIN_WORKERS": "1",
                 "MOUSFLOW_DASK_MAX_WORKERS": "2", "MOUSFLOW_DASK_WORKER_CPU": "100m",
                 "MOUSFLOW_TEST_PHASE_DWELL_SECONDS": str(DWELL_SECONDS), "MOUSFLOW_RETRY_BACKOFF_SECONDS": "5",
-                "MOUSFLOW_TRANSIENT_MAX_DELAY_SECONDS": "20", "MOUSFLOW_RESYNC_SECONDS": "20"}
+                "MOUSFLOW_TRANSIENT_MAX_DELAY_SECONDS": "20", "MOUSFLOW_RESYNC_SECONDS": "20",
+                # each MOUS's first calibration pod grows to 1.1 times its starting limit (raised in place once
+                # to 1.5 times), 0.375 times its request over it, and holds that 120 s before its work
+                "MOUSFLOW_TEST_GROW_MEMORY": "calibration:1.1:120"}
 KILL_PHASES = ("FullyObserved", "ReadyForProcessing", "Processing", "ReadyForReview", "DeliveryInProgress")
 TERMINAL = ("Delivered", "Failed", "QA2Fail")
 REPO = Path(__file__).resolve().parents[2]
@@ -170,6 +180,9 @@ class Chaos:
         self.errors: list[str] = []
         self.waiting: list[dict] = []  # Waiting conditions seen while the object store was away
         self.pod_spans: dict[str, dict] = {}  # stage pod name -> its Job, and when it was seen running
+        # Work for the test's own thread: a process started from a fault's thread would die with that thread
+        # (the Prefect server's PR_SET_PDEATHSIG follows the thread that forked it, not the process)
+        self.main_thread_work: queue.Queue = queue.Queue()
 
     # -- what ran when: the stage pods themselves, not their Jobs' conditions
     def watch_stage_pods(self, every: float = 2.0) -> None:
@@ -219,6 +232,30 @@ class Chaos:
         items = self.mouses()
         return len(items) == len(self.names) and all(self.phase(m) in TERMINAL for m in items)
 
+    def on_main_thread(self, fn) -> None:
+        """Run fn on the test's own thread (do_main_thread_work) and wait for it."""
+        done = threading.Event()
+        self.main_thread_work.put((fn, done))
+        while not done.wait(1):
+            if self.stop.is_set():
+                raise AssertionError("the chaos ended before the test's thread ran the work asked of it")
+
+    def do_main_thread_work(self) -> None:
+        while True:
+            try:
+                fn, done = self.main_thread_work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            finally:
+                done.set()
+
+    def restart_prefect_server(self) -> None:
+        self.prefect.kill()
+        time.sleep(5)
+        self.prefect.start()
+
     def run(self, name: str, fn) -> threading.Thread:
         def guarded():
             try:
@@ -250,13 +287,16 @@ class Chaos:
 
     # -- stage pods and Dask workers
     def running_pods(self) -> list[str]:
+        """Stage and Dask worker pods running; calibration pods spared until the eviction fault has hit one (a
+        calibration pod grown over its request is what the kubelet is to evict, and it grows once per MOUS)."""
         try:
             pods = json.loads(self.cluster.kubectl("get", "pods", "-n", self.ns, "-o", "json", timeout=20))["items"]
         except Exception:
             return []
+        spared = () if "stage pod evicted" in self.faults else ("calibration",)
         return sorted(p["metadata"]["name"] for p in pods
                       if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-                      and ("mousflow.io/stage" in p["metadata"].get("labels", {})
+                      and (p["metadata"].get("labels", {}).get("mousflow.io/stage") not in (None, *spared)
                            or p["metadata"].get("labels", {}).get("dask.org/component") == "worker"))
 
     def kill_pods(self, mean_interval: float) -> None:
@@ -288,6 +328,10 @@ class Chaos:
                        env={**os.environ, **env})
 
     def infrastructure(self) -> None:
+        # first, while the first MOUSs' calibration pods grow (the outage below waits for any calibration: the
+        # evicted one's next attempt, if no other)
+        self.faults["stage pod evicted"] = self.evict_under_memory_pressure()
+
         mous = self.wait_for_stage("the object-store outage", "calibration")
         self.restart("minio", "kill")
         deadline = time.monotonic() + 60
@@ -300,44 +344,62 @@ class Chaos:
         self.faults["minio stopped 60 s"] = mous
 
         mous = self.wait_for_stage("the Prefect server restart", "imaging")
-        self.prefect.kill()
-        time.sleep(5)
-        self.prefect.start()
+        self.on_main_thread(self.restart_prefect_server)
         self.faults["prefect server restarted"] = mous
 
         mous = self.wait_for_stage("the API server restart")
         self.restart("kube-apiserver")
         self.faults["api server restarted"] = mous
 
-        self.faults["stage pod evicted"] = self.evict_under_memory_pressure()
-        # The Prefect server started again above dies with the thread that started it (PR_SET_PDEATHSIG
-        # follows the thread): this one lasts as long as the chaos, and the test starts it again after.
-        self.stop.wait()
-
-    def available_memory(self) -> int:
+    def node_summary(self) -> dict:
+        """The kubelet's own figures (the summary API its eviction manager reads)."""
         node = self.cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
-        summary = json.loads(self.cluster.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary"))
-        return int(summary["node"]["memory"]["availableBytes"])
+        return json.loads(self.cluster.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary",
+                                               timeout=20))
+
+    def memory_over_requests(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """(namespace, pod) -> working set minus memory request, bytes, for every running pod on the node (the
+        kubelet's first key when it ranks pods to evict for memory; then priority, here the same for all), and
+        (namespace, pod) -> working set."""
+        used = {(p["podRef"]["namespace"], p["podRef"]["name"]): (p.get("memory") or {}).get("workingSetBytes")
+                for p in self.node_summary().get("pods", [])}
+        pods = json.loads(self.cluster.kubectl("get", "pods", "-A", "-o", "json", timeout=20))["items"]
+        over = {}
+        for pod in pods:
+            key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+            if pod["status"].get("phase") != "Running" or used.get(key) is None:
+                continue
+            requested = sum(parse_memory(memory) for c in pod["spec"]["containers"]
+                            if (memory := (c.get("resources") or {}).get("requests", {}).get("memory")))
+            over[key] = used[key] - requested
+        return over, {key: used[key] for key in over}
+
+    def stage_pod_furthest_over_request(self, timeout: float = 900, margin: int = 64 * 2**20) -> str:
+        """A calibration pod grown over its request (MOUSFLOW_TEST_GROW_MEMORY) that is further over its request
+        than any other pod on the node by `margin`, with its limit raised in place already (a resize cannot be
+        carried out while the kubelet restarts: the pod would be killed for memory instead): the pod the
+        kubelet will evict first."""
+        def resized(pod: dict, used: int) -> bool:
+            limits = [parse_memory(m) for c in pod["status"].get("containerStatuses") or []
+                      if (m := ((c.get("resources") or {}).get("limits") or {}).get("memory"))]
+            return bool(limits) and 0.8 * sum(limits) > used  # under the launcher's resize threshold
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set():
+            with contextlib.suppress(Exception):
+                over, used = self.memory_over_requests()
+                stage = {p["metadata"]["name"]: p for p in self.stage_pods()}
+                ranked = sorted(over.items(), key=lambda kv: -kv[1])
+                (ns, name), furthest = ranked[0]
+                if ns == self.ns and name in stage and furthest > margin and resized(stage[name], used[ns, name]) \
+                        and (len(ranked) == 1 or furthest - ranked[1][1] > margin):
+                    return name
+            time.sleep(2)
+        raise AssertionError("no stage pod grew over its memory request to be evicted")
 
     def stage_pods(self) -> list[dict]:
         pods = json.loads(self.cluster.kubectl("get", "pods", "-n", self.ns, "-o", "json", timeout=20))["items"]
         return [p for p in pods if "mousflow.io/stage" in p["metadata"].get("labels", {})]
-
-    def running_stage_pod(self, timeout: float = 900) -> str:
-        """An imaging pod whose container has run for 5 s: imaging lasts long enough for the kubelet to get to
-        it (the Dask controller, scheduler and worker pods use more than they request and go first; a pod
-        started meanwhile stays Pending under the node's memory-pressure taint)."""
-        def started(p):
-            running = ((p["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("running")
-            return running and time.time() - datetime.fromisoformat(running["startedAt"]).timestamp() > 5
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.stop.is_set():
-            with contextlib.suppress(Exception):
-                if pods := [p["metadata"]["name"] for p in self.stage_pods()
-                            if p["metadata"]["labels"]["mousflow.io/stage"] == "imaging" and started(p)]:
-                    return pods[0]
-            time.sleep(1)
-        raise AssertionError("no stage pod running to evict")
 
     def evicted_stage_pods(self) -> list[str]:
         """Stage pods the kubelet evicted: by their status, or by the kubelet's Evicted Event when the pod is
@@ -349,23 +411,27 @@ class Chaos:
         return sorted({n for n, p in stage.items() if p["status"].get("reason") == "Evicted"}
                       | {n for n in named if n not in stage or stage[n]["status"].get("phase") == "Failed"})
 
-    def evict_under_memory_pressure(self) -> str:
+    def evict_under_memory_pressure(self, tries: int = 3) -> str:
         """Node memory pressure as the kubelet sees it: its hard eviction threshold 2 GiB above what is
-        available, until a stage pod was evicted (the kubelet evicts one pod at a time, in its own order)."""
-        for _ in range(3):
-            pod = self.running_stage_pod()
-            threshold = self.available_memory() + 2 * 2**30
-            self.restart("kubelet", TESTBED_KUBELET_EVICTION_MEMORY=f"{threshold // 2**20}Mi")
+        available, while a grown calibration pod is the one furthest over its request, until a stage pod was
+        evicted (the kubelet evicts one pod at a time, in its own order)."""
+        for _ in range(tries):
+            pod = self.stage_pod_furthest_over_request()
+            available = int(self.node_summary()["node"]["memory"]["availableBytes"])
+            self.restart("kubelet", TESTBED_KUBELET_EVICTION_MEMORY=f"{(available + 2 * 2**30) // 2**20}Mi")
             try:
                 deadline = time.monotonic() + 240
                 while time.monotonic() < deadline:
                     with contextlib.suppress(Exception):
                         if evicted := self.evicted_stage_pods():
-                            return f"{', '.join(evicted)} (running: {pod})"
+                            return f"{', '.join(evicted)} (furthest over its request: {pod})"
+                        if not [p for p in self.stage_pods() if p["metadata"]["name"] == pod
+                                and p["status"].get("phase") == "Running"]:
+                            break  # it ended before the kubelet got to it: the next try, with another
                     time.sleep(2)
             finally:
                 self.restart("kubelet")
-        raise AssertionError("no stage pod was evicted under memory pressure in three tries")
+        raise AssertionError(f"no stage pod was evicted under memory pressure in {tries} tries")
 
 
 def _duplicate_work_report(name, stage, jobs, succeeded, late, written, chaos, operator, uid) -> str:
@@ -424,16 +490,21 @@ def test_every_mous_is_delivered_identical_to_an_undisturbed_run_through_chaos(
                 chaos.run("infrastructure", chaos.infrastructure)]
 
     deadline = time.monotonic() + 900 + 450 * N_MOUSES
-    while time.monotonic() < deadline and not chaos.all_terminal():
-        time.sleep(5)
+    last_look = 0.0
+    while time.monotonic() < deadline:
+        chaos.do_main_thread_work()
+        if time.monotonic() - last_look > 5:
+            last_look = time.monotonic()
+            if chaos.all_terminal():
+                break
+        time.sleep(0.5)
     chaos.stop.set()
     for t in threads:
         t.join(timeout=400)
     if operator.proc is None or operator.proc.poll() is not None:
         operator.start()
-    # the Prefect server the chaos started again went with its thread: the same database, from this one
-    prefect_server.kill()
-    prefect_server.start()
+    if prefect_server.proc is None or prefect_server.proc.poll() is not None:
+        prefect_server.start()
     elapsed = time.monotonic() - started
     # kept beside the test bed's own logs, which cluster-down saves: the evidence of a rare failure outlives
     # pytest's temporary directories

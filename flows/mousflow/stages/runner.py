@@ -20,8 +20,9 @@ TEST_FAIL_STAGE = "MOUSFLOW_TEST_FAIL_STAGE"
 """TEST ONLY: the name of a stage that fails once per run root (see _fail_once_if_asked); ignored unless set."""
 TEST_FAILURES = {"calibration": CalibrationFailed, "imaging": ImagingFailed, "packaging": InvalidInput}
 TEST_GROW_MEMORY = "MOUSFLOW_TEST_GROW_MEMORY"
-"""TEST ONLY: `<stage>:<factor>`: that stage first grows its memory slowly to factor x its container's limit, once
-per run root (see _grow_once_if_asked); ignored unless set."""
+"""TEST ONLY: `<stage>:<factor>[:<hold seconds>]`: that stage first grows its memory slowly to factor x its
+container's limit (and holds it that long before it goes on), once per run root (see _grow_once_if_asked);
+ignored unless set."""
 TEST_CHILD_OOM = "MOUSFLOW_TEST_CHILD_OOM"
 """TEST ONLY: the name of a stage whose child process is killed for memory once per run root while the stage
 survives it (see _child_oom_once_if_asked); ignored unless set."""
@@ -186,10 +187,13 @@ def _grow_once_if_asked(ctx: StageContext, step_seconds: float = 0.5):
     stage>:<factor> the stage first takes memory in steps (64 MiB/s up to 3/4 of its limit, then 8 MiB/s, the
     pace of a stage working through its data) until its working set is factor x the container's limit at the
     start, as a stage whose data outgrew its estimate would, and keeps it while it runs: with the limit raised
-    in time it goes on, without it the kernel kills it. Once per run root (a marker beside its status), so the
+    in time it goes on, without it the kernel kills it. With `:<hold seconds>` after the factor it then waits
+    that long before the stage's work (the chaos suite's kubelet needs a pod over its memory request for a
+    while: a small stage's own work takes seconds). Once per run root (a marker beside its status), so the
     attempt run again after an out-of-memory kill goes through. Returns the memory held; without the variable
     (never set in an installation), or outside a pod, None."""
     stage, _, factor = os.environ.get(TEST_GROW_MEMORY, "").partition(":")
+    factor, _, hold = factor.partition(":")
     start = container_memory()
     if stage.strip() != ctx.name or start is None or start[1] is None:
         return None
@@ -206,6 +210,8 @@ def _grow_once_if_asked(ctx: StageContext, step_seconds: float = 0.5):
         held.append(np.ones(step, dtype=np.uint8))  # ones, not zeros: every page is touched
         time.sleep(step_seconds)
     print(f"test: grew to {sum(a.nbytes for a in held) >> 20} MiB more (target {target >> 20} MiB)", flush=True)
+    if hold:
+        time.sleep(float(hold))
     return held
 
 
