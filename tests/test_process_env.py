@@ -1,6 +1,10 @@
 """The process's allocator: what a stage asks glibc to give back (process_env.release_freed_memory)."""
 
+import os
 import platform
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -29,3 +33,49 @@ def test_freed_heap_memory_goes_back_to_the_system():
 def test_without_glibc_nothing_is_released(monkeypatch):
     monkeypatch.setattr(process_env, "_libc_malloc_trim", lambda: None)
     assert process_env.release_freed_memory() is False
+
+
+def test_a_stage_process_runs_without_the_libraries_it_never_uses():
+    # a fresh interpreter, as a stage pod's: its imports (xarray, hence pandas) must work with pyarrow made
+    # unimportable, pandas' strings too, and leave it unloaded
+    code = textwrap.dedent("""
+        import sys
+        from mousflow import process_env
+        process_env.keep_unused_libraries_out()
+        import numpy as np, pandas as pd, xarray as xr
+        import mousflow.stages.calibration, mousflow.stages.packaging
+        frame = pd.DataFrame({"spw": ["ALMA_RB_03#BB_1#SW-01#FULL_RES", "x"]})
+        assert frame.spw.str.contains("#").tolist() == [True, False]
+        ds = xr.Dataset(coords={"antenna_name": ["DA41", "DV02"]})
+        assert ds.sel(antenna_name="DV02").antenna_name.item() == "DV02"
+        assert sys.modules["pyarrow"] is None, "pyarrow was imported"
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={
+        **os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_library_already_imported_is_left_alone(monkeypatch):
+    import xarray  # noqa: F401  (brings pandas, and pyarrow where it is installed)
+
+    before = sys.modules.get("pyarrow", "absent")
+    monkeypatch.setattr(process_env, "NOT_IMPORTED_IN_STAGES", ("pyarrow",))
+    process_env.keep_unused_libraries_out()
+    if before != "absent":
+        assert sys.modules["pyarrow"] is before
+    else:
+        assert sys.modules.pop("pyarrow") is None
+
+
+def test_the_stage_command_keeps_them_out_before_the_stage_is_imported(monkeypatch):
+    from mousflow import cli
+    from mousflow.stages import runner
+
+    calls = []
+    monkeypatch.setattr(process_env, "keep_unused_libraries_out", lambda: calls.append("kept out"))
+    monkeypatch.setattr(runner, "run_stage", lambda *a, **k: calls.append("stage") or runner.StageOutcome(
+        stage="calibration", state="Succeeded"))
+    monkeypatch.setattr(cli, "_exit_on_sigterm", lambda: None)
+    assert cli.main(["stage", "calibration", "--manifest", "m.yaml"]) == 0
+    assert calls == ["kept out", "stage"]

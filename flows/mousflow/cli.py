@@ -139,6 +139,9 @@ def _exit_on_sigterm() -> None:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from mousflow.process_env import keep_unused_libraries_out
+
+    keep_unused_libraries_out()  # before the stage's imports bring them
     from mousflow.stages.runner import exit_code, run_stage
 
     _exit_on_sigterm()
