@@ -200,11 +200,14 @@ def test_calibration_memory_follows_the_blocks_held_not_the_scans():
     assert model_peak_bytes("calibration", held_more) > 3 * model_peak_bytes("calibration", full)
     calibrator = 3_612 * 480 * 2 * BYTES_PER_SAMPLE * WORKING_COPIES["calibration"]
     assert model_peak_bytes("calibration", full) == CALIBRATION_BASE_BYTES + int(calibrator)  # 1 block < it
-    assert model_peak_bytes("calibration", full, threads=2) == CALIBRATION_BASE_BYTES + 2 * CALIBRATION_BLOCK_BYTES
+    # two threads: two target blocks or the calibrator's block, whichever is more (here the calibrator's, barely)
+    assert model_peak_bytes("calibration", full, threads=2) == \
+        CALIBRATION_BASE_BYTES + max(int(calibrator), 2 * CALIBRATION_BLOCK_BYTES)
+    assert 2 * CALIBRATION_BLOCK_BYTES > 0.8 * calibrator
     # measured on that block (2026-12-06, calibrators in blocks, the target's blocks read in sequence: 0.42 GB
-    # with one thread, 0.49-0.52 GB with two) the model is above, within the 1.5x the right-sizing aims at before
-    # its margin
-    for threads, measured in ((1, 0.419e9), (2, 0.518e9)):
+    # with one thread; 2026-12-07, 16 MiB target blocks: 384-437 MiB with two) the model is above, within the
+    # 1.5x the right-sizing aims at before its margin
+    for threads, measured in ((1, 0.419e9), (2, 437 * 2**20)):
         assert measured < model_peak_bytes("calibration", full, threads=threads) < 1.5 * measured
     # a record from before calibrator rows were kept: every row counted, as the model then did
     old = replace(full, calibrator_rows_per_window=None)

@@ -62,10 +62,11 @@ CONTINUUM_BYTES_PER_SAMPLE = 12
 CONTINUUM_COPIES = 1.6
 # Calibration's target blocks, per thread: stages.calibration.APPLY_BLOCK_BYTES of visibilities, calibrated in
 # the block's own arrays, with its flags and weights, the stored chunks decompressed, the chunks of applying and
-# the Zarr writes: 3.9-4.3 times the block over the interpreter with two threads, measured at full size with
-# 32 MiB blocks (2026-12-06; ~2.6 times a 64 MiB block, whose fixed parts weigh less).
-CALIBRATION_BLOCK_VIS_BYTES = 32 * 2**20
-CALIBRATION_BLOCK_COPIES = 4.5
+# the Zarr writes: with 16 MiB blocks and two threads the full-size corpus block's 480-channel target pass
+# peaked at 424 MiB (2026-12-07, 128 MiB of it the stage's imports), 5.5 blocks per thread over this model's
+# base (3.9-4.3 with 32 MiB blocks, ~2.6 with 64: the fixed parts weigh more beside a smaller block).
+CALIBRATION_BLOCK_VIS_BYTES = 16 * 2**20  # stages.calibration.APPLY_BLOCK_BYTES (a test holds them equal)
+CALIBRATION_BLOCK_COPIES = 5.5
 CALIBRATION_BLOCK_BYTES = int(CALIBRATION_BLOCK_COPIES * CALIBRATION_BLOCK_VIS_BYTES)
 VIS_BYTES = 8  # complex64
 # Per channel of a chunk a worker keeps its products (image, pbcor, residual, pb: float32) and the planes

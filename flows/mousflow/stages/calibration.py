@@ -69,10 +69,11 @@ STAGE = "calibration"
 # block's flags and weights, the intermediates of counting and applying (bounded by chunking.SAMPLES_PER_CHUNK)
 # and the Zarr writes come on top, once per thread. A block is whole stored time chunks where one fits, as
 # import-ms writes them (16 MiB); a larger stored chunk (xradio's converter's default is 128 MiB) is read in
-# blocks of the budget, and decompressed for each block it straddles. 32 MiB: at 64 the target's blocks were the
-# stage's peak on the full-size corpus block (0.72 GB with two threads, against 0.58 GB at 32 MiB, for the same
-# time); at 16 a 480-channel window's stored chunk no longer fits a block and is decompressed twice.
-APPLY_BLOCK_BYTES = 32 * 2**20
+# blocks of the budget, and decompressed for each block it straddles. 16 MiB, one chunk of import-ms's: the
+# target's blocks are the stage's peak, and on the full-size corpus block (two threads) the stage peaked at
+# 0.72 GB with 64 MiB blocks, 462-472 MiB with 32 and 384-437 MiB with 16 (2026-12-07, three runs each way,
+# alternating: 55.7-64.5 s against 55.9-56.6 s, this machine's spread is as wide).
+APPLY_BLOCK_BYTES = 16 * 2**20
 # The calibrators too are read in blocks of integrations (CalibratorReader), each at most this much of
 # visibilities: held whole, a 480-channel window's phase calibrator was the stage's peak at full size, and an
 # ALMA bandpass scan of 3840 channels would be GBs.
