@@ -60,6 +60,7 @@ from harness import (
     stage_jobs,
 )
 
+from mousflow.pipeline.launchers import StageJobConfig
 from mousflow.pipeline.local_server import start_server, stop_server
 from mousflow.pipeline.resources import parse_memory
 from mousflow.storage.location import Location
@@ -382,7 +383,7 @@ class Chaos:
         def resized(pod: dict, used: int) -> bool:
             limits = [parse_memory(m) for c in pod["status"].get("containerStatuses") or []
                       if (m := ((c.get("resources") or {}).get("limits") or {}).get("memory"))]
-            return bool(limits) and 0.8 * sum(limits) > used  # under the launcher's resize threshold
+            return bool(limits) and StageJobConfig.resize_threshold * sum(limits) > used  # no resize due
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop.is_set():

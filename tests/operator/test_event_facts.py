@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
+from pathlib import Path
 
+import yaml
+
+from mousflow.model import load_manifest
+from mousflow.model.status import MOUSStatus, StageName
 from mousflow.pipeline import reports
 from mousflow.pipeline.launchers import StageJobConfig, job_settings_from_env
 from mousflow.storage.location import Location
@@ -184,13 +190,6 @@ def test_the_test_only_phase_dwell_holds_each_phase_then_lets_it_go(monkeypatch)
 def test_the_running_stage_is_kept_as_its_name_type_so_the_status_serialises_cleanly(tmp_path):
     """status.stage is a StageName: a plain str there made pydantic warn on every status patch (seen in the
     chaos suite's operator log)."""
-    import warnings
-    from pathlib import Path
-
-    import yaml
-
-    from mousflow.model import load_manifest
-    from mousflow.model.status import MOUSStatus, StageName
     from mousflow_operator.handlers import _mous_label, _observe_stages
 
     doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "model" / "manifests" /
