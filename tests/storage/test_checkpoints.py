@@ -59,8 +59,9 @@ def test_a_processing_set_is_committed_from_its_recorded_checksums_and_checked_f
     integrity.record_checksums(root.join("stage", "table.zarr"))
     store = CheckpointStore(root)
     hashed = []
-    original = integrity.sha256_of_object
-    monkeypatch.setattr(integrity, "sha256_of_object", lambda loc: hashed.append(loc.path) or original(loc))
+    original = integrity.digest_of_object
+    monkeypatch.setattr(integrity, "digest_of_object",
+                        lambda loc, algorithm: hashed.append(loc.path) or original(loc, algorithm))
     store.commit("stage", "uid://A001/X1/X1", "in", "v1", ["stage/table.zarr"])
     assert hashed == []
     assert store.validate("stage", "in", "v1") and hashed  # read to check
