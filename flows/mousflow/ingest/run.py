@@ -31,7 +31,7 @@ from mousflow.ingest.manifest import ImportOptions, build_manifest, describe, ex
 from mousflow.ingest.measurement_set import check_measurement_set, convert, target_fields
 from mousflow.ingest.metadata import ExecutionBlockSummary, summarise
 from mousflow.model.semantics import several_pointings
-from mousflow.storage.location import Location
+from mousflow.storage.location import Location, remove_local_tree
 from mousflow.storage.zarr_io import finalize_processing_set, open_processing_set
 
 ProgressFn = Callable[[str], None]
@@ -131,7 +131,10 @@ def import_measurement_sets(ms_paths: list[str], out: str, options: ImportOption
                 say(f"could not remove the partial upload at {final.uri}: {exc}")
         raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            remove_local_tree(staging)
+        except OSError as exc:
+            say(f"could not remove the staging directory {staging}: {exc}")
     return ImportResult(final, final.join("mous.yaml"), [(u, uri) for u, uri, _ in ebs], left,
                         time.perf_counter() - started)
 

@@ -171,9 +171,12 @@ def simulate_mous(preset_name: str, out: str, seed: int = 1, *, force: bool = Fa
             os.replace(staging.path, final.path)
         final.commit({"kind": "simulated-mous", "preset": preset.name, "seed": seed,
                       "mousflow": mousflow.__version__, "executionBlocks": eb_labels})
-    except BaseException:
+    except BaseException as exc:
         if final.is_local:
-            staging.remove()
+            try:
+                staging.remove()
+            except OSError as cleanup:  # the error that stopped the simulation is the one to report
+                exc.add_note(f"the partial output {staging.path} could not be removed: {cleanup}")
         raise
     elapsed = time.perf_counter() - started
     return SimulationResult(final, final.join("mous.yaml"), final.join("truth.json"), eb_labels, n_vischan, elapsed)

@@ -7,10 +7,12 @@ data first, marker last, so a reader never mistakes an interrupted write for a f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
 import shutil
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -205,7 +207,11 @@ class Location:
         return not self.fs.ls(self.path)
 
     def remove(self) -> None:
-        if self.exists():
+        if not self.exists():
+            return
+        if self.is_local:
+            remove_local_tree(self.path)
+        else:
             self.fs.rm(self.path, recursive=True)
 
     # --- commit protocol -------------------------------------------------------------------------------------
@@ -243,3 +249,26 @@ class Location:
         except Exception as exc:  # refused credentials, unreachable endpoint, ...: say which
             failure = classify_failure(exc)
             raise type(failure)(f"cannot write to {self.uri}: {failure}") from exc
+
+
+def remove_local_tree(path: str, *, patience_s: float = 5.0) -> None:
+    """Remove a local file or directory tree, waiting out writers that are still finishing.
+
+    Zarr writes a node's chunks as concurrent tasks on its own event-loop thread; when one fails (a full disk),
+    the caller gets that error at once while the others are still creating files. A plain `rmtree` then meets a
+    directory that filled again behind it ("Directory not empty") and its error would hide the one that
+    stopped the work. Those writers end within moments, so the removal is tried again for up to `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
