@@ -1,15 +1,18 @@
-"""The process's allocator: what a stage asks glibc to give back (process_env.release_freed_memory)."""
+"""The process's allocator (process_env.release_freed_memory) and its compute threads (use_compute_threads)."""
 
 import os
 import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mousflow import process_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _rss_bytes() -> int:
@@ -79,3 +82,33 @@ def test_the_stage_command_keeps_them_out_before_the_stage_is_imported(monkeypat
     monkeypatch.setattr(cli, "_exit_on_sigterm", lambda: None)
     assert cli.main(["stage", "calibration", "--manifest", "m.yaml"]) == 0
     assert calls == ["kept out", "stage"]
+
+
+_DEGRID = """
+import hashlib, sys
+import numpy as np
+from mousflow.process_env import use_compute_threads
+from mousflow.science.imaging.gridding import degrid_model
+rng = np.random.default_rng(1)
+uvw = rng.normal(0, 300, (7200, 3)) * [1, 1, 0.1]
+model = np.zeros((400, 400)); model[rng.integers(0, 400, 50), rng.integers(0, 400, 50)] = rng.random(50)
+degrid_model(model[:64, :64], uvw[:10], [2.3e11], 1.16e-6, nthreads=2)  # ducc0's pool made here, from the env
+if sys.argv[1] == "sized":
+    use_compute_threads(2)
+vis = degrid_model(model, uvw, np.linspace(2.3e11, 2.32e11, 7), 1.16e-6, double=False, nthreads=2)
+print(hashlib.sha256(vis.tobytes()).hexdigest())
+"""
+
+
+def test_imaging_uses_its_threads_whatever_omp_num_threads_said_when_ducc0_started():
+    """A local Dask cluster's nanny leaves OMP_NUM_THREADS=1 in the stage's environment; ducc0 then made a
+    one-thread pool and degridded differently (and slower) than an uninterrupted run, so a resumed run's
+    continuum differed in its last bits (seen on this machine in the SIGKILL-resume test)."""
+    def degridded(omp: str, how: str) -> str:
+        env = {**os.environ, "OMP_NUM_THREADS": omp, "PYTHONPATH": os.pathsep.join([str(REPO / "flows")])}
+        return subprocess.run([sys.executable, "-c", _DEGRID, how], env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    assert degridded("1", "sized") == degridded("2", "sized")
+    # and the environment did matter: the pool, left as made, degrids otherwise
+    assert degridded("1", "as-made") != degridded("2", "as-made")

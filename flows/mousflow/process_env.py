@@ -27,6 +27,23 @@ STAGE_PROCESS_ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "2"}
 NOT_IMPORTED_IN_STAGES = ("pyarrow",)
 
 
+def use_compute_threads(threads: int) -> None:
+    """Size ducc0's thread pool (the gridder's degridding and FFTs) to `threads`, whatever the environment says.
+
+    Why: ducc0 sizes its pool once, from OMP_NUM_THREADS, when a process first uses it, and caps every later
+    `nthreads=` at that size. A local Dask cluster's nanny sets OMP_NUM_THREADS=1 in its parent's environment
+    (distributed's pre-spawn-environ, for its workers), so an imaging stage whose first ducc0 call came after
+    its chunks' cluster started (a resumed run: no cube left to plan) imaged its continuum on one thread where
+    an uninterrupted run used two: half the speed, and products that differed in their last bits from the
+    uninterrupted run's (ducc0's degridding rounds differently per thread count). Call it from the stage's main
+    thread before any ducc0 work, never while another thread may be in ducc0."""
+    import ducc0.misc
+
+    threads = max(1, int(threads))
+    if ducc0.misc.thread_pool_size() != threads:
+        ducc0.misc.resize_thread_pool(threads)
+
+
 def stage_process_env_vars() -> list[dict]:
     """STAGE_PROCESS_ENV as a container's `env` entries."""
     return [{"name": name, "value": value} for name, value in sorted(STAGE_PROCESS_ENV.items())]

@@ -23,7 +23,7 @@ import numpy as np
 
 from mousflow.errors import ImagingFailed, InputMissing
 from mousflow.model.semantics import several_pointings
-from mousflow.process_env import release_freed_memory
+from mousflow.process_env import release_freed_memory, use_compute_threads
 from mousflow.science.imaging import (
     Beam,
     ImagingPlan,
@@ -149,6 +149,7 @@ def run(ctx: StageContext) -> str:
         ctx.progress("imaging: valid checkpoint, nothing to do", 100.0)
         return "Skipped"
     ctx.progress(f"imaging: starting ({validity.reason})", 0.0)
+    use_compute_threads(ctx.threads)
 
     calibrated = [rel for rel in upstream.outputs if rel.endswith("calibrated.ps.zarr")]
     for rel in calibrated:
