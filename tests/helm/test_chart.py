@@ -149,7 +149,8 @@ def test_default_install(helm):
     assert env["MOUSFLOW_METRICS_PORT"] == "9090"
     assert (env["MOUSFLOW_OOM_MEMORY_FACTOR"], env["MOUSFLOW_OOM_MAX_RETRIES"], env["MOUSFLOW_OOM_MEMORY_CAP"]) == \
         ("1.5", "3", "64Gi")
-    assert (env["MOUSFLOW_RESIZE_IN_PLACE"], env["MOUSFLOW_POD_START_ERROR_SECONDS"]) == ("true", "120")
+    assert (env["MOUSFLOW_RESIZE_IN_PLACE"], env["MOUSFLOW_POD_START_ERROR_SECONDS"],
+            env["MOUSFLOW_API_OUTAGE_SECONDS"]) == ("true", "120", "300")
     # imaging over Dask worker pods, and a history of measured peaks in the chart's MinIO bucket
     assert (env["MOUSFLOW_DASK_SERVICE_ACCOUNT"], env["MOUSFLOW_DASK_MIN_WORKERS"], env["MOUSFLOW_DASK_MAX_WORKERS"],
             env["MOUSFLOW_DASK_WORKER_CPU"], env["MOUSFLOW_DASK_UNSCHEDULABLE_SECONDS"]) == \

@@ -3,6 +3,7 @@ launcher's decisions against a scripted cluster (the real cluster runs it in tes
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mousflow.pipeline.kubernetes import (
@@ -715,9 +716,120 @@ def test_the_platforms_retry_policy_reaches_the_launcher_from_the_operators_sett
     from mousflow.pipeline.launchers import StageJobConfig, make_launcher
 
     monkeypatch.setattr(kube_config, "load_kube_config", lambda: None)  # no cluster: the clients are not used
-    env = {"MOUSFLOW_INTERRUPTION_RETRIES": "5", "MOUSFLOW_OOM_MAX_RETRIES": "1", "MOUSFLOW_OOM_MEMORY_CAP": "8Gi"}
+    env = {"MOUSFLOW_INTERRUPTION_RETRIES": "5", "MOUSFLOW_OOM_MAX_RETRIES": "1", "MOUSFLOW_OOM_MEMORY_CAP": "8Gi",
+           "MOUSFLOW_API_OUTAGE_SECONDS": "42"}
     config = StageJobConfig.from_env(env).to_json()
     launcher = make_launcher("kubernetes?namespace=alma&attempt=3&run=r1", threads=2, config=config)
-    assert (launcher.interruption_retries, launcher.oom_max_retries, launcher.memory_cap_bytes, launcher.attempt) \
-        == (5, 1, 8 * 2**30, 3)
+    assert (launcher.interruption_retries, launcher.oom_max_retries, launcher.memory_cap_bytes, launcher.attempt,
+            launcher.api_outage_seconds) == (5, 1, 8 * 2**30, 3, 42.0)
     assert StageJobConfig.from_env({}).interruption_retries == 2
+
+
+def _refused() -> Exception:
+    """What the client raises while the API server restarts: urllib3 gave up on a refused connection."""
+    import urllib3
+
+    return urllib3.exceptions.MaxRetryError(
+        None, "/apis/batch/v1/namespaces/alma/jobs/x/status",
+        urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused"))
+
+
+class _ApiServerAway(ScriptedCluster):
+    """The API server refuses connections for the launcher's first `away` looks at a Job."""
+
+    def __init__(self, run_root, script, away: int):
+        super().__init__(run_root, script)
+        self.away = away
+
+    def read_namespaced_job_status(self, name, ns):
+        if self.away > 0:
+            self.away -= 1
+            raise _refused()
+        return super().read_namespaced_job_status(name, ns)
+
+
+def test_a_job_watched_through_an_api_server_restart_is_followed_to_its_end(tmp_path):
+    """The chaos suite restarted the API server while an imaging Job was watched: the flow run failed on the
+    refused connection, and the next run's Jobs went beside that Job, whose DaskCluster nobody released. The
+    Job goes on without the API server, so the watch waits the outage out and reports the Job's own outcome."""
+    doc = yaml.safe_load(MANIFEST.read_text())
+    run_root = Location.of(str(tmp_path / "out"))
+    doc["spec"]["output"]["uri"] = run_root.uri
+    manifest = tmp_path / "mous.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    cluster = _ApiServerAway(run_root, [(True, COMPLETED, _report("Succeeded"))], away=3)
+    launcher = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0,
+                                     batch_api=cluster, core_api=cluster, api_outage_seconds=60)
+    lines: list[str] = []
+    outcome = launcher.launch("imaging", str(manifest), run_root, lines.append)
+    assert outcome.state == "Succeeded" and len(cluster.created) == 1, (outcome, lines)
+    assert sum("the Kubernetes API cannot be reached" in line for line in lines) == 1, lines
+    assert any("the Kubernetes API answers again" in line for line in lines), lines
+
+
+def test_an_api_server_away_longer_than_the_outage_allowance_fails_the_watch(tmp_path):
+    import urllib3
+
+    doc = yaml.safe_load(MANIFEST.read_text())
+    run_root = Location.of(str(tmp_path / "out"))
+    doc["spec"]["output"]["uri"] = run_root.uri
+    manifest = tmp_path / "mous.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    cluster = _ApiServerAway(run_root, [(True, COMPLETED, _report("Succeeded"))], away=10**6)
+    launcher = KubernetesJobLauncher(SETTINGS, {"imaging": REQUEST}.__getitem__, poll_seconds=0,
+                                     batch_api=cluster, core_api=cluster, api_outage_seconds=1)
+    with pytest.raises(urllib3.exceptions.MaxRetryError):
+        launcher.launch("imaging", str(manifest), run_root, lambda _line: None)
+
+
+def test_only_an_api_server_away_is_waited_out():
+    from kubernetes.client.rest import ApiException
+
+    from mousflow.pipeline.kubernetes import api_unreachable
+
+    assert api_unreachable(_refused()) and api_unreachable(ConnectionResetError())
+    assert api_unreachable(ApiException(status=503, reason="Service Unavailable"))
+    for answer in (403, 404, 409, 422):
+        assert not api_unreachable(ApiException(status=answer, reason="no"))
+    assert not api_unreachable(TimeoutError("pod still terminating")) and not api_unreachable(ValueError("x"))
+
+
+def test_the_dask_cluster_an_earlier_runs_ended_imaging_pod_left_is_released_before_this_run_images(tmp_path):
+    """An earlier run's imaging Job that ended after its flow run did (the run failed on an outage): nobody
+    followed its pod to its end, so nobody released its DaskCluster. The next run's imaging releases it before
+    launching its own; a running pod's and this run's own are not touched."""
+    from dataclasses import replace
+
+    from mousflow.pipeline.launchers import launch_unless_complete
+    from mousflow.stages.dask_kubernetes_cluster import cluster_name
+
+    doc = yaml.safe_load(MANIFEST.read_text())
+    run_root = Location.of(str(tmp_path / "out"))
+    doc["spec"]["output"]["uri"] = run_root.uri
+    manifest = tmp_path / "mous.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    settings = replace(SETTINGS, dask_service_account="mousflow-imaging")
+    cluster = ScriptedCluster(run_root, [(True, COMPLETED, _report("Succeeded"))])
+    calls: list[str] = []
+    deleted = cluster.delete_namespaced_custom_object
+    cluster.delete_namespaced_custom_object = lambda *a: (calls.append(f"release {a[-1]}"), deleted(*a))[1]
+    created = cluster.create_namespaced_job
+    cluster.create_namespaced_job = lambda ns, spec: (calls.append("create"), created(ns, spec))[1]
+    earlier = job_name(doc["spec"]["uid"], "imaging", 31, run="runA1234")
+    cluster.add_finished_job(earlier, {"mousflow.io/uid": doc["spec"]["uid"], "mousflow.io/run": "runA1234"},
+                             succeeded=False)
+    cluster.pods[earlier] = {"metadata": {"name": f"{earlier}-tk6dm", "creation_timestamp": "2026-12-07T20:27:00Z",
+                                          "deletion_timestamp": None}, "status": {"phase": "Failed"}}
+    launcher = KubernetesJobLauncher(settings, {"imaging": REQUEST, "imaging-worker": REQUEST}.__getitem__,
+                                     poll_seconds=0, run="runB5678", batch_api=cluster, core_api=cluster,
+                                     custom_api=cluster)
+    lines: list[str] = []
+    outcome = launch_unless_complete(launcher, "imaging", str(manifest), run_root, lines.append)
+    assert outcome.state == "Succeeded", (outcome, lines)
+    assert calls[:2] == [f"release {cluster_name(f'{earlier}-tk6dm')}", "create"], calls
+    assert any(f"deleted the Dask cluster of {earlier}-tk6dm" in line for line in lines), lines
+    # a pod still running is not an ended pod: its cluster stays
+    cluster.pods[earlier]["status"]["phase"] = "Running"
+    calls.clear()
+    launcher.release_earlier_runs("imaging", str(manifest), lines.append)
+    assert calls == [], calls

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mousflow.errors import EXIT_CODES
+from mousflow.errors import EXIT_CODES, first_line
 from mousflow.model import API_VERSION, KIND
 from mousflow.model.spec import uid_digest
 from mousflow.pipeline import reports
@@ -330,6 +330,25 @@ class PodCannotStart(Exception):
     """The stage's pod has been stuck for pod_start_error_seconds on a problem only a person can fix."""
 
 
+@dataclass
+class _StartWatch:
+    """What the Job watch has learnt of its pod's start: running yet; since when stuck on a problem."""
+
+    started: bool = False
+    problem_since: float | None = None
+
+
+def api_unreachable(exc: BaseException) -> bool:
+    """Whether a failed API request failed for the API server being away (connection refused or reset, a
+    timeout, 429/5xx while it starts) rather than for the request: worth waiting out, not reporting."""
+    import urllib3
+    from kubernetes.client.rest import ApiException
+
+    if isinstance(exc, ApiException):
+        return exc.status in (429, 500, 502, 503, 504)
+    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError)
+
+
 class KubernetesJobLauncher:
     """Runs each stage as a Kubernetes Job and reports its outcome (from the stage's status in storage and the
     fate of its pod).
@@ -343,7 +362,7 @@ class KubernetesJobLauncher:
                  oom_memory_factor: float = 1.5, oom_max_retries: int = 3, memory_cap_bytes: int = 64 * 2**30,
                  interruption_retries: int = 2, run: str = "", batch_api=None, core_api=None, custom_api=None,
                  resize_in_place: bool = True, resize_threshold: float = 0.8,
-                 pod_start_error_seconds: float = 120.0):
+                 pod_start_error_seconds: float = 120.0, api_outage_seconds: float = 300.0):
         if batch_api is None or core_api is None:
             from kubernetes import client
 
@@ -368,6 +387,7 @@ class KubernetesJobLauncher:
         self.resize_in_place = resize_in_place
         self.resize_threshold = resize_threshold
         self.pod_start_error_seconds = pod_start_error_seconds
+        self.api_outage_seconds = api_outage_seconds
 
     def launch(self, stage: str, manifest_uri: str, run_root: Location, on_line: LineFn) -> StageOutcome:
         """Run the stage; after running out of memory run it again with more memory (up to the cap and the
@@ -471,6 +491,29 @@ class KubernetesJobLauncher:
 
         return max((j["metadata"]["name"] for j in jobs
                     if not j["metadata"]["name"].startswith(prefix) and running(j)), default=None)
+
+    def release_earlier_runs(self, stage: str, manifest_uri: str, on_line: LineFn) -> None:
+        """Delete the DaskClusters that ended imaging pods of earlier runs of the MOUS left behind. Such a pod's
+        run normally releases its cluster when the pod ends (_release_dask_cluster_of), but a run that ended
+        first (its flow run failed, the operator restarted) never does, and the cluster, owned by the pod the
+        failed Job keeps for its TTL, would hold its scheduler and workers that long. Only ended pods: a
+        running one belongs to a Job running_job_of_another_run has waited for. Best effort: logged, never
+        fatal."""
+        if stage != "imaging" or not self.settings.dask_service_account or not self.run:
+            return
+        ns = self.settings.namespace
+        try:
+            prefix, jobs = self._stage_jobs(stage, manifest_uri)
+            for job in jobs:
+                if job["metadata"]["name"].startswith(prefix):
+                    continue
+                pods = self.core.list_namespaced_pod(
+                    ns, label_selector=f"job-name={job['metadata']['name']}").to_dict()["items"]
+                for pod in pods:
+                    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                        self._release_dask_cluster(ns, pod["metadata"]["name"], on_line)
+        except Exception as exc:  # the stage matters more than this tidying; the next run tries again
+            on_line(f"could not look for Dask clusters left by earlier runs: {type(exc).__name__}: {exc}")
 
     def follow(self, stage: str, job: str, run_root: Location, on_line: LineFn) -> StageOutcome:
         """The outcome of an existing Job of this run, waited for without creating anything."""
@@ -677,46 +720,76 @@ class KubernetesJobLauncher:
         waited for until it is gone (its deletion timestamp is what tells an interruption from a failure, and
         the next attempt must not write beside a pod that is still stopping)."""
         deadline = time.monotonic() + self.timeout_seconds
-        start_problem_since: float | None = None
-        started = False
+        watch = _StartWatch()
+        outage_since: float | None = None
         while time.monotonic() < deadline:
-            job = self.batch.read_namespaced_job_status(name, ns).to_dict()
-            st = job.get("status") or {}
-            if not started and st.get("active") and not (st.get("succeeded") or st.get("failed")):
-                # until the pod runs: is it stuck on something only a person can fix?
-                pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
-                started = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
-                problem = None if started else pod_start_problem(pods)
-                if problem is None:
-                    start_problem_since = None
-                elif start_problem_since is None:
-                    start_problem_since = time.monotonic()
-                    on_line(f"Job {ns}/{name}: its pod cannot start ({problem}); waiting "
-                            f"{self.pod_start_error_seconds:.0f} s for it to be fixed")
-                elif time.monotonic() - start_problem_since >= self.pod_start_error_seconds:
-                    raise PodCannotStart(f"the stage pod of Job {ns}/{name} could not start for "
-                                         f"{self.pod_start_error_seconds:.0f} s: {problem}")
-            if st.get("succeeded") or st.get("failed"):
-                pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
-                pods.sort(key=lambda p: p["metadata"]["creation_timestamp"])
-                pod = pods[-1] if pods else None
-                if pod is not None and pod["metadata"].get("deletion_timestamp"):
-                    self._wait_gone(pod["metadata"]["name"], ns, on_line)
-                elif pod is not None:
-                    try:
-                        for line in self.core.read_namespaced_pod_log(pod["metadata"]["name"], ns).splitlines():
-                            on_line(line)
-                    except Exception as exc:  # logs are a convenience; the outcome comes from storage
-                        on_line(f"(logs unavailable: {exc})")
-                return bool(st.get("succeeded")), (_camel(pod) if pod else None)
-            if while_running is not None and st.get("active"):
-                try:
-                    while_running()
-                except Exception as exc:  # growing in place is an optimisation: never lose the Job over it
-                    on_line(f"(in-place resize skipped: {exc})")
+            try:
+                ended = self._poll_job(name, ns, on_line, while_running, watch)
+            except Exception as exc:
+                # The API server away (restarted, upgraded, a network blip) is not the stage's failure: the Job
+                # and its pod go on without it. Given up, the flow run would fail and the next run start its
+                # own Jobs beside this one, whose imaging pod's DaskCluster nobody would then release (the
+                # chaos suite saw that after restarting the API server).
+                if not api_unreachable(exc):
+                    raise
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    why = first_line(getattr(exc, "reason", None) or exc)  # urllib3 wraps the socket's error
+                    on_line(f"Job {ns}/{name}: the Kubernetes API cannot be reached ({why}); "
+                            f"waiting up to {self.api_outage_seconds:.0f} s for it")
+                elif now - outage_since >= self.api_outage_seconds:
+                    raise
+                time.sleep(max(self.poll_seconds, 0.5))
+                continue
+            if outage_since is not None:
+                on_line(f"Job {ns}/{name}: the Kubernetes API answers again after "
+                        f"{time.monotonic() - outage_since:.0f} s")
+                outage_since = None
+            if ended is not None:
+                return ended
             time.sleep(self.poll_seconds)
         raise TimeoutError(f"Job {ns}/{name} did not finish within {self.timeout_seconds:.0f} s")
 
+    def _poll_job(self, name: str, ns: str, on_line: LineFn, while_running: Callable[[], None] | None,
+                  watch: _StartWatch) -> tuple[bool, dict | None] | None:
+        """One look at the Job: (whether it succeeded, its last pod) once it has ended, else None. Only reads
+        (and the in-place resize, which guards itself), so a look cut short by an API outage can be repeated."""
+        job = self.batch.read_namespaced_job_status(name, ns).to_dict()
+        st = job.get("status") or {}
+        if not watch.started and st.get("active") and not (st.get("succeeded") or st.get("failed")):
+            # until the pod runs: is it stuck on something only a person can fix?
+            pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
+            watch.started = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
+            problem = None if watch.started else pod_start_problem(pods)
+            if problem is None:
+                watch.problem_since = None
+            elif watch.problem_since is None:
+                watch.problem_since = time.monotonic()
+                on_line(f"Job {ns}/{name}: its pod cannot start ({problem}); waiting "
+                        f"{self.pod_start_error_seconds:.0f} s for it to be fixed")
+            elif time.monotonic() - watch.problem_since >= self.pod_start_error_seconds:
+                raise PodCannotStart(f"the stage pod of Job {ns}/{name} could not start for "
+                                     f"{self.pod_start_error_seconds:.0f} s: {problem}")
+        if st.get("succeeded") or st.get("failed"):
+            pods = self.core.list_namespaced_pod(ns, label_selector=f"job-name={name}").to_dict()["items"]
+            pods.sort(key=lambda p: p["metadata"]["creation_timestamp"])
+            pod = pods[-1] if pods else None
+            if pod is not None and pod["metadata"].get("deletion_timestamp"):
+                self._wait_gone(pod["metadata"]["name"], ns, on_line)
+            elif pod is not None:
+                try:
+                    for line in self.core.read_namespaced_pod_log(pod["metadata"]["name"], ns).splitlines():
+                        on_line(line)
+                except Exception as exc:  # logs are a convenience; the outcome comes from storage
+                    on_line(f"(logs unavailable: {exc})")
+            return bool(st.get("succeeded")), (_camel(pod) if pod else None)
+        if while_running is not None and st.get("active"):
+            try:
+                while_running()
+            except Exception as exc:  # growing in place is an optimisation: never lose the Job over it
+                on_line(f"(in-place resize skipped: {exc})")
+        return None
 
     def _wait_gone(self, pod: str, ns: str, on_line: LineFn, timeout: float = 180.0) -> None:
         from kubernetes.client.rest import ApiException

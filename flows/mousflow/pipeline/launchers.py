@@ -39,7 +39,8 @@ def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: st
     first, and its report kept if it succeeded: its checkpoint may be valid before its Job has reported, and a
     Skipped in place of its report would lose what it measured (the launcher's job_of_this_run and follow, if it
     has them). A Job of an earlier run still running is waited for before anything else (the launcher's
-    running_job_of_another_run)."""
+    running_job_of_another_run), and what earlier runs' ended pods left behind is released (its
+    release_earlier_runs)."""
     existing = getattr(launcher, "job_of_this_run", None)
     job = existing(stage, manifest_uri) if existing is not None else None
     if job is not None:
@@ -52,6 +53,8 @@ def launch_unless_complete(launcher: StageLauncher, stage: str, manifest_uri: st
         # (an outage, a restart) is waited for; if it finished the stage, its checkpoint is valid below.
         on_line(f"stage {stage}: Job {running} of an earlier run still runs: waiting for it to end first")
         launcher.follow(stage, running, run_root, on_line)
+    if (release := getattr(launcher, "release_earlier_runs", None)) is not None:
+        release(stage, manifest_uri, on_line)
     skipped = skip_if_complete(stage, manifest_uri)
     if skipped is not None:
         on_line(f"stage {stage}: valid checkpoint, nothing to do: not started")
@@ -135,6 +138,9 @@ class StageJobConfig:
     pod_start_error_seconds: float = 120.0
     """A stage pod that cannot start this long (CreateContainerConfigError: the S3 Secret missing in the MOUS's
     namespace; an image that cannot be pulled) fails its stage with reason PodCannotStart, naming the problem."""
+    api_outage_seconds: float = 300.0
+    """The Kubernetes API server unreachable this long (restarting, upgraded) while a stage's Job is watched
+    fails the flow run; shorter outages are waited out, the Job going on meanwhile."""
     default_namespace: str = "default"
     test_env: dict[str, str] = field(default_factory=dict)
     """TEST ONLY (stages.runner.TEST_VARIABLES that are set)."""
@@ -162,6 +168,7 @@ class StageJobConfig:
             resize_threshold=float(env.get("MOUSFLOW_RESIZE_THRESHOLD") or cls.resize_threshold),
             pod_start_error_seconds=float(env.get("MOUSFLOW_POD_START_ERROR_SECONDS")
                                           or cls.pod_start_error_seconds),
+            api_outage_seconds=float(env.get("MOUSFLOW_API_OUTAGE_SECONDS") or cls.api_outage_seconds),
             default_namespace=env.get("MOUSFLOW_JOB_NAMESPACE") or cls.default_namespace,
             test_env={name: env[name] for name in TEST_VARIABLES if env.get(name)},
         )
@@ -228,7 +235,8 @@ def _kubernetes_launcher(kind: str, threads: int, config: StageJobConfig | None 
                             memory_cap_bytes=parse_memory(config.oom_memory_cap),
                             interruption_retries=config.interruption_retries,
                             resize_in_place=config.resize_in_place, resize_threshold=config.resize_threshold,
-                            pod_start_error_seconds=config.pod_start_error_seconds)
+                            pod_start_error_seconds=config.pod_start_error_seconds,
+                            api_outage_seconds=config.api_outage_seconds)
 
 
 def make_launcher(kind: str = "local", threads: int = 1, config: Mapping | None = None) -> StageLauncher:
